@@ -1,0 +1,1 @@
+"""Publish targets: openstack, s3, ovh-dedicated, proxmox."""

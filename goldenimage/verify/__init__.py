@@ -1,0 +1,1 @@
+"""Verify: boot an artifact under QEMU, wait for SSH, run the testinfra suite."""
