@@ -1,0 +1,267 @@
+"""Packer templates (HCL2 in JSON syntax) per target: qemu, proxmox (clone), openstack.
+
+Packer only boots the base with the profile's user-data, waits for cloud-init, collects the manifest,
+runs the golden-image cleanup and shuts down. The values a user changes go to a *.pkrvars.json file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+from ..cloudinit.userdata import BUILD_USER
+from ..profiles import ResolvedProfile
+
+SOURCE_NAME = "golden"
+SCRIPTS = ("apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh")
+GUEST_MANIFEST = "/tmp/golden-guest-manifest.json"
+MANIFEST_FILE = "guest-manifest.json"
+
+# Plugins for Packer 1.7+, which split the builders out of the core binary.
+PLUGINS = {
+    "qemu": ("github.com/hashicorp/qemu", ">= 1.0.0"),
+    "proxmox": ("github.com/hashicorp/proxmox", ">= 1.1.0"),
+    "openstack": ("github.com/hashicorp/openstack", ">= 1.0.0"),
+}
+
+
+class Target(StrEnum):
+    QEMU = "qemu"
+    PROXMOX = "proxmox"
+    OPENSTACK = "openstack"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A template variable: its type, its value in the rendered *.pkrvars.json, and whether it is secret."""
+
+    type: str
+    value: Any
+    description: str
+    sensitive: bool = False
+    env_default: str | None = None  # secrets come from the environment, never from a file
+
+
+def script_text(name: str) -> str:
+    """The text of one of the bake scripts shipped beside this module."""
+    return resources.files(__package__).joinpath("scripts", name).read_text()
+
+
+def _common_variables(profile: ResolvedProfile) -> dict[str, Variable]:
+    return {
+        "image_name": Variable("string", f"{profile.name}-debian{profile.release.number}", "Name of the result"),
+        "ssh_private_key_file": Variable(
+            "string", "build_key", f"Private key of the {BUILD_USER} account (ephemeral, made by golden render)"
+        ),
+        "manifest_dir": Variable("string", ".", "Where the guest manifest (packages, versions) is downloaded"),
+        "scripts_dir": Variable("string", "scripts", "Directory holding the bake scripts"),
+    }
+
+
+def _qemu(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
+    variables = {
+        "base_image": Variable("string", "base.qcow2", "Base qcow2 (golden base, or an official cloud image)"),
+        "base_checksum": Variable("string", "none", "Checksum of the base image, such as sha256:HEX"),
+        "seed_iso": Variable("string", "seed.iso", "NoCloud seed ISO carrying the bake user-data"),
+        "output_directory": Variable("string", "output", "Packer's output directory (must not exist)"),
+        "accelerator": Variable("string", "tcg", "kvm where KVM works, tcg otherwise (golden probes it)"),
+        "memory": Variable("number", 2048, "Guest memory in MiB"),
+        "cpus": Variable("number", 2, "Guest CPUs"),
+        "disk_size": Variable("string", profile.disk_size, "Virtual size of the image"),
+        "serial_log": Variable("string", "serial.log", "File receiving the guest's serial console"),
+    }
+    source = {
+        "disk_image": True,
+        "iso_url": "${var.base_image}",
+        "iso_checksum": "${var.base_checksum}",
+        "output_directory": "${var.output_directory}",
+        "vm_name": "${var.image_name}.qcow2",
+        "format": "qcow2",
+        "disk_compression": True,
+        "disk_size": "${var.disk_size}",
+        "disk_interface": "virtio",
+        "disk_discard": "unmap",
+        "disk_detect_zeroes": "unmap",
+        "net_device": "virtio-net",
+        "accelerator": "${var.accelerator}",
+        "memory": "${var.memory}",
+        "cpus": "${var.cpus}",
+        "headless": True,
+        "qemuargs": [
+            ["-cdrom", "${var.seed_iso}"],
+            ["-serial", "file:${var.serial_log}"],
+            # Packer's own forward listens on every interface: keep SSH to the build VM on loopback.
+            ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+        ],
+        "ssh_host": "127.0.0.1",
+        "ssh_username": BUILD_USER,
+        "ssh_private_key_file": "${var.ssh_private_key_file}",
+        "ssh_timeout": "20m",
+        "boot_wait": "5s",
+        "shutdown_command": _shutdown_command(),
+        "shutdown_timeout": "10m",
+    }
+    return variables, source
+
+
+def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
+    variables = {
+        "proxmox_url": Variable("string", "https://pve.example.net:8006/api2/json", "Proxmox VE API URL"),
+        "proxmox_username": Variable("string", "packer@pve", "Proxmox user (user@realm)"),
+        "proxmox_password": Variable(
+            "string", None, "Proxmox password (from $PROXMOX_PASSWORD)", sensitive=True,
+            env_default="PROXMOX_PASSWORD",
+        ),
+        "proxmox_node": Variable("string", "pve", "Node that runs the bake"),
+        "proxmox_insecure": Variable("bool", False, "Skip TLS verification (self-signed PVE)"),
+        "clone_vm": Variable("string", f"golden-base-debian{profile.release.number}", "Base template to clone"),
+        "user_data_file": Variable("string", "user-data", "The bake user-data"),
+        "bridge": Variable("string", "vmbr0", "Network bridge for the build VM"),
+        "memory": Variable("number", 2048, "Guest memory in MiB"),
+        "cores": Variable("number", 2, "Guest cores"),
+    }
+    source = {
+        "proxmox_url": "${var.proxmox_url}",
+        "username": "${var.proxmox_username}",
+        "password": "${var.proxmox_password}",
+        "node": "${var.proxmox_node}",
+        "insecure_skip_tls_verify": "${var.proxmox_insecure}",
+        "clone_vm": "${var.clone_vm}",
+        "full_clone": True,
+        "template_name": "${var.image_name}",
+        "template_description": f"goldenimage {profile.name} on {profile.release.name}",
+        "memory": "${var.memory}",
+        "cores": "${var.cores}",
+        "scsi_controller": "virtio-scsi-pci",
+        "qemu_agent": True,
+        "network_adapters": [{"model": "virtio", "bridge": "${var.bridge}"}],
+        # The template's cloud-init drive gives the build account its key; the profile's user-data is
+        # applied by apply-user-data.sh (Packer 1.6's HCL2 proxmox-clone rejects additional_iso_files).
+        "cloud_init": True,
+        "ssh_username": BUILD_USER,
+        "ssh_private_key_file": "${var.ssh_private_key_file}",
+        "ssh_timeout": "20m",
+    }
+    return variables, source
+
+
+def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
+    variables = {
+        "identity_endpoint": Variable(
+            "string", "https://auth.cloud.ovh.net/v3", "Keystone URL (OVH Public Cloud by default; or $OS_AUTH_URL)"
+        ),
+        "region": Variable("string", "GRA11", "OpenStack region"),
+        "os_username": Variable("string", None, "OpenStack user ($OS_USERNAME)", env_default="OS_USERNAME"),
+        "os_password": Variable(
+            "string", None, "OpenStack password ($OS_PASSWORD)", sensitive=True, env_default="OS_PASSWORD"
+        ),
+        "tenant_name": Variable("string", None, "Project name ($OS_PROJECT_NAME)", env_default="OS_PROJECT_NAME"),
+        "domain_name": Variable("string", "Default", "User and project domain"),
+        "source_image_name": Variable("string", f"Debian {profile.release.number}", "Image to start from"),
+        "flavor": Variable("string", "b2-7", "Flavor of the build instance"),
+        "networks": Variable("list(string)", [], "Network IDs (empty: the project's default)"),
+        "user_data_file": Variable("string", "user-data", "The bake user-data"),
+    }
+    source = {
+        "identity_endpoint": "${var.identity_endpoint}",
+        "region": "${var.region}",
+        "username": "${var.os_username}",
+        "password": "${var.os_password}",
+        "tenant_name": "${var.tenant_name}",
+        "domain_name": "${var.domain_name}",
+        "source_image_name": "${var.source_image_name}",
+        "flavor": "${var.flavor}",
+        "networks": "${var.networks}",
+        "image_name": "${var.image_name}",
+        "user_data_file": "${var.user_data_file}",
+        "ssh_username": BUILD_USER,
+        "ssh_private_key_file": "${var.ssh_private_key_file}",
+        "ssh_timeout": "20m",
+        "metadata": {"golden_profile": profile.name, "os_distro": "debian",
+                     "os_version": str(profile.release.number)},
+    }
+    return variables, source
+
+
+def _shutdown_command() -> str:
+    # The build account goes last, in the command that stops the machine: nothing logs in after it.
+    return (
+        f"sudo sh -c 'userdel -rf {BUILD_USER}; rm -f /etc/sudoers.d/90-cloud-init-users; "
+        "shutdown -P now'"
+    )
+
+
+def _apply_user_data() -> list[dict[str, Any]]:
+    return [
+        {"file": {"source": "${var.user_data_file}", "destination": "/tmp/golden-user-data"}},
+        {"shell": {"script": "${var.scripts_dir}/apply-user-data.sh"}},
+    ]
+
+
+def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, Any]]:
+    release = profile.release
+    unique = " ".join(profile.content.get("instance_unique", []))
+    cleanup_env = [
+        f"GOLDEN_SERVICES={' '.join(profile.content.get('services', []))}",
+        f"GOLDEN_INSTANCE_UNIQUE={unique}",
+        f"GOLDEN_CLEAN_MACHINE_ID={1 if release.clean_machine_id else 0}",
+    ]
+    first = _apply_user_data() if target is Target.PROXMOX else []
+    return [
+        *first,
+        {"shell": {
+            "script": "${var.scripts_dir}/wait-cloud-init.sh",
+            "environment_vars": [f"GOLDEN_STATUS_OK={' '.join(str(c) for c in release.status_wait_ok)}"],
+        }},
+        {"shell": {"script": "${var.scripts_dir}/collect-manifest.sh"}},
+        {"file": {
+            "direction": "download",
+            "source": GUEST_MANIFEST,
+            "destination": "${var.manifest_dir}/" + MANIFEST_FILE,
+        }},
+        {"shell": {
+            "script": "${var.scripts_dir}/cleanup.sh",
+            "environment_vars": cleanup_env,
+            "execute_command": "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}",
+        }},
+    ]
+
+
+_SOURCES = {Target.QEMU: ("qemu", _qemu), Target.PROXMOX: ("proxmox-clone", _proxmox),
+            Target.OPENSTACK: ("openstack", _openstack)}
+
+
+def render_template(
+    profile: ResolvedProfile, target: Target, *, required_plugins: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(template, vars): the *.pkr.json document and the *.pkrvars.json values for one target."""
+    builder, make = _SOURCES[target]
+    variables = _common_variables(profile)
+    target_vars, source = make(profile)
+    variables.update(target_vars)
+    template: dict[str, Any] = {}
+    if required_plugins:
+        name = target.value
+        src, version = PLUGINS[name]
+        template["packer"] = {"required_plugins": {name: {"source": src, "version": version}}}
+    decls: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for name, var in variables.items():
+        decl: dict[str, Any] = {"type": var.type, "description": var.description}
+        if var.sensitive:
+            decl["sensitive"] = True
+        if var.env_default:
+            decl["default"] = f'${{env("{var.env_default}")}}'
+        else:
+            values[name] = var.value
+        decls[name] = decl
+    template["variable"] = decls
+    template["source"] = {builder: {SOURCE_NAME: source}}
+    template["build"] = {
+        "name": f"{profile.name}-debian{profile.release.number}",
+        "sources": [f"source.{builder}.{SOURCE_NAME}"],
+        "provisioner": _provisioners(profile, target),
+    }
+    return template, values

@@ -1,0 +1,113 @@
+"""The `golden` command line: argument parsing only; the work happens in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import EXIT_BAD_INPUT, GoldenError
+from .log import console, setup_logging
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from .profiles import describe, list_profiles, supported_releases
+
+    table = Table(title="goldenimage profiles", show_lines=False)
+    table.add_column("profile", style="bold")
+    table.add_column("roles")
+    table.add_column("debian")
+    table.add_column("description")
+    for name in list_profiles():
+        roles, description = describe(name)
+        releases = " ".join(str(n) for n in supported_releases(name))
+        table.add_row(name, ", ".join(roles), releases, escape(description))
+    Console(width=max(120, console.width)).print(table)
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .builders.packer_template import Target
+    from .profiles import resolve
+    from .render import render
+
+    profile = resolve(args.profile, args.debian, tuple(args.overlay))
+    out = Path(args.out or f"rendered/{profile.name}-debian{profile.release.number}-{args.target}")
+    rendered = render(profile, Target(args.target), out)
+    for path in sorted(rendered.directory.iterdir()):
+        print(path)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .builders.packer_template import Target
+    from .profiles import list_profiles
+    from .validate import validate_all
+
+    if args.all or not args.profiles:
+        names = list_profiles()
+    else:
+        names = args.profiles
+    targets = [Target(t) for t in args.target] if args.target else None
+    releases = [int(d) for d in args.debian] if args.debian else None
+    failures = total = 0
+    for check in validate_all(names, releases, targets, tuple(args.overlay)):
+        total += 1
+        failures += not check.ok
+        print(check.line(), flush=True)
+        if not check.ok and args.debug and check.detail:
+            print("\n".join("    " + line for line in check.detail.splitlines()))
+    print(f"{total - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="golden", description="Golden images for Debian server fleets.")
+    parser.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("profiles", help="list the profiles, their roles and what they are")
+    p.set_defaults(func=_cmd_profiles)
+
+    p = sub.add_parser("render", help="write the Packer template, user-data and seed for a profile")
+    p.add_argument("profile", help="profile name (profiles/NAME.yaml) or path to a profile file")
+    p.add_argument("--debian", help="Debian release: 10, 11, 12 or 13 (default 12)")
+    p.add_argument("--target", choices=["qemu", "proxmox", "openstack"], default="qemu")
+    p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
+    p.add_argument("--out", help="output directory (default rendered/PROFILE-debianN-TARGET)")
+    p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("validate", help="render and check with `packer validate` and `cloud-init schema`")
+    p.add_argument("profiles", nargs="*", help="profiles to check (default: all)")
+    p.add_argument("--all", action="store_true", help="every profile")
+    p.add_argument("--debian", action="append", help="only this release (repeatable)")
+    p.add_argument("--target", action="append", choices=["qemu", "proxmox", "openstack"])
+    p.add_argument("--overlay", action="append", default=[], type=Path)
+    p.set_defaults(func=_cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        return int(args.func(args))
+    except GoldenError as exc:
+        if args.debug:
+            raise
+        console.print(f"[red]golden: error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        if exc.hint:
+            console.print(f"  hint: {exc.hint}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        console.print("golden: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Load profiles, validate them, and resolve extends, roles, release variables and overlays.
+
+Merge rules (later wins; order: roles, then the extends chain from the root down, then
+`with_roles` additions, then overlays in the order given):
+- lists of names (packages, services, bake_commands, instance_unique, roles) append, keeping the first occurrence;
+- lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
+- maps (settings, sysctls, system, apt, apt.sources) deep-merge;
+- scalars (description, disk_size) and the `debian` list of supported releases replace.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from . import SOURCE_ROOT
+from .errors import InputError
+from .profile_schema import (
+    PACKAGE_NAME,
+    PLACEHOLDER,
+    SQL_ROLES,
+    OverlayFile,
+    ProfileFile,
+    Role,
+    RoleFragment,
+    schema_error_lines,
+)
+from .releases import Release, matrix
+
+PROFILES_DIR = SOURCE_ROOT / "profiles"
+ROLES_DIR = PROFILES_DIR / "roles"
+DEFAULT_DISK_SIZE = "4G"
+
+APPEND_LISTS = ("packages", "services", "bake_commands", "instance_unique", "roles")
+KEYED_LISTS = {"files": "path", "users": "name"}
+
+
+class ProfileErrors(InputError):
+    """All schema errors of one input, one line each."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines), hint="fix the file(s) above; see README 'Profile reference'")
+        self.lines = lines
+
+
+@dataclass(frozen=True)
+class ResolvedProfile:
+    """A profile with inheritance, roles, overlays and one release applied: what the generators use."""
+
+    name: str
+    description: str
+    roles: tuple[Role, ...]
+    release: Release
+    content: dict[str, Any]  # merged Fragment fields, {{ var }} substituted
+    disk_size: str
+    sources: tuple[Path, ...]  # every file that contributed, in merge order
+    overlays: tuple[Path, ...]
+    example_settings: dict[str, Any]  # first-boot settings examples of its roles, merged
+
+    @property
+    def packages(self) -> list[str]:
+        return list(self.content.get("packages", []))
+
+    @property
+    def has_sql(self) -> bool:
+        return any(r in SQL_ROLES for r in self.roles)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, for manifests, content keys and the baked image.json."""
+        return {
+            "profile": self.name,
+            "description": self.description,
+            "roles": [str(r) for r in self.roles],
+            "debian": self.release.number,
+            "codename": self.release.codename,
+            "disk_size": self.disk_size,
+            "content": self.content,
+            "overlays": [p.name for p in self.overlays],
+        }
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: (top level): expected a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """Validate a file against its schema; return only the keys it sets (so defaults never override)."""
+    raw = _read_yaml(path)
+    try:
+        parsed = model.model_validate(raw)
+    except ValidationError as exc:
+        raise ProfileErrors(schema_error_lines(_display(path), exc)) from exc
+    return parsed.model_dump(mode="json", exclude_unset=True)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def profile_path(name_or_path: str) -> Path:
+    """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is."""
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise InputError(f"{name_or_path}: no such profile file")
+        return path
+    path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise InputError(
+            f"profile {name_or_path!r}: no file {_display(path)}",
+            hint=f"known profiles: {', '.join(list_profiles())}",
+        )
+    return path
+
+
+def list_profiles() -> list[str]:
+    """Names of the buildable profiles in profiles/ (abstract ones such as base are left out)."""
+    names = []
+    for path in sorted(PROFILES_DIR.glob("*.yaml")):
+        if path.name == "releases.yaml":
+            continue
+        if not _read_yaml(path).get("abstract", False):
+            names.append(path.stem)
+    return names
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Merge `top` over `base` by the module's merge rules; neither input is modified."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if key in APPEND_LISTS:
+            merged = list(out.get(key, []))
+            merged += [v for v in value if v not in merged]
+            out[key] = merged
+        elif key in KEYED_LISTS:
+            ident = KEYED_LISTS[key]
+            items = {item[ident]: item for item in out.get(key, [])}
+            for item in value:
+                items[item[ident]] = copy.deepcopy(item)
+            out[key] = list(items.values())
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The extends chain of a profile, root first; cycles and missing parents are errors."""
+    resolved = path.resolve()
+    if resolved in seen:
+        cycle = " -> ".join(p.stem for p in (*seen, resolved))
+        raise InputError(f"{_display(path)}: extends: cycle {cycle}")
+    data = _validate(path, ProfileFile)
+    parents = data.get("extends") or []
+    if isinstance(parents, str):
+        parents = [parents]
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    for parent in parents:
+        parent_path = PROFILES_DIR / f"{parent}.yaml"
+        if not parent_path.is_file():
+            raise InputError(f"{_display(path)}: extends: no profile named {parent!r}")
+        for item in _chain(parent_path, (*seen, resolved)):
+            if item[0] not in [c[0] for c in chain]:
+                chain.append(item)
+    chain.append((resolved, data))
+    return chain
+
+
+def _role_fragment(role: Role) -> tuple[Path, dict[str, Any]]:
+    path = ROLES_DIR / f"{role}.yaml"
+    if not path.is_file():
+        raise InputError(f"role {role!r} has no fragment file {_display(path)}")
+    return path, _validate(path, RoleFragment)
+
+
+def _substitute(value: Any, variables: dict[str, str], where: str, errors: list[str]) -> Any:
+    """Replace {{ var }} from the release matrix in every string; unknown names are errors."""
+    if isinstance(value, str):
+
+        def repl(m: Any) -> str:
+            name = m.group(1)
+            if name not in variables:
+                errors.append(f"{where}: unknown variable {{{{ {name} }}}} (known: {', '.join(variables)})")
+                return m.group(0)
+            return variables[name]
+
+        return PLACEHOLDER.sub(repl, value)
+    if isinstance(value, list):
+        return [_substitute(v, variables, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables, f"{where}.{k}", errors) for k, v in value.items()}
+    return value
+
+
+def load_overlay(path: Path) -> dict[str, Any]:
+    """Read and validate one overlay file."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such overlay file")
+    return _validate(path, OverlayFile)
+
+
+def resolve(
+    name_or_path: str, debian: int | str | None = None, overlays: list[Path] | tuple[Path, ...] = ()
+) -> ResolvedProfile:
+    """Resolve a profile for one Debian release: extends, roles, with_roles, overlays, variables."""
+    path = profile_path(name_or_path)
+    release = matrix().get(debian)
+    chain = _chain(path)
+
+    roles: list[Role] = []
+    supported: list[int] | None = None
+    disk_size = DEFAULT_DISK_SIZE
+    for _, data in chain:
+        roles += [Role(r) for r in data.get("roles", []) if Role(r) not in roles]
+        if "debian" in data:
+            supported = data["debian"]
+        disk_size = data.get("disk_size", disk_size)
+
+    bad = [n for n in supported or [] if n not in matrix().releases]
+    if bad:
+        raise InputError(
+            f"{_display(path)}: debian: unsupported Debian release {bad[0]}",
+            hint=f"supported releases: {', '.join(str(n) for n in sorted(matrix().releases))}",
+        )
+    if supported is not None and release.number not in supported:
+        raise InputError(
+            f"{_display(path)}: debian: profile does not support Debian {release.number}",
+            hint=f"this profile supports: {', '.join(str(n) for n in supported)}",
+        )
+
+    strip = ("extends", "roles", "debian", "abstract", "disk_size", "with_roles", "example_settings")
+    content: dict[str, Any] = {}
+    fragments = [_role_fragment(r) for r in roles]
+    for _, frag in fragments:
+        content = merge(content, {k: v for k, v in frag.items() if k not in strip})
+    for _, data in chain:
+        content = merge(content, {k: v for k, v in data.items() if k not in strip})
+    for _, frag in fragments:
+        for other, extra in frag.get("with_roles", {}).items():
+            if Role(other) in roles:
+                content = merge(content, extra)
+    examples: dict[str, Any] = {}
+    for _, frag in fragments:
+        examples = _deep_merge(examples, frag.get("example_settings", {}))
+    overlay_paths = tuple(Path(p) for p in overlays)
+    for overlay in overlay_paths:
+        content = merge(content, load_overlay(overlay))
+
+    errors: list[str] = []
+    content = _substitute(content, dict(release.template_vars), _display(path), errors)
+    for i, pkg in enumerate(content.get("packages", [])):
+        if not PACKAGE_NAME.match(pkg):
+            errors.append(f"{_display(path)}: packages[{i}]: {pkg!r} is not a valid Debian package name")
+    if errors:
+        raise ProfileErrors(errors)
+
+    description = content.pop("description", None) or chain[-1][1].get("description") or ""
+    return ResolvedProfile(
+        name=path.stem,
+        description=description,
+        roles=tuple(roles),
+        release=release,
+        content=content,
+        disk_size=disk_size,
+        sources=tuple([p for p, _ in fragments] + [p for p, _ in chain] + list(overlay_paths)),
+        overlays=overlay_paths,
+        example_settings=examples,
+    )
+
+
+def describe(name: str) -> tuple[list[str], str]:
+    """(roles, description) of a profile without resolving it for a release; for `golden profiles`."""
+    chain = _chain(profile_path(name))
+    roles: list[str] = []
+    for _, data in chain:
+        roles += [r for r in data.get("roles", []) if r not in roles]
+    return roles, chain[-1][1].get("description", "")
+
+
+def canonical_json(data: Any) -> str:
+    """Stable JSON used for hashing (content keys)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def supported_releases(name_or_path: str) -> list[int]:
+    """The Debian releases a profile supports (its `debian` list, else every release in the matrix)."""
+    supported: list[int] | None = None
+    for _, data in _chain(profile_path(name_or_path)):
+        if "debian" in data:
+            supported = data["debian"]
+    known = sorted(matrix().releases)
+    return [n for n in (supported if supported is not None else known) if n in known]

@@ -1,0 +1,111 @@
+"""Write everything a bake needs into one directory: Packer template and values, user-data, meta-data,
+the NoCloud seed ISO, the bake scripts, an ephemeral build key, and an example first-boot user-data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .builders.packer_cli import supports_required_plugins
+from .builders.packer_template import SCRIPTS, Target, render_template, script_text
+from .cloudinit.seed import write_seed_iso
+from .cloudinit.userdata import render_host_user_data, render_meta_data, render_user_data
+from .profiles import ResolvedProfile
+from .run import require, run
+
+BUILD_KEY = "build_key"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The files of one rendering."""
+
+    directory: Path
+    template: Path
+    var_file: Path
+    user_data: Path
+    meta_data: Path
+    seed_iso: Path
+    firstboot_example: Path
+    build_key: Path
+
+
+def make_build_key(directory: Path) -> tuple[Path, str]:
+    """An ephemeral ed25519 key pair for the build account; (private key path, public key line)."""
+    require("ssh-keygen", purpose="to make the ephemeral build key")
+    key = directory / BUILD_KEY
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "golden-build (ephemeral)", "-f", key])
+    return key, (directory / f"{BUILD_KEY}.pub").read_text().strip()
+
+
+def base_name(profile: ResolvedProfile, target: Target) -> str:
+    return f"{profile.name}-debian{profile.release.number}-{target.value}"
+
+
+def render(
+    profile: ResolvedProfile,
+    target: Target,
+    out_dir: Path,
+    *,
+    build_public_key: str | None = None,
+    content_key: str | None = None,
+    required_plugins: bool | None = None,
+) -> Rendered:
+    """Render `profile` for `target` into out_dir; files appear only once all are written."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if required_plugins is None:
+        required_plugins = supports_required_plugins()
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if build_public_key is None:
+            _, build_public_key = make_build_key(stage)
+        name = base_name(profile, target)
+        template, values = render_template(profile, target, required_plugins=required_plugins)
+        (stage / f"{name}.pkr.json").write_text(json.dumps(template, indent=2) + "\n")
+        (stage / f"{name}.pkrvars.json").write_text(json.dumps(values, indent=2) + "\n")
+        user_data = render_user_data(profile, build_public_key, content_key=content_key)
+        meta_data = render_meta_data(f"golden-bake-{uuid.uuid4().hex[:12]}", f"golden-{profile.name}")
+        (stage / "user-data").write_text(user_data)
+        (stage / "meta-data").write_text(meta_data)
+        write_seed_iso(stage / "seed.iso", user_data, meta_data)
+        scripts = stage / "scripts"
+        scripts.mkdir()
+        for script in SCRIPTS:
+            (scripts / script).write_text(script_text(script))
+            (scripts / script).chmod(0o755)
+        example = render_host_user_data(
+            f"{profile.name}-1", profile.example_settings, ssh_authorized_keys=["ssh-ed25519 AAAA... you@example"]
+        )
+        (stage / "firstboot-user-data.example").write_text(example)
+        _publish(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Rendered(
+        directory=out_dir,
+        template=out_dir / f"{name}.pkr.json",
+        var_file=out_dir / f"{name}.pkrvars.json",
+        user_data=out_dir / "user-data",
+        meta_data=out_dir / "meta-data",
+        seed_iso=out_dir / "seed.iso",
+        firstboot_example=out_dir / "firstboot-user-data.example",
+        build_key=out_dir / BUILD_KEY,
+    )
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move the staged files into out_dir (created if needed), each by an atomic rename."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(stage.iterdir()):
+        dest = out_dir / entry.name
+        if entry.is_dir():
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+        else:
+            os.replace(entry, dest)
