@@ -34,6 +34,7 @@ class _ReleaseModel(BaseModel):
     security_suite: str
     components: list[str]
     kernel: dict[str, str]
+    base_packages: list[str] = []
     vars: dict[str, str]
     cloud_init: _CloudInitQuirks
 
@@ -41,6 +42,7 @@ class _ReleaseModel(BaseModel):
 class _MatrixModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     default: int
+    base_packages: list[str] = []
     releases: dict[int, _ReleaseModel]
 
 
@@ -61,6 +63,8 @@ class Release:
     cloud_init_version: str
     clean_machine_id: bool
     status_wait_ok: tuple[int, ...]
+    #: Packages of the base image besides the kernel: the shared list, then this release's own.
+    base_packages: tuple[str, ...] = ()
     template_vars: MappingProxyType[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +107,7 @@ class Matrix:
         return iter(self.releases[n] for n in sorted(self.releases))
 
 
-def _to_release(number: int, m: _ReleaseModel) -> Release:
+def _to_release(number: int, m: _ReleaseModel, base_packages: list[str]) -> Release:
     return Release(
         number=number,
         codename=m.codename,
@@ -118,6 +122,7 @@ def _to_release(number: int, m: _ReleaseModel) -> Release:
         cloud_init_version=m.cloud_init.version,
         clean_machine_id=m.cloud_init.clean_machine_id,
         status_wait_ok=tuple(m.cloud_init.status_wait_ok),
+        base_packages=tuple(base_packages + m.base_packages),
     )
 
 
@@ -132,7 +137,7 @@ def load_matrix(path: Path = RELEASES_FILE) -> Matrix:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise InputError(f"{path}: {key}: {err['msg']}") from exc
-    releases = {n: _to_release(n, r) for n, r in model.releases.items()}
+    releases = {n: _to_release(n, r, model.base_packages) for n, r in model.releases.items()}
     if model.default not in releases:
         raise InputError(f"{path}: default: release {model.default} is not in the matrix")
     return Matrix(default=model.default, releases=MappingProxyType(releases))
