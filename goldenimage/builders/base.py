@@ -1,0 +1,432 @@
+"""Base images: a cloud-ready Debian qcow2 built without a VM (mmdebstrap + disk assembly), or an
+official Debian cloud image fetched and checked; both cached under cache_dir()/base by content key."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import GoldenError, InputError
+from ..images.paths import cache_dir
+from ..log import info, step
+from ..releases import Release
+from ..run import require, run
+
+#: Bump when the recipe below changes what lands in the image: it is part of every base key.
+RECIPE_VERSION = 1
+
+DISK_SIZE_MIB = 3072
+#: The root partition starts at 1 MiB; GRUB's core.img lives in the gap after the MBR.
+PART_OFFSET = 1024 * 1024
+SECTOR = 512
+MMDEBSTRAP_TIMEOUT = 1800
+DOWNLOAD_TIMEOUT = 30  # per socket operation
+DOWNLOAD_DEADLINE = 1800  # whole download
+GRUB_MODULES = (
+    "biosdisk part_msdos ext2 search search_fs_uuid normal configfile linux serial terminal echo test"
+).split()
+#: NoCloud first (seed ISO), then the OpenStack-style config drive and metadata service; None last so
+#: that a VM without any datasource still boots to a login.
+DATASOURCES = ("NoCloud", "ConfigDrive", "OpenStack", "None")
+SERIAL_CMDLINE = "console=tty0 console=ttyS0,115200n8"
+REQUIRED_TOOLS = ("mmdebstrap", "parted", "mkfs.ext4", "grub-mkimage", "qemu-img")
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A base qcow2 in the cache; `source` is "mmdebstrap" or the URL it was downloaded from."""
+
+    path: Path
+    sha256: str
+    key: str
+    release: int
+    source: str
+
+
+def base_dir() -> Path:
+    """Where base images are cached."""
+    return cache_dir() / "base"
+
+
+def resolve_mirror(release: Release, mirror: str | None = None) -> str:
+    """The mirror to build from: the argument, else $GOLDEN_MIRROR, else the release's own mirror."""
+    return (mirror or os.environ.get("GOLDEN_MIRROR") or release.mirror).rstrip("/")
+
+
+def base_packages(release: Release, flavour: str = "cloud") -> tuple[str, ...]:
+    """Every package the base image asks for: the flavour's kernel, then the matrix's base list."""
+    return (release.kernel(flavour), *release.base_packages)
+
+
+def base_key(release: Release, mirror: str, flavour: str) -> str:
+    """Content key of a built base: release data, mirror, flavour, package list and recipe version."""
+    data = {
+        "release": release.number,
+        "codename": release.codename,
+        "suites": release.suites,
+        "components": release.components,
+        "mirror": mirror.rstrip("/"),
+        "flavour": flavour,
+        "packages": base_packages(release, flavour),
+        "datasources": DATASOURCES,
+        "recipe": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_base(
+    release: Release, *, mirror: str | None = None, flavour: str = "cloud", force: bool = False
+) -> BaseImage:
+    """Build (or return the cached) base qcow2 of `release` with mmdebstrap; needs root."""
+    require(*REQUIRED_TOOLS, purpose="to build a base image")
+    if os.geteuid() != 0:
+        raise GoldenError(
+            "building a base image needs root (mmdebstrap --mode=root writes device nodes and owners)",
+            hint="run as root, or start from an official Debian cloud image with fetch_base",
+        )
+    mirror = resolve_mirror(release, mirror)
+    key = base_key(release, mirror, flavour)
+    final = base_dir() / f"debian{release.number}-{flavour}-{key}.qcow2"
+    with _locked(final):
+        cached = _cached(final, key, release.number, "mmdebstrap")
+        if cached and not force:
+            info(f"base image cached: {final}")
+            return cached
+        with step(f"Building the {release.name} base image ({flavour})"), _tempdir() as tmp:
+            root = tmp / "rootfs"
+            with step(f"mmdebstrap {release.codename} from {mirror}"):
+                _mmdebstrap(release, mirror, flavour, root)
+                _customize(root, flavour)
+            raw = tmp / "disk.raw"
+            with step("Assembling the disk (MBR, ext4, GRUB)"):
+                _assemble_disk(root, raw, tmp, release)
+            qcow2 = tmp / "disk.qcow2"
+            with step("Compressing to qcow2"):
+                run(["qemu-img", "convert", "-c", "-O", "qcow2", raw, qcow2], timeout=1800)
+            return _commit(qcow2, final, key, release.number, "mmdebstrap")
+
+
+def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:
+    """Download an official Debian cloud image, verify "sha256:HEX" or "sha512:HEX" before use, cache it.
+
+    A mismatch raises one clear error and leaves nothing in the cache.
+    """
+    algo, expected = _parse_checksum(checksum)
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https", "file"):
+        raise InputError(f"unsupported base image URL {url!r}", hint="use an http(s):// or file:// URL")
+    key = f"{algo}-{expected[:16]}"
+    final = base_dir() / f"debian{release.number}-official-{key}.qcow2"
+    with _locked(final):
+        cached = _cached(final, key, release.number, url)
+        if cached:
+            info(f"base image cached: {final}")
+            return cached
+        with step(f"Downloading the {release.name} base image"), _tempdir() as tmp:
+            part = tmp / "download"
+            digests = _download(url, part)
+            got = digests[algo].hexdigest()
+            if got != expected:
+                raise GoldenError(
+                    f"checksum mismatch for {url}: expected {algo}:{expected}, got {algo}:{got}",
+                    hint="check the URL and the checksum (from the image's SHA512SUMS); nothing was cached",
+                )
+            return _commit(part, final, key, release.number, url, sha256=digests["sha256"].hexdigest())
+
+
+# --- mmdebstrap and the root filesystem ------------------------------------------------------
+
+
+def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path) -> None:
+    components = " ".join(release.components)
+    sources = [f"deb {mirror} {suite} {components}" for suite in release.suites]
+    run(
+        [
+            "mmdebstrap",
+            "--mode=root",
+            "--variant=important",
+            "--include=" + ",".join(base_packages(release, flavour)),
+            '--aptopt=Acquire::Retries "3"',
+            release.codename,
+            root,
+            *sources,
+        ],
+        timeout=MMDEBSTRAP_TIMEOUT,
+        hint=f"check that {mirror} serves {release.codename} and that the package names in "
+        "profiles/releases.yaml exist there",
+    )
+
+
+def _customize(root: Path, flavour: str) -> None:
+    """Make the tree cloud-ready and host-neutral: datasources, serial console, no identity."""
+    cloud_cfg = {
+        "datasource_list": list(DATASOURCES),
+        # without it sudo warns "unable to resolve host" once cloud-init changes the hostname
+        "manage_etc_hosts": True,
+        # C.UTF-8 exists without running locale-gen, which would cost seconds at every first boot
+        "locale": "C.UTF-8",
+    }
+    cfg = root / "etc/cloud/cloud.cfg.d/01_goldenimage.cfg"
+    cfg.write_text("# written by goldenimage.builders.base\n" + yaml.safe_dump(cloud_cfg, sort_keys=False))
+    # mmdebstrap copies the build host's hostname and resolver: neither belongs in an image
+    (root / "etc/hostname").write_text("debian\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    _set_grub_defaults(root / "etc/default/grub")
+    # identity is made at first boot: host keys by cloud-init, machine-id by systemd
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/machine-id").write_text("")
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    lists = root / "var/lib/apt/lists"
+    for entry in lists.glob("*"):
+        if entry.is_file() and entry.name != "lock":
+            entry.unlink()
+    if flavour == "cloud":
+        # later grub-pc upgrades inside a VM reinstall to the virtio disk instead of asking
+        run(
+            ["chroot", root, "debconf-set-selections"],
+            input="grub-pc grub-pc/install_devices multiselect /dev/vda\n",
+        )
+
+
+def _set_grub_defaults(path: Path) -> None:
+    """Keep the serial console when update-grub runs later inside the image."""
+    wanted = {
+        "GRUB_CMDLINE_LINUX_DEFAULT": f'"{SERIAL_CMDLINE}"',
+        "GRUB_TERMINAL": '"console serial"',
+        "GRUB_SERIAL_COMMAND": '"serial --unit=0 --speed=115200"',
+        "GRUB_TIMEOUT": "1",
+    }
+    lines = path.read_text().splitlines() if path.exists() else []
+    out = [line for line in lines if line.split("=", 1)[0].lstrip("# ") not in wanted]
+    out += [f"{k}={v}" for k, v in wanted.items()]
+    path.write_text("\n".join(out) + "\n")
+
+
+# --- disk assembly ---------------------------------------------------------------------------
+
+
+def _assemble_disk(root: Path, raw: Path, tmp: Path, release: Release) -> None:
+    """Raw MBR disk: ext4 filled from `root` at PART_OFFSET, GRUB for BIOS; no loop or partition devices."""
+    fs_uuid = str(uuid.uuid4())
+    kver = _kernel_version(root)
+    (root / "etc/fstab").write_text(f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
+    grub_dir = root / "boot/grub"
+    grub_dir.mkdir(parents=True, exist_ok=True)
+    (grub_dir / "grub.cfg").write_text(_grub_cfg(fs_uuid, kver, release))
+
+    modules = root / "usr/lib/grub/i386-pc"
+    core = tmp / "core.img"
+    run(
+        ["grub-mkimage", "-d", modules, "-O", "i386-pc", "-o", core, "-p", "(hd0,msdos1)/boot/grub"]
+        + list(GRUB_MODULES)
+    )
+    if core.stat().st_size > PART_OFFSET - SECTOR:
+        raise GoldenError(
+            f"GRUB core.img is {core.stat().st_size} bytes: it does not fit before the partition"
+        )
+    # what grub-install would copy: modules for `insmod` at boot, and the images for later reinstalls
+    target = grub_dir / "i386-pc"
+    target.mkdir(exist_ok=True)
+    for mod in [*modules.glob("*.mod"), *modules.glob("*.lst"), core, modules / "boot.img"]:
+        shutil.copy2(mod, target / mod.name)
+
+    with raw.open("wb") as f:
+        f.truncate(DISK_SIZE_MIB * 1024 * 1024)
+    run(
+        [
+            "parted",
+            "-s",
+            raw,
+            "mklabel",
+            "msdos",
+            "mkpart",
+            "primary",
+            "ext4",
+            "1MiB",
+            "100%",
+            "set",
+            "1",
+            "boot",
+            "on",
+        ]
+    )
+    fs_kib = (DISK_SIZE_MIB * 1024 * 1024 - PART_OFFSET) // 1024
+    run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "root",
+            "-U",
+            fs_uuid,
+            "-E",
+            f"offset={PART_OFFSET}",
+            "-d",
+            root,
+            raw,
+            f"{fs_kib}k",
+        ],
+        timeout=1800,
+    )
+    # the MBR's boot code is its first 440 bytes: the partition table after them stays as parted wrote it
+    boot_code = (modules / "boot.img").read_bytes()[:440]
+    with raw.open("r+b") as f:
+        f.write(boot_code)
+        f.seek(SECTOR)
+        f.write(core.read_bytes())
+
+
+def _kernel_version(root: Path) -> str:
+    kernels = sorted(
+        (p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*")),
+        key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)],
+    )
+    if not kernels:
+        raise GoldenError(
+            f"no kernel in {root}/boot", hint="check the kernel package in profiles/releases.yaml"
+        )
+    return kernels[-1]
+
+
+def _grub_cfg(fs_uuid: str, kver: str, release: Release) -> str:
+    return f"""\
+# written by goldenimage.builders.base; update-grub inside the image replaces it
+set timeout=1
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+insmod part_msdos
+insmod ext2
+search --no-floppy --fs-uuid --set=root {fs_uuid}
+menuentry 'Debian GNU/Linux {release.number}' {{
+  linux /boot/vmlinuz-{kver} root=UUID={fs_uuid} ro {SERIAL_CMDLINE}
+  initrd /boot/initrd.img-{kver}
+}}
+"""
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def _parse_checksum(checksum: str) -> tuple[str, str]:
+    algo, _, hexdigest = checksum.strip().partition(":")
+    algo, hexdigest = algo.lower(), hexdigest.lower()
+    lengths = {"sha256": 64, "sha512": 128}
+    if algo not in lengths or not re.fullmatch(rf"[0-9a-f]{{{lengths[algo]}}}", hexdigest):
+        raise InputError(
+            f"bad checksum {checksum!r}",
+            hint='write it as "sha256:<64 hex digits>" or "sha512:<128 hex digits>"',
+        )
+    return algo, hexdigest
+
+
+def _download(url: str, dest: Path) -> dict[str, hashlib._Hash]:
+    """Stream `url` to `dest`, hashing as it goes; bounded per read and in total."""
+    import time
+
+    digests = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as resp, dest.open("wb") as out:
+            while chunk := resp.read(1024 * 1024):
+                if time.monotonic() > deadline:
+                    raise GoldenError(f"download of {url} took longer than {DOWNLOAD_DEADLINE}s")
+                out.write(chunk)
+                for d in digests.values():
+                    d.update(chunk)
+    except OSError as exc:  # URLError and socket timeouts are OSErrors
+        raise GoldenError(f"cannot download {url}: {exc}", hint="check the URL and the network") from exc
+    return digests
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+def _cached(final: Path, key: str, release: int, source: str) -> BaseImage | None:
+    """The cached base if complete: the .sha256 file is written last, so its presence means done."""
+    sha_file = final.with_name(final.name + ".sha256")
+    if final.exists() and sha_file.exists():
+        sha256 = sha_file.read_text().split()[0]
+        return BaseImage(path=final, sha256=sha256, key=key, release=release, source=source)
+    return None
+
+
+def _commit(
+    src: Path, final: Path, key: str, release: int, source: str, sha256: str | None = None
+) -> BaseImage:
+    """Move a finished image into the cache, then write its .sha256 (the completeness mark)."""
+    if sha256 is None:
+        sha256 = _sha256(src)
+    sha_tmp = src.with_name(src.name + ".sha256")
+    sha_tmp.write_text(f"{sha256}  {final.name}\n")
+    os.replace(src, final)
+    os.replace(sha_tmp, final.with_name(final.name + ".sha256"))
+    return BaseImage(path=final, sha256=sha256, key=key, release=release, source=source)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(final: Path) -> Iterator[None]:
+    """One builder per image at a time: a second process waits, then finds the first one's result."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with final.with_name(f".{final.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _tempdir() -> Iterator[Path]:
+    """A scratch dir beside the cache (same filesystem, so the final rename is atomic), always removed."""
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=base_dir()))
+    try:
+        yield tmp
+    finally:
+        _remove_tree(tmp)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _remove_tree(tmp: Path) -> None:
+    """Remove a scratch dir, first unmounting what an interrupted mmdebstrap may have left in it.
+
+    Never recurse through a mount: rmtree on a leftover bind mount of /dev would empty the host's /dev.
+    """
+    for point in _mounts_under(tmp):
+        run(["umount", "--lazy", point], check=False)
+    left = _mounts_under(tmp)
+    if left:
+        raise GoldenError(f"{tmp} still has mounts ({', '.join(left)}); not removing it", hint="umount them")
+    shutil.rmtree(tmp, ignore_errors=True)
