@@ -188,7 +188,10 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
         parents = [parents]
     chain: list[tuple[Path, dict[str, Any]]] = []
     for parent in parents:
-        parent_path = PROFILES_DIR / f"{parent}.yaml"
+        # A parent beside the profile first (customer profile trees), then the project's profiles/.
+        parent_path = path.parent / f"{parent}.yaml"
+        if not parent_path.is_file():
+            parent_path = PROFILES_DIR / f"{parent}.yaml"
         if not parent_path.is_file():
             raise InputError(f"{_display(path)}: extends: no profile named {parent!r}")
         for item in _chain(parent_path, (*seen, resolved)):
@@ -205,22 +208,26 @@ def _role_fragment(role: Role) -> tuple[Path, dict[str, Any]]:
     return path, _validate(path, RoleFragment)
 
 
-def _substitute(value: Any, variables: dict[str, str], where: str, errors: list[str]) -> Any:
-    """Replace {{ var }} from the release matrix in every string; unknown names are errors."""
+def _substitute(value: Any, variables: dict[str, str], file: str, key: str, errors: list[str]) -> Any:
+    """Replace {{ var }} from the release matrix in every string; unknown names and package names that
+    are illegal once filled in are errors ('FILE: KEY: problem')."""
     if isinstance(value, str):
 
         def repl(m: Any) -> str:
             name = m.group(1)
             if name not in variables:
-                errors.append(f"{where}: unknown variable {{{{ {name} }}}} (known: {', '.join(variables)})")
+                errors.append(f"{file}: {key}: unknown variable {{{{ {name} }}}} (known: {', '.join(variables)})")
                 return m.group(0)
             return variables[name]
 
-        return PLACEHOLDER.sub(repl, value)
+        out = PLACEHOLDER.sub(repl, value)
+        if key.startswith("packages[") and out == PLACEHOLDER.sub("", out) and not PACKAGE_NAME.match(out):
+            errors.append(f"{file}: {key}: {out!r} is not a valid Debian package name")
+        return out
     if isinstance(value, list):
-        return [_substitute(v, variables, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+        return [_substitute(v, variables, file, f"{key}[{i}]", errors) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _substitute(v, variables, f"{where}.{k}", errors) for k, v in value.items()}
+        return {k: _substitute(v, variables, file, f"{key}.{k}" if key else k, errors) for k, v in value.items()}
     return value
 
 
@@ -261,8 +268,24 @@ def resolve(
         )
 
     strip = ("extends", "roles", "debian", "abstract", "disk_size", "with_roles", "example_settings")
-    content: dict[str, Any] = {}
     fragments = [_role_fragment(r) for r in roles]
+    overlay_paths = tuple(Path(p) for p in overlays)
+    overlay_data = [(p, load_overlay(p)) for p in overlay_paths]
+
+    # Release variables are filled in file by file, so that an error names the file and key it is in.
+    errors: list[str] = []
+    variables = dict(release.template_vars)
+
+    def prepared(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+        return _substitute(data, variables, _display(path), "", errors)
+
+    fragments = [(p, prepared(p, d)) for p, d in fragments]
+    chain = [(p, prepared(p, d)) for p, d in chain]
+    overlay_data = [(p, prepared(p, d)) for p, d in overlay_data]
+    if errors:
+        raise ProfileErrors(errors)
+
+    content: dict[str, Any] = {}
     for _, frag in fragments:
         content = merge(content, {k: v for k, v in frag.items() if k not in strip})
     for _, data in chain:
@@ -274,17 +297,8 @@ def resolve(
     examples: dict[str, Any] = {}
     for _, frag in fragments:
         examples = _deep_merge(examples, frag.get("example_settings", {}))
-    overlay_paths = tuple(Path(p) for p in overlays)
-    for overlay in overlay_paths:
-        content = merge(content, load_overlay(overlay))
-
-    errors: list[str] = []
-    content = _substitute(content, dict(release.template_vars), _display(path), errors)
-    for i, pkg in enumerate(content.get("packages", [])):
-        if not PACKAGE_NAME.match(pkg):
-            errors.append(f"{_display(path)}: packages[{i}]: {pkg!r} is not a valid Debian package name")
-    if errors:
-        raise ProfileErrors(errors)
+    for _, data in overlay_data:
+        content = merge(content, data)
 
     description = content.pop("description", None) or chain[-1][1].get("description") or ""
     return ResolvedProfile(

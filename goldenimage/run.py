@@ -51,7 +51,7 @@ def require(*tools: str, purpose: str) -> None:
 
 
 def run(
-    argv: Sequence[str | os.PathLike[str]],
+    argv: Sequence[object],
     *,
     check: bool = True,
     capture: bool = True,
@@ -100,7 +100,7 @@ def run(
 
 
 def spawn(
-    argv: Sequence[str | os.PathLike[str]],
+    argv: Sequence[object],
     *,
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,

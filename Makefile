@@ -1,0 +1,79 @@
+# goldenimage front door. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+GOLDEN := $(VENV)/bin/golden
+PROFILE ?= web
+DEBIAN ?= 12
+TARGET ?= qemu
+OVERLAYS ?=
+OVERLAY_ARGS := $(foreach o,$(OVERLAYS),--overlay $(o))
+
+.DEFAULT_GOAL := help
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "python3-venv is missing: run sudo make deps (or apt-get install python3-venv)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the Python environment (.venv) with goldenimage installed
+
+.PHONY: deps
+deps: ## Install the system packages goldenimage needs (Debian 12; as root)
+	./scripts/install-deps
+
+.PHONY: profiles
+profiles: venv ## Show the profiles, their roles and releases
+	$(GOLDEN) profiles
+
+.PHONY: render
+render: venv ## Render PROFILE for DEBIAN and TARGET into rendered/
+	$(GOLDEN) render $(PROFILE) --debian $(DEBIAN) --target $(TARGET) $(OVERLAY_ARGS)
+
+.PHONY: validate
+validate: venv ## Render every profile x release x target and check with packer validate and cloud-init schema
+	$(GOLDEN) validate --all
+
+.PHONY: base
+base: host-tools venv ## Build (or reuse) the base image for DEBIAN from the Debian mirror
+	$(GOLDEN) base --debian $(DEBIAN)
+
+.PHONY: host-tools
+host-tools: ## Check the host tools; as root, install what is missing
+	@missing=""; for t in packer cloud-init mmdebstrap qemu-system-x86_64 qemu-img parted grub-mkimage ssh-keygen; do \
+	  command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing host tools (missing:$$missing)"; ./scripts/install-deps; \
+	  else echo "missing host tools:$$missing; run: sudo make deps" >&2; exit 1; fi; fi
+
+.PHONY: image
+image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2, .sha256, manifest)
+	$(GOLDEN) build $(PROFILE) --debian $(DEBIAN) $(OVERLAY_ARGS)
+
+.PHONY: verify
+verify: host-tools venv ## Boot the newest PROFILE artifact fresh and run its testinfra suite
+	$(GOLDEN) verify $(PROFILE) --debian $(DEBIAN)
+
+.PHONY: lint
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check goldenimage tests
+	$(VENV)/bin/mypy
+
+.PHONY: test-fast
+test-fast: venv ## Fast tests only (no virtual machines)
+	$(VENV)/bin/pytest -m 'not vm' -q
+
+.PHONY: test
+test: venv ## Every test, including real bakes and VM boots (what CI runs)
+	$(VENV)/bin/pytest -q
+
+.PHONY: clean
+clean: ## Remove rendered output and Python caches (not images/ or the base cache)
+	rm -rf rendered .pytest_cache .mypy_cache .ruff_cache

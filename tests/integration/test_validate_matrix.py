@@ -1,0 +1,68 @@
+"""Every profile x release x target, checked by the real `packer validate` and `cloud-init schema`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from goldenimage.builders.identity_stub import identity_stub
+from goldenimage.builders.packer_cli import validate
+from goldenimage.builders.packer_template import Target
+from goldenimage.profiles import list_profiles, resolve
+from goldenimage.render import render
+from goldenimage.validate import check_profile, cloud_init_schema
+from tests.conftest import EXAMPLES, ROOT
+
+
+def test_real_tools_are_installed():
+    # .ci/run installs them (scripts/install-deps); these tests never skip for want of them.
+    assert shutil.which("packer") and shutil.which("cloud-init")
+
+
+@pytest.fixture(scope="module")
+def identity_url():
+    with identity_stub() as url:
+        yield url
+
+
+@pytest.mark.parametrize("debian", [10, 11, 12, 13])
+@pytest.mark.parametrize("name", list_profiles())
+def test_profile_validates_for_every_target(name, debian, identity_url):
+    checks = check_profile(name, debian, list(Target), identity_url)
+    assert len(checks) == 5  # user-data, first-boot example, three templates
+    failed = [f"{c.label}: {c.detail}" for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)
+
+
+def test_hybrid_with_overlay_validates(identity_url):
+    checks = check_profile(str(EXAMPLES / "hybrid-web-sql.yaml"), 12, [Target.QEMU], identity_url,
+                           (EXAMPLES / "customers" / "acme.yaml",))
+    assert all(c.ok for c in checks), [c.detail for c in checks if not c.ok]
+
+
+def test_packer_validate_rejects_a_broken_template(tmp_path, identity_url):
+    # The check can fail: a template with an unknown builder option is refused by packer itself.
+    rendered = render(resolve("web", 12), Target.QEMU, tmp_path / "r")
+    text = rendered.template.read_text().replace('"disk_image": true', '"disk_imagez": true')
+    rendered.template.write_text(text)
+    ok, message = validate(rendered.template, rendered.var_file)
+    assert not ok and "disk_imagez" in message
+
+
+def test_cloud_init_schema_rejects_bad_user_data(tmp_path):
+    bad = tmp_path / "user-data"
+    bad.write_text("#cloud-config\npackages: {not: a list}\nruncmd: 3\n")
+    ok, message = cloud_init_schema(bad)
+    assert not ok and "runcmd" in message
+
+
+def test_make_validate_style_cli_reports_one_line_per_file():
+    proc = subprocess.run([sys.executable, "-m", "goldenimage.cli", "validate", "nfs", "--debian", "13"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "5 passed, 0 failed"
+    assert all(line.startswith("ok   nfs debian13 ") for line in lines[:-1])

@@ -1,0 +1,139 @@
+"""User-data and Packer templates rendered from profiles: content per release, snapshots for review."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import yaml
+
+from goldenimage.builders.packer_template import Target, render_template
+from goldenimage.cloudinit.userdata import BUILD_USER, render_host_user_data, render_user_data, sources_list
+from goldenimage.profiles import resolve
+from tests.conftest import EXAMPLES, SNAPSHOTS, TEST_KEY
+
+
+def _load(text: str) -> dict:
+    assert text.startswith("#cloud-config\n")
+    return yaml.safe_load(text)
+
+
+def _snapshot(name: str, actual: str) -> None:
+    """Compare with tests/snapshots/NAME; GOLDEN_UPDATE_SNAPSHOTS=1 rewrites it (review the diff)."""
+    path = SNAPSHOTS / name
+    if os.environ.get("GOLDEN_UPDATE_SNAPSHOTS") == "1" or not path.exists():
+        path.write_text(actual)
+    assert actual == path.read_text(), f"{name} changed: rerun with GOLDEN_UPDATE_SNAPSHOTS=1 and review git diff"
+
+
+def test_user_data_snapshot_web_debian12():
+    _snapshot("web-debian12.user-data", render_user_data(resolve("web", 12), TEST_KEY, content_key="snapshot"))
+
+
+def test_template_snapshot_web_debian12_qemu():
+    template, values = render_template(resolve("web", 12), Target.QEMU)
+    _snapshot("web-debian12-qemu.pkr.json", json.dumps(template, indent=2) + "\n")
+    _snapshot("web-debian12-qemu.pkrvars.json", json.dumps(values, indent=2) + "\n")
+
+
+def test_debian10_uses_the_archive_and_its_package_names():
+    profile = resolve("sql-replica", 10)
+    data = _load(render_user_data(profile, TEST_KEY))
+    lines = data["apt"]["sources_list"].splitlines()
+    assert lines == [
+        "deb http://archive.debian.org/debian buster main",
+        "deb http://archive.debian.org/debian-security buster/updates main",
+    ]
+    assert 'Check-Valid-Until "false"' in data["apt"]["conf"]
+    assert "mariadb-server" in data["packages"]
+
+
+def test_debian12_sources_have_updates_security_and_firmware():
+    assert sources_list(resolve("web", 12)).splitlines() == [
+        "deb http://deb.debian.org/debian bookworm main non-free-firmware",
+        "deb http://deb.debian.org/debian bookworm-updates main non-free-firmware",
+        "deb http://deb.debian.org/debian-security bookworm-security main non-free-firmware",
+    ]
+
+
+def test_overlay_mirror_replaces_the_mirror_but_not_for_the_archived_release():
+    acme = EXAMPLES / "customers" / "acme.yaml"
+    assert "deb http://mirror.acme.example/debian trixie main" in sources_list(resolve("web", 13, [acme]))
+    assert "archive.debian.org" in sources_list(resolve("web", 10, [acme]))
+
+
+def test_user_data_carries_packages_files_services_and_the_build_user():
+    profile = resolve("web", 13)
+    data = _load(render_user_data(profile, TEST_KEY, content_key="k123"))
+    assert data["packages"] == profile.packages
+    assert data["package_update"] is True
+    users = {u["name"]: u for u in data["users"]}
+    assert users[BUILD_USER]["ssh_authorized_keys"] == [TEST_KEY]
+    assert users[BUILD_USER]["lock_passwd"] is True
+    paths = [f["path"] for f in data["write_files"]]
+    assert "/etc/apache2/conf-available/golden-health.conf" in paths
+    image = json.loads(next(f["content"] for f in data["write_files"] if f["path"] == "/etc/golden/image.json"))
+    assert image["roles"] == ["web"] and image["content_key"] == "k123" and image["debian"] == 13
+    assert data["runcmd"][-1] == "systemctl enable apache2 php8.4-fpm ssh chrony unattended-upgrades"
+    assert data["timezone"] == "Etc/UTC" and data["ntp"]["ntp_client"] == "chrony"
+
+
+def test_sysctls_and_non_root_owners_are_rendered(write_yaml):
+    overlay = write_yaml("o.yaml", "sysctls: {vm.swappiness: 5}\nfiles:\n  - {path: /etc/mysql/x.cnf, "
+                                   "content: x, owner: 'mysql:mysql', permissions: '0640'}\n")
+    data = _load(render_user_data(resolve("sql-primary", 12, [overlay]), TEST_KEY))
+    sysctl = next(f for f in data["write_files"] if f["path"] == "/etc/sysctl.d/60-golden.conf")
+    assert "vm.swappiness = 5\n" in sysctl["content"]
+    assert "chown mysql:mysql /etc/mysql/x.cnf" in data["runcmd"]
+
+
+def test_no_secret_is_baked_into_sql_user_data():
+    text = render_user_data(resolve("sql-primary", 12), TEST_KEY)
+    # no password or secret values (sshd's "PasswordAuthentication no" is a setting, not a secret)
+    assert not re.search(r"\b(password|secret|passwd)\s*[:=]", text, re.I)
+    assert "IDENTIFIED BY" not in text
+
+
+def test_host_user_data_puts_settings_in_a_root_only_file():
+    text = render_host_user_data("db1", {"mariadb": {"replication_password": "s3cret"}})
+    data = _load(text)
+    entry = data["write_files"][0]
+    assert entry["path"] == "/etc/golden/host.json" and entry["permissions"] == "0600"
+    assert "s3cret" not in text  # base64, not in clear in the user-data
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_template_builds_one_source_and_runs_cleanup_last(target):
+    template, values = render_template(resolve("nfs", 11), target)
+    (builder,) = template["source"]
+    assert template["build"]["sources"] == [f"source.{builder}.golden"]
+    provisioners = template["build"]["provisioner"]
+    assert provisioners[-1]["shell"]["script"].endswith("cleanup.sh")
+    env = provisioners[-1]["shell"]["environment_vars"]
+    assert "GOLDEN_CLEAN_MACHINE_ID=0" in env  # Debian 11's cloud-init has no --machine-id
+    assert "packer" not in template  # Packer 1.6 rejects required_plugins
+    for name, decl in template["variable"].items():
+        # every variable has a value: in the vars file or from the environment
+        assert name in values or decl["default"].startswith("${env(")
+
+
+def test_secrets_are_read_from_the_environment_never_written_to_the_vars_file():
+    template, values = render_template(resolve("web", 12), Target.PROXMOX)
+    assert "proxmox_password" not in values
+    assert template["variable"]["proxmox_password"]["sensitive"] is True
+    template, values = render_template(resolve("web", 12), Target.OPENSTACK)
+    assert "os_password" not in values
+
+
+def test_required_plugins_block_for_packer_17_and_later():
+    template, _ = render_template(resolve("web", 12), Target.OPENSTACK, required_plugins=True)
+    assert template["packer"]["required_plugins"]["openstack"]["source"] == "github.com/hashicorp/openstack"
+
+
+def test_qemu_ssh_forward_is_bound_to_loopback():
+    template, _ = render_template(resolve("web", 12), Target.QEMU)
+    args = template["source"]["qemu"]["golden"]["qemuargs"]
+    netdev = [a[1] for a in args if a[0] == "-netdev"]
+    assert netdev and "hostfwd=tcp:127.0.0.1:" in netdev[0]
