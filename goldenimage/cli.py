@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import EXIT_BAD_INPUT, GoldenError
+from .errors import GoldenError
 from .log import console, setup_logging
 
 
