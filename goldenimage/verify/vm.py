@@ -1,0 +1,239 @@
+"""Boot an artifact under QEMU on a throw-away copy-on-write overlay, reach it over SSH on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ..builders.accel import detect_accelerator
+from ..errors import CommandError, GoldenError
+from ..log import info, log
+from ..run import require, run, spawn, stop
+
+SSH_OPTIONS = (
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "BatchMode=yes",
+    "-o", "IdentitiesOnly=yes",
+    "-o", "ConnectTimeout=10",
+)  # fmt: skip
+SSH_POLL_INTERVAL = 3.0
+SERIAL_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class SSHKey:
+    """An ephemeral key pair: the private key file and the public key line."""
+
+    private: Path
+    public: str
+
+
+def ephemeral_keypair(directory: Path, name: str = "id_ed25519") -> SSHKey:
+    """Generate an ed25519 key pair without a passphrase in `directory` (a temp dir the caller owns)."""
+    require("ssh-keygen", purpose="to make a key for the test VM")
+    private = Path(directory) / name
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "goldenimage-verify", "-f", private])
+    return SSHKey(private=private, public=private.with_name(name + ".pub").read_text().strip())
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (QEMU binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class VM:
+    """A QEMU guest booted from `image` through an overlay, so the artifact itself is never written.
+
+    Use as a context manager: the guest is killed and the overlay removed on exit, even on errors.
+    The network is QEMU user mode with only SSH forwarded from 127.0.0.1; `restrict` (default) also
+    cuts the guest off from everything outside QEMU, so a test cannot reach the internet by accident.
+    """
+
+    def __init__(
+        self,
+        image: Path,
+        *,
+        seed: Path | None = None,
+        key: SSHKey | Path | None = None,
+        user: str = "debian",
+        status_wait_ok: Sequence[int] = (0,),
+        disk_size: str | None = None,
+        memory_mib: int = 1024,
+        cpus: int = 2,
+        workdir: Path | None = None,
+        name: str = "golden-vm",
+        restrict: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.image = Path(image).resolve()
+        self.seed = Path(seed).resolve() if seed else None
+        self.key = key.private if isinstance(key, SSHKey) else key
+        self.user = user
+        self.status_wait_ok = tuple(status_wait_ok)
+        self.disk_size = disk_size
+        self.memory_mib = memory_mib
+        self.cpus = cpus
+        self.name = name
+        self.restrict = restrict
+        self.extra_args = tuple(extra_args)
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.overlay = self.workdir / f"{name}-overlay.qcow2"
+        self.serial_log = self.workdir / f"{name}-serial.log"
+        self.qemu_log = self.workdir / f"{name}-qemu.log"
+        self.ssh_port = 0
+        self.accel = ""
+        self.started_at = 0.0
+        self._proc: subprocess.Popen[str] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> VM:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> VM:
+        """Create the overlay and start QEMU in the background."""
+        require("qemu-system-x86_64", "qemu-img", purpose="to boot a VM")
+        if not self.image.is_file():
+            raise GoldenError(f"no image to boot at {self.image}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.image, "-F", "qcow2", self.overlay]
+        run(argv + ([self.disk_size] if self.disk_size else []))
+        self.accel = detect_accelerator()
+        self.ssh_port = free_port()
+        argv = self.qemu_argv()
+        with self.qemu_log.open("w") as out:
+            self._proc = spawn(argv, stdout=out.fileno(), stderr=subprocess.STDOUT)
+        self.started_at = time.monotonic()
+        info(f"{self.name}: QEMU ({self.accel}) started, SSH on 127.0.0.1:{self.ssh_port}")
+        return self
+
+    def qemu_argv(self) -> list[str]:
+        """The QEMU command line for this guest."""
+        netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
+        if self.restrict:
+            netdev += ",restrict=on"
+        argv = [
+            "qemu-system-x86_64",
+            "-name", self.name,
+            "-accel", self.accel,
+            "-m", str(self.memory_mib),
+            "-smp", str(self.cpus),
+            "-display", "none", "-monitor", "none",
+            "-serial", f"file:{self.serial_log}",
+            "-drive", f"file={self.overlay},if=virtio,format=qcow2",
+            "-netdev", netdev,
+            "-device", "virtio-net-pci,netdev=n0",
+        ]  # fmt: skip
+        if self.accel == "kvm":
+            argv += ["-cpu", "host"]
+        if self.seed:
+            # a read-only virtio disk: the cloud kernel always has virtio_blk, not always a CD-ROM driver
+            argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
+        return argv + list(self.extra_args)
+
+    def stop(self) -> None:
+        """Kill QEMU (its whole process group) and remove the overlay; safe to call twice."""
+        if self._proc is not None:
+            stop(self._proc, grace=5.0)
+            self._proc = None
+        self.overlay.unlink(missing_ok=True)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # --- waiting --------------------------------------------------------------------------------
+
+    def wait_for_ssh(self, timeout: float = 300.0) -> float:
+        """Wait until SSH accepts the key; seconds since QEMU started. GoldenError with the console tail."""
+        deadline = time.monotonic() + timeout
+        attempts = int(timeout / SSH_POLL_INTERVAL) + 1
+        for _ in range(attempts):
+            self._check_alive()
+            probe = self.ssh("true", check=False, timeout=20)
+            if probe.returncode == 0:
+                elapsed = time.monotonic() - self.started_at
+                info(f"{self.name}: SSH up after {elapsed:.0f}s")
+                return elapsed
+            if time.monotonic() + SSH_POLL_INTERVAL > deadline:
+                break
+            time.sleep(SSH_POLL_INTERVAL)
+        raise self.boot_error(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f}s")
+
+    def wait_cloud_init(self, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+        """Wait for cloud-init to finish; its exit code must be one the release accepts."""
+        proc = self.ssh("cloud-init status --wait --long", check=False, timeout=timeout)
+        if proc.returncode not in self.status_wait_ok:
+            raise self.boot_error(
+                f"cloud-init finished with status {proc.returncode}: {proc.stdout.strip()[-500:]}"
+            )
+        return proc
+
+    # --- access ---------------------------------------------------------------------------------
+
+    def ssh(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `cmd` in the guest over SSH (a string goes to the remote shell as is)."""
+        remote = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        argv: list[str] = ["ssh", *SSH_OPTIONS, "-p", str(self.ssh_port)]
+        if self.key:
+            argv += ["-i", str(self.key)]
+        argv += [f"{self.user}@127.0.0.1", remote]
+        try:
+            return run(argv, check=check, timeout=timeout, input=input)
+        except CommandError as exc:
+            if check:
+                raise
+            # only timeouts reach here with check=False: report them like a failed command
+            log.debug("%s: ssh: %s", self.name, exc)
+            return subprocess.CompletedProcess(argv, 255, "", str(exc))
+
+    def serial_tail(self, lines: int = SERIAL_TAIL_LINES) -> str:
+        """The last lines of the serial console (kernel, systemd and cloud-init output)."""
+        try:
+            text = self.serial_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def boot_error(self, message: str) -> GoldenError:
+        """A GoldenError for `message` carrying the serial console tail."""
+        tail = self.serial_tail()
+        return GoldenError(
+            f"{self.name}: {message}\n--- serial console (last lines) ---\n{tail}",
+            hint=f"full console log: {self.serial_log}" if not self._own_workdir else None,
+        )
+
+    def _check_alive(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            try:
+                qemu_out = self.qemu_log.read_text(errors="replace").strip()[-1000:]
+            except OSError:
+                qemu_out = ""
+            raise self.boot_error(f"QEMU exited with status {self._proc.returncode}: {qemu_out}")

@@ -1,0 +1,84 @@
+"""The Debian 12 base image boots under QEMU as a cloud image: NoCloud seed, SSH key, fresh identity."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from goldenimage.builders.base import BaseImage, build_base
+from goldenimage.cloudinit.seed import write_seed_iso
+from goldenimage.releases import matrix
+from goldenimage.verify.vm import VM, ephemeral_keypair
+
+pytestmark = pytest.mark.vm
+
+RELEASE = matrix().get(12)
+OVERLAY_SIZE_GIB = 6
+
+
+@pytest.fixture(scope="module")
+def base_image() -> BaseImage:
+    """The Debian 12 base, built once and then taken from the cache."""
+    start = time.monotonic()
+    image = build_base(RELEASE)
+    print(f"\nbase image: {image.path} ({image.path.stat().st_size >> 20} MiB, {time.monotonic() - start:.0f}s)")
+    return image
+
+
+@pytest.fixture(scope="module")
+def vm(base_image: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
+    work = tmp_path_factory.mktemp("vm")
+    key = ephemeral_keypair(work)
+    user_data = "#cloud-config\n" + json.dumps({"ssh_authorized_keys": [key.public]}) + "\n"
+    seed = write_seed_iso(work / "seed.iso", user_data, "instance-id: i-basetest\nlocal-hostname: basetest\n")
+    with VM(
+        base_image.path,
+        seed=seed,
+        key=key,
+        status_wait_ok=RELEASE.status_wait_ok,
+        disk_size=f"{OVERLAY_SIZE_GIB}G",
+        workdir=work,
+        name="base12",
+    ) as machine:
+        print(f"boot to SSH: {machine.wait_for_ssh(timeout=600):.0f}s ({machine.accel})")
+        machine.wait_cloud_init(timeout=600)
+        print(f"cloud-init done: {time.monotonic() - machine.started_at:.0f}s")
+        yield machine
+
+
+def test_the_artifact_is_untouched_by_booting(base_image: BaseImage, vm: VM) -> None:
+    assert vm.overlay.exists() and vm.overlay != base_image.path
+    assert base_image.path.with_name(base_image.path.name + ".sha256").read_text().split()[0] == base_image.sha256
+
+
+def test_cloud_init_found_the_nocloud_seed(vm: VM) -> None:
+    result = json.loads(vm.ssh("cat /run/cloud-init/result.json").stdout)
+    assert result["v1"]["datasource"].startswith("DataSourceNoCloud")
+    assert result["v1"]["errors"] == []
+    assert vm.ssh("hostname").stdout.strip() == "basetest"
+
+
+def test_machine_id_is_made_at_first_boot(vm: VM) -> None:
+    machine_id = vm.ssh("cat /etc/machine-id").stdout.strip()
+    assert len(machine_id) == 32 and int(machine_id, 16)
+
+
+def test_ssh_host_keys_are_generated_at_boot(vm: VM) -> None:
+    keys = vm.ssh("ls /etc/ssh/").stdout.split()
+    assert "ssh_host_ed25519_key" in keys and "ssh_host_ed25519_key.pub" in keys
+
+
+def test_growroot_grew_the_root_filesystem_to_the_disk(vm: VM) -> None:
+    size = int(vm.ssh("df --output=size -B1M / | tail -1").stdout)
+    assert size > (OVERLAY_SIZE_GIB - 1) * 1024
+
+
+def test_the_default_user_has_passwordless_sudo(vm: VM) -> None:
+    assert vm.ssh("sudo -n true", check=False).returncode == 0
+
+
+def test_serial_console_carries_the_boot(vm: VM) -> None:
+    assert "Debian GNU/Linux 12" in vm.serial_log.read_text(errors="replace")
