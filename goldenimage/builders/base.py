@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +24,17 @@ from ..images.paths import cache_dir
 from ..log import info, step
 from ..releases import Release
 from ..run import require, run
+from .disk import assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
-DISK_SIZE_MIB = 3072
-#: The root partition starts at 1 MiB; GRUB's core.img lives in the gap after the MBR.
-PART_OFFSET = 1024 * 1024
-SECTOR = 512
 MMDEBSTRAP_TIMEOUT = 1800
 DOWNLOAD_TIMEOUT = 30  # per socket operation
 DOWNLOAD_DEADLINE = 1800  # whole download
-GRUB_MODULES = (
-    "biosdisk part_msdos ext2 search search_fs_uuid normal configfile linux serial terminal echo test"
-).split()
 #: NoCloud first (seed ISO), then the OpenStack-style config drive and metadata service; None last so
 #: that a VM without any datasource still boots to a login.
 DATASOURCES = ("NoCloud", "ConfigDrive", "OpenStack", "None")
-SERIAL_CMDLINE = "console=tty0 console=ttyS0,115200n8"
 REQUIRED_TOOLS = ("mmdebstrap", "parted", "mkfs.ext4", "grub-mkimage", "qemu-img")
 
 
@@ -110,10 +102,10 @@ def build_base(
             root = tmp / "rootfs"
             with step(f"mmdebstrap {release.codename} from {mirror}"):
                 _mmdebstrap(release, mirror, flavour, root)
-                _customize(root, flavour)
+                _customize(root, release, flavour)
             raw = tmp / "disk.raw"
             with step("Assembling the disk (MBR, ext4, GRUB)"):
-                _assemble_disk(root, raw, tmp, release)
+                assemble_disk(root, raw, tmp, release)
             qcow2 = tmp / "disk.qcow2"
             with step("Compressing to qcow2"):
                 run(["qemu-img", "convert", "-c", "-O", "qcow2", raw, qcow2], timeout=1800)
@@ -171,7 +163,7 @@ def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path) -> None
     )
 
 
-def _customize(root: Path, flavour: str) -> None:
+def _customize(root: Path, release: Release, flavour: str) -> None:
     """Make the tree cloud-ready and host-neutral: datasources, serial console, no identity."""
     cloud_cfg = {
         "datasource_list": list(DATASOURCES),
@@ -186,7 +178,12 @@ def _customize(root: Path, flavour: str) -> None:
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
     (root / "etc/resolv.conf").unlink(missing_ok=True)
-    _set_grub_defaults(root / "etc/default/grub")
+    # the build mirror may be a local proxy: the image itself points at the release's public mirrors
+    components = " ".join(release.components)
+    sources = [f"deb {release.mirror} {suite} {components}" for suite in release.suites]
+    sources.append(f"deb {release.security_mirror} {release.security_suite} {components}")
+    (root / "etc/apt/sources.list").write_text("\n".join(sources) + "\n")
+    set_grub_defaults(root / "etc/default/grub")
     # identity is made at first boot: host keys by cloud-init, machine-id by systemd
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -202,124 +199,6 @@ def _customize(root: Path, flavour: str) -> None:
             ["chroot", root, "debconf-set-selections"],
             input="grub-pc grub-pc/install_devices multiselect /dev/vda\n",
         )
-
-
-def _set_grub_defaults(path: Path) -> None:
-    """Keep the serial console when update-grub runs later inside the image."""
-    wanted = {
-        "GRUB_CMDLINE_LINUX_DEFAULT": f'"{SERIAL_CMDLINE}"',
-        "GRUB_TERMINAL": '"console serial"',
-        "GRUB_SERIAL_COMMAND": '"serial --unit=0 --speed=115200"',
-        "GRUB_TIMEOUT": "1",
-    }
-    lines = path.read_text().splitlines() if path.exists() else []
-    out = [line for line in lines if line.split("=", 1)[0].lstrip("# ") not in wanted]
-    out += [f"{k}={v}" for k, v in wanted.items()]
-    path.write_text("\n".join(out) + "\n")
-
-
-# --- disk assembly ---------------------------------------------------------------------------
-
-
-def _assemble_disk(root: Path, raw: Path, tmp: Path, release: Release) -> None:
-    """Raw MBR disk: ext4 filled from `root` at PART_OFFSET, GRUB for BIOS; no loop or partition devices."""
-    fs_uuid = str(uuid.uuid4())
-    kver = _kernel_version(root)
-    (root / "etc/fstab").write_text(f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
-    grub_dir = root / "boot/grub"
-    grub_dir.mkdir(parents=True, exist_ok=True)
-    (grub_dir / "grub.cfg").write_text(_grub_cfg(fs_uuid, kver, release))
-
-    modules = root / "usr/lib/grub/i386-pc"
-    core = tmp / "core.img"
-    run(
-        ["grub-mkimage", "-d", modules, "-O", "i386-pc", "-o", core, "-p", "(hd0,msdos1)/boot/grub"]
-        + list(GRUB_MODULES)
-    )
-    if core.stat().st_size > PART_OFFSET - SECTOR:
-        raise GoldenError(
-            f"GRUB core.img is {core.stat().st_size} bytes: it does not fit before the partition"
-        )
-    # what grub-install would copy: modules for `insmod` at boot, and the images for later reinstalls
-    target = grub_dir / "i386-pc"
-    target.mkdir(exist_ok=True)
-    for mod in [*modules.glob("*.mod"), *modules.glob("*.lst"), core, modules / "boot.img"]:
-        shutil.copy2(mod, target / mod.name)
-
-    with raw.open("wb") as f:
-        f.truncate(DISK_SIZE_MIB * 1024 * 1024)
-    run(
-        [
-            "parted",
-            "-s",
-            raw,
-            "mklabel",
-            "msdos",
-            "mkpart",
-            "primary",
-            "ext4",
-            "1MiB",
-            "100%",
-            "set",
-            "1",
-            "boot",
-            "on",
-        ]
-    )
-    fs_kib = (DISK_SIZE_MIB * 1024 * 1024 - PART_OFFSET) // 1024
-    run(
-        [
-            "mkfs.ext4",
-            "-q",
-            "-F",
-            "-L",
-            "root",
-            "-U",
-            fs_uuid,
-            "-E",
-            f"offset={PART_OFFSET}",
-            "-d",
-            root,
-            raw,
-            f"{fs_kib}k",
-        ],
-        timeout=1800,
-    )
-    # the MBR's boot code is its first 440 bytes: the partition table after them stays as parted wrote it
-    boot_code = (modules / "boot.img").read_bytes()[:440]
-    with raw.open("r+b") as f:
-        f.write(boot_code)
-        f.seek(SECTOR)
-        f.write(core.read_bytes())
-
-
-def _kernel_version(root: Path) -> str:
-    kernels = sorted(
-        (p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*")),
-        key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)],
-    )
-    if not kernels:
-        raise GoldenError(
-            f"no kernel in {root}/boot", hint="check the kernel package in profiles/releases.yaml"
-        )
-    return kernels[-1]
-
-
-def _grub_cfg(fs_uuid: str, kver: str, release: Release) -> str:
-    return f"""\
-# written by goldenimage.builders.base; update-grub inside the image replaces it
-set timeout=1
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-insmod part_msdos
-insmod ext2
-search --no-floppy --fs-uuid --set=root {fs_uuid}
-menuentry 'Debian GNU/Linux {release.number}' {{
-  linux /boot/vmlinuz-{kver} root=UUID={fs_uuid} ro {SERIAL_CMDLINE}
-  initrd /boot/initrd.img-{kver}
-}}
-"""
 
 
 # --- download ---------------------------------------------------------------------------------
@@ -368,9 +247,7 @@ def _cached(final: Path, key: str, release: int, source: str) -> BaseImage | Non
     return None
 
 
-def _commit(
-    src: Path, final: Path, key: str, release: int, source: str, sha256: str | None = None
-) -> BaseImage:
+def _commit(src: Path, final: Path, key: str, release: int, source: str, sha256: str | None = None) -> BaseImage:
     """Move a finished image into the cache, then write its .sha256 (the completeness mark)."""
     if sha256 is None:
         sha256 = _sha256(src)

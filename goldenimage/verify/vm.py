@@ -27,6 +27,7 @@ SSH_OPTIONS = (
     "-o", "ConnectTimeout=10",
 )  # fmt: skip
 SSH_POLL_INTERVAL = 3.0
+PORT_ATTEMPTS = 3
 SERIAL_TAIL_LINES = 40
 
 
@@ -101,7 +102,11 @@ class VM:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def __enter__(self) -> VM:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -117,11 +122,18 @@ class VM:
         argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.image, "-F", "qcow2", self.overlay]
         run(argv + ([self.disk_size] if self.disk_size else []))
         self.accel = detect_accelerator()
-        self.ssh_port = free_port()
-        argv = self.qemu_argv()
-        with self.qemu_log.open("w") as out:
-            self._proc = spawn(argv, stdout=out.fileno(), stderr=subprocess.STDOUT)
-        self.started_at = time.monotonic()
+        for _ in range(PORT_ATTEMPTS):
+            # the free port may be taken between our check and QEMU's bind: then pick another one
+            self.ssh_port = free_port()
+            with self.qemu_log.open("w") as out:
+                self._proc = spawn(self.qemu_argv(), stdout=out.fileno(), stderr=subprocess.STDOUT)
+            self.started_at = time.monotonic()
+            try:
+                self._proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                break  # still running: the port was ours
+            if "host forwarding" not in self.qemu_log.read_text(errors="replace"):
+                break  # another failure: wait_for_ssh reports it with QEMU's output
         info(f"{self.name}: QEMU ({self.accel}) started, SSH on 127.0.0.1:{self.ssh_port}")
         return self
 
@@ -184,9 +196,7 @@ class VM:
         """Wait for cloud-init to finish; its exit code must be one the release accepts."""
         proc = self.ssh("cloud-init status --wait --long", check=False, timeout=timeout)
         if proc.returncode not in self.status_wait_ok:
-            raise self.boot_error(
-                f"cloud-init finished with status {proc.returncode}: {proc.stdout.strip()[-500:]}"
-            )
+            raise self.boot_error(f"cloud-init finished with status {proc.returncode}: {proc.stdout.strip()[-500:]}")
         return proc
 
     # --- access ---------------------------------------------------------------------------------
