@@ -65,6 +65,44 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_base(args: argparse.Namespace) -> int:
+    from .builders.base import build_base, fetch_base
+    from .releases import matrix
+
+    release = matrix().get(args.debian)
+    if args.base_url:
+        if not args.base_checksum:
+            parser_error("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)")
+        base = fetch_base(args.base_url, args.base_checksum, release)
+    else:
+        base = build_base(release, mirror=args.mirror, flavour=args.kernel, force=args.force)
+    print(base.path)
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .bake import bake
+
+    artifact = bake(args.profile, args.debian, tuple(args.overlay), force=args.force, base_url=args.base_url,
+                    base_checksum=args.base_checksum, mirror=args.mirror)
+    print(artifact.qcow2)
+    return 0
+
+
+def parser_error(message: str) -> None:
+    from .errors import InputError
+
+    raise InputError(message)
+
+
+def _add_base_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debian", help="Debian release: 10, 11, 12 or 13 (default 12)")
+    p.add_argument("--mirror", help="Debian mirror URL for the base image (default: the release's; $GOLDEN_MIRROR)")
+    p.add_argument("--base-url", help="start from an official Debian cloud image at this URL instead")
+    p.add_argument("--base-checksum", help="checksum of --base-url: sha256:HEX or sha512:HEX (required with it)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached result exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="golden", description="Golden images for Debian server fleets.")
     parser.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
@@ -88,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", choices=["qemu", "proxmox", "openstack"])
     p.add_argument("--overlay", action="append", default=[], type=Path)
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("base", help="build (or reuse) a cloud-ready base qcow2 from the Debian mirror")
+    _add_base_options(p)
+    p.add_argument("--kernel", choices=["cloud", "generic"], default="cloud",
+                   help="cloud kernel (VMs) or generic (bare metal)")
+    p.set_defaults(func=_cmd_base)
+
+    p = sub.add_parser("build", help="bake PROFILE into images/: compressed qcow2, .sha256 and manifest")
+    p.add_argument("profile", help="profile name or path to a profile file")
+    _add_base_options(p)
+    p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
+    p.set_defaults(func=_cmd_build)
     return parser
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from rich.console import Console
 
 log = logging.getLogger("goldenimage")
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 _depth = 0
 
 

@@ -1,0 +1,122 @@
+"""`golden build`: bake a profile into a golden qcow2 in images/, or return the cached artifact."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from .builders.accel import detect_accelerator
+from .builders.base import BaseImage, build_base, fetch_base
+from .builders.packer_build import packer_build
+from .builders.packer_cli import packer_version, supports_required_plugins
+from .builders.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
+from .cloudinit.userdata import render_user_data
+from .errors import GoldenError
+from .images import store
+from .log import info, step
+from .profiles import ResolvedProfile, resolve
+from .render import render
+from .run import require, run
+
+#: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
+KEY_PLACEHOLDER = "ssh-ed25519 BUILD-KEY golden-build"
+
+
+def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_checksum: str | None = None,
+             mirror: str | None = None, flavour: str = "cloud") -> BaseImage:
+    """The base image for the profile's release: an official image by URL + checksum, or mirror-built."""
+    if base_url:
+        if not base_checksum:
+            raise GoldenError("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)",
+                              hint="take the checksum from the image's SHA512SUMS file")
+        return fetch_base(base_url, base_checksum, profile.release)
+    return build_base(profile.release, mirror=mirror, flavour=flavour)
+
+
+def profile_key(profile: ResolvedProfile, base: BaseImage) -> str:
+    """The content key of baking `profile` on `base`."""
+    template, _ = render_template(profile, Target.QEMU, required_plugins=supports_required_plugins())
+    return store.content_key(
+        profile,
+        base_sha256=base.sha256,
+        template=template,
+        user_data=render_user_data(profile, KEY_PLACEHOLDER),
+        scripts={name: script_text(name) for name in SCRIPTS},
+    )
+
+
+def _qemu_version() -> str:
+    out = run(["qemu-system-x86_64", "--version"]).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] = (), *, force: bool = False,
+         base_url: str | None = None, base_checksum: str | None = None, mirror: str | None = None,
+         memory: int = 2048) -> store.Artifact:
+    """Bake (or find in the store) the artifact of a profile on a release with overlays."""
+    profile = resolve(name, debian, overlays)
+    require("packer", "qemu-system-x86_64", "qemu-img", "ssh-keygen",
+            purpose="to bake images (or run: make deps)")
+    title = f"Baking {profile.name} on {profile.release.name}"
+    with step(title):
+        base = get_base(profile, base_url=base_url, base_checksum=base_checksum, mirror=mirror)
+        key = profile_key(profile, base)
+        cached = store.find(key)
+        if cached and not force:
+            info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
+            return cached
+        started = time.time()
+        with store.staging(prefix=key) as work:
+            rendered = render(profile, Target.QEMU, work / "render", content_key=key)
+            accel = detect_accelerator()
+            values = json.loads(rendered.var_file.read_text())
+            serial_log = work / "serial.log"
+            values.update(
+                base_image=str(base.path),
+                base_checksum=f"sha256:{base.sha256}",
+                seed_iso=str(rendered.seed_iso),
+                output_directory=str(work / "output"),
+                accelerator=accel,
+                memory=memory,
+                serial_log=str(serial_log),
+                manifest_dir=str(work),
+                ssh_private_key_file=str(rendered.build_key),
+                scripts_dir=str(rendered.directory / "scripts"),
+            )
+            rendered.var_file.write_text(json.dumps(values, indent=2) + "\n")
+            info(f"accelerator {accel}; base {base.path.name}; content key {key}")
+            packer_build(rendered.template, rendered.var_file, serial_log=serial_log, title="packer build")
+            qcow2 = work / "output" / f"{values['image_name']}.qcow2"
+            guest = json.loads((work / MANIFEST_FILE).read_text())
+            manifest = _manifest(profile, key, base, guest, accel, started)
+            with step("Publishing the artifact"):
+                artifact = store.publish(qcow2, manifest, store.artifact_name(profile, key, started))
+        info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
+        return artifact
+
+
+def _manifest(profile: ResolvedProfile, key: str, base: BaseImage, guest: dict[str, Any], accel: str,
+              started: float) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "format": 1,
+        "content_key": key,
+        "profile": profile.to_dict(),
+        "release": {"number": profile.release.number, "codename": profile.release.codename},
+        "base": {"source": base.source, "sha256": base.sha256, "key": base.key, "file": base.path.name},
+        "build": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+            "seconds": round(finished - started, 1),
+            "accelerator": accel,
+            "host": platform.node(),
+            "packer": ".".join(str(n) for n in packer_version()),
+            "qemu": _qemu_version(),
+        },
+        "cloud_init": guest.get("cloud_init"),
+        "kernels": guest.get("kernels", []),
+        "packages": guest.get("packages", {}),
+    }
