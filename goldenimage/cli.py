@@ -89,6 +89,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify.verify import verify
+
+    verify(args.target, args.debian)
+    return 0
+
+
 def parser_error(message: str) -> None:
     from .errors import InputError
 
@@ -138,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_options(p)
     p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
     p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
+    p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
+    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

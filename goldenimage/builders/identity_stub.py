@@ -23,7 +23,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v3/auth/tokens":
             self.send_error(404)
             return
-        port = self.server.socket.getsockname()[1]
+        port = self.server.server_address[1]  # type: ignore[index]
         catalog = [
             {"type": kind, "name": kind, "id": kind,
              "endpoints": [{"id": f"{kind}-public", "interface": "public", "region": region, "region_id": region,

@@ -213,7 +213,6 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
         *first,
         {"shell": {
             "script": "${var.scripts_dir}/wait-cloud-init.sh",
-            "environment_vars": [f"GOLDEN_STATUS_OK={' '.join(str(c) for c in release.status_wait_ok)}"],
         }},
         {"shell": {"script": "${var.scripts_dir}/collect-manifest.sh"}},
         {"file": {

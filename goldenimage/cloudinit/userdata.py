@@ -154,7 +154,15 @@ def render_user_data(
         "disable_root": True,
     }
     if system.get("locale"):
-        data["locale"] = system["locale"]
+        locale = system["locale"]
+        data["locale"] = locale
+        if not locale.startswith(("C.", "POSIX")):
+            # Debian's locale-gen builds only what /etc/locale.gen lists; cloud-init's locale step needs it
+            # there before it runs (bootcmd runs earlier, in the init stage).
+            charset = locale.split(".", 1)[1] if "." in locale else "ISO-8859-1"
+            data["bootcmd"] = [
+                f"grep -q '^{locale} ' /etc/locale.gen || echo '{locale} {charset}' >> /etc/locale.gen"
+            ]
     if system.get("timezone"):
         data["timezone"] = system["timezone"]
     if system.get("ntp_servers"):

@@ -1,17 +1,18 @@
 #!/bin/sh
 # Wait for cloud-init to finish provisioning the profile; fail the bake with its log tail if it did not.
-# GOLDEN_STATUS_OK: the exit codes of `cloud-init status --wait` that mean done (release quirk).
+# The end of the final stage is marked by /run/cloud-init/result.json (`cloud-init status` can say
+# "error" while the final stage is still installing packages). Bounded by GOLDEN_WAIT_SECONDS.
 set -u
-rc=0
-sudo cloud-init status --wait >/dev/null || rc=$?
-case " ${GOLDEN_STATUS_OK:-0} " in
-  *" $rc "*) ;;
-  *) echo "golden: cloud-init did not finish cleanly (status exit $rc)" >&2
-     sudo cloud-init status --long >&2 || true
-     sudo tail -n 60 /var/log/cloud-init-output.log >&2
-     exit 1 ;;
-esac
-# `status` says done even when a module failed on some releases: the result file has the errors.
+deadline=$(( $(date +%s) + ${GOLDEN_WAIT_SECONDS:-3600} ))
+until sudo test -e /run/cloud-init/result.json; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "golden: cloud-init did not finish within ${GOLDEN_WAIT_SECONDS:-3600}s" >&2
+    sudo cloud-init status --long >&2 || true
+    sudo tail -n 60 /var/log/cloud-init-output.log >&2
+    exit 1
+  fi
+  sleep 5
+done
 if ! sudo python3 - <<'PY'
 import json, sys
 errors = json.load(open("/run/cloud-init/result.json"))["v1"]["errors"]
@@ -20,6 +21,7 @@ for e in errors:
 sys.exit(1 if errors else 0)
 PY
 then
+  sudo cloud-init status --long >&2 || true
   sudo tail -n 60 /var/log/cloud-init-output.log >&2
   exit 1
 fi

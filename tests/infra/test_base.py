@@ -1,0 +1,54 @@
+"""Every image: the shared base (SSH, time sync, security upgrades, apt, locale) and what the manifest says."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("package", ["openssh-server", "chrony", "unattended-upgrades", "cloud-init", "sudo"])
+def test_base_package_installed(host, package):
+    assert host.package(package).is_installed
+
+
+@pytest.mark.parametrize("service", ["ssh", "chrony"])
+def test_base_service_running_and_enabled(host, service):
+    s = host.service(service)
+    assert s.is_running and s.is_enabled
+
+
+def test_ssh_listens_and_refuses_passwords(host):
+    assert host.socket("tcp://0.0.0.0:22").is_listening
+    config = host.run("sshd -T").stdout.lower()
+    assert "passwordauthentication no" in config
+    assert "kbdinteractiveauthentication no" in config or "challengeresponseauthentication no" in config
+
+
+def test_unattended_security_upgrades_configured(host):
+    conf = host.file("/etc/apt/apt.conf.d/52golden-unattended-upgrades").content_string
+    assert 'Unattended-Upgrade "1"' in conf and "Debian-Security" in conf
+
+
+def test_timezone_and_locale(host):
+    assert host.file("/etc/timezone").content_string.strip() == "Etc/UTC"
+    assert "LANG=en_US.UTF-8" in host.file("/etc/default/locale").content_string
+    assert "en_US.utf8" in host.run("locale -a").stdout
+
+
+def test_apt_sources_name_the_release_and_its_security_suite(host, image_info):
+    sources = host.file("/etc/apt/sources.list").content_string
+    codename = image_info["codename"]
+    assert f" {codename} " in sources
+    assert "security" in sources
+
+
+def test_image_says_what_it_is(image_info, manifest):
+    assert image_info["profile"] == manifest["profile"]["profile"]
+    assert image_info["roles"] == manifest["profile"]["roles"]
+    assert image_info["content_key"] == manifest["content_key"]
+
+
+def test_manifest_lists_what_is_installed(host, manifest):
+    for name in ("openssh-server", "cloud-init", "linux-image-cloud-amd64"):
+        assert manifest["packages"][name] == host.package(name).version
+    assert manifest["cloud_init"] and manifest["cloud_init"] in host.run("cloud-init --version").stdout + \
+        host.run("cloud-init --version").stderr

@@ -1,0 +1,44 @@
+"""web: Apache 2.4 (event MPM) with PHP-FPM, mod_ssl, the default vhost and the health endpoint."""
+
+from __future__ import annotations
+
+
+def test_packages(host, php):
+    for name in ("apache2", f"php{php}-fpm", "ssl-cert"):
+        assert host.package(name).is_installed, name
+
+
+def test_services_running_and_enabled(host, php):
+    for name in ("apache2", f"php{php}-fpm"):
+        service = host.service(name)
+        assert service.is_running and service.is_enabled, name
+
+
+def test_listens_on_http_and_https(host):
+    assert host.socket("tcp://0.0.0.0:80").is_listening or host.socket("tcp://:::80").is_listening
+    assert host.socket("tcp://0.0.0.0:443").is_listening or host.socket("tcp://:::443").is_listening
+
+
+def test_event_mpm_with_php_fpm_and_ssl(host, php):
+    modules = host.run("apachectl -M").stdout
+    assert "mpm_event_module" in modules and "mpm_prefork_module" not in modules
+    assert "proxy_fcgi_module" in modules and "ssl_module" in modules
+    assert host.file(f"/etc/apache2/conf-enabled/php{php}-fpm.conf").exists
+
+
+def test_health_endpoint_answers_200_with_the_host_name(host):
+    out = host.run("curl -s -o /dev/stdout -w '\\n%{http_code}' http://127.0.0.1/healthz")
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "200"
+    assert body.strip() == f"ok {host.check_output('hostname')}"
+
+
+def test_https_health_endpoint_with_this_instances_certificate(host):
+    assert host.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/healthz").stdout == "200"
+    key = host.file("/etc/ssl/private/ssl-cert-snakeoil.key")
+    assert key.exists and key.mode & 0o077 == 0
+
+
+def test_server_tokens_hidden(host):
+    headers = host.run("curl -sI http://127.0.0.1/").stdout
+    assert "Server: Apache\r" in headers or "Server: Apache\n" in headers
