@@ -22,6 +22,7 @@ class _CloudInitQuirks(BaseModel):
     version: str
     clean_machine_id: bool
     status_wait_ok: list[int]
+    network_renderers: list[str] = []
 
 
 class _ReleaseModel(BaseModel):
@@ -63,6 +64,8 @@ class Release:
     cloud_init_version: str
     clean_machine_id: bool
     status_wait_ok: tuple[int, ...]
+    #: cloud-init's network renderers in order of preference; empty keeps cloud-init's own order.
+    network_renderers: tuple[str, ...] = ()
     #: Packages of the base image besides the kernel: the shared list, then this release's own.
     base_packages: tuple[str, ...] = ()
     template_vars: MappingProxyType[str, str] = field(init=False)
@@ -122,6 +125,7 @@ def _to_release(number: int, m: _ReleaseModel, base_packages: list[str]) -> Rele
         cloud_init_version=m.cloud_init.version,
         clean_machine_id=m.cloud_init.clean_machine_id,
         status_wait_ok=tuple(m.cloud_init.status_wait_ok),
+        network_renderers=tuple(m.cloud_init.network_renderers),
         base_packages=tuple(base_packages + m.base_packages),
     )
 

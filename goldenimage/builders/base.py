@@ -72,9 +72,12 @@ def base_key(release: Release, mirror: str, flavour: str) -> str:
         "suites": release.suites,
         "components": release.components,
         "mirror": mirror.rstrip("/"),
+        # the image's own apt sources
+        "sources": [release.mirror, release.security_mirror, release.security_suite],
         "flavour": flavour,
         "packages": base_packages(release, flavour),
         "datasources": DATASOURCES,
+        "renderers": release.network_renderers,
         "recipe": RECIPE_VERSION,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -172,12 +175,16 @@ def _customize(root: Path, release: Release, flavour: str) -> None:
         # C.UTF-8 exists without running locale-gen, which would cost seconds at every first boot
         "locale": "C.UTF-8",
     }
+    if release.network_renderers:
+        cloud_cfg["system_info"] = {"network": {"renderers": list(release.network_renderers)}}
     cfg = root / "etc/cloud/cloud.cfg.d/01_goldenimage.cfg"
     cfg.write_text("# written by goldenimage.builders.base\n" + yaml.safe_dump(cloud_cfg, sort_keys=False))
     # mmdebstrap copies the build host's hostname and resolver: neither belongs in an image
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
-    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    resolv = root / "etc/resolv.conf"
+    if not resolv.is_symlink():  # a symlink is systemd-resolved's stub: that one stays
+        resolv.unlink(missing_ok=True)
     # the build mirror may be a local proxy: the image itself points at the release's public mirrors
     components = " ".join(release.components)
     sources = [f"deb {release.mirror} {suite} {components}" for suite in release.suites]

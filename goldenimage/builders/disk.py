@@ -1,5 +1,8 @@
 """Disk assembly without a VM or partition devices: raw MBR disk, ext4 filled from a directory at an
-offset (`mkfs.ext4 -d`), GRUB for BIOS written into the MBR and the gap before the partition."""
+offset (`mkfs.ext4 -d`), GRUB for BIOS in the MBR and the gap before the partition.
+
+A change here that alters the disk must bump base.RECIPE_VERSION, which keys the base image cache.
+"""
 
 from __future__ import annotations
 
