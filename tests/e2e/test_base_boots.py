@@ -82,3 +82,7 @@ def test_the_default_user_has_passwordless_sudo(vm: VM) -> None:
 
 def test_serial_console_carries_the_boot(vm: VM) -> None:
     assert "Debian GNU/Linux 12" in vm.serial_log.read_text(errors="replace")
+
+
+def test_no_unit_failed(vm: VM) -> None:
+    assert vm.ssh("systemctl --failed --no-legend --plain").stdout.strip() == ""
