@@ -105,7 +105,7 @@ def build_base(
             root = tmp / "rootfs"
             with step(f"mmdebstrap {release.codename} from {mirror}"):
                 _mmdebstrap(release, mirror, flavour, root)
-                _customize(root, release, flavour)
+                prepare_rootfs(root, release, flavour)
             raw = tmp / "disk.raw"
             with step("Assembling the disk (MBR, ext4, GRUB)"):
                 assemble_disk(root, raw, tmp, release)
@@ -166,7 +166,7 @@ def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path) -> None
     )
 
 
-def _customize(root: Path, release: Release, flavour: str) -> None:
+def prepare_rootfs(root: Path, release: Release, flavour: str) -> None:
     """Make the tree cloud-ready and host-neutral: datasources, serial console, no identity."""
     cloud_cfg = {
         "datasource_list": list(DATASOURCES),
