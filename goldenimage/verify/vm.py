@@ -234,10 +234,10 @@ class VM:
 
     def boot_error(self, message: str) -> GoldenError:
         """A GoldenError for `message` carrying the serial console tail."""
-        tail = self.serial_tail()
+        tail = self.serial_tail() or "(no output: the guest never reached the kernel)"
         return GoldenError(
             f"{self.name}: {message}\n--- serial console (last lines) ---\n{tail}",
-            hint=f"full console log: {self.serial_log}" if not self._own_workdir else None,
+            hint=None if self._own_workdir else f"full console log: {self.serial_log}",
         )
 
     def _check_alive(self) -> None:
