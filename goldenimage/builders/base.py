@@ -149,6 +149,9 @@ def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:
 def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path) -> None:
     components = " ".join(release.components)
     sources = [f"deb {mirror} {suite} {components}" for suite in release.suites]
+    # Security updates go into the base, so that bakes do not spend minutes upgrading (kernel, initramfs).
+    security = os.environ.get("GOLDEN_SECURITY_MIRROR") or release.security_mirror
+    sources.append(f"deb {security.rstrip('/')} {release.security_suite} {components}")
     run(
         [
             "mmdebstrap",

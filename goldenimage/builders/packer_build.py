@@ -9,6 +9,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from rich.markup import escape
+
 from ..errors import GoldenError
 from ..log import console, info
 from ..run import require, spawn, stop
@@ -65,10 +67,15 @@ def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = No
                         tail.append(line)
                     if kind == "say" and text.strip():
                         current = text.strip().removeprefix("==> ").split(": ", 1)[-1]
-                        info(f"[dim]{_elapsed(start)}[/dim] {current}")
+                        info(f"[dim]{_elapsed(start)}[/dim] {escape(current)}")
+                    elif kind == "message" and "golden: " in text:
+                        # our bake scripts' progress lines
+                        for line in text.splitlines():
+                            if "golden: " in line:
+                                info(f"[dim]{_elapsed(start)}[/dim] {escape(line.split('golden: ', 1)[1])}")
                     elif kind == "error":
                         errors.append(text.strip())
-                status.update(f"{title}: {current} [dim]({_elapsed(start)})[/dim]")
+                status.update(f"{title}: {escape(current)} [dim]({_elapsed(start)})[/dim]")
         proc.wait()
     except BaseException:
         stop(proc, grace=30)

@@ -12,6 +12,11 @@ until sudo test -e /run/cloud-init/result.json; do
     exit 1
   fi
   sleep 5
+  n=$((${n:-0} + 1))
+  # A progress line every 30 s: the latest thing cloud-init did.
+  if [ $((n % 6)) -eq 0 ]; then
+    echo "golden: cloud-init: $(sudo tail -n 1 /var/log/cloud-init-output.log | cut -c1-100)"
+  fi
 done
 if ! sudo python3 - <<'PY'
 import json, sys
