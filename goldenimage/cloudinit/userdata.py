@@ -20,6 +20,7 @@ IMAGE_INFO_PATH = "/etc/golden/image.json"
 #: Where first boot finds this host's cluster settings, written by the first-boot user-data.
 HOST_SETTINGS_PATH = "/etc/golden/host.json"
 SYSCTL_PATH = "/etc/sysctl.d/60-golden.conf"
+CLOUD_CFG_PATH = "/etc/cloud/cloud.cfg.d/90-golden.cfg"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -122,6 +123,12 @@ def _write_files(
         owner = spec.get("owner", "root:root")
         if owner != "root:root":
             chowns.append(f"chown {owner} {spec['path']}")
+    system = profile.content.get("system", {})
+    per_instance = {k: system[k] for k in ("locale", "timezone") if system.get(k)}
+    if per_instance:
+        # cloud-init applies locale and timezone again on every new instance: keep the profile's choice
+        # there too, or the base image's defaults would win at first boot.
+        files.append({"path": CLOUD_CFG_PATH, "content": "# goldenimage profile\n" + yaml.safe_dump(per_instance)})
     sysctls = profile.content.get("sysctls", {})
     if sysctls:
         body = "".join(f"{k} = {v}\n" for k, v in sysctls.items())

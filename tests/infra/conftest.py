@@ -8,7 +8,7 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def image_info(host):
     """/etc/golden/image.json: profile, roles, release variables, settings baked into the image."""
     return json.loads(host.file("/etc/golden/image.json").content_string)
@@ -27,6 +27,6 @@ def other_identity():
     return json.loads(os.environ["GOLDEN_OTHER_IDENTITY"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def php(image_info):
     return image_info["release_vars"]["php"]

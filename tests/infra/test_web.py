@@ -36,7 +36,7 @@ def test_health_endpoint_answers_200_with_the_host_name(host):
 def test_https_health_endpoint_with_this_instances_certificate(host):
     assert host.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/healthz").stdout == "200"
     key = host.file("/etc/ssl/private/ssl-cert-snakeoil.key")
-    assert key.exists and key.mode & 0o077 == 0
+    assert key.exists and key.user == "root" and key.group == "ssl-cert" and key.mode & 0o007 == 0
 
 
 def test_server_tokens_hidden(host):

@@ -31,7 +31,7 @@ def test_release_variables_pick_each_releases_php():
     assert "php7.4-fpm" in resolve("web", 11).packages
     assert "php8.2-fpm" in resolve("web", 12).packages
     assert "php8.4-fpm" in resolve("web", 13).packages
-    assert "a2enconf -q \"php8.4-fpm\" golden-health golden-security" in resolve("web", 13).content["bake_commands"]
+    assert "a2enconf -q \"php8.4-fpm\" golden-health zz-golden-security" in resolve("web", 13).content["bake_commands"]
 
 
 def test_default_release_is_12():
