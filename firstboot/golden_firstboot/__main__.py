@@ -1,0 +1,76 @@
+"""golden-firstboot command line: run (the default), status, lb-add, lb-remove."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__, agent
+from .steps import Context
+from .system import FirstbootError, log
+
+
+def parser() -> argparse.ArgumentParser:
+    # Options accepted before or after the command: SUPPRESS keeps a subcommand from resetting them.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--rerun", action="store_true", default=argparse.SUPPRESS,
+                        help="run again although first boot has completed")
+    common.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # tests: a fake root
+    p = argparse.ArgumentParser(
+        prog="golden-firstboot", parents=[common],
+        description="Finish this golden image's role on its first boot, from /etc/golden/image.json and "
+                    "/etc/golden/host.json. Runs once; every step checks before it acts.")
+    p.set_defaults(rerun=False, root="/")
+    p.add_argument("--version", action="version", version="golden-firstboot " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the first-boot steps (the default)")
+    status = sub.add_parser("status", parents=[common], help="print each step's state")
+    status.add_argument("--json", action="store_true", help="the status file as it is")
+    add = sub.add_parser("lb-add", parents=[common], help="(lb) put a web node into a spare backend slot")
+    add.add_argument("name")
+    add.add_argument("address")
+    add.add_argument("--port", type=int)
+    add.add_argument("--backend")
+    remove = sub.add_parser("lb-remove", parents=[common], help="(lb) take a node added by lb-add out again")
+    remove.add_argument("name")
+    remove.add_argument("--backend")
+    return p
+
+
+def context(root: str) -> Context:
+    image = agent.load_json(root, agent.IMAGE_INFO, required=True)
+    host = agent.load_json(root, agent.HOST_SETTINGS, required=False)
+    if not host:
+        log(f"{agent.HOST_SETTINGS} is absent or empty: only steps that need no cluster settings run")
+    return Context(image, host, root=root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        if command == "status":
+            data = agent.Status(args.root).load()
+            sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
+            return 0 if data is None or data.get("result") != "failed" else 1
+        ctx = context(args.root)
+        if command == "run":
+            return agent.run(ctx, rerun=args.rerun)
+        from .roles import lb
+
+        if command == "lb-add":
+            slot = lb.pool_add(ctx, args.name, args.address, args.port, args.backend)
+            sys.stdout.write(f"{args.name} is in slot {slot}\n")
+        else:
+            lb.pool_remove(ctx, args.name, args.backend)
+        return 0
+    except FirstbootError as exc:
+        log("error: " + exc.message)
+        if exc.hint:
+            log("hint: " + exc.hint)
+        return exc.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

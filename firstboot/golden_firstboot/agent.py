@@ -1,0 +1,160 @@
+"""Run the steps that apply to this host, in order, recording each one's state in the status file.
+
+Status: /var/lib/golden/firstboot.json, per step pending | running | done | failed | skipped, with
+timestamps, whether it changed anything, and the error. /var/lib/golden/firstboot.done marks a
+complete run: the unit's condition, and the reason a plain second start does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from . import __version__
+from .roles import STEPS
+from .steps import Context, Step
+from .system import HOST, FirstbootError, SettingsError, write_file
+
+IMAGE_INFO = "/etc/golden/image.json"
+HOST_SETTINGS = HOST
+STATUS = "/var/lib/golden/firstboot.json"
+DONE = "/var/lib/golden/firstboot.done"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def load_json(root: str, path: str, required: bool) -> dict[str, Any]:
+    """A JSON object from the image; {} for an optional file that is absent."""
+    full = os.path.join(root, path.lstrip("/"))
+    try:
+        with open(full, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise SettingsError(f"{path}: missing: this is not a golden image",
+                                hint="golden-firstboot runs inside images baked by goldenimage") from None
+        return {}
+    except ValueError as exc:
+        raise SettingsError(f"{path}: not valid JSON: {exc}",
+                            hint="fix the first-boot user-data that wrote it") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: must hold a JSON object")
+    return data
+
+
+class Status:
+    """The status file: rewritten atomically at every transition, so a crash leaves the last state."""
+
+    def __init__(self, root: str) -> None:
+        self.path = os.path.join(root, STATUS.lstrip("/"))
+        self.data: dict[str, Any] = {"version": __version__, "steps": {}}
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def save(self) -> None:
+        write_file(self.path, json.dumps(self.data, indent=2) + "\n", 0o600)
+
+    def begin(self, ctx: Context, steps: list[Step], selected: list[Step]) -> None:
+        self.data.update({"started": now(), "finished": None, "result": "running",
+                          "profile": ctx.image.get("profile"), "roles": ctx.roles, "error": None})
+        chosen = {s.id for s in selected}
+        self.data["steps"] = {
+            s.id: {"state": "pending" if s.id in chosen else "skipped", "description": s.doc}
+            for s in steps if s.id in chosen or not s.roles or set(s.roles) & set(ctx.roles)
+        }
+        self.save()
+
+    def mark(self, step_id: str, state: str, **fields: Any) -> None:
+        entry = self.data["steps"].setdefault(step_id, {})
+        entry["state"] = state
+        entry.update(fields)
+        self.save()
+
+    def finish(self, result: str, error: str | None = None) -> None:
+        self.data.update({"finished": now(), "result": result, "error": error})
+        self.save()
+
+
+def select(ctx: Context, steps: list[Step]) -> list[Step]:
+    """The steps this host runs; SettingsError naming every missing key of all of them at once."""
+    selected = [s for s in steps if s.applies(ctx)]
+    problems = [f"{key} (for {s.id})" for s in selected for key in s.missing(ctx)]
+    if problems:
+        raise SettingsError("{}: missing settings: {}".format(HOST_SETTINGS, ", ".join(problems)),
+                            hint="add them to the host's first-boot user-data, then `golden-firstboot --rerun`")
+    return selected
+
+
+def run(ctx: Context, rerun: bool = False, steps: list[Step] | None = None) -> int:
+    """Run every applicable step once; the exit status (0 done, 1 failed, 2 bad settings, 75 peer not up)."""
+    steps = STEPS if steps is None else steps
+    done_marker = ctx.path(DONE)
+    if os.path.exists(done_marker) and not rerun:
+        ctx.log(f"first boot already completed ({DONE}); `golden-firstboot --rerun` runs it again")
+        return 0
+    status = Status(ctx.root)
+    ctx.log("first boot of {} (roles: {})".format(ctx.image.get("profile", "?"), ", ".join(ctx.roles) or "none"))
+    try:
+        selected = select(ctx, steps)
+    except SettingsError as exc:
+        status.begin(ctx, steps, [])
+        status.finish("failed", exc.message)
+        return _fail(ctx, exc)
+    status.begin(ctx, steps, selected)
+    for item in selected:
+        started = time.time()
+        status.mark(item.id, "running", started=now(), error=None)
+        ctx.log(f"step {item.id}: {item.doc}")
+        try:
+            changed = item.apply(ctx)
+        except FirstbootError as exc:
+            status.mark(item.id, "failed", finished=now(), error=exc.message, seconds=round(time.time() - started, 1))
+            status.finish("failed", f"{item.id}: {exc.message}")
+            return _fail(ctx, exc, item.id)
+        except Exception as exc:  # a bug or an unexpected system state: recorded, never a silent stop
+            message = f"{type(exc).__name__}: {exc}"
+            status.mark(item.id, "failed", finished=now(), error=message, seconds=round(time.time() - started, 1))
+            status.finish("failed", f"{item.id}: {message}")
+            return _fail(ctx, FirstbootError(message, hint="this is a bug in golden-firstboot: report it"), item.id)
+        status.mark(item.id, "done", finished=now(), changed=changed, seconds=round(time.time() - started, 1))
+    status.finish("done")
+    write_file(done_marker, now() + "\n", 0o644)
+    ctx.log("first boot complete: {} step(s), {} changed".format(
+        len(selected), sum(1 for s in selected if status.data["steps"][s.id].get("changed"))))
+    return 0
+
+
+def _fail(ctx: Context, exc: FirstbootError, step_id: str = "") -> int:
+    where = f"step {step_id} failed: " if step_id else ""
+    ctx.log("error: " + where + exc.message)
+    if exc.hint:
+        ctx.log("hint: " + exc.hint)
+    return exc.exit_status
+
+
+def format_status(data: dict[str, Any] | None) -> str:
+    """`golden-firstboot status`: the run's result, then one line per step."""
+    if not data:
+        return f"golden-firstboot has not run on this host yet ({STATUS} is absent)\n"
+    lines = ["first boot: {} (started {}, finished {})".format(
+        data.get("result"), data.get("started"), data.get("finished") or "-")]
+    if data.get("error"):
+        lines.append("error: " + data["error"])
+    width = max([len(k) for k in data.get("steps", {})] + [4])
+    for step_id, entry in data.get("steps", {}).items():
+        state = entry.get("state", "?")
+        detail = ""
+        if state == "done":
+            detail = "changed" if entry.get("changed") else "no change"
+        elif state == "failed":
+            detail = (entry.get("error") or "").splitlines()[0] if entry.get("error") else ""
+        lines.append("  {:<{w}}  {:<8} {}".format(step_id, state, detail, w=width).rstrip())
+    return "\n".join(lines) + "\n"

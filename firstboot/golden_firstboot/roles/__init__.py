@@ -1,0 +1,22 @@
+"""One module per role; STEPS is the order the agent runs them in.
+
+Order matters: MariaDB encryption comes before the server holds data, the replica waits for nothing
+the primary does on the same host, and AIDE records the system after everything else has changed it."""
+
+from __future__ import annotations
+
+from ..steps import Step
+from . import common, hardened, lb, mariadb, nfs, plesk, sql_primary, sql_replica, web
+
+STEPS: list[Step] = [
+    *common.STEPS,
+    *hardened.BEFORE_MARIADB,
+    *mariadb.STEPS,
+    *sql_primary.STEPS,
+    *sql_replica.STEPS,
+    *nfs.STEPS,
+    *web.STEPS,
+    *lb.STEPS,
+    *plesk.STEPS,
+    *hardened.LAST,
+]

@@ -1,0 +1,230 @@
+"""lb: HAProxy frontends and backends from the settings, health-checked on the web health endpoint; spare
+`dynN` server slots that `golden-firstboot lb-add/lb-remove` fill and empty through the runtime API (no
+restart, no reload); an optional keepalived instance for a floating address."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from ..steps import Context, step
+from ..system import HOST, FirstbootError, SettingsError
+
+CLUSTER_CFG = "/etc/haproxy/conf.d/golden-cluster.cfg"
+DROPIN = "/etc/systemd/system/haproxy.service.d/golden-cluster.conf"
+POOL = "/var/lib/golden/lb-pool.json"
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+NONLOCAL_SYSCTL = "/etc/sysctl.d/61-golden-keepalived.conf"
+PARKED = "127.0.0.1"
+# Debian's unit runs `haproxy -f $CONFIG` (unbraced: split into words), on every release from 10 to 13.
+DROPIN_TEXT = ("# goldenimage first boot: the baked haproxy.cfg, then the cluster section.\n"
+               "[Service]\n"
+               'Environment="CONFIG=/etc/haproxy/haproxy.cfg -f ' + CLUSTER_CFG + '"\n')
+
+
+def admin_socket(command: str, path: str = ADMIN_SOCKET) -> str:
+    """One command on HAProxy's runtime API; its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+def slots(settings: dict[str, Any], backend: dict[str, Any]) -> list[str]:
+    """The spare slot names of a backend: max_servers minus the servers listed in the settings."""
+    count = int(settings.get("max_servers", 16)) - len(backend.get("servers") or [])
+    return [f"dyn{i}" for i in range(1, max(count, 0) + 1)]
+
+
+def render_haproxy(settings: dict[str, Any], pool: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """conf.d/golden-cluster.cfg from the lb settings and the slots filled by lb-add (pool)."""
+    health = settings.get("health_path", "/healthz")
+    out = ["# goldenimage first boot: cluster frontends and backends (written by golden-firstboot).",
+           "# dynN slots are spare: `golden-firstboot lb-add NAME ADDRESS` fills one at run time.", ""]
+    for frontend in settings.get("frontends") or []:
+        out += ["frontend {}".format(frontend["name"]),
+                "    bind {}".format(frontend["bind"]),
+                "    default_backend {}".format(frontend["backend"]), ""]
+    for backend in settings.get("backends") or []:
+        port = int(backend.get("port", 80))
+        out += ["backend {}".format(backend["name"]),
+                "    balance {}".format(backend.get("balance", "roundrobin")),
+                "    option httpchk GET {}".format(backend.get("health_path", health)),
+                "    http-check expect status 200",
+                "    default-server inter 2s fall 2 rise 2"]
+        for server in backend.get("servers") or []:
+            out.append("    server {} {}:{} check".format(server["name"], server["address"],
+                                                          int(server.get("port", port))))
+        filled = pool.get(backend["name"], {})
+        for slot in slots(settings, backend):
+            member = filled.get(slot)
+            if member:
+                out.append("    server {} {}:{} check  # {}".format(slot, member["address"], member["port"],
+                                                                   member["name"]))
+            else:
+                out.append(f"    server {slot} {PARKED}:{port} check disabled")
+        out.append("")
+    return "\n".join(out)
+
+
+def load_pool(ctx: Context) -> dict[str, dict[str, dict[str, Any]]]:
+    text = ctx.read(POOL)
+    return json.loads(text) if text else {}
+
+
+def _validate(settings: dict[str, Any]) -> None:
+    names = {b.get("name") for b in settings.get("backends") or []}
+    for index, frontend in enumerate(settings.get("frontends") or []):
+        for key in ("name", "bind", "backend"):
+            if not frontend.get(key):
+                raise SettingsError(f"{HOST}: lb.frontends[{index}].{key}: missing")
+        if frontend["backend"] not in names:
+            raise SettingsError(f"{HOST}: lb.frontends[{index}].backend: no backend named {frontend['backend']!r}",
+                                hint="add it to lb.backends")
+    for index, backend in enumerate(settings.get("backends") or []):
+        for s_index, server in enumerate(backend.get("servers") or []):
+            if not server.get("name") or not server.get("address"):
+                raise SettingsError(f"{HOST}: lb.backends[{index}].servers[{s_index}]: needs name and address")
+
+
+@step("lb.haproxy", roles=["lb"], activate=["lb.frontends", "lb.backends"], require=["lb.backends"])
+def haproxy(ctx: Context) -> bool:
+    """The cluster section and the unit drop-in that loads it; checked, then reloaded (restarted the first time)."""
+    settings = ctx.get("lb")
+    _validate(settings)
+    cfg_changed = ctx.write(CLUSTER_CFG, render_haproxy(settings, load_pool(ctx)))
+    unit_changed = ctx.write(DROPIN, DROPIN_TEXT)
+    if not (cfg_changed or unit_changed):
+        return False
+    ctx.run(["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", "-f", CLUSTER_CFG])
+    if unit_changed:
+        ctx.run(["systemctl", "daemon-reload"])
+        ctx.run(["systemctl", "restart", "haproxy"])
+    else:
+        ctx.run(["systemctl", "reload", "haproxy"])
+    return True
+
+
+def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
+    """keepalived.conf: one VRRP instance that holds the floating address while HAProxy runs here."""
+    # VRRP PASS authentication reads 8 characters; keepalived ignores the rest.
+    lines = [
+        "# goldenimage first boot: floating address for the load balancer (written by golden-firstboot).",
+        "global_defs {", "    enable_script_security", "    script_user root", "}", "",
+        "vrrp_script golden_haproxy {", '    script "/bin/systemctl is-active --quiet haproxy"',
+        "    interval 2", "    fall 2", "    rise 2", "}", "",
+        "vrrp_instance golden_vip {",
+        "    state BACKUP",
+        "    interface {}".format(kad.get("interface", "eth0")),
+        "    virtual_router_id {}".format(int(kad.get("router_id", 51))),
+        "    priority {}".format(int(kad.get("priority", 100))),
+        "    advert_int 1",
+    ]
+    peers = kad.get("peers") or []
+    if peers and address:
+        lines += [f"    unicast_src_ip {address}", "    unicast_peer {"]
+        lines += [f"        {p}" for p in peers] + ["    }"]
+    lines += [
+        "    authentication {", "        auth_type PASS", "        auth_pass {}".format(str(kad["password"])[:8]),
+        "    }",
+        "    virtual_ipaddress {", "        {}".format(kad["virtual_address"]), "    }",
+        "    track_script {", "        golden_haproxy", "    }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@step("lb.keepalived", roles=["lb"], activate=["lb.keepalived.virtual_address"],
+      require=["lb.keepalived.password"])
+def keepalived(ctx: Context) -> bool:
+    """keepalived.conf (0600: it holds the VRRP password), non-local binds, the service enabled and running."""
+    changed = ctx.write(KEEPALIVED_CONF, render_keepalived(ctx.get("lb.keepalived"), ctx.get("address")), 0o600)
+    # HAProxy may bind the floating address on the node that does not hold it.
+    if ctx.write(NONLOCAL_SYSCTL, "net.ipv4.ip_nonlocal_bind = 1\n"):
+        ctx.run(["sysctl", "-q", "-p", NONLOCAL_SYSCTL])
+        changed = True
+    enabled = ctx.run(["systemctl", "is-enabled", "--quiet", "keepalived"], check=False).returncode == 0
+    active = ctx.run(["systemctl", "is-active", "--quiet", "keepalived"], check=False).returncode == 0
+    if not enabled:
+        ctx.run(["systemctl", "enable", "keepalived"])
+        changed = True
+    if not active:
+        ctx.run(["systemctl", "start", "keepalived"])
+        changed = True
+    elif changed:
+        ctx.run(["systemctl", "restart", "keepalived"])
+    return changed
+
+
+def _runtime(ctx: Context, command: str) -> None:
+    send = ctx.haproxy or admin_socket
+    ctx.log("haproxy runtime API: " + command)
+    answer = send(command)
+    if answer and not answer.startswith(("IP changed", "no need to change", "Port changed")):
+        if any(word in answer for word in ("No such", "Require", "Unknown", "invalid", "not found", "failed")):
+            raise FirstbootError(f"haproxy refused `{command}`: {answer.splitlines()[0]}")
+
+
+def _backend(ctx: Context, name: str | None) -> dict[str, Any]:
+    backends = ctx.get("lb.backends") or []
+    for backend in backends:
+        if name in (None, backend.get("name")):
+            return backend
+    raise FirstbootError("no backend {!r} in this load balancer's settings".format(name or ""),
+                         hint="backends: " + ", ".join(b.get("name", "?") for b in backends))
+
+
+def pool_add(ctx: Context, name: str, address: str, port: int | None = None,
+             backend_name: str | None = None) -> str:
+    """Put a web node into a spare slot at run time and record it; the slot it took."""
+    backend = _backend(ctx, backend_name)
+    port = int(port or backend.get("port", 80))
+    if any(s.get("name") == name for s in backend.get("servers") or []):
+        raise FirstbootError("{} is already a listed server of backend {}".format(name, backend["name"]))
+    pool = load_pool(ctx)
+    members = pool.setdefault(backend["name"], {})
+    slot = next((s for s, m in members.items() if m["name"] == name), None)
+    if slot is None:
+        free = [s for s in slots(ctx.get("lb"), backend) if s not in members]
+        if not free:
+            raise FirstbootError("backend {} has no spare slot left".format(backend["name"]),
+                                 hint="raise lb.max_servers and run `golden-firstboot --rerun`")
+        slot = free[0]
+    target = "{}/{}".format(backend["name"], slot)
+    _runtime(ctx, f"set server {target} addr {address} port {port}")
+    _runtime(ctx, f"set server {target} state ready")
+    members[slot] = {"name": name, "address": address, "port": port}
+    ctx.write(POOL, json.dumps(pool, indent=2, sort_keys=True) + "\n")
+    # The file follows the runtime state, so a later restart keeps the member; no reload is needed now.
+    ctx.write(CLUSTER_CFG, render_haproxy(ctx.get("lb"), pool))
+    return slot
+
+
+def pool_remove(ctx: Context, name: str, backend_name: str | None = None) -> str | None:
+    """Take a node added by pool_add out of rotation and free its slot; the slot, or None if absent."""
+    backend = _backend(ctx, backend_name)
+    pool = load_pool(ctx)
+    members = pool.get(backend["name"], {})
+    slot = next((s for s, m in members.items() if m["name"] == name), None)
+    if slot is None:
+        ctx.log("{} is not in backend {}: nothing to remove".format(name, backend["name"]))
+        return None
+    target = "{}/{}".format(backend["name"], slot)
+    _runtime(ctx, f"set server {target} state maint")
+    _runtime(ctx, "set server {} addr {} port {}".format(target, PARKED, int(backend.get("port", 80))))
+    del members[slot]
+    ctx.write(POOL, json.dumps(pool, indent=2, sort_keys=True) + "\n")
+    ctx.write(CLUSTER_CFG, render_haproxy(ctx.get("lb"), pool))
+    return slot
+
+
+STEPS = [haproxy, keepalived]

@@ -1,0 +1,151 @@
+"""sql-replica: wait for the primary, seed from a GTID-positioned dump, replicate with MASTER_USE_GTID.
+
+Progress is kept in /var/lib/golden so that a reboot mid-seed converges without redoing finished work:
+  sql-replica.seeding   written before the import: databases found with it present came from our seed;
+  replica-seed.sql      the dump (0600); reused when complete, so a failed import does not dump again;
+  sql-replica.seeded    written after the import: the data is in, only replication is left to set up.
+A data directory holding databases without the `seeding` marker is never touched."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ..steps import Context, step
+from ..system import CommandError, FirstbootError
+from .mariadb import MYSQL, mysql, rows, sql_str, user_databases, vertical
+
+SEEDING = "/var/lib/golden/sql-replica.seeding"
+SEEDED = "/var/lib/golden/sql-replica.seeded"
+DUMP = "/var/lib/golden/replica-seed.sql"
+CLIENT_CNF = "/var/lib/golden/replica-client.cnf"
+DUMP_DONE = "-- Dump completed"
+
+
+def _primary(ctx: Context):
+    return ctx.get("mariadb.primary"), int(ctx.get("mariadb.primary_port") or ctx.get("mariadb.port", 3306))
+
+
+def replication_configured(ctx: Context, status: dict) -> bool:
+    return (status.get("Master_Host") == _primary(ctx)[0]
+            and status.get("Using_Gtid", "").lower() == "slave_pos")
+
+
+@step("sql-replica.wait-primary", roles=["sql-replica"], activate=["mariadb"],
+      require=["mariadb.primary", "mariadb.replication_password"])
+def wait_primary(ctx: Context) -> bool:
+    """Wait, with backoff, until the primary accepts connections on its MariaDB port."""
+    host, port = _primary(ctx)
+
+    def probe() -> None:
+        if not ctx.probe(host, port):
+            raise ConnectionError(f"{host}:{port} refuses connections")
+
+    ctx.retry(probe, f"waiting for primary {host}:{port}")
+    ctx.log(f"primary {host}:{port} is up")
+    return False
+
+
+def _dump_complete(ctx: Context) -> bool:
+    text = ctx.read(DUMP)
+    return bool(text) and DUMP_DONE in text[-300:]
+
+
+def _dump(ctx: Context) -> None:
+    """Dump every database of the primary with its GTID position; retried while the primary is not ready
+    (its replication account may not exist yet when both hosts boot together)."""
+    host, port = _primary(ctx)
+    user = ctx.get("mariadb.replication_user", "repl")
+    tool = (ctx.image.get("release_vars") or {}).get("mariadb_dump", "mariadb-dump")
+    # The password goes in a 0600 option file: never in argv, never in the environment.
+    ctx.write(CLIENT_CNF, "[client]\npassword={}\n".format(ctx.get("mariadb.replication_password")), 0o600)
+    argv = [tool, "--defaults-extra-file=" + CLIENT_CNF, "--host=" + host, f"--port={port}",
+            "--user=" + user, "--all-databases", "--single-transaction", "--master-data=1", "--gtid",
+            "--routines", "--events", "--triggers"]
+
+    def attempt() -> None:
+        ctx.write(DUMP, "", 0o600)
+        ctx.run(argv, stdout_path=ctx.path(DUMP))
+        if not _dump_complete(ctx):
+            raise FirstbootError(f"{tool} stopped before the end of the dump")
+
+    try:
+        ctx.retry(attempt, f"dumping the primary {host}", retry_on=(CommandError, FirstbootError))
+    finally:
+        ctx.remove(CLIENT_CNF)
+
+
+def _seed(ctx: Context) -> None:
+    databases = user_databases(ctx)
+    if databases and not ctx.exists(SEEDING):
+        raise FirstbootError(
+            "the data directory holds databases golden-firstboot did not seed ({}): not touching them"
+            .format(", ".join(databases)),
+            hint="to seed from the primary, back them up and drop them, then `golden-firstboot --rerun`")
+    if databases:
+        ctx.log("an earlier seed stopped half-way (databases: {}): importing again over it".format(
+            ", ".join(databases)))
+    ctx.write(SEEDING, json.dumps({"primary": _primary(ctx)[0], "started": time.time()}) + "\n", 0o600)
+    if _dump_complete(ctx):
+        ctx.log("reusing the complete dump " + DUMP)
+    else:
+        _dump(ctx)
+    if rows(ctx, "SELECT @@GLOBAL.gtid_binlog_pos;\n") not in ([], [[""]]):
+        # Our own binlog must not carry GTIDs the primary does not know, or gtid_slave_pos is refused.
+        # It holds nothing but this server's empty start: there are no user databases yet.
+        ctx.log("clearing this replica's own binary log before taking the primary's GTID position")
+        mysql(ctx, "RESET MASTER;\n")
+    # The import stays out of the replica's binlog: it is the primary's history, not this server's.
+    ctx.run(MYSQL + ["--init-command=SET SESSION sql_log_bin=0"], stdin_path=ctx.path(DUMP))
+    ctx.write(SEEDED, json.dumps({"primary": _primary(ctx)[0], "finished": time.time()}) + "\n", 0o600)
+
+
+@step("sql-replica.seed", roles=["sql-replica"], activate=["mariadb"],
+      require=["mariadb.primary", "mariadb.replication_password"])
+def seed(ctx: Context) -> bool:
+    """Seed from the primary and point replication at it, unless that is already done."""
+    status = vertical(ctx, "SHOW SLAVE STATUS")
+    if replication_configured(ctx, status):
+        return False
+    if ctx.exists(SEEDED):
+        ctx.log("seed already imported; setting up replication")
+    else:
+        _seed(ctx)
+    host, port = _primary(ctx)
+    # STOP SLAVE only when some replication exists: on a fresh server it is an error.
+    mysql(ctx, ("STOP SLAVE;\n" if status else "") + (
+        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USER={}, MASTER_PASSWORD={}, "
+        "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=10;\n"
+        "START SLAVE;\n").format(sql_str(host), port, sql_str(ctx.get("mariadb.replication_user", "repl")),
+                                 sql_str(ctx.get("mariadb.replication_password"))))
+    ctx.remove(SEEDING)
+    ctx.remove(DUMP)
+    ctx.log(f"replicating from {host}:{port} (GTID slave_pos)")
+    return True
+
+
+@step("sql-replica.replication-running", roles=["sql-replica"], activate=["mariadb"],
+      require=["mariadb.primary"])
+def replication_running(ctx: Context) -> bool:
+    """Both replication threads run: start them if stopped, then wait for Yes/Yes."""
+    status = vertical(ctx, "SHOW SLAVE STATUS")
+    if status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes":
+        return False
+    changed = False
+    if status.get("Slave_IO_Running") == "No" or status.get("Slave_SQL_Running") == "No":
+        mysql(ctx, "START SLAVE;\n")
+        changed = True
+
+    def check() -> None:
+        now = vertical(ctx, "SHOW SLAVE STATUS")
+        if now.get("Slave_IO_Running") != "Yes" or now.get("Slave_SQL_Running") != "Yes":
+            raise FirstbootError("IO thread {}, SQL thread {}{}{}".format(
+                now.get("Slave_IO_Running", "?"), now.get("Slave_SQL_Running", "?"),
+                ": " + now["Last_IO_Error"] if now.get("Last_IO_Error") else "",
+                ": " + now["Last_SQL_Error"] if now.get("Last_SQL_Error") else ""))
+
+    ctx.retry(check, "waiting for both replication threads", retry_on=(FirstbootError,))
+    return changed
+
+
+STEPS = [wait_primary, seed, replication_running]

@@ -1,0 +1,143 @@
+"""web: the shared docroot from NFS when the settings name one, Apache vhosts from the settings, and the
+health endpoint answering, which is what puts this node into its load balancer's pool."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from ..steps import Context, step
+from ..system import HOST, FirstbootError, SettingsError
+
+SITES_AVAILABLE = "/etc/apache2/sites-available"
+SITES_ENABLED = "/etc/apache2/sites-enabled"
+HOSTNAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*-]*$")
+NFS_OPTIONS = "rw,hard,_netdev,nofail"
+
+
+def fstab_line(nfs: dict[str, Any], default_mount: str) -> str:
+    mount = nfs.get("mount") or default_mount
+    return "{}:{} {} nfs {} 0 0".format(nfs["server"], nfs["export"], mount, nfs.get("options") or NFS_OPTIONS)
+
+
+def mounted_from(ctx: Context, mount: str) -> str:
+    """The source mounted on `mount` ('' when nothing is)."""
+    for line in (ctx.read("/proc/mounts") or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] == mount:
+            return fields[0]
+    return ""
+
+
+@step("web.nfs-mount", roles=["web"], activate=["web.nfs"], require=["web.nfs.server", "web.nfs.export"])
+def nfs_mount(ctx: Context) -> bool:
+    """An fstab entry (_netdev, nofail) for the shared docroot, mounted; retried while the server is down."""
+    nfs = ctx.get("web.nfs")
+    mount = nfs.get("mount") or ctx.get("web.document_root", "/var/www/html")
+    line = fstab_line(nfs, mount)
+    fstab = ctx.read("/etc/fstab") or ""
+    # One managed line per mount point: a changed server or export replaces it, other lines stay.
+    kept = [entry for entry in fstab.splitlines() if entry.split()[1:2] != [mount] or entry.startswith("#")]
+    wanted = "\n".join(kept + [line]) + "\n"
+    changed = ctx.write("/etc/fstab", wanted) if line not in fstab.splitlines() else False
+    source = "{}:{}".format(nfs["server"], nfs["export"])
+    current = mounted_from(ctx, mount)
+    if current == source:
+        return changed
+    if current:
+        ctx.run(["umount", mount])
+    os.makedirs(ctx.path(mount), exist_ok=True)
+    ctx.retry(lambda: ctx.run(["mount", mount]), f"mounting {source} on {mount}")
+    return True
+
+
+def vhost_file(server_name: str) -> str:
+    return "{}/golden-{}.conf".format(SITES_AVAILABLE, server_name.replace("*", "_"))
+
+
+def render_vhost(vhost: dict[str, Any], default_root: str) -> str:
+    name = vhost["server_name"]
+    root = vhost.get("document_root") or default_root
+    lines = [
+        f"# goldenimage first boot: vhost {name} (written by golden-firstboot from host.json).",
+        "<VirtualHost *:{}>".format(int(vhost.get("port", 80))),
+        f"    ServerName {name}",
+    ]
+    aliases = vhost.get("aliases") or []
+    if aliases:
+        lines.append("    ServerAlias " + " ".join(aliases))
+    lines += [
+        f"    DocumentRoot {root}",
+        f"    <Directory {root}>",
+        "        Options -Indexes +FollowSymLinks",
+        "        AllowOverride All",
+        "        Require all granted",
+        "    </Directory>",
+        "    ErrorLog ${{APACHE_LOG_DIR}}/golden-{}-error.log".format(name.replace("*", "_")),
+        "    CustomLog ${{APACHE_LOG_DIR}}/golden-{}-access.log combined".format(name.replace("*", "_")),
+        "</VirtualHost>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _vhosts(ctx: Context) -> list[dict[str, Any]]:
+    vhosts = ctx.get("web.vhosts") or []
+    for index, vhost in enumerate(vhosts):
+        if not HOSTNAME.match(str(vhost.get("server_name") or "")):
+            raise SettingsError(f"{HOST}: web.vhosts[{index}].server_name: missing or not a host name",
+                                hint="e.g. server_name: www.example.com")
+        for name in vhost.get("aliases") or []:
+            if not HOSTNAME.match(str(name)):
+                raise SettingsError(f"{HOST}: web.vhosts[{index}].aliases: {name!r} is not a host name")
+    return vhosts
+
+
+@step("web.vhosts", roles=["web"], activate=["web.vhosts"])
+def vhosts(ctx: Context) -> bool:
+    """golden-*.conf sites from the settings, enabled; stale golden sites disabled; Apache reloaded."""
+    default_root = ctx.get("web.document_root", "/var/www/html")
+    changed = False
+    wanted = set()
+    for vhost in _vhosts(ctx):
+        path = vhost_file(vhost["server_name"])
+        site = os.path.basename(path)[:-len(".conf")]
+        wanted.add(os.path.basename(path))
+        os.makedirs(ctx.path(vhost.get("document_root") or default_root), exist_ok=True)
+        changed = ctx.write(path, render_vhost(vhost, default_root)) or changed
+        if not ctx.exists(f"{SITES_ENABLED}/{site}.conf"):
+            ctx.run(["a2ensite", "-q", site])
+            changed = True
+    available = ctx.path(SITES_AVAILABLE)
+    for name in sorted(os.listdir(available)) if os.path.isdir(available) else []:
+        if name.startswith("golden-") and name.endswith(".conf") and name not in wanted:
+            ctx.log(f"vhost {name} is no longer in the settings: disabling it")
+            if ctx.exists(f"{SITES_ENABLED}/{name}"):
+                ctx.run(["a2dissite", "-q", name[:-len(".conf")]])
+            ctx.remove(f"{SITES_AVAILABLE}/{name}")
+            changed = True
+    if changed:
+        ctx.run(["apache2ctl", "configtest"])
+        ctx.run(["systemctl", "reload-or-restart", "apache2"])
+    return changed
+
+
+@step("web.lb-ready", roles=["web"], activate=["web.lb"])
+def lb_ready(ctx: Context) -> bool:
+    """The health endpoint answers 200 here: the load balancer's checks then take this node into its pool."""
+    path = ctx.get("web.health_path", "/healthz")
+    url = "http://127.0.0.1" + path
+
+    def check() -> None:
+        status = ctx.http_status(url)
+        if status != 200:
+            raise FirstbootError(f"{url} answered {status}")
+
+    ctx.retry(check, "waiting for the health endpoint " + url)
+    lb = ctx.get("web.lb") or {}
+    ctx.log("health endpoint {} answers: load balancer {} puts this node into backend {!r} once its check "
+            "passes".format(path, lb.get("address", "?"), lb.get("backend", "web")))
+    return False
+
+
+STEPS = [nfs_mount, vhosts, lb_ready]

@@ -1,0 +1,214 @@
+"""The step contract, in the spirit of cloud-init's cc_* modules: what a step is (id, roles, the settings
+keys that activate it, the keys it requires) and an apply() that compares, acts on the difference only,
+and says so when there is nothing to do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from . import system
+from .system import HOST, RetryPolicy, Runner, SettingsError
+
+MISSING = object()
+
+
+def lookup(settings: dict[str, Any], dotted: str, default: Any = MISSING) -> Any:
+    """settings["a"]["b"] for "a.b"; default (or MISSING) when a level is absent."""
+    node: Any = settings
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """base with override laid over it: nested maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+SECRET_WORDS = ("password", "secret", "license_key", "licence_key", "token")
+
+
+def find_secrets(node: Any, key: str = "") -> list[str]:
+    """Every string under a key that names a secret: the runner redacts them from every logged command."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found.extend(find_secrets(v, str(k)))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(find_secrets(item, key))
+    elif isinstance(node, str) and node and any(word in key.lower() for word in SECRET_WORDS):
+        found.append(node)
+    return found
+
+
+def http_status(url: str, timeout: float = 5.0) -> int:
+    """The HTTP status of a GET on url; 0 when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return 0
+
+
+def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Context:
+    """What a step sees: the image and host settings, the file system under `root`, and its tools.
+
+    Every side effect goes through an attribute here, so tests swap in a fake root and fake runner."""
+
+    def __init__(
+        self,
+        image: dict[str, Any],
+        host: dict[str, Any],
+        root: str = "/",
+        runner: Runner | None = None,
+        logger: Callable[[str], None] = system.log,
+        sleep: Callable[[float], None] = time.sleep,
+        probe: Callable[[str, int], bool] = tcp_open,
+        chown: Callable[[str, str, str], None] = system.chown,
+        haproxy: Callable[[str], str] | None = None,
+        http_status: Callable[[str], int] = http_status,
+    ) -> None:
+        self.image = image
+        self.host = host
+        self.root = root
+        self.settings = deep_merge(image.get("settings") or {}, host)
+        self.secrets = find_secrets(host)
+        self.runner = runner if runner is not None else Runner(self.secrets, logger)
+        self.runner.secrets = list(self.secrets)
+        self.log = logger
+        self.sleep = sleep
+        self.probe = probe
+        self.chown = chown
+        self.haproxy = haproxy
+        self.http_status = http_status
+        policy = self.settings.get("firstboot") or {}
+        self.policy = RetryPolicy(
+            attempts=policy.get("retry_attempts", 20),
+            delay=policy.get("retry_delay", 2),
+            max_delay=policy.get("retry_max_delay", 30),
+        )
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.image.get("roles") or [])
+
+    def path(self, absolute: str) -> str:
+        """Where an absolute in-image path lives under this context's root."""
+        return os.path.join(self.root, absolute.lstrip("/"))
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        """A merged setting (role defaults from image.json under host.json)."""
+        value = lookup(self.settings, dotted)
+        return default if value is MISSING else value
+
+    def need(self, dotted: str, why: str) -> Any:
+        """A setting the step cannot do without: a SettingsError naming the key when it is missing."""
+        value = lookup(self.settings, dotted)
+        if value is MISSING or value in ("", None, [], {}):
+            raise SettingsError(f"{HOST}: {dotted}: missing: {why}",
+                                hint="add it to the host's first-boot settings, then `golden-firstboot --rerun`")
+        return value
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> system.Result:
+        return self.runner.run(argv, **kwargs)
+
+    def retry(self, action: Callable[[], Any], what: str, retry_on: tuple = (Exception,)) -> Any:
+        return system.retry(action, what, self.policy, sleep=self.sleep, logger=self.log, retry_on=retry_on)
+
+    def write(self, absolute: str, content: str, mode: int = 0o644) -> bool:
+        """Write an in-image file if its content (or mode) differs; log what happened."""
+        changed = system.write_file(self.path(absolute), content, mode)
+        if changed:
+            self.log("wrote " + absolute)
+        return changed
+
+    def remove(self, absolute: str) -> bool:
+        """Remove an in-image file if present; True when it was there."""
+        return system.remove_file(self.path(absolute))
+
+    def read(self, absolute: str) -> str | None:
+        return system.read_text(self.path(absolute))
+
+    def exists(self, absolute: str) -> bool:
+        return os.path.lexists(self.path(absolute))
+
+    def state_file(self, name: str) -> str:
+        """An in-image path under /var/lib/golden, where steps keep their progress markers."""
+        return "/var/lib/golden/" + name
+
+
+class Step:
+    """One first-boot operation: applies to any of `roles` (all roles when empty), runs when one of the
+    `activate` settings keys is present (always when empty), needs every key of `require`."""
+
+    def __init__(
+        self,
+        id: str,
+        func: Callable[[Context], bool],
+        roles: Iterable[str] = (),
+        activate: Iterable[str] = (),
+        require: Iterable[str] = (),
+        when: Callable[[Context], bool] | None = None,
+    ) -> None:
+        self.id = id
+        self.func = func
+        self.roles = tuple(roles)
+        self.activate = tuple(activate)
+        self.require = tuple(require)
+        self.when = when
+        self.doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else id
+
+    def applies(self, ctx: Context) -> bool:
+        """Whether this host runs the step: its role is baked in and its settings are given."""
+        if self.roles and not set(self.roles) & set(ctx.roles):
+            return False
+        if self.activate and all(lookup(ctx.settings, key) in (MISSING, None, False) for key in self.activate):
+            return False
+        return self.when(ctx) if self.when is not None else True
+
+    def missing(self, ctx: Context) -> list[str]:
+        """The required settings keys this host lacks, one message each."""
+        return [key for key in self.require if lookup(ctx.settings, key) in (MISSING, None, "", [], {})]
+
+    def apply(self, ctx: Context) -> bool:
+        """Bring the host to the step's state; True when something changed, False after a logged no-op."""
+        changed = bool(self.func(ctx))
+        if not changed:
+            ctx.log(f"{self.id}: no change (already in place)")
+        return changed
+
+
+def step(id: str, roles: Iterable[str] = (), activate: Iterable[str] = (), require: Iterable[str] = (),
+         when: Callable[[Context], bool] | None = None) -> Callable[[Callable[[Context], bool]], Step]:
+    """Decorator making a function `f(ctx) -> changed` into a Step."""
+
+    def wrap(func: Callable[[Context], bool]) -> Step:
+        return Step(id, func, roles, activate, require, when)
+
+    return wrap
