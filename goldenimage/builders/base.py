@@ -27,7 +27,7 @@ from ..run import require, run
 from .disk import assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 MMDEBSTRAP_TIMEOUT = 1800
 DOWNLOAD_TIMEOUT = 30  # per socket operation
