@@ -164,8 +164,8 @@ class Context:
 
 
 class Step:
-    """One first-boot operation: applies to any of `roles` (all roles when empty), runs when one of the
-    `activate` settings keys is present (always when empty), needs every key of `require`."""
+    """One first-boot operation: applies to any of `roles` (all roles when empty), runs when host.json has
+    one of the `activate` keys (always when empty), needs every `require` key in the merged settings."""
 
     def __init__(
         self,
@@ -188,7 +188,9 @@ class Step:
         """Whether this host runs the step: its role is baked in and its settings are given."""
         if self.roles and not set(self.roles) & set(ctx.roles):
             return False
-        if self.activate and all(lookup(ctx.settings, key) in (MISSING, None, False) for key in self.activate):
+        # Activated by what the host was given, not by the image's defaults: an image booted without
+        # cluster settings (a verification boot) runs no cluster step.
+        if self.activate and all(lookup(ctx.host, key) in (MISSING, None, False) for key in self.activate):
             return False
         return self.when(ctx) if self.when is not None else True
 

@@ -1,0 +1,227 @@
+"""A fake Debian host for the first-boot agent: facts in, commands out.
+
+Kept Python 3.7 compatible so that the same scenarios also run under Debian 10's Python
+(`python3.7 tests/unit/firstboot_fake.py FIXTURE...` prints their results as JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(ROOT, "tests", "unit", "fixtures", "firstboot")
+sys.path.insert(0, os.path.join(ROOT, "firstboot"))
+
+from golden_firstboot import agent  # noqa: E402
+from golden_firstboot.steps import Context  # noqa: E402
+from golden_firstboot.system import Result, Runner  # noqa: E402
+
+ACCOUNT = re.compile(r"User = '([^']*)' AND Host = '([^']*)'")
+
+
+class FakeHost(Runner):
+    """Answers the agent's commands from a small model of the host, and records them."""
+
+    def __init__(self, root: str, facts: dict[str, Any]) -> None:
+        super().__init__(logger=self.log_line)
+        self.root = root
+        self.facts = facts
+        self.lines: list[str] = []
+        self.commands: list[str] = []
+        self.inputs: list[str] = []
+        self.chowns: list[tuple[str, str, str]] = []
+        self.sleeps: list[float] = []
+        self.runtime: list[str] = []
+        self.users: dict[str, dict[str, Any]] = {
+            k: dict(v) for k, v in (facts.get("users") or {}).items()}
+        self.databases: list[str] = list(facts.get("databases") or [])
+        self.slave: dict[str, str] = dict(facts.get("slave") or {})
+        self.active = set(facts.get("active") or [])
+        self.enabled = set(facts.get("enabled") or [])
+        self.probe_failures = int(facts.get("probe_failures", 0))
+        self.dump_failures = int(facts.get("dump_failures", 0))
+
+    def log_line(self, line: str) -> None:
+        self.lines.append(line)
+
+    # The agent's hooks.
+    def probe(self, host: str, port: int) -> bool:
+        if self.facts.get("primary_down"):
+            return False
+        if self.probe_failures:
+            self.probe_failures -= 1
+            return False
+        return True
+
+    def http_status(self, url: str) -> int:
+        return 503 if self.facts.get("health_down") else 200
+
+    def chown(self, path: str, user: str, group: str) -> None:
+        self.chowns.append(("/" + os.path.relpath(path, self.root), user, group))
+
+    def haproxy(self, command: str) -> str:
+        self.runtime.append(command)
+        return "IP changed from '127.0.0.1'" if " addr " in command else ""
+
+    def context(self, image: dict[str, Any], host: dict[str, Any]) -> Context:
+        ctx = Context(image, host, root=self.root, runner=self, logger=self.log_line, sleep=self.sleeps.append,
+                      probe=self.probe, chown=self.chown, haproxy=self.haproxy, http_status=self.http_status)
+        return ctx
+
+    # The commands.
+    def execute(self, args, input, env, stdin_path, stdout_path, timeout) -> Result:
+        line = " ".join(args)
+        if stdin_path:
+            line += " < /" + os.path.relpath(stdin_path, self.root)
+        if stdout_path:
+            line += " > /" + os.path.relpath(stdout_path, self.root)
+        if input:
+            self.inputs.append(input)
+        if env:
+            self.inputs.append(json.dumps(env))
+        if args[0] == "mysql":
+            if stdin_path:
+                self.commands.append(line)
+                self.databases += [d for d in self.facts.get("primary_databases", []) if d not in self.databases]
+                return Result(0)
+            return self.mysql(input or "")
+        self.commands.append(line)
+        if args[0] in ("mariadb-dump", "mysqldump"):
+            if self.dump_failures:
+                self.dump_failures -= 1
+                return Result(2, "", "Access denied for user 'repl'")
+            with open(stdout_path, "w") as handle:
+                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n-- Dump completed on 2025-01-01\n")
+            return Result(0)
+        if args[0] == "systemctl":
+            return self.systemctl(args[1:])
+        if args[0] == "systemd-run":
+            self.active.add(args[1].split("=", 1)[1])
+        if args[0] == "mount":
+            self.mount(args[1])
+        if args[0] in ("a2ensite", "a2dissite"):
+            link = os.path.join(self.root, "etc/apache2/sites-enabled", args[-1] + ".conf")
+            if args[0] == "a2ensite":
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                os.symlink("../sites-available/" + args[-1] + ".conf", link)
+            elif os.path.lexists(link):
+                os.unlink(link)
+        return Result(0)
+
+    def systemctl(self, args: list[str]) -> Result:
+        verb, unit = args[0], args[-1]
+        if verb == "is-active":
+            return Result(0 if unit in self.active else 3)
+        if verb == "is-enabled":
+            return Result(0 if unit in self.enabled else 1)
+        if verb in ("start", "restart"):
+            self.active.add(unit)
+        if verb == "enable":
+            self.enabled.add(unit)
+        return Result(0)
+
+    def mount(self, mount_point: str) -> None:
+        with open(os.path.join(self.root, "etc/fstab")) as handle:
+            source = next(line.split()[0] for line in handle if line.split()[1:2] == [mount_point])
+        with open(os.path.join(self.root, "proc/mounts"), "a") as handle:
+            handle.write(f"{source} {mount_point} nfs4 rw 0 0\n")
+
+    def mysql(self, sql: str) -> Result:
+        """Reads answered from the model; writes change it. Statements are recorded without their secrets."""
+        out = ""
+        if sql.startswith("SELECT (SELECT COUNT(*) FROM mysql.user"):
+            user, host = ACCOUNT.search(sql).groups()
+            password = re.search(r"PASSWORD\('([^']*)'\)", sql).group(1)
+            account = self.users.get(user + "@" + host)
+            state = [account is not None, bool(account) and account["password"] == password,
+                     bool(account) and account.get("granted", False)]
+            out = "\t".join(str(int(v)) for v in state) + "\n"
+            self.commands.append(f"mysql: SELECT account state of {user}@{host}")
+            return Result(0, out)
+        if sql.startswith("SELECT SCHEMA_NAME"):
+            self.commands.append("mysql: SELECT databases")
+            return Result(0, "".join(d + "\n" for d in self.databases))
+        if sql.startswith("SELECT @@GLOBAL.gtid_binlog_pos"):
+            self.commands.append("mysql: SELECT gtid_binlog_pos")
+            return Result(0, self.facts.get("gtid_binlog_pos", "") + "\n")
+        if sql.startswith("SHOW SLAVE STATUS"):
+            self.commands.append("mysql: SHOW SLAVE STATUS")
+            if self.slave:
+                out = "*************************** 1. row ***************************\n"
+                out += "".join(f"{k:>30}: {v}\n" for k, v in self.slave.items())
+            return Result(0, out)
+        for statement in [s.strip() for s in sql.split(";\n") if s.strip()]:
+            self.commands.append("mysql: " + re.sub(r"(IDENTIFIED BY |MASTER_PASSWORD=)'[^']*'", r"\1'...'", statement))
+            match = re.match(r"(CREATE USER IF NOT EXISTS|ALTER USER) '([^']*)'@'([^']*)' IDENTIFIED BY '([^']*)'",
+                             statement)
+            if match:
+                account = self.users.setdefault(match.group(2) + "@" + match.group(3), {})
+                account["password"] = match.group(4)
+            match = re.match(r"GRANT .* TO '([^']*)'@'([^']*)'", statement)
+            if match:
+                self.users[match.group(1) + "@" + match.group(2)]["granted"] = True
+            match = re.match(r"CREATE DATABASE IF NOT EXISTS `([^`]*)`", statement)
+            if match:
+                self.databases.append(match.group(1))
+            match = re.match(r"CHANGE MASTER TO MASTER_HOST='([^']*)'", statement)
+            if match:
+                self.slave = {"Master_Host": match.group(1), "Using_Gtid": "Slave_Pos",
+                              "Slave_IO_Running": "No", "Slave_SQL_Running": "No"}
+            if statement.startswith("START SLAVE") and self.slave:
+                self.slave.update({"Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes"})
+        return Result(0)
+
+
+def make_root(root: str, scenario: dict[str, Any]) -> None:
+    """The image's files under root: image.json, host.json (0600), and what the scenario adds."""
+    files = {"etc/golden/image.json": json.dumps(scenario["image"]), "proc/mounts": "", "etc/fstab": ""}
+    if scenario.get("host") is not None:
+        files["etc/golden/host.json"] = json.dumps(scenario["host"])
+    files.update(scenario.get("files") or {})
+    for name, content in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(content)
+    if scenario.get("host") is not None:
+        os.chmod(os.path.join(root, "etc/golden/host.json"), 0o600)
+
+
+def run_scenario(scenario: dict[str, Any], root: str, runs: int = 2) -> dict[str, Any]:
+    """Run the agent (then rerun it) on a fresh fake host; what each run did."""
+    make_root(root, scenario)
+    fake = FakeHost(root, scenario.get("facts") or {})
+    results = []
+    for index in range(runs):
+        fake.commands = []
+        ctx = fake.context(scenario["image"], scenario.get("host") or {})
+        code = agent.run(ctx, rerun=index > 0)
+        status = agent.Status(root).load() or {}
+        results.append({
+            "exit": code,
+            "commands": fake.commands,
+            "steps": {k: [v["state"], v.get("changed")] for k, v in status.get("steps", {}).items()},
+        })
+    return {"runs": results, "log": fake.lines, "inputs": fake.inputs, "chowns": fake.chowns,
+            "runtime": fake.runtime, "sleeps": fake.sleeps}
+
+
+def load_fixture(name: str) -> dict[str, Any]:
+    with open(os.path.join(FIXTURES, name + ".json")) as handle:
+        return json.load(handle)
+
+
+def fixture_names() -> list[str]:
+    return sorted(n[:-len(".json")] for n in os.listdir(FIXTURES) if n.endswith(".json"))
+
+
+if __name__ == "__main__":
+    report = {}
+    for fixture in sys.argv[1:] or fixture_names():
+        with tempfile.TemporaryDirectory() as tmp:
+            report[fixture] = run_scenario(load_fixture(fixture), tmp)["runs"]
+    json.dump(report, sys.stdout, indent=1)

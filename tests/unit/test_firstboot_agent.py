@@ -1,0 +1,257 @@
+"""The first-boot agent against a fake host: facts in (fixtures/firstboot/*.json), commands out.
+
+After an intended change, `GOLDEN_UPDATE_SNAPSHOTS=1 make test-fast` rewrites each fixture's `expected`."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.unit.firstboot_fake import FIXTURES, FakeHost, fixture_names, load_fixture, make_root, run_scenario
+
+from golden_firstboot import agent  # isort: skip  (on sys.path through firstboot_fake)
+from golden_firstboot.roles import lb, nfs, plesk  # isort: skip
+from golden_firstboot.system import RetryPolicy, RetryExhausted, retry  # isort: skip
+
+SECRETS = ["Repl-S3cret-pw", "Shop-S3cret-pw", "Vrrp-S3cret-pw", "Plesk-S3cret-pw", "PLSK.12345678.0001"]
+
+
+def _steps(run: dict) -> dict:
+    return run["steps"]
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_fixture_commands_match_and_second_run_changes_nothing(name, tmp_path):
+    scenario = load_fixture(name)
+    result = run_scenario(scenario, str(tmp_path))
+    first, second = result["runs"]
+    if os.environ.get("GOLDEN_UPDATE_SNAPSHOTS"):
+        scenario["expected"] = result["runs"]
+        Path(FIXTURES, name + ".json").write_text(json.dumps(scenario, indent=1) + "\n")
+    assert first["exit"] == 0, result["log"]
+    assert all(state == "done" for state, _ in _steps(first).values() if state != "skipped")
+    assert any(changed for _, changed in _steps(first).values())
+    # Idempotence: the rerun only reads, every step reports no change.
+    assert second["exit"] == 0
+    assert [k for k, (state, changed) in _steps(second).items() if state == "done" and changed] == []
+    assert result["runs"] == scenario["expected"]
+
+
+def test_status_file_records_transitions_and_status_prints_them(tmp_path, capsys):
+    result = run_scenario(load_fixture("sql-primary"), str(tmp_path), runs=1)
+    data = json.loads((tmp_path / "var/lib/golden/firstboot.json").read_text())
+    assert data["result"] == "done" and data["finished"]
+    entry = data["steps"]["sql-primary.replication-user"]
+    assert entry["state"] == "done" and entry["changed"] is True and entry["started"] and entry["finished"]
+    assert data["steps"]["hardened.aide-init"]["state"] == "skipped" if "hardened.aide-init" in data["steps"] else True
+    assert (tmp_path / "var/lib/golden/firstboot.done").exists()
+    assert stat.S_IMODE((tmp_path / "var/lib/golden/firstboot.json").stat().st_mode) == 0o600
+    text = agent.format_status(data)
+    assert "first boot: done" in text and "sql-primary.users" in text and "changed" in text
+    assert result["runs"][0]["exit"] == 0
+
+
+def test_completed_first_boot_does_not_run_again_without_rerun(tmp_path):
+    scenario = load_fixture("nfs")
+    make_root(str(tmp_path), scenario)
+    fake = FakeHost(str(tmp_path), scenario["facts"])
+    assert agent.run(fake.context(scenario["image"], scenario["host"])) == 0
+    fake.commands = []
+    assert agent.run(fake.context(scenario["image"], scenario["host"])) == 0
+    assert fake.commands == []
+    assert any("already completed" in line for line in fake.lines)
+
+
+def test_retry_budget_exhausted_exits_75_with_a_clear_message(tmp_path):
+    scenario = load_fixture("sql-replica")
+    scenario["facts"]["primary_down"] = True
+    scenario["host"]["firstboot"] = {"retry_attempts": 4, "retry_delay": 1, "retry_max_delay": 2}
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 75
+    assert result["sleeps"] == [1, 2, 2]
+    assert any("gave up waiting for primary 10.10.0.11:3306 after 4 attempts" in line for line in result["log"])
+    assert any(line.startswith("hint:") and "--rerun" in line for line in result["log"])
+    steps = result["runs"][0]["steps"]
+    assert steps["sql-replica.wait-primary"][0] == "failed"
+    assert steps["sql-replica.seed"][0] == "pending"
+    assert not (tmp_path / "var/lib/golden/firstboot.done").exists()
+
+
+def test_replica_without_primary_is_rejected_before_any_step_runs(tmp_path):
+    scenario = load_fixture("sql-replica")
+    del scenario["host"]["mariadb"]["primary"]
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 2
+    assert result["runs"][0]["commands"] == []
+    error = [line for line in result["log"] if line.startswith("error:")][0]
+    assert "mariadb.primary (for sql-replica.wait-primary)" in error and "/etc/golden/host.json" in error
+
+
+def test_replica_never_touches_databases_it_did_not_seed(tmp_path):
+    scenario = load_fixture("sql-replica")
+    scenario["facts"]["databases"] = ["precious"]
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 1
+    assert not any("mariadb-dump" in c or "init-command" in c for c in result["runs"][0]["commands"])
+    assert any("precious" in line and "not touching" in line for line in result["log"])
+
+
+def test_replica_interrupted_after_import_only_sets_up_replication(tmp_path):
+    scenario = load_fixture("sql-replica")
+    scenario["facts"].update({"databases": ["shop"], "probe_failures": 0, "dump_failures": 0})
+    scenario["files"] = {"var/lib/golden/sql-replica.seeded": "{}\n"}
+    commands = run_scenario(scenario, str(tmp_path), runs=1)["runs"][0]["commands"]
+    assert not any("mariadb-dump" in c or "init-command" in c for c in commands)
+    assert any(c.startswith("mysql: CHANGE MASTER TO MASTER_HOST='10.10.0.11'") for c in commands)
+
+
+def test_replica_interrupted_mid_import_reimports_the_complete_dump_without_dumping_again(tmp_path):
+    scenario = load_fixture("sql-replica")
+    scenario["facts"].update({"databases": ["shop"], "probe_failures": 0, "dump_failures": 0})
+    scenario["files"] = {"var/lib/golden/sql-replica.seeding": "{}\n",
+                         "var/lib/golden/replica-seed.sql": "SET GLOBAL gtid_slave_pos='0-1-42';\n-- Dump completed\n"}
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    commands = result["runs"][0]["commands"]
+    assert result["runs"][0]["exit"] == 0
+    assert not any(c.startswith("mariadb-dump") for c in commands)
+    assert any("init-command" in c for c in commands)
+    assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_secrets_never_appear_in_logged_commands_or_argv(name, tmp_path):
+    result = run_scenario(load_fixture(name), str(tmp_path))
+    logged = "\n".join(result["log"])
+    argv = "\n".join(c for run in result["runs"] for c in run["commands"] if not c.startswith("mysql:"))
+    for secret in SECRETS:
+        assert secret not in logged
+        if name != "plesk":  # the licence key is an argument of `plesk bin license` (redacted in the log)
+            assert secret not in argv
+
+
+def test_replica_password_reaches_mysql_through_stdin_and_an_option_file_only(tmp_path):
+    result = run_scenario(load_fixture("sql-replica"), str(tmp_path), runs=1)
+    assert any("MASTER_PASSWORD='Repl-S3cret-pw'" in text for text in result["inputs"])
+    dump = [c for c in result["runs"][0]["commands"] if c.startswith("mariadb-dump")][0]
+    assert "--defaults-extra-file=/var/lib/golden/replica-client.cnf" in dump and "--gtid" in dump
+    assert "--master-data=1" in dump
+    assert not (tmp_path / "var/lib/golden/replica-client.cnf").exists()
+
+
+def test_plesk_commands_install_the_licence_and_keep_the_admin_password_out_of_argv():
+    commands = plesk.plesk_commands({"license_key": "KEY-1", "admin_email": "a@example.com",
+                                     "admin_password": "pw-1"})
+    assert commands == [
+        (["/usr/sbin/plesk", "bin", "ipmanage", "--reread"], None),
+        (["/usr/sbin/plesk", "bin", "license", "--install", "KEY-1"], None),
+        (["/usr/sbin/plesk", "bin", "init_conf", "--init", "-email", "a@example.com", "-name", "Administrator",
+          "-passwd", ""], {"PSA_PASSWORD": "pw-1"}),
+    ]
+    assert plesk.plesk_commands({"license_key": "KEY-1"})[-1][0][3] == "--install"
+
+
+def test_plesk_is_not_run_where_it_is_not_installed(tmp_path):
+    scenario = load_fixture("plesk")
+    scenario["files"] = {}
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 1 and result["runs"][0]["commands"] == []
+    assert any("Plesk is not installed" in line for line in result["log"])
+
+
+def test_lb_config_has_health_checks_listed_servers_and_parked_slots():
+    settings = load_fixture("lb")["host"]["lb"]
+    settings.update({"health_path": "/healthz", "max_servers": 4})
+    text = lb.render_haproxy(settings, {"web": {"dyn1": {"name": "web3", "address": "10.10.0.23", "port": 80}}})
+    assert "frontend www\n    bind *:80\n    default_backend web\n" in text
+    assert "    option httpchk GET /healthz\n    http-check expect status 200\n" in text
+    assert "    server web1 10.10.0.21:80 check\n    server web2 10.10.0.22:80 check\n" in text
+    assert "    server dyn1 10.10.0.23:80 check  # web3\n    server dyn2 127.0.0.1:80 check disabled\n" in text
+    assert "dyn3" not in text
+
+
+def test_lb_add_and_remove_use_the_runtime_api_and_survive_a_restart(tmp_path):
+    scenario = load_fixture("lb")
+    make_root(str(tmp_path), scenario)
+    fake = FakeHost(str(tmp_path), scenario["facts"])
+    ctx = fake.context(scenario["image"], scenario["host"])
+    assert agent.run(ctx) == 0
+    fake.commands = []
+    assert lb.pool_add(ctx, "web3", "10.10.0.23") == "dyn1"
+    assert lb.pool_add(ctx, "web3", "10.10.0.23") == "dyn1"  # again: same slot
+    assert fake.runtime[:2] == ["set server web/dyn1 addr 10.10.0.23 port 80", "set server web/dyn1 state ready"]
+    assert fake.commands == []  # no reload, no restart
+    cfg = (tmp_path / "etc/haproxy/conf.d/golden-cluster.cfg").read_text()
+    assert "server dyn1 10.10.0.23:80 check  # web3" in cfg
+    assert lb.pool_remove(ctx, "web3") == "dyn1"
+    assert fake.runtime[-2:] == ["set server web/dyn1 state maint", "set server web/dyn1 addr 127.0.0.1 port 80"]
+    assert "server dyn1 127.0.0.1:80 check disabled" in (tmp_path / "etc/haproxy/conf.d/golden-cluster.cfg").read_text()
+
+
+def test_keepalived_conf_holds_the_vrrp_password_readable_by_root_only(tmp_path):
+    run_scenario(load_fixture("lb"), str(tmp_path), runs=1)
+    conf = tmp_path / "etc/keepalived/keepalived.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    text = conf.read_text()
+    assert "auth_pass Vrrp-S3c" in text and "virtual_ipaddress {\n        10.10.0.5/24" in text
+    assert "unicast_peer {\n        10.10.0.9" in text
+
+
+def test_nfs_exports_are_limited_to_the_cluster_network(tmp_path):
+    run_scenario(load_fixture("nfs"), str(tmp_path), runs=1)
+    lines = (tmp_path / "etc/exports.d/golden.exports").read_text().splitlines()
+    assert lines[1:] == ["/srv/nfs/www 10.10.0.0/24(rw,sync,no_subtree_check,no_root_squash)"]
+    assert (tmp_path / "srv/nfs/www").is_dir()
+
+
+def test_nfs_options_cannot_smuggle_another_client():
+    with pytest.raises(Exception, match="not an option list"):
+        nfs.render_exports([{"path": "/srv/x", "options": "rw) *(rw"}], "10.10.0.0/24")
+
+
+def test_hardened_sql_key_file_is_owned_by_mysql_mode_0400_in_a_0750_directory(tmp_path):
+    result = run_scenario(load_fixture("banking-sql-primary"), str(tmp_path), runs=1)
+    key = tmp_path / "etc/mysql/encryption/keyfile"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o400
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o750
+    assert key.read_text().startswith("1;") and len(key.read_text().strip()) == 2 + 64
+    assert ("/etc/mysql/encryption/keyfile", "mysql", "mysql") in result["chowns"]
+    assert ("/etc/mysql/encryption", "root", "mysql") in result["chowns"]
+    assert (tmp_path / "etc/mysql/mariadb.conf.d/70-golden-encryption.cnf").exists()
+
+
+def test_hardened_key_is_never_replaced_on_rerun(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    run_scenario(scenario, str(tmp_path))
+    key = (tmp_path / "etc/mysql/encryption/keyfile").read_text()
+    FakeHost(str(tmp_path), {})
+    fake = FakeHost(str(tmp_path), scenario["facts"])
+    assert agent.run(fake.context(scenario["image"], scenario["host"]), rerun=True) == 0
+    assert (tmp_path / "etc/mysql/encryption/keyfile").read_text() == key
+
+
+def test_retry_backs_off_doubling_up_to_the_cap():
+    sleeps: list[float] = []
+    calls = iter([RuntimeError("a"), RuntimeError("b"), "ok"])
+
+    def action():
+        value = next(calls)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert retry(action, "x", RetryPolicy(5, 2, 3), sleep=sleeps.append, logger=lambda _: None) == "ok"
+    assert sleeps == [2, 3]
+    with pytest.raises(RetryExhausted, match="gave up y after 2 attempts"):
+        retry(lambda: 1 / 0, "y", RetryPolicy(2, 1, 1), sleep=sleeps.append, logger=lambda _: None)
+
+
+def test_image_without_host_settings_runs_no_cluster_step(tmp_path):
+    scenario = load_fixture("sql-primary")
+    scenario["host"] = None
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 0
+    assert result["runs"][0]["commands"] == []

@@ -1,0 +1,64 @@
+"""The agent bundle: a deterministic zipapp that runs, and the files and unit that install it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from goldenimage import firstboot_bundle as bundle
+
+
+def test_zipapp_is_byte_identical_for_the_same_sources(tmp_path):
+    first = bundle.build_zipapp()
+    copy = tmp_path / "golden_firstboot"
+    shutil.copytree(bundle.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    later = time.time() + 86400
+    for path in copy.rglob("*.py"):
+        os.utime(path, (later, later))
+        path.chmod(0o600)
+    assert bundle.build_zipapp(copy) == first
+    assert first.startswith(b"#!/usr/bin/python3\n")
+
+
+def test_zipapp_runs_help_under_the_host_python(tmp_path):
+    pyz = tmp_path / "golden-firstboot.pyz"
+    pyz.write_bytes(bundle.build_zipapp())
+    proc = subprocess.run([sys.executable, str(pyz), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "golden-firstboot" in proc.stdout and "status" in proc.stdout and "lb-add" in proc.stdout
+
+
+def test_zipapp_status_works_on_a_host_where_it_never_ran(tmp_path):
+    pyz = tmp_path / "golden-firstboot.pyz"
+    pyz.write_bytes(bundle.build_zipapp())
+    proc = subprocess.run([sys.executable, str(pyz), "status", "--root", str(tmp_path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "has not run" in proc.stdout
+
+
+def test_bundle_files_install_the_agent_wrapper_and_unit():
+    files = {f["path"]: f for f in bundle.bundle_files()}
+    assert set(files) == {bundle.ZIPAPP_PATH, bundle.WRAPPER_PATH, bundle.UNIT_PATH}
+    assert files[bundle.ZIPAPP_PATH]["permissions"] == "0755"
+    assert base64.b64decode(files[bundle.ZIPAPP_PATH]["content"]) == bundle.build_zipapp()
+    wrapper = base64.b64decode(files[bundle.WRAPPER_PATH]["content"]).decode()
+    assert wrapper.startswith("#!/bin/sh\n") and bundle.ZIPAPP_PATH in wrapper
+    unit = base64.b64decode(files[bundle.UNIT_PATH]["content"]).decode()
+    for line in ("Type=oneshot", "RemainAfterExit=yes", "After=cloud-final.service network-online.target",
+                 "Wants=network-online.target", "ConditionPathExists=!/var/lib/golden/firstboot.done",
+                 "WantedBy=cloud-init.target", f"TimeoutStartSec={bundle.TIMEOUT_START_SEC}"):
+        assert line in unit.splitlines()
+    assert bundle.bundle_commands() == ["systemctl enable golden-firstboot.service"]
+
+
+def test_unit_timeout_covers_the_agents_retry_budget():
+    sys.path.insert(0, str(Path(bundle.PACKAGE_DIR).parent))
+    from golden_firstboot.system import RetryPolicy
+
+    waits = 5  # primary port, dump, replication threads, NFS mount, health endpoint
+    assert bundle.TIMEOUT_START_SEC > waits * RetryPolicy().budget() + 600
