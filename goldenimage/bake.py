@@ -13,12 +13,11 @@ from .builders.base import BaseImage, build_base, fetch_base
 from .builders.packer_build import packer_build
 from .builders.packer_cli import packer_version, supports_required_plugins
 from .builders.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
-from .cloudinit.userdata import render_user_data
 from .errors import GoldenError
 from .images import store
 from .log import info, step
 from .profiles import ResolvedProfile, resolve
-from .render import render
+from .render import bake_user_data, render
 from .run import require, run
 
 #: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
@@ -43,7 +42,7 @@ def profile_key(profile: ResolvedProfile, base: BaseImage) -> str:
         profile,
         base_sha256=base.sha256,
         template=template,
-        user_data=render_user_data(profile, KEY_PLACEHOLDER),
+        user_data=bake_user_data(profile, KEY_PLACEHOLDER),
         scripts={name: script_text(name) for name in SCRIPTS},
     )
 

@@ -15,6 +15,7 @@ from .builders.packer_cli import supports_required_plugins
 from .builders.packer_template import SCRIPTS, Target, render_template, script_text
 from .cloudinit.seed import write_seed_iso
 from .cloudinit.userdata import render_host_user_data, render_meta_data, render_user_data
+from .firstboot_bundle import bundle_commands, bundle_files
 from .profiles import ResolvedProfile
 from .run import require, run
 
@@ -43,6 +44,12 @@ def make_build_key(directory: Path) -> tuple[Path, str]:
     return key, (directory / f"{BUILD_KEY}.pub").read_text().strip()
 
 
+def bake_user_data(profile: ResolvedProfile, build_public_key: str, content_key: str | None = None) -> str:
+    """The bake-time user-data: the profile, plus the first-boot agent every image carries."""
+    return render_user_data(profile, build_public_key, content_key=content_key,
+                            extra_files=bundle_files(), extra_commands=bundle_commands())
+
+
 def base_name(profile: ResolvedProfile, target: Target) -> str:
     return f"{profile.name}-debian{profile.release.number}-{target.value}"
 
@@ -69,7 +76,7 @@ def render(
         template, values = render_template(profile, target, required_plugins=required_plugins)
         (stage / f"{name}.pkr.json").write_text(json.dumps(template, indent=2) + "\n")
         (stage / f"{name}.pkrvars.json").write_text(json.dumps(values, indent=2) + "\n")
-        user_data = render_user_data(profile, build_public_key, content_key=content_key)
+        user_data = bake_user_data(profile, build_public_key, content_key)
         meta_data = render_meta_data(f"golden-bake-{uuid.uuid4().hex[:12]}", f"golden-{profile.name}")
         (stage / "user-data").write_text(user_data)
         (stage / "meta-data").write_text(meta_data)
