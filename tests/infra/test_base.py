@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -52,3 +54,12 @@ def test_manifest_lists_what_is_installed(host, manifest):
         assert manifest["packages"][name] == host.package(name).version
     assert manifest["cloud_init"] and manifest["cloud_init"] in host.run("cloud-init --version").stdout + \
         host.run("cloud-init --version").stderr
+
+
+def test_first_boot_agent_finished(host):
+    assert host.service("golden-firstboot").is_enabled
+    assert host.file("/var/lib/golden/firstboot.done").exists
+    status = json.loads(host.check_output("golden-firstboot status --json"))
+    assert status["result"] == "done", status
+    states = {step: entry["state"] for step, entry in status["steps"].items()}
+    assert set(states.values()) <= {"done", "skipped"}, states
