@@ -39,7 +39,7 @@ def resolve_roles(cluster: Cluster, base_dir: Path, where: str) -> tuple[Roles, 
             except ProfileErrors as exc:
                 cache[profile] = exc.lines
             except GoldenError as exc:
-                cache[profile] = [exc.message]
+                cache[profile] = [exc.message + (f"; {exc.hint}" if exc.hint else "")]
         found = cache[profile]
         if isinstance(found, list):
             errors += [f"{where}: hosts[{index}].profile: {line}" for line in found]
@@ -62,8 +62,8 @@ class _Checker:
     def error(self, key: str, problem: str) -> None:
         self.errors.append(f"{self.where}: {key}: {problem}")
 
-    def claim(self, key: str, address: IPv4Address, owner: str) -> None:
-        """An address in the network, not its network or broadcast address, and nobody else's."""
+    def claim(self, key: str, address: IPv4Address, owner: str) -> bool:
+        """An address in the network, not its network or broadcast address, and nobody else's; True when so."""
         net = self.cluster.network
         if address not in net:
             self.error(key, f"{address} is outside the cluster network {net}")
@@ -73,6 +73,8 @@ class _Checker:
             self.error(key, f"{address} is already the address of {self.addresses[address]}")
         else:
             self.addresses[address] = owner
+            return True
+        return False
 
     def refer(self, key: str, name: str, role: Role) -> Host | None:
         """The host `name` refers to, when it exists; an error unless it has `role`."""
@@ -120,9 +122,10 @@ class _Checker:
             if host.name in names:
                 self.error(f"{at}.name", f"{host.name!r} is already the name of hosts[{names[host.name]}]")
             names.setdefault(host.name, index)
-            self.claim(f"{at}.address", host.address, f"{host.name} ({at})")
+            address_ok = self.claim(f"{at}.address", host.address, f"{host.name} ({at})")
             mac = private_mac(self.cluster, host)
-            if mac is not None:
+            # A MAC derived from an address already reported is not a second problem.
+            if mac is not None and (address_ok or host.mac):
                 if mac in macs:
                     self.error(f"{at}.mac", f"{mac} is already the MAC of {macs[mac]}: give one of them a `mac`")
                 macs.setdefault(mac, host.name)

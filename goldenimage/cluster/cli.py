@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Validate a cluster file and write DIR/<host>/{user-data,meta-data,network-config,seed.iso}, "
         "DIR/hosts.json and DIR/secrets.json (0600: generated secrets, reused by the next render).",
     )
-    p.add_argument("file", type=Path, help="the cluster file (see examples/cluster.yaml)")
-    p.add_argument("--out", type=Path, help="output directory, replaced whole (default rendered/cluster-NAME)")
+    p.add_argument("file", type=Path, metavar="FILE", help="the cluster file (see examples/cluster.yaml)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output directory, replaced whole (default rendered/cluster-NAME)")
     p.set_defaults(func=_cmd_render)
     return cluster

@@ -252,6 +252,19 @@ class Cluster(_Strict):
     def _name(cls, v: str) -> str:
         return _label(v, "cluster name")
 
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, v: Any) -> Any:
+        try:
+            net = IPv4Network(str(v), strict=False)
+        except ValueError:
+            net = None
+        if net is None or "/" not in str(v):
+            raise ValueError(f"{v!r} is not an IPv4 network with its prefix length, such as 10.10.0.0/24")
+        if str(net) != str(v):
+            raise ValueError(f"{v!r} has host bits set: the network is {net}")
+        return net
+
     @field_validator("databases")
     @classmethod
     def _databases(cls, v: list[str]) -> list[str]:
