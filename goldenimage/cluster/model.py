@@ -20,8 +20,13 @@
       - {name: web1, profile: web, address: 10.10.0.21, lb: lb1, nfs: nfs1}
       - {name: lb1, profile: lb, address: 10.10.0.10, virtual_address: 10.10.0.5}
 
-A host's roles come from its profile (a name in profiles/, or a path relative to the cluster file). Host keys
-that only make sense for a role (primary, lb, nfs, exports, virtual_address) are refused on other hosts.
+Host keys: name (a lower-case host name), profile (a name in profiles/, or a path relative to the cluster
+file: it gives the host its roles), address; optional mac (default: interface.mac_prefix + the address's last
+bytes) and server_id (MariaDB; default: the address's host part in the network, 11 for 10.10.0.11). By role:
+primary (sql-replica: its sql-primary host), lb (web: the load balancer whose pool it joins), nfs (web: an
+nfs host, or {host, export, mount}), exports (nfs: paths, or {path, options}), virtual_address (lb: a
+floating address; load balancers sharing one form a keepalived group). A role key on a host without that
+role is refused.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]
     declared = cluster.secrets
     needs = {
         "replication_password": bool(everyone & SQL_ROLES),
-        "keepalived_password": any(h.virtual_address and Role.LB in roles.get(h.name, ()) for h in cluster.hosts),
+        "keepalived_password": any(h.virtual_address is not None and Role.LB in roles.get(h.name, ())
+                                   for h in cluster.hosts),
         "plesk_license": False,  # never generated: check.py reports a plesk host without one
     }
     out: dict[str, tuple[str, SecretSource]] = {}
