@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
     p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
     p.set_defaults(func=_cmd_verify)
+
+    from .cluster.cli import add_parser as add_cluster_parser
+
+    add_cluster_parser(sub)
     return parser
 
 
