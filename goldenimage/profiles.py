@@ -107,11 +107,11 @@ def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
-        raise ProfileErrors(schema_error_lines(_display(path), exc)) from exc
+        raise ProfileErrors(schema_error_lines(display_path(path), exc)) from exc
     return parsed.model_dump(mode="json", exclude_unset=True)
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -128,7 +128,7 @@ def profile_path(name_or_path: str) -> Path:
     path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise InputError(
-            f"profile {name_or_path!r}: no file {_display(path)}",
+            f"profile {name_or_path!r}: no file {display_path(path)}",
             hint=f"known profiles: {', '.join(list_profiles())}",
         )
     return path
@@ -181,7 +181,7 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
     resolved = path.resolve()
     if resolved in seen:
         cycle = " -> ".join(p.stem for p in (*seen, resolved))
-        raise InputError(f"{_display(path)}: extends: cycle {cycle}")
+        raise InputError(f"{display_path(path)}: extends: cycle {cycle}")
     data = _validate(path, ProfileFile)
     parents = data.get("extends") or []
     if isinstance(parents, str):
@@ -193,7 +193,7 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
         if not parent_path.is_file():
             parent_path = PROFILES_DIR / f"{parent}.yaml"
         if not parent_path.is_file():
-            raise InputError(f"{_display(path)}: extends: no profile named {parent!r}")
+            raise InputError(f"{display_path(path)}: extends: no profile named {parent!r}")
         for item in _chain(parent_path, (*seen, resolved)):
             if item[0] not in [c[0] for c in chain]:
                 chain.append(item)
@@ -204,7 +204,7 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
 def _role_fragment(role: Role) -> tuple[Path, dict[str, Any]]:
     path = ROLES_DIR / f"{role}.yaml"
     if not path.is_file():
-        raise InputError(f"role {role!r} has no fragment file {_display(path)}")
+        raise InputError(f"role {role!r} has no fragment file {display_path(path)}")
     return path, _validate(path, RoleFragment)
 
 
@@ -258,12 +258,12 @@ def resolve(
     bad = [n for n in supported or [] if n not in matrix().releases]
     if bad:
         raise InputError(
-            f"{_display(path)}: debian: unsupported Debian release {bad[0]}",
+            f"{display_path(path)}: debian: unsupported Debian release {bad[0]}",
             hint=f"supported releases: {', '.join(str(n) for n in sorted(matrix().releases))}",
         )
     if supported is not None and release.number not in supported:
         raise InputError(
-            f"{_display(path)}: debian: profile does not support Debian {release.number}",
+            f"{display_path(path)}: debian: profile does not support Debian {release.number}",
             hint=f"this profile supports: {', '.join(str(n) for n in supported)}",
         )
 
@@ -277,7 +277,7 @@ def resolve(
     variables = dict(release.template_vars)
 
     def prepared(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-        return _substitute(data, variables, _display(path), "", errors)
+        return _substitute(data, variables, display_path(path), "", errors)
 
     fragments = [(p, prepared(p, d)) for p, d in fragments]
     chain = [(p, prepared(p, d)) for p, d in chain]

@@ -217,15 +217,18 @@ def render_host_user_data(
     }
     if ssh_authorized_keys:
         data["ssh_authorized_keys"] = list(ssh_authorized_keys)
-    data["write_files"] = [
-        {
-            "path": HOST_SETTINGS_PATH,
-            "owner": "root:root",
-            "permissions": "0600",
-            "encoding": "b64",
-            "content": base64.b64encode(payload.encode()).decode(),
-        }
-    ]
+    if host_settings:
+        data["write_files"] = [_host_settings_file(payload)]
     if extra:
         data.update(extra)
     return dump_cloud_config(data)
+
+
+def _host_settings_file(payload: str) -> dict[str, Any]:
+    return {
+        "path": HOST_SETTINGS_PATH,
+        "owner": "root:root",
+        "permissions": "0600",
+        "encoding": "b64",
+        "content": base64.b64encode(payload.encode()).decode(),
+    }

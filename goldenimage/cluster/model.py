@@ -41,6 +41,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ..errors import InputError
 from ..profile_schema import schema_error_lines
+from ..profiles import display_path
 
 # RFC 1123 label, lower case: what cloud-init, /etc/hosts and MariaDB's report_host all accept.
 HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -289,17 +290,9 @@ class Cluster(_Strict):
         return v
 
 
-def display(path: Path) -> str:
-    """The path as errors show it: relative to the working directory when below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def load_cluster(path: Path) -> Cluster:
     """Read and validate a cluster file; ClusterErrors with every schema problem at once."""
-    where = display(path)
+    where = display_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:

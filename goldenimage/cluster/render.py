@@ -25,8 +25,9 @@ from ..cloudinit.seed import write_seed_iso
 from ..cloudinit.userdata import render_host_user_data, render_meta_data
 from ..errors import InputError
 from ..profile_schema import SQL_ROLES, Role
+from ..profiles import display_path
 from .check import Roles, check, resolve_roles
-from .model import Cluster, ClusterErrors, Host, display, load_cluster, nic_mac, private_mac, server_id
+from .model import Cluster, ClusterErrors, Host, load_cluster, nic_mac, private_mac, server_id
 from .secrets import read_store, resolve_secrets, wanted, write_store
 
 HOSTS_FILE = "hosts.json"
@@ -188,7 +189,7 @@ def plan(
     """Validate the cluster file and compute every host: (hosts, the secrets store to write, the cluster).
 
     ClusterErrors lists every problem at once; nothing is written either way."""
-    where = display(path)
+    where = display_path(path)
     cluster = load_cluster(path)
     roles, errors = resolve_roles(cluster, path.parent, where)
     errors += check(cluster, roles, where)

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
+from mariadb_checks import mysql, test_binlog_and_gtid, test_packages, test_service_running_and_enabled
 
-def mysql(host, query):
-    return host.check_output(f"mysql -N -B -e \"{query}\"")
-
-
-def test_packages(host):
-    for name in ("mariadb-server", "mariadb-client", "mariadb-backup"):
-        assert host.package(name).is_installed, name
+__all__ = ["test_binlog_and_gtid", "test_packages", "test_service_running_and_enabled"]
 
 
-def test_service_running_and_enabled(host):
-    service = host.service("mariadb")
-    assert service.is_running and service.is_enabled
-
-
-def test_binlog_and_gtid_settings(host):
-    assert mysql(host, "SELECT @@log_bin") == "1"
+def test_row_based_binlog(host):
     assert mysql(host, "SELECT @@binlog_format") == "ROW"
-    assert mysql(host, "SELECT @@gtid_strict_mode") == "1"
-    assert mysql(host, "SELECT @@log_slave_updates") == "1"
+
+
+def test_server_id_from_first_boot(host):
+    # golden verify gives server_id 1 in host.json: first boot wrote it into 61-golden-host.cnf
+    assert host.file("/etc/mysql/mariadb.conf.d/61-golden-host.cnf").contains("server.id")
+    assert mysql(host, "SELECT @@server_id") == "1"
 
 
 def test_no_binlog_from_the_build(host):

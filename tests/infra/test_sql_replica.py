@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
+from mariadb_checks import mysql, test_binlog_and_gtid, test_packages, test_service_running_and_enabled
 
-def mysql(host, query):
-    return host.check_output(f"mysql -N -B -e \"{query}\"")
-
-
-def test_packages(host):
-    for name in ("mariadb-server", "mariadb-client", "mariadb-backup"):
-        assert host.package(name).is_installed, name
-
-
-def test_service_running_and_enabled(host):
-    service = host.service("mariadb")
-    assert service.is_running and service.is_enabled
+__all__ = ["test_binlog_and_gtid", "test_packages", "test_service_running_and_enabled"]
 
 
 def test_replica_settings(host):
     assert mysql(host, "SELECT @@read_only") == "1"
-    assert mysql(host, "SELECT @@log_bin") == "1"
-    assert mysql(host, "SELECT @@gtid_strict_mode") == "1"
     assert mysql(host, "SELECT @@relay_log").endswith("relay-bin")
