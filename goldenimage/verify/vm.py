@@ -77,6 +77,7 @@ class VM:
         name: str = "golden-vm",
         restrict: bool = True,
         extra_args: Sequence[str] = (),
+        mac: str | None = None,
     ) -> None:
         self.image = Path(image).resolve()
         self.seed = Path(seed).resolve() if seed else None
@@ -89,6 +90,7 @@ class VM:
         self.name = name
         self.restrict = restrict
         self.extra_args = tuple(extra_args)
+        self.mac = mac  # of the user-mode NIC: network-config may match it
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.overlay = self.workdir / f"{name}-overlay.qcow2"
@@ -152,7 +154,7 @@ class VM:
             "-serial", f"file:{self.serial_log}",
             "-drive", f"file={self.overlay},if=virtio,format=qcow2",
             "-netdev", netdev,
-            "-device", "virtio-net-pci,netdev=n0",
+            "-device", "virtio-net-pci,netdev=n0" + (f",mac={self.mac}" if self.mac else ""),
         ]  # fmt: skip
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
