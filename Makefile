@@ -70,6 +70,10 @@ lint: venv ## ruff and mypy
 test-fast: venv ## Fast tests only (no virtual machines)
 	$(VENV)/bin/pytest -m 'not vm' -q
 
+.PHONY: test-cluster
+test-cluster: host-tools venv ## Multi-VM cluster tests (bakes the images they need, boots them on a private network)
+	$(VENV)/bin/pytest -m cluster -v
+
 .PHONY: test
 test: venv ## Every test, including real bakes and VM boots (what CI runs)
 	$(VENV)/bin/pytest -q
