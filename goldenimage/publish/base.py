@@ -158,7 +158,8 @@ def publish(publisher: Publisher, artifact: Artifact, keep: int | None = None) -
                 raise
             info(f"published as {image.id}")
             uploaded = True
-        removed, kept = (), ()
+        removed: tuple[str, ...] = ()
+        kept: tuple[str, ...] = ()
         if keep is not None:
             removed, kept = apply_retention(publisher, facts.profile, keep, current=image)
     return PublishResult(image, uploaded, removed, kept)

@@ -7,6 +7,7 @@ points it at a non-AWS service.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
@@ -188,7 +189,7 @@ class S3Publisher:
                     progress.advance(len(chunk))  # resumed: this part is already on the server, byte for byte
                     etag = done[number]
                 else:
-                    etag = retry(lambda n=number, c=chunk, m=md5: self._put_part(key, upload_id, n, c, m),
+                    etag = retry(functools.partial(self._put_part, key, upload_id, number, chunk, md5),
                                  what=f"upload of part {number}", transient=_transient())
                     progress.advance(len(chunk))
                 parts.append({"PartNumber": number, "ETag": f'"{etag}"'})
