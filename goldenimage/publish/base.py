@@ -272,6 +272,10 @@ class HashingReader(io.RawIOBase):
     def tell(self) -> int:
         return self._file.tell()
 
+    def fileno(self) -> int:
+        # Multipart encoders size the body from fstat(); the bytes still go through readinto().
+        return self._file.fileno()
+
     def readinto(self, buffer: Any) -> int:
         data = self._file.read(len(buffer))
         n = len(data)

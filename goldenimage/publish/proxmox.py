@@ -1,0 +1,281 @@
+"""Proxmox VE target: the qcow2 becomes a VM template, through proxmoxer with an API token.
+
+The qcow2 is uploaded to a storage with content type `import` (Proxmox VE 8.4 and later take disk images
+there; PVE checks the sha256 itself), a VM is created with `scsi0: STORAGE:0,import-from=VOLUME`, a
+cloud-init drive, the guest agent, a serial console and no package upgrade at first boot, then converted
+to a template. The uploaded file is removed once the template holds its own copy.
+
+Older PVE versions have no API to bring a disk image onto a VM (`qm importdisk` and `import-from` a path
+are root-on-the-node only): publish says so and prints the commands to run on the node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..images.store import Artifact
+from ..log import info, log
+from .base import (
+    ChecksumMismatch,
+    CredentialsError,
+    HashingReader,
+    ImageFacts,
+    PublishedImage,
+    PublishError,
+    UploadProgress,
+    cleanup_on_failure,
+    retry,
+    wait_until,
+)
+
+#: The first release whose `import` content type takes qcow2/raw/vmdk uploads usable by import-from.
+IMPORT_MIN_VERSION = (8, 4)
+TASK_TIMEOUT_S = 1800
+TASK_POLL_S = 1.0
+MAX_VMS_INSPECTED = 2000  # in_use() reads each VM's config: bounded on huge clusters
+
+
+@dataclass(frozen=True)
+class ProxmoxSettings:
+    url: str  # https://pve.example:8006
+    token_id: str  # USER@REALM!TOKENID
+    token_secret: str
+    node: str
+    storage: str = "local"  # where the qcow2 is uploaded (content type import)
+    vm_storage: str = "local-lvm"  # where the template's disks live
+    bridge: str = "vmbr0"
+    memory_mb: int = 2048
+    cores: int = 2
+    verify: bool | str = True  # False, True, or a CA bundle path
+
+    @classmethod
+    def from_env(cls, node: str | None = None, **overrides: Any) -> ProxmoxSettings:
+        """PROXMOX_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET (and PROXMOX_NODE, PROXMOX_CA_BUNDLE)."""
+        missing = [n for n in ("PROXMOX_URL", "PROXMOX_TOKEN_ID", "PROXMOX_TOKEN_SECRET") if not os.environ.get(n)]
+        node = node or os.environ.get("PROXMOX_NODE")
+        if missing or not node:
+            raise CredentialsError(f"Proxmox settings missing: {', '.join(missing or ['--node'])}",
+                                   hint="export PROXMOX_URL=https://HOST:8006 PROXMOX_TOKEN_ID=USER@REALM!TOKENID "
+                                        "PROXMOX_TOKEN_SECRET=... and pass --node NODE")
+        verify: bool | str = os.environ.get("PROXMOX_CA_BUNDLE") or True
+        if os.environ.get("PROXMOX_VERIFY_SSL", "1").lower() in ("0", "false", "no"):
+            verify = False
+        return cls(url=os.environ["PROXMOX_URL"], token_id=os.environ["PROXMOX_TOKEN_ID"],
+                   token_secret=os.environ["PROXMOX_TOKEN_SECRET"], node=node, verify=verify,
+                   **{k: v for k, v in overrides.items() if v is not None})
+
+
+class ProxmoxPublisher:
+    """A PVE node's templates as a publish target."""
+
+    target = "proxmox"
+
+    def __init__(self, settings: ProxmoxSettings) -> None:
+        from proxmoxer import ProxmoxAPI
+
+        self.settings = settings
+        split = urlsplit(settings.url if "://" in settings.url else f"https://{settings.url}")
+        user, _, token_name = settings.token_id.partition("!")
+        if not token_name:
+            raise CredentialsError(f"PROXMOX_TOKEN_ID {settings.token_id!r} is not USER@REALM!TOKENID",
+                                   hint="create a token under Datacenter > Permissions > API Tokens")
+        self.api = ProxmoxAPI(f"{split.hostname}:{split.port or 8006}", user=user, token_name=token_name,
+                              token_value=settings.token_secret, verify_ssl=settings.verify, timeout=120)
+        self.node = self.api.nodes(settings.node)
+
+    # --- Publisher ---------------------------------------------------------------------------------
+
+    def find(self, content_key: str) -> PublishedImage | None:
+        for image in self._templates(f"golden-key-{content_key}"):
+            if image.content_key == content_key:
+                return image
+        return None
+
+    def upload(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> PublishedImage:
+        self._check_import_support(facts)
+        volume = f"{self.settings.storage}:import/{facts.name}.qcow2"
+        with cleanup_on_failure(lambda: self._remove_volume(volume), f"upload {volume}"):
+            retry(lambda: self._upload_file(artifact, facts, progress), what="the Proxmox upload",
+                  transient=_transient(), on_retry=lambda: progress.reset())
+            vmid = int(self._call(self.api.cluster.nextid.get))
+            with cleanup_on_failure(lambda: self._destroy(vmid), f"VM {vmid}"):
+                self._wait(self._call(self.node.qemu.post, **self._vm_config(vmid, facts, volume)),
+                           f"creating VM {vmid}")
+                upid = self._call(self.node.qemu(vmid).template.post)
+                if isinstance(upid, str):  # older releases convert synchronously and return null
+                    self._wait(upid, f"converting VM {vmid} to a template")
+        self._remove_volume(volume)  # the template has its own copy now
+        image = self._describe(vmid, self.settings.node)
+        if image is None:
+            raise PublishError(f"Proxmox template {vmid} is not visible after its creation",
+                               hint="look at the node's task log, then publish again")
+        return image
+
+    def verify(self, image: PublishedImage, facts: ImageFacts) -> None:
+        config = self._call(self.api.nodes(image.extra["node"]).qemu(image.id).config.get)
+        # The bytes were checked by PVE (upload checksum); here: the template is what was registered.
+        if str(config.get("template")) != "1" or "scsi0" not in config or \
+                _description(config).get("sha256") != facts.sha256:
+            raise ChecksumMismatch(f"Proxmox VM {image.id} is not a template of {facts.name} (sha256 or disk differ)",
+                                   hint="the VM was removed; publish again")
+
+    def list_images(self, profile: str) -> list[PublishedImage]:
+        return [i for i in self._templates(f"golden-profile-{profile}") if i.profile == profile]
+
+    def delete(self, image: PublishedImage) -> None:
+        self._destroy(int(image.id), image.extra.get("node"))
+
+    def in_use(self, image: PublishedImage) -> bool:
+        """A linked clone's disks name the template's base volume (base-VMID-disk-N)."""
+        base = f"base-{image.id}-disk"
+        for vm in self._resources()[:MAX_VMS_INSPECTED]:
+            if vm.get("template") or str(vm["vmid"]) == image.id:
+                continue
+            config = self._call(self.api.nodes(vm["node"]).qemu(vm["vmid"]).config.get)
+            if any(base in str(value) for value in config.values()):
+                return True
+        return False
+
+    # --- PVE specifics -----------------------------------------------------------------------------
+
+    def _check_import_support(self, facts: ImageFacts) -> None:
+        version = str(self._call(self.api.version.get).get("version", "0"))
+        major_minor = tuple(int(p) for p in (version.split(".") + ["0"])[:2] if p.isdigit())
+        if major_minor < IMPORT_MIN_VERSION:
+            raise PublishError(
+                f"Proxmox VE {version} cannot receive disk images through its API (needs 8.4 for content type import)",
+                hint=f"upgrade the node, or copy {facts.name}.qcow2 to it and run as root: qm create VMID "
+                     f"--scsihw virtio-scsi-single --scsi0 {self.settings.vm_storage}:0,import-from=/PATH/"
+                     f"{facts.name}.qcow2 --ide2 {self.settings.vm_storage}:cloudinit --agent 1 --serial0 socket "
+                     "--ciupgrade 0 && qm template VMID")
+        status = self._call(self.node.storage(self.settings.storage).status.get)
+        if "import" not in str(status.get("content", "")).split(","):
+            raise PublishError(f"Proxmox storage {self.settings.storage} does not hold content type import",
+                               hint=f"pvesm set {self.settings.storage} --content {status.get('content')},import "
+                                    "(or pass --storage with one that does)")
+
+    def _upload_file(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> None:
+        reader = HashingReader(artifact.qcow2, progress)
+        try:
+            upid = self._call(self.node.storage(self.settings.storage).upload.post, content="import",
+                              filename=reader, checksum=facts.sha256, **{"checksum-algorithm": "sha256"})
+        finally:
+            reader.close()
+        self._wait(upid, "storing the upload", mismatch=True)
+
+    def _vm_config(self, vmid: int, facts: ImageFacts, volume: str) -> dict[str, Any]:
+        storage = self.settings.vm_storage
+        description = json.dumps({"goldenimage": facts.name, "profile": facts.profile, "content_key": facts.content_key,
+                                  "sha256": facts.sha256, "published": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                     time.gmtime())})
+        config: dict[str, Any] = {
+            "vmid": vmid, "name": facts.name, "memory": self.settings.memory_mb, "cores": self.settings.cores,
+            "ostype": "l26", "scsihw": "virtio-scsi-single",
+            "scsi0": f"{storage}:0,import-from={volume},discard=on,iothread=1",
+            "ide2": f"{storage}:cloudinit", "boot": "order=scsi0", "agent": "enabled=1", "serial0": "socket",
+            "ciupgrade": 0, "net0": f"virtio,bridge={self.settings.bridge}",
+            "tags": f"golden;golden-profile-{facts.profile};golden-key-{facts.content_key}",
+            "description": description,
+        }
+        if facts.uefi:
+            config.update(bios="ovmf", machine="q35", efidisk0=f"{storage}:1,efitype=4m,pre-enrolled-keys=0")
+        return config
+
+    def _templates(self, tag: str) -> list[PublishedImage]:
+        found = []
+        for vm in self._resources():
+            if vm.get("template") and tag in str(vm.get("tags", "")).split(";"):
+                image = self._describe(int(vm["vmid"]), vm["node"])
+                if image is not None:
+                    found.append(image)
+        return found
+
+    def _resources(self) -> list[dict[str, Any]]:
+        vms: list[dict[str, Any]] = self._call(self.api.cluster.resources.get, type="vm")
+        return [vm for vm in vms if vm.get("type", "qemu") == "qemu"]
+
+    def _describe(self, vmid: int, node: str) -> PublishedImage | None:
+        config = self._call(self.api.nodes(node).qemu(vmid).config.get)
+        meta = _description(config)
+        if "content_key" not in meta:
+            return None
+        return PublishedImage(id=str(vmid), name=str(config.get("name", "")), profile=meta.get("profile", ""),
+                              content_key=meta["content_key"], created=meta.get("published", ""),
+                              extra={"node": node})
+
+    def _wait(self, upid: str, what: str, mismatch: bool = False) -> None:
+        def finished() -> dict[str, Any] | None:
+            status: dict[str, Any] = self._call(self.node.tasks(upid).status.get)
+            return status if status.get("status") == "stopped" else None
+
+        status = wait_until(finished, what=what, timeout=TASK_TIMEOUT_S, interval=TASK_POLL_S)
+        exitstatus = str(status.get("exitstatus", ""))
+        if exitstatus != "OK":
+            if mismatch and "checksum mismatch" in exitstatus:
+                raise ChecksumMismatch(f"Proxmox rejected the upload: {exitstatus}",
+                                       hint="the bytes changed on the way; publish again")
+            raise PublishError(f"Proxmox task failed while {what}: {exitstatus}",
+                               hint=f"see the task log on node {self.settings.node}")
+
+    def _remove_volume(self, volume: str) -> None:
+        from proxmoxer import ResourceException
+
+        try:
+            upid = self.node.storage(self.settings.storage).content(volume).delete()
+        except ResourceException as exc:  # never uploaded, or already gone
+            log.debug("removing %s: %s", volume, exc)
+            return
+        if isinstance(upid, str) and upid.startswith("UPID:"):
+            self._wait(upid, f"removing {volume}")
+
+    def _destroy(self, vmid: int, node: str | None = None) -> None:
+        from proxmoxer import ResourceException
+
+        try:
+            upid = self.api.nodes(node or self.settings.node).qemu(vmid).delete(
+                purge=1, **{"destroy-unreferenced-disks": 1})
+        except ResourceException as exc:
+            log.debug("destroying VM %s: %s", vmid, exc)
+            return
+        if isinstance(upid, str):
+            self._wait(upid, f"removing VM {vmid}")
+        info(f"removed Proxmox VM {vmid}")
+
+    def _call(self, method: Any, **kwargs: Any) -> Any:
+        """A proxmoxer call with authentication errors as one line and a hint (never the secret)."""
+        from proxmoxer import AuthenticationError, ResourceException
+
+        try:
+            return method(**kwargs)
+        except AuthenticationError as exc:
+            raise CredentialsError("Proxmox refused the API token", hint=_TOKEN_HINT) from exc
+        except ResourceException as exc:
+            if exc.status_code == 401:
+                raise CredentialsError("Proxmox refused the API token (HTTP 401)", hint=_TOKEN_HINT) from exc
+            if exc.status_code == 403:
+                raise CredentialsError(f"the Proxmox token may not do this: {exc.status_message}",
+                                       hint="grant it PVEVMAdmin and PVEDatastoreUser (privilege separation "
+                                            "needs the ACL on the token itself)") from exc
+            raise PublishError(f"Proxmox API error: {exc}", hint="run with --debug for the request") from exc
+
+
+_TOKEN_HINT = "check PROXMOX_TOKEN_ID (USER@REALM!TOKENID) and PROXMOX_TOKEN_SECRET"
+
+
+def _description(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(str(config.get("description", "")))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    import requests
+
+    return (requests.ConnectionError,)

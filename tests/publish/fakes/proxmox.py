@@ -1,0 +1,137 @@
+"""The Proxmox VE API (/api2/json) as its API viewer documents it: API-token auth, storage upload with
+content `import`, VM create with import-from, convert to template, tasks by UPID, cluster resources.
+
+It asserts what proxmoxer sends: the `PVEAPIToken=USER@REALM!TOKENID=SECRET` header on every call, the
+multipart upload's fields (content, filename, checksum, checksum-algorithm) and the VM's settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qs
+
+from .server import FakeServer, Request, Response
+
+USER, TOKEN_ID, SECRET = "golden@pve", "publish", "5b1f0c1e-aaaa-bbbb-cccc-0123456789ab"
+
+
+class FakeProxmox(FakeServer):
+    def __init__(self, tls: ssl.SSLContext, version: str = "8.4.1", node: str = "pve1") -> None:
+        super().__init__(tls)
+        self.version, self.node = version, node
+        self.storage_content = {"local": "iso,vztmpl,import,backup", "local-lvm": "images,rootdir"}
+        self.volumes: dict[str, bytes] = {}  # volid -> bytes
+        self.vms: dict[int, dict[str, Any]] = {}  # vmid -> config (strings, as PVE returns them)
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.drop_uploads = 0
+        self.fail_create = False
+        self._upid = 0
+
+    def _task(self, kind: str, vmid: Any = "", exitstatus: str = "OK") -> str:
+        self._upid += 1
+        upid = f"UPID:{self.node}:{self._upid:08X}:0001E240:6543210F:{kind}:{vmid}:{USER}!{TOKEN_ID}:"
+        # Running at the first poll, finished at the second: the client must really wait.
+        self.tasks[upid] = {"polls": 0, "exitstatus": exitstatus}
+        return upid
+
+    def before_body(self, method: str, path: str, headers: dict[str, str]) -> Response | None:
+        if method == "POST" and path.endswith("/upload") and self.drop_uploads > 0:
+            self.drop_uploads -= 1
+            return Response(drop=True)
+        return None
+
+    def handle(self, request: Request) -> Response:
+        auth = request.headers.get("Authorization", "")
+        if auth != f"PVEAPIToken={USER}!{TOKEN_ID}={SECRET}":
+            assert auth.startswith("PVEAPIToken="), f"not an API token header: {auth[:20]!r}"
+            return Response(401, {"data": None}, headers={"Content-Type": "application/json"})
+        path, method = request.path.removeprefix("/api2/json"), request.method
+        form = self._form(request)
+        route = f"{method} {path}"
+        if route == "GET /version":
+            return ok({"version": self.version, "release": self.version.rsplit(".", 1)[0], "repoid": "fake"})
+        if route == "GET /cluster/nextid":
+            return ok(str(max([99, *self.vms]) + 1))
+        if route == "GET /cluster/resources":
+            assert request.query.get("type") == ["vm"], request.query
+            return ok([{"id": f"qemu/{vmid}", "type": "qemu", "vmid": vmid, "node": self.node,
+                        "name": c.get("name"), "template": int(c.get("template", 0)), "tags": c.get("tags", "")}
+                       for vmid, c in self.vms.items()])
+        if m := re.fullmatch(rf"GET /nodes/{self.node}/storage/([\w-]+)/status", route):
+            return ok({"content": self.storage_content[m[1]], "active": 1, "enabled": 1, "type": "dir"})
+        if m := re.fullmatch(rf"POST /nodes/{self.node}/storage/([\w-]+)/upload", route):
+            return self._upload(m[1], form)
+        if m := re.fullmatch(rf"DELETE /nodes/{self.node}/storage/[\w-]+/content/(.+)", route):
+            self.volumes.pop(m[1], None)
+            return ok(self._task("imgdel"))
+        if m := re.fullmatch(rf"GET /nodes/{self.node}/tasks/([^/]+)/status", route):
+            task = self.tasks[m[1]]
+            task["polls"] += 1
+            if task["polls"] == 1:
+                return ok({"status": "running", "upid": m[1]})
+            return ok({"status": "stopped", "exitstatus": task["exitstatus"], "upid": m[1]})
+        if route == f"POST /nodes/{self.node}/qemu":
+            return self._create_vm(form)
+        if m := re.fullmatch(rf"GET /nodes/{self.node}/qemu/(\d+)/config", route):
+            return ok(self.vms[int(m[1])])
+        if m := re.fullmatch(rf"POST /nodes/{self.node}/qemu/(\d+)/template", route):
+            self.vms[int(m[1])]["template"] = 1
+            return ok(self._task("qmtemplate", m[1]))
+        if m := re.fullmatch(rf"DELETE /nodes/{self.node}/qemu/(\d+)", route):
+            assert request.query.get("purge") == ["1"], "VM removed without purge"
+            if self.vms.pop(int(m[1]), None) is None:
+                return Response(500, {"data": None, "message": f"Configuration file for VM {m[1]} does not exist"})
+            return ok(self._task("qmdestroy", m[1]))
+        raise AssertionError(f"unexpected request {route}")
+
+    def _form(self, request: Request) -> dict[str, Any]:
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            message = BytesParser(policy=HTTP).parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
+            form: dict[str, Any] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                filename = part.get_filename()
+                payload = part.get_payload(decode=True)
+                form[str(name)] = (filename, payload) if filename else payload.decode()
+            return form
+        return {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+
+    def _upload(self, storage: str, form: dict[str, Any]) -> Response:
+        assert form.get("content") == "import", f"content {form.get('content')}"
+        assert "import" in self.storage_content[storage].split(","), f"{storage} has no import content"
+        filename, data = form["filename"]
+        assert filename.endswith(".qcow2"), filename
+        assert form.get("checksum-algorithm") == "sha256", form.get("checksum-algorithm")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != form.get("checksum"):
+            return ok(self._task("imgcopy", exitstatus=f"checksum mismatch: got '{digest}' != expect "
+                                                       f"'{form.get('checksum')}'"))
+        self.volumes[f"{storage}:import/{filename}"] = data
+        return ok(self._task("imgcopy"))
+
+    def _create_vm(self, form: dict[str, Any]) -> Response:
+        vmid = int(form["vmid"])
+        assert vmid not in self.vms, f"VM {vmid} exists"
+        scsi0 = dict(kv.split("=", 1) for kv in form["scsi0"].split(",")[1:])
+        assert scsi0["import-from"] in self.volumes, f"import-from {scsi0['import-from']} is not a volume"
+        assert form["scsihw"].startswith("virtio-scsi"), form["scsihw"]
+        assert form["ide2"].endswith(":cloudinit"), form["ide2"]
+        assert form["agent"].startswith("1") or "enabled=1" in form["agent"], form["agent"]
+        assert form["serial0"] == "socket" and form["ciupgrade"] == "0", form
+        if self.fail_create:
+            return ok(self._task("qmcreate", vmid, exitstatus="unable to create VM: storage full"))
+        config = {k: v for k, v in form.items() if k != "vmid"}
+        config["scsi0"] = f"{form['scsi0'].split(':')[0]}:base-{vmid}-disk-0,size=4G"
+        self.vms[vmid] = config
+        return ok(self._task("qmcreate", vmid))
+
+
+def ok(data: Any) -> Response:
+    return Response(200, {"data": data})

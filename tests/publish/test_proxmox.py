@@ -1,0 +1,118 @@
+"""Proxmox target through proxmoxer (HTTPS, API token) against a local PVE API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from goldenimage.images.store import Artifact
+from goldenimage.publish import base, proxmox
+from goldenimage.publish.base import ChecksumMismatch, CredentialsError, PublishError, publish
+from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings
+
+from .fakes.proxmox import SECRET, TOKEN_ID, USER, FakeProxmox
+from .fakes.tls import localhost_tls
+
+
+@pytest.fixture
+def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeProxmox, Path]]:
+    monkeypatch.setattr(proxmox, "TASK_POLL_S", 0.01)
+    monkeypatch.setattr(base, "RETRY_BACKOFF_S", 0.01)
+    context, ca = localhost_tls(tmp_path)
+    with FakeProxmox(context) as fake:
+        yield fake, ca
+        assert fake.errors == [], fake.errors
+
+
+def publisher_for(pve: tuple[FakeProxmox, Path], secret: str = SECRET) -> ProxmoxPublisher:
+    fake, ca = pve
+    return ProxmoxPublisher(ProxmoxSettings(url=fake.url, token_id=f"{USER}!{TOKEN_ID}", token_secret=secret,
+                                            node=fake.node, verify=str(ca)))
+
+
+def test_publish_makes_a_template_from_an_import_upload(pve: tuple[FakeProxmox, Path],
+                                                        make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    artifact = make_artifact()
+    result = publish(publisher_for(pve), artifact)
+    assert result.uploaded
+    assert all(r.headers["Authorization"] == f"PVEAPIToken={USER}!{TOKEN_ID}={SECRET}" for r in fake.requests)
+    upload = fake.sent("POST", f"/api2/json/nodes/{fake.node}/storage/local/upload")[0]
+    assert upload.headers["Content-Type"].startswith("multipart/form-data")
+    assert hashlib.sha256(artifact.qcow2.read_bytes()).hexdigest().encode() in upload.body
+    config = fake.vms[int(result.image.id)]
+    assert config["template"] == 1 and config["name"] == artifact.name
+    # The fake asserts the rest of the create call: import-from names the uploaded volume, a cloud-init drive.
+    assert config["scsihw"] == "virtio-scsi-single" and config["serial0"] == "socket"
+    assert config["ciupgrade"] == "0" and config["agent"] == "enabled=1"
+    assert json.loads(config["description"])["sha256"] == artifact.sha256()
+    assert fake.volumes == {}  # the uploaded qcow2 is removed once the template holds its copy
+
+
+def test_second_publish_uploads_nothing(pve: tuple[FakeProxmox, Path],
+                                        make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    artifact = make_artifact()
+    first = publish(publisher_for(pve), artifact)
+    second = publish(publisher_for(pve), artifact)
+    assert not second.uploaded and second.image.id == first.image.id
+    assert len(fake.sent("POST", f"/api2/json/nodes/{fake.node}/storage/local/upload")) == 1
+
+
+def test_bad_token(pve: tuple[FakeProxmox, Path], make_artifact: Callable[..., Artifact]) -> None:
+    with pytest.raises(CredentialsError) as err:
+        publish(publisher_for(pve, secret="wrong-secret"), make_artifact())
+    assert "wrong-secret" not in err.value.message + (err.value.hint or "")
+    assert "PROXMOX_TOKEN_SECRET" in (err.value.hint or "")
+
+
+def test_interrupted_upload_is_retried(pve: tuple[FakeProxmox, Path],
+                                       make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    fake.drop_uploads = 1
+    result = publish(publisher_for(pve), make_artifact())
+    assert fake.drop_uploads == 0 and fake.vms[int(result.image.id)]["template"] == 1
+
+
+def test_checksum_mismatch_leaves_no_volume(pve: tuple[FakeProxmox, Path],
+                                            make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    artifact = make_artifact()
+    artifact.sha256_file.write_text("0" * 64 + "  x.qcow2\n")  # what PVE is told to expect is not what it gets
+    with pytest.raises(ChecksumMismatch, match="checksum mismatch"):
+        publish(publisher_for(pve), artifact)
+    assert fake.volumes == {} and fake.vms == {}
+
+
+def test_failed_vm_creation_removes_the_upload(pve: tuple[FakeProxmox, Path],
+                                               make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    fake.fail_create = True
+    with pytest.raises(PublishError, match="storage full"):
+        publish(publisher_for(pve), make_artifact())
+    assert fake.volumes == {} and fake.vms == {}
+
+
+def test_old_pve_is_refused_with_the_manual_fallback(pve: tuple[FakeProxmox, Path],
+                                                     make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    fake.version = "8.2.4"
+    with pytest.raises(PublishError) as err:
+        publish(publisher_for(pve), make_artifact())
+    assert "needs 8.4" in err.value.message and "import-from=" in (err.value.hint or "")
+    assert fake.sent("POST") == []
+
+
+def test_keep_skips_a_template_with_linked_clones(pve: tuple[FakeProxmox, Path],
+                                                  make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    olds = [publish(publisher_for(pve), make_artifact(key=f"{i:016x}")).image for i in range(1, 4)]
+    fake.vms[500] = {"name": "web1", "scsi0": f"local-lvm:base-{olds[0].id}-disk-0/vm-500-disk-0,size=4G"}
+    result = publish(publisher_for(pve), make_artifact(key="e" * 16), keep=1)
+    assert result.kept_in_use == (olds[0].id,)
+    assert set(result.removed) == {olds[1].id, olds[2].id}
+    assert set(fake.vms) == {int(olds[0].id), int(result.image.id), 500}
