@@ -35,7 +35,10 @@ def rows(ctx: Context, sql: str) -> list[list[str]]:
 def vertical(ctx: Context, sql: str) -> dict[str, str]:
     """The first row of a `\\G` query (SHOW SLAVE STATUS) as a dict; empty when there is no row."""
     out: dict[str, str] = {}
-    for line in mysql(ctx, sql.rstrip().rstrip(";") + "\\G\n").splitlines():
+    # --skip-column-names would drop the names from \\G output too: this query keeps them
+    argv = [a for a in MYSQL if a != "--skip-column-names"]
+    text = ctx.run(argv, input=sql.rstrip().rstrip(";") + "\\G\n").stdout
+    for line in text.splitlines():
         if ":" in line and not line.startswith("*"):
             key, _, value = line.partition(":")
             out[key.strip()] = value.strip()
