@@ -72,11 +72,11 @@ test-fast: venv ## Fast tests only (no virtual machines)
 
 .PHONY: test-cluster
 test-cluster: host-tools venv ## Multi-VM cluster tests (bakes the images they need, boots them on a private network)
-	$(VENV)/bin/pytest -m cluster -v
+	$(VENV)/bin/pytest -m 'cluster or cluster_web' -v
 
 .PHONY: test
-test: venv ## Every test, including real bakes and VM boots (what CI runs)
-	$(VENV)/bin/pytest -q
+test: venv ## Every test, including real bakes and VM boots (what CI runs; lb/web/nfs cluster: make test-cluster)
+	$(VENV)/bin/pytest -q -m 'not cluster_web'
 
 .PHONY: clean
 clean: ## Remove rendered output and Python caches (not images/ or the base cache)
