@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -272,9 +273,11 @@ class HashingReader(io.RawIOBase):
     def tell(self) -> int:
         return self._file.tell()
 
-    def fileno(self) -> int:
-        # Multipart encoders size the body from fstat(); the bytes still go through readinto().
-        return self._file.fileno()
+    @property
+    def len(self) -> int:
+        # requests and requests-toolbelt take the total size from `len` (and subtract tell() themselves) before
+        # they look for a fileno, which would let them read around readinto() and so around the hashes.
+        return os.fstat(self._file.fileno()).st_size
 
     def readinto(self, buffer: Any) -> int:
         data = self._file.read(len(buffer))

@@ -15,6 +15,9 @@ from goldenimage.publish.openstack import OpenStackPublisher, OpenStackSettings
 
 from .fakes.openstack import TOKEN, FakeOpenStack
 
+# openstacksdk warns about its own internals (influxdb, service_type): nothing this code can change.
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+
 
 @pytest.fixture
 def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenStack]:

@@ -21,6 +21,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -63,7 +64,8 @@ class FakeServer:
                     return
                 body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
-                request = Request(self.command, split.path, parse_qs(split.query), dict(self.headers), body)
+                request = Request(self.command, split.path, parse_qs(split.query), dict(self.headers), body,
+                                  split.query)
                 fake.requests.append(request)
                 try:
                     response = fake.handle(request)

@@ -1,0 +1,96 @@
+"""OVH dedicated (BYOI) through the ovh library against a local OVH API, with the image on moto's S3."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from goldenimage.images.store import Artifact
+from goldenimage.publish import base, ovh
+from goldenimage.publish.base import CredentialsError, PublishError
+from goldenimage.publish.ovh import OvhDedicated, OvhSettings, deploy
+from goldenimage.publish.s3 import S3Publisher, S3Settings
+
+from .fakes.ovh import AK, AS, CK, SERVER, FakeOvh
+
+USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/golden/host.json\n    content: '{}'\n"
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOvh]:
+    monkeypatch.setattr(ovh, "TASK_POLL_S", 0.01)
+    monkeypatch.setattr(base, "RETRY_BACKOFF_S", 0.01)
+    with FakeOvh() as fake:
+        monkeypatch.setenv("OVH_ENDPOINT", f"{fake.url}/1.0")
+        monkeypatch.setenv("OVH_APPLICATION_KEY", AK)
+        monkeypatch.setenv("OVH_APPLICATION_SECRET", AS)
+        monkeypatch.setenv("OVH_CONSUMER_KEY", CK)
+        yield fake
+        assert fake.errors == [], fake.errors
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, aws_env: None) -> S3Publisher:
+    bucket = f"byoi-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+    return S3Publisher(S3Settings(bucket=bucket, endpoint_url=moto_endpoint, part_size=5 * 1024 * 1024))
+
+
+def server(tmp_path: Path, **kwargs: object) -> OvhDedicated:
+    user_data = tmp_path / "user-data"
+    user_data.write_text(USER_DATA)
+    return OvhDedicated(OvhSettings(server=SERVER, user_data=user_data, hostname="web1",
+                                    ssh_key="ssh-ed25519 AAAAC3Nza golden", **kwargs))  # type: ignore[arg-type]
+
+
+def test_reinstall_from_a_presigned_url_with_the_documented_body(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact]) -> None:
+    artifact = make_artifact()
+    result, task = deploy(artifact, s3, server(tmp_path))
+    assert result.uploaded and task["status"] == "done"
+    body = api.reinstalls[0]
+    c = body["customizations"]
+    assert c["imageCheckSum"] == artifact.sha256() == api.downloaded_sha256
+    assert "X-Amz-Signature=" in c["imageURL"] or "Signature=" in c["imageURL"]
+    assert base64.b64decode(c["configDriveUserData"]).decode() == USER_DATA
+    assert (c["hostname"], c["sshKey"]) == ("web1", "ssh-ed25519 AAAAC3Nza golden")
+    assert api.sent("GET", "/1.0/auth/time")  # the library synchronises its clock first
+
+
+def test_second_deploy_uploads_nothing(api: FakeOvh, s3: S3Publisher, tmp_path: Path,
+                                       make_artifact: Callable[..., Artifact]) -> None:
+    artifact = make_artifact()
+    deploy(artifact, s3, server(tmp_path))
+    again, _ = deploy(artifact, s3, server(tmp_path))
+    assert not again.uploaded
+
+
+def test_bad_consumer_key(api: FakeOvh, s3: S3Publisher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          make_artifact: Callable[..., Artifact]) -> None:
+    monkeypatch.setenv("OVH_CONSUMER_KEY", "revokedConsumerKey")
+    with pytest.raises(CredentialsError) as err:
+        deploy(make_artifact(), s3, server(tmp_path))
+    assert "revokedConsumerKey" not in err.value.message + (err.value.hint or "")
+    assert api.reinstalls == []
+
+
+def test_image_too_large_for_the_ram_is_refused_before_upload(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact]) -> None:
+    api.ram_gb = 3  # RAM - 3 GiB leaves nothing for the image
+    with pytest.raises(PublishError, match="too large for BYOI"):
+        deploy(make_artifact(), s3, server(tmp_path))
+    assert s3.s3.list_objects_v2(Bucket=s3.settings.bucket).get("KeyCount") == 0
+
+
+def test_several_disks_without_raid_need_consent(api: FakeOvh, s3: S3Publisher, tmp_path: Path,
+                                                 make_artifact: Callable[..., Artifact]) -> None:
+    api.disks = 2
+    with pytest.raises(PublishError, match="one disk only"):
+        deploy(make_artifact(), s3, server(tmp_path))
+    _, task = deploy(make_artifact(), s3, server(tmp_path, single_disk_ok=True))
+    assert task["status"] == "done"
