@@ -6,6 +6,7 @@ GOLDEN := $(VENV)/bin/golden
 PROFILE ?= web
 DEBIAN ?= 12
 TARGET ?= qemu
+ARGS ?=
 OVERLAYS ?=
 OVERLAY_ARGS := $(foreach o,$(OVERLAYS),--overlay $(o))
 
@@ -69,6 +70,14 @@ lint: venv ## ruff and mypy
 .PHONY: test-fast
 test-fast: venv ## Fast tests only (no virtual machines)
 	$(VENV)/bin/pytest -m 'not vm' -q
+
+.PHONY: publish
+publish: venv ## Publish the newest PROFILE artifact to TARGET (openstack, s3, ovh-dedicated, proxmox); ARGS=... for more
+	$(GOLDEN) publish $(PROFILE) --debian $(DEBIAN) --to $(TARGET) $(ARGS)
+
+.PHONY: test-publish
+test-publish: venv ## Publishing tests against local S3 (moto), Keystone/Glance, Proxmox VE and OVH API servers
+	$(VENV)/bin/pytest tests/publish -v
 
 .PHONY: test-cluster
 test-cluster: host-tools venv ## Multi-VM cluster tests (bakes the images they need, boots them on a private network)

@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cluster.cli import add_parser as add_cluster_parser
 
     add_cluster_parser(sub)
+
+    from .publish.cli import add_parser as add_publish_parser
+
+    add_publish_parser(sub)
     return parser
 
 
