@@ -85,25 +85,26 @@ class ResolvedProfile:
         }
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty: {}); one-line InputError otherwise."""
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise InputError(f"{display_path(path)}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+        raise InputError(f"{display_path(path)}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError(f"{path}: (top level): expected a mapping of keys, got {type(raw).__name__}")
+        raise InputError(f"{display_path(path)}: (top level): expected a mapping of keys, got {type(raw).__name__}")
     return raw
 
 
 def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     """Validate a file against its schema; return only the keys it sets (so defaults never override)."""
-    raw = _read_yaml(path)
+    raw = read_yaml_mapping(path)
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
@@ -140,7 +141,7 @@ def list_profiles() -> list[str]:
     for path in sorted(PROFILES_DIR.glob("*.yaml")):
         if path.name == "releases.yaml":
             continue
-        if not _read_yaml(path).get("abstract", False):
+        if not read_yaml_mapping(path).get("abstract", False):
             names.append(path.stem)
     return names
 

@@ -36,12 +36,11 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
 from ..profile_schema import schema_error_lines
-from ..profiles import display_path
+from ..profiles import display_path, read_yaml_mapping
 
 # RFC 1123 label, lower case: what cloud-init, /etc/hosts and MariaDB's report_host all accept.
 HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -293,16 +292,7 @@ class Cluster(_Strict):
 def load_cluster(path: Path) -> Cluster:
     """Read and validate a cluster file; ClusterErrors with every schema problem at once."""
     where = display_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{where}: (top level): expected a mapping of keys")
+    raw = read_yaml_mapping(path)
     try:
         return Cluster.model_validate(raw)
     except ValidationError as exc:
