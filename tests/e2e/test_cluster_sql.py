@@ -148,7 +148,7 @@ def test_replica_rebooted_during_first_boot_converges_without_dumping_twice(imag
         wait_firstboot(db1)
         # enough data (about 40 MB) that the replica's import takes a while: the reboot lands inside it
         sql(db1, "CREATE TABLE shop.bulk (id INT PRIMARY KEY, pad VARCHAR(200)) "
-                 "SELECT seq AS id, REPEAT('x', 200) AS pad FROM seq_1_to_200000")
+                 "SELECT seq AS id, REPEAT('x', 200) AS pad FROM shop.seq_1_to_200000")
         db2 = boot(stack, "db2", images, cluster, network, tmp_path)
         db2.wait_for_ssh(timeout=600)
         deadline = time.monotonic() + FIRSTBOOT_TIMEOUT
