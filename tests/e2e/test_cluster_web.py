@@ -95,7 +95,11 @@ def test_web_docroot_is_the_nfs_export_both_ways(hosts):
     assert "10.10.0.30:/srv/nfs/www" in web1.ssh("findmnt -n -o SOURCE /var/www/html").stdout
     nfs.ssh("echo from-nfs | sudo tee /srv/nfs/www/golden-a.txt >/dev/null")
     assert web1.ssh("curl -s http://127.0.0.1/golden-a.txt").stdout.strip() == "from-nfs"
-    web2.ssh("echo from-web2 | sudo tee /var/www/html/golden-b.txt >/dev/null")
+    # root is squashed on the export (root_squash): content is written as the web user, as a deploy would,
+    # once the export belongs to it (www-data is uid 33 on every Debian release)
+    nfs.ssh("sudo chown 33:33 /srv/nfs/www")
+    web2.ssh("echo from-web2 | sudo -u www-data tee /var/www/html/golden-b.txt >/dev/null")
+    assert web2.ssh("echo x | sudo tee /var/www/html/golden-root.txt", check=False).returncode != 0
     assert nfs.ssh("cat /srv/nfs/www/golden-b.txt").stdout.strip() == "from-web2"
     assert web1.ssh("cat /var/www/html/golden-b.txt").stdout.strip() == "from-web2"
 
