@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from tests.unit.firstboot_fake import FIXTURES, FakeHost, fixture_names, load_fixture, make_root, run_scenario
 
 from golden_firstboot import agent  # isort: skip  (on sys.path through firstboot_fake)
-from golden_firstboot.roles import lb, nfs, plesk  # isort: skip
+from golden_firstboot.roles import hardened, lb, nfs, plesk  # isort: skip
 from golden_firstboot.system import RetryPolicy, RetryExhausted, retry  # isort: skip
 
 SECRETS = ["Repl-S3cret-pw", "Shop-S3cret-pw", "Vrrp-S3cret-pw", "Plesk-S3cret-pw", "PLSK.12345678.0001"]
@@ -254,3 +255,44 @@ def test_image_without_host_settings_runs_no_cluster_step(tmp_path):
     result = run_scenario(scenario, str(tmp_path), runs=1)
     assert result["runs"][0]["exit"] == 0
     assert result["runs"][0]["commands"] == []
+
+
+def test_hardened_grub_hash_is_what_grub_mkpasswd_pbkdf2_computes():
+    # Checked against OpenSSL's PBKDF2, an implementation independent of Python's hashlib.
+    salt = bytes(range(64))
+    line = hardened.grub_pbkdf2("correct horse", salt, iterations=1000)
+    prefix, iterations, salt_hex, digest_hex = line.rsplit(".", 3)
+    assert prefix == "grub.pbkdf2.sha512" and iterations == "1000" and salt_hex == salt.hex().upper()
+    out = subprocess.run(
+        ["openssl", "kdf", "-keylen", "64", "-kdfopt", "digest:SHA512", "-kdfopt", "pass:correct horse",
+         "-kdfopt", "hexsalt:" + salt.hex(), "-kdfopt", "iter:1000", "PBKDF2"],
+        capture_output=True, text=True, check=True).stdout
+    assert digest_hex == out.strip().replace(":", "").upper()
+
+
+def test_hardened_grub_password_is_made_per_host_and_kept_on_rerun(tmp_path):
+    result = run_scenario(load_fixture("banking-sql-primary"), str(tmp_path))
+    hash_file = tmp_path / "etc/golden/grub-password.pbkdf2"
+    password = tmp_path / "root/grub-password"
+    assert hash_file.read_text().startswith("grub.pbkdf2.sha512.10000.")
+    assert stat.S_IMODE(hash_file.stat().st_mode) == 0o400 and stat.S_IMODE(password.stat().st_mode) == 0o400
+    first, second = result["runs"]
+    assert first["commands"].count("update-grub") == 1 and "update-grub" not in second["commands"]
+    assert password.read_text().strip() not in "\n".join(result["log"])
+
+
+def test_hardened_grub_password_from_the_operator_leaves_no_plain_password(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    given = hardened.grub_pbkdf2("operator's", b"\x01" * 64, iterations=1000)
+    scenario["host"] = {**(scenario.get("host") or {}), "hardened": {"grub_password_pbkdf2": given}}
+    run_scenario(scenario, str(tmp_path), runs=1)
+    assert (tmp_path / "etc/golden/grub-password.pbkdf2").read_text().strip() == given
+    assert not (tmp_path / "root/grub-password").exists()
+
+
+def test_hardened_grub_password_that_is_not_a_hash_is_refused(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    scenario["host"] = {**(scenario.get("host") or {}), "hardened": {"grub_password_pbkdf2": "hunter2"}}
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 2
+    assert any("grub_password_pbkdf2: not a GRUB PBKDF2 hash" in line for line in result["log"])

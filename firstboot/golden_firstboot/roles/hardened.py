@@ -4,9 +4,12 @@ AIDE database initialised in the background once everything else is configured."
 from __future__ import annotations
 
 import binascii
+import hashlib
 import os
+import secrets
 
 from ..steps import Context, step
+from ..system import SettingsError
 from .mariadb import SQL_ROLES, restart_mariadb
 
 KEY_DIR = "/etc/mysql/encryption"
@@ -80,5 +83,46 @@ def aide_init(ctx: Context) -> bool:
     return True
 
 
+GRUB_HASH_FILE = "/etc/golden/grub-password.pbkdf2"
+GRUB_PASSWORD_FILE = "/root/grub-password"
+GRUB_ITERATIONS = 10000
+
+
+def grub_pbkdf2(password: str, salt: bytes, iterations: int = GRUB_ITERATIONS) -> str:
+    """The hash grub-mkpasswd-pbkdf2 prints: grub.pbkdf2.sha512.ITERATIONS.SALT.HASH, hex in upper case."""
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return "grub.pbkdf2.sha512.{}.{}.{}".format(
+        iterations, binascii.hexlify(salt).decode().upper(), binascii.hexlify(digest).decode().upper())
+
+
+@step("hardened.grub-password", roles=["hardened"])
+def grub_password(ctx: Context) -> bool:
+    """GRUB's superuser password, per host: the operator's hash (settings hardened.grub_password_pbkdf2)
+    or, without one, a random password kept for root in /root/grub-password. Booting needs no password
+    (the menu entries are --unrestricted); editing entries and the GRUB shell do."""
+    given = ctx.get("hardened.grub_password_pbkdf2")
+    current = (ctx.read(GRUB_HASH_FILE) or "").strip()
+    if given:
+        if not str(given).startswith("grub.pbkdf2.sha512."):
+            raise SettingsError("host.json: hardened.grub_password_pbkdf2: not a GRUB PBKDF2 hash",
+                                hint="paste the output of grub-mkpasswd-pbkdf2 (grub.pbkdf2.sha512.N.SALT.HASH)")
+        wanted = str(given).strip()
+    elif current:
+        return False
+    else:
+        password = secrets.token_urlsafe(18)
+        wanted = grub_pbkdf2(password, os.urandom(64))
+        ctx.write(GRUB_PASSWORD_FILE, password + "\n", 0o400)
+        ctx.log("made a GRUB password for this host: root can read it in " + GRUB_PASSWORD_FILE)
+    if wanted == current:
+        return False
+    ctx.write(GRUB_HASH_FILE, wanted + "\n", 0o400)
+    ctx.run(["update-grub"])
+    grub_cfg = ctx.path("/boot/grub/grub.cfg")
+    if os.path.exists(grub_cfg):
+        os.chmod(grub_cfg, 0o600)
+    return True
+
+
 BEFORE_MARIADB = [mariadb_keyfile, mariadb_encryption]
-LAST = [aide_init]
+LAST = [grub_password, aide_init]
