@@ -91,8 +91,8 @@ GRUB_ITERATIONS = 10000
 def grub_pbkdf2(password: str, salt: bytes, iterations: int = GRUB_ITERATIONS) -> str:
     """The hash grub-mkpasswd-pbkdf2 prints: grub.pbkdf2.sha512.ITERATIONS.SALT.HASH, hex in upper case."""
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
-    return "grub.pbkdf2.sha512.{}.{}.{}".format(
-        iterations, binascii.hexlify(salt).decode().upper(), binascii.hexlify(digest).decode().upper())
+    salt_hex, digest_hex = binascii.hexlify(salt).decode().upper(), binascii.hexlify(digest).decode().upper()
+    return f"grub.pbkdf2.sha512.{iterations}.{salt_hex}.{digest_hex}"
 
 
 @step("hardened.grub-password", roles=["hardened"])
