@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -105,6 +105,8 @@ class SystemSpec(_Strict):
     locale: str | None = None
     timezone: str | None = None
     ntp_servers: list[str] | None = None
+    #: chrony (default) is configured with ntp_servers; ntp (ntpsec on Debian 12+) keeps Debian's pool config.
+    ntp_client: Literal["chrony", "ntp"] | None = None
     keyboard: str | None = None
 
 

@@ -172,7 +172,7 @@ def render_user_data(
             ]
     if system.get("timezone"):
         data["timezone"] = system["timezone"]
-    if system.get("ntp_servers"):
+    if system.get("ntp_servers") and system.get("ntp_client", "chrony") in (None, "chrony"):
         data["ntp"] = {"enabled": True, "ntp_client": "chrony", "servers": list(system["ntp_servers"])}
     data["users"] = _users(profile, build_key)
     data["apt"] = _apt_config(profile)

@@ -80,6 +80,13 @@ def test_user_data_carries_packages_files_services_and_the_build_user():
     assert data["timezone"] == "Etc/UTC" and data["ntp"]["ntp_client"] == "chrony"
 
 
+def test_ntp_client_ntp_leaves_chrony_settings_out(write_yaml):
+    overlay = write_yaml("ntp.yaml", "system: {ntp_client: ntp}\n")
+    data = _load(render_user_data(resolve("web", 12, [overlay]), TEST_KEY))
+    assert "ntp" not in data
+    assert _load(render_user_data(resolve("web", 12), TEST_KEY))["ntp"]["ntp_client"] == "chrony"
+
+
 def test_sysctls_and_non_root_owners_are_rendered(write_yaml):
     overlay = write_yaml("o.yaml", "sysctls: {vm.swappiness: 5}\nfiles:\n  - {path: /etc/mysql/x.cnf, "
                                    "content: x, owner: 'mysql:mysql', permissions: '0640'}\n")
