@@ -67,15 +67,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_base(args: argparse.Namespace) -> int:
     from .builders.base import build_base, fetch_base
+    from .builders.disk import DiskLayout
     from .releases import matrix
 
     release = matrix().get(args.debian)
+    layout = DiskLayout(args.layout)
     if args.base_url:
         if not args.base_checksum:
             parser_error("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)")
+        if layout is not DiskLayout.SINGLE:
+            parser_error(f"--layout {layout} builds from the mirror: --base-url takes the image as it is")
         base = fetch_base(args.base_url, args.base_checksum, release)
     else:
-        base = build_base(release, mirror=args.mirror, flavour=args.kernel, force=args.force)
+        base = build_base(release, mirror=args.mirror, flavour=args.kernel, force=args.force, layout=layout)
     print(base.path)
     return 0
 
@@ -138,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_options(p)
     p.add_argument("--kernel", choices=["cloud", "generic"], default="cloud",
                    help="cloud kernel (VMs) or generic (bare metal)")
+    from .builders.disk import DiskLayout
+
+    p.add_argument("--layout", choices=[str(x) for x in DiskLayout], default=str(DiskLayout.SINGLE),
+                   help="disk layout: one root filesystem, or /var, /var/log, /var/log/audit, /home and /tmp apart")
     p.set_defaults(func=_cmd_base)
 
     p = sub.add_parser("build", help="bake PROFILE into images/: compressed qcow2, .sha256 and manifest")

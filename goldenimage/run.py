@@ -22,6 +22,7 @@ INSTALL_HINTS: dict[str, str] = {
     "qemu-img": "apt-get install qemu-utils",
     "parted": "apt-get install parted",
     "mkfs.ext4": "apt-get install e2fsprogs",
+    "debugfs": "apt-get install e2fsprogs",
     "grub-mkimage": "apt-get install grub-pc-bin grub2-common",
     "ssh": "apt-get install openssh-client",
     "ssh-keygen": "apt-get install openssh-client",

@@ -24,7 +24,7 @@ from ..images.paths import cache_dir
 from ..log import info, step
 from ..releases import Release
 from ..run import require, run
-from .disk import assemble_disk, set_grub_defaults
+from .disk import DiskLayout, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
 RECIPE_VERSION = 3
@@ -35,7 +35,7 @@ DOWNLOAD_DEADLINE = 1800  # whole download
 #: NoCloud first (seed ISO), then the OpenStack-style config drive and metadata service; None last so
 #: that a VM without any datasource still boots to a login.
 DATASOURCES = ("NoCloud", "ConfigDrive", "OpenStack", "None")
-REQUIRED_TOOLS = ("mmdebstrap", "parted", "mkfs.ext4", "grub-mkimage", "qemu-img")
+REQUIRED_TOOLS = ("mmdebstrap", "parted", "mkfs.ext4", "debugfs", "grub-mkimage", "qemu-img")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ def base_packages(release: Release, flavour: str = "cloud") -> tuple[str, ...]:
     return (release.kernel(flavour), *release.base_packages)
 
 
-def base_key(release: Release, mirror: str, flavour: str) -> str:
-    """Content key of a built base: release data, mirror, flavour, package list and recipe version."""
+def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = DiskLayout.SINGLE) -> str:
+    """Content key of a built base: release data, mirror, flavour, package list, disk layout and recipe version."""
     data = {
         "release": release.number,
         "codename": release.codename,
@@ -80,13 +80,27 @@ def base_key(release: Release, mirror: str, flavour: str) -> str:
         "renderers": release.network_renderers,
         "recipe": RECIPE_VERSION,
     }
+    if layout is not DiskLayout.SINGLE:
+        # only other layouts add it, so that the single layout's key (and every bake on it) stays as it was
+        data["layout"] = str(layout)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def base_file_name(release: Release, flavour: str, layout: DiskLayout, key: str) -> str:
+    """debian12-cloud-KEY.qcow2; other layouts than single say theirs: debian12-cloud-separate-mounts-KEY.qcow2."""
+    suffix = "" if layout is DiskLayout.SINGLE else f"-{layout}"
+    return f"debian{release.number}-{flavour}{suffix}-{key}.qcow2"
+
+
 def build_base(
-    release: Release, *, mirror: str | None = None, flavour: str = "cloud", force: bool = False
+    release: Release,
+    *,
+    mirror: str | None = None,
+    flavour: str = "cloud",
+    force: bool = False,
+    layout: DiskLayout = DiskLayout.SINGLE,
 ) -> BaseImage:
-    """Build (or return the cached) base qcow2 of `release` with mmdebstrap; needs root."""
+    """Build (or return the cached) base qcow2 of `release` with mmdebstrap and `layout`; needs root."""
     require(*REQUIRED_TOOLS, purpose="to build a base image")
     if os.geteuid() != 0:
         raise GoldenError(
@@ -94,21 +108,21 @@ def build_base(
             hint="run as root, or start from an official Debian cloud image with fetch_base",
         )
     mirror = resolve_mirror(release, mirror)
-    key = base_key(release, mirror, flavour)
-    final = base_dir() / f"debian{release.number}-{flavour}-{key}.qcow2"
+    key = base_key(release, mirror, flavour, layout)
+    final = base_dir() / base_file_name(release, flavour, layout, key)
     with _locked(final):
         cached = _cached(final, key, release.number, "mmdebstrap")
         if cached and not force:
             info(f"base image cached: {final}")
             return cached
-        with step(f"Building the {release.name} base image ({flavour})"), _tempdir() as tmp:
+        with step(f"Building the {release.name} base image ({flavour}, {layout} layout)"), _tempdir() as tmp:
             root = tmp / "rootfs"
             with step(f"mmdebstrap {release.codename} from {mirror}"):
                 _mmdebstrap(release, mirror, flavour, root)
                 prepare_rootfs(root, release, flavour)
             raw = tmp / "disk.raw"
-            with step("Assembling the disk (MBR, ext4, GRUB)"):
-                assemble_disk(root, raw, tmp, release)
+            with step(f"Assembling the disk (MBR, ext4 {layout}, GRUB)"):
+                assemble_disk(root, raw, tmp, release, layout)
             qcow2 = tmp / "disk.qcow2"
             with step("Compressing to qcow2"):
                 run(["qemu-img", "convert", "-c", "-O", "qcow2", raw, qcow2], timeout=1800)

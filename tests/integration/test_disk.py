@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders.disk import PART_OFFSET, SECTOR, assemble_disk, kernel_version
+from goldenimage.builders.disk import PART_OFFSET, ROOT_OPTIONS, SECTOR, Mount, assemble_disk, kernel_version
 from goldenimage.errors import GoldenError
 from goldenimage.releases import matrix
 from goldenimage.run import run
@@ -35,7 +35,8 @@ def tree(tmp_path: Path) -> Path:
 
 def test_disk_has_mbr_ext4_at_1mib_and_grub_in_the_gap(tree: Path, tmp_path: Path) -> None:
     raw = tmp_path / "disk.raw"
-    fs_uuid = assemble_disk(tree, raw, tmp_path, matrix().get(12), size_mib=64)
+    uuids = assemble_disk(tree, raw, tmp_path, matrix().get(12), mounts=(Mount("/", 63, "root", ROOT_OPTIONS),))
+    fs_uuid = uuids["/"]
     disk = raw.read_bytes()
     assert disk[510:512] == b"\x55\xaa"
     assert disk[:440] == (HOST_GRUB / "boot.img").read_bytes()[:440]
@@ -49,7 +50,7 @@ def test_disk_has_mbr_ext4_at_1mib_and_grub_in_the_gap(tree: Path, tmp_path: Pat
     # the tree's files are inside the filesystem, and fstab and grub.cfg name its UUID
     fs = f"{raw}?offset={PART_OFFSET}"
     fstab = run(["debugfs", "-R", "cat /etc/fstab", fs]).stdout
-    assert fstab.startswith(f"UUID={fs_uuid} / ext4")
+    assert fstab == f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n"
     grub_cfg = run(["debugfs", "-R", "cat /boot/grub/grub.cfg", fs]).stdout
     assert f"--set=root {fs_uuid}" in grub_cfg and "vmlinuz-6.1.10-cloud-amd64" in grub_cfg
     assert "console=ttyS0,115200n8" in grub_cfg
