@@ -10,10 +10,11 @@ from typing import Any
 
 from .builders.accel import detect_accelerator
 from .builders.base import BaseImage, build_base, fetch_base
+from .builders.disk import DiskLayout
 from .builders.packer_build import packer_build
 from .builders.packer_cli import packer_version, supports_required_plugins
 from .builders.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
-from .errors import GoldenError
+from .errors import GoldenError, InputError
 from .images import store
 from .log import info, step
 from .profiles import ResolvedProfile, resolve
@@ -26,13 +27,20 @@ KEY_PLACEHOLDER = "ssh-ed25519 BUILD-KEY golden-build"
 
 def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_checksum: str | None = None,
              mirror: str | None = None, flavour: str = "cloud") -> BaseImage:
-    """The base image for the profile's release: an official image by URL + checksum, or mirror-built."""
+    """The base image for the profile's release and disk layout: an official image by URL + checksum (one
+    partition), or mirror-built."""
     if base_url:
         if not base_checksum:
             raise GoldenError("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)",
                               hint="take the checksum from the image's SHA512SUMS file")
+        if profile.disk_layout is not DiskLayout.SINGLE:
+            raise InputError(
+                f"profile {profile.name} wants the {profile.disk_layout} disk layout, but an official cloud image "
+                "(--base-url) has one partition",
+                hint="leave out --base-url: the base is then built from the Debian mirror with that layout",
+            )
         return fetch_base(base_url, base_checksum, profile.release)
-    return build_base(profile.release, mirror=mirror, flavour=flavour)
+    return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout)
 
 
 def profile_key(profile: ResolvedProfile, base: BaseImage) -> str:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .builders.disk import DiskLayout
+
 
 class Role(StrEnum):
     """The closed set of server roles. Each has a fragment in profiles/roles/ and a first-boot module."""
@@ -170,6 +172,7 @@ class ProfileFile(Fragment):
     debian: list[int] | None = None
     abstract: bool = False
     disk_size: str | None = None
+    disk_layout: DiskLayout | None = None
 
     @field_validator("disk_size")
     @classmethod

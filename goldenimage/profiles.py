@@ -5,7 +5,7 @@ Merge rules (later wins; order: roles, then the extends chain from the root down
 - lists of names (packages, services, bake_commands, instance_unique, roles) append, keeping the first occurrence;
 - lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
 - maps (settings, sysctls, system, apt, apt.sources) deep-merge;
-- scalars (description, disk_size) and the `debian` list of supported releases replace.
+- scalars (description, disk_size, disk_layout) and the `debian` list of supported releases replace.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import SOURCE_ROOT
+from .builders.disk import DiskLayout, layout_size_mib
 from .errors import InputError
 from .profile_schema import (
     PACKAGE_NAME,
@@ -36,6 +37,7 @@ from .releases import Release, matrix
 PROFILES_DIR = SOURCE_ROOT / "profiles"
 ROLES_DIR = PROFILES_DIR / "roles"
 DEFAULT_DISK_SIZE = "4G"
+DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
 APPEND_LISTS = ("packages", "services", "bake_commands", "instance_unique", "roles")
 KEYED_LISTS = {"files": "path", "users": "name"}
@@ -59,6 +61,7 @@ class ResolvedProfile:
     release: Release
     content: dict[str, Any]  # merged Fragment fields, {{ var }} substituted
     disk_size: str
+    disk_layout: DiskLayout
     sources: tuple[Path, ...]  # every file that contributed, in merge order
     overlays: tuple[Path, ...]
     example_settings: dict[str, Any]  # first-boot settings examples of its roles, merged
@@ -80,6 +83,7 @@ class ResolvedProfile:
             "debian": self.release.number,
             "codename": self.release.codename,
             "disk_size": self.disk_size,
+            "disk_layout": str(self.disk_layout),
             "content": self.content,
             "overlays": [p.name for p in self.overlays],
         }
@@ -250,11 +254,14 @@ def resolve(
     roles: list[Role] = []
     supported: list[int] | None = None
     disk_size = DEFAULT_DISK_SIZE
+    disk_layout = DEFAULT_DISK_LAYOUT
     for _, data in chain:
         roles += [Role(r) for r in data.get("roles", []) if Role(r) not in roles]
         if "debian" in data:
             supported = data["debian"]
         disk_size = data.get("disk_size", disk_size)
+        disk_layout = DiskLayout(data.get("disk_layout", disk_layout))
+    _check_disk_size(path, disk_size, disk_layout)
 
     bad = [n for n in supported or [] if n not in matrix().releases]
     if bad:
@@ -268,7 +275,7 @@ def resolve(
             hint=f"this profile supports: {', '.join(str(n) for n in supported)}",
         )
 
-    strip = ("extends", "roles", "debian", "abstract", "disk_size", "with_roles", "example_settings")
+    strip = ("extends", "roles", "debian", "abstract", "disk_size", "disk_layout", "with_roles", "example_settings")
     fragments = [_role_fragment(r) for r in roles]
     overlay_paths = tuple(Path(p) for p in overlays)
     overlay_data = [(p, load_overlay(p)) for p in overlay_paths]
@@ -309,10 +316,26 @@ def resolve(
         release=release,
         content=content,
         disk_size=disk_size,
+        disk_layout=disk_layout,
         sources=tuple([p for p, _ in fragments] + [p for p, _ in chain] + list(overlay_paths)),
         overlays=overlay_paths,
         example_settings=examples,
     )
+
+
+def size_mib(size: str) -> int:
+    """'8G' or '6144M' (the schema's disk sizes) in MiB."""
+    return int(size[:-1]) * (1024 if size.endswith("G") else 1)
+
+
+def _check_disk_size(path: Path, disk_size: str, layout: DiskLayout) -> None:
+    """The image cannot be smaller than its base: qemu-img can grow a disk, never shrink it."""
+    needed = layout_size_mib(layout)
+    if size_mib(disk_size) < needed:
+        raise InputError(
+            f"{display_path(path)}: disk_size: {disk_size} is smaller than the {layout} disk layout ({needed} MiB)",
+            hint=f"set disk_size: {-(-needed // 1024)}G or more",
+        )
 
 
 def describe(name: str) -> tuple[list[str], str]:

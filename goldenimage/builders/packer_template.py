@@ -13,11 +13,15 @@ from typing import Any
 
 from ..cloudinit.userdata import BUILD_USER
 from ..profiles import ResolvedProfile
+from .disk import DiskLayout
 
 SOURCE_NAME = "golden"
 SCRIPTS = ("apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh")
 GUEST_MANIFEST = "/tmp/golden-guest-manifest.json"
 MANIFEST_FILE = "guest-manifest.json"
+#: Where Packer uploads the bake scripts and runs them: /tmp may be mounted noexec (disk_layout
+#: separate-mounts); /var/tmp is writable by the build account and allows exec.
+REMOTE_FOLDER = "/var/tmp"
 
 # Plugins for Packer 1.7+, which split the builders out of the core binary.
 PLUGINS = {
@@ -106,6 +110,19 @@ def _qemu(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]
     return variables, source
 
 
+def _base_template_name(profile: ResolvedProfile) -> str:
+    """golden-base-debian12; a layout other than single is part of the name (the template must have it)."""
+    name = f"golden-base-debian{profile.release.number}"
+    return name if profile.disk_layout is DiskLayout.SINGLE else f"{name}-{profile.disk_layout}"
+
+
+def _source_image_name(profile: ResolvedProfile) -> str:
+    """The cloud's own Debian image has one partition: other layouts start from a golden base uploaded there."""
+    if profile.disk_layout is DiskLayout.SINGLE:
+        return f"Debian {profile.release.number}"
+    return _base_template_name(profile)
+
+
 def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
     variables = {
         "proxmox_url": Variable("string", "https://pve.example.net:8006/api2/json", "Proxmox VE API URL"),
@@ -116,7 +133,7 @@ def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, A
         ),
         "proxmox_node": Variable("string", "pve", "Node that runs the bake"),
         "proxmox_insecure": Variable("bool", False, "Skip TLS verification (self-signed PVE)"),
-        "clone_vm": Variable("string", f"golden-base-debian{profile.release.number}", "Base template to clone"),
+        "clone_vm": Variable("string", _base_template_name(profile), "Base template to clone"),
         "user_data_file": Variable("string", "user-data", "The bake user-data"),
         "bridge": Variable("string", "vmbr0", "Network bridge for the build VM"),
         "memory": Variable("number", 2048, "Guest memory in MiB"),
@@ -159,7 +176,7 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
         ),
         "tenant_name": Variable("string", None, "Project name ($OS_PROJECT_NAME)", env_default="OS_PROJECT_NAME"),
         "domain_name": Variable("string", "Default", "User and project domain"),
-        "source_image_name": Variable("string", f"Debian {profile.release.number}", "Image to start from"),
+        "source_image_name": Variable("string", _source_image_name(profile), "Image to start from"),
         "flavor": Variable("string", "b2-7", "Flavor of the build instance"),
         "networks": Variable("list(string)", [], "Network IDs (empty: the project's default)"),
         "user_data_file": Variable("string", "user-data", "The bake user-data"),
@@ -193,10 +210,15 @@ def _shutdown_command() -> str:
     )
 
 
+def _shell(script: str, **options: Any) -> dict[str, Any]:
+    """A shell provisioner running one of the bake scripts from REMOTE_FOLDER."""
+    return {"shell": {"script": "${var.scripts_dir}/" + script, "remote_folder": REMOTE_FOLDER, **options}}
+
+
 def _apply_user_data() -> list[dict[str, Any]]:
     return [
         {"file": {"source": "${var.user_data_file}", "destination": "/tmp/golden-user-data"}},
-        {"shell": {"script": "${var.scripts_dir}/apply-user-data.sh"}},
+        _shell("apply-user-data.sh"),
     ]
 
 
@@ -211,20 +233,18 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
     first = _apply_user_data() if target is Target.PROXMOX else []
     return [
         *first,
-        {"shell": {
-            "script": "${var.scripts_dir}/wait-cloud-init.sh",
-        }},
-        {"shell": {"script": "${var.scripts_dir}/collect-manifest.sh"}},
+        _shell("wait-cloud-init.sh"),
+        _shell("collect-manifest.sh"),
         {"file": {
             "direction": "download",
             "source": GUEST_MANIFEST,
             "destination": "${var.manifest_dir}/" + MANIFEST_FILE,
         }},
-        {"shell": {
-            "script": "${var.scripts_dir}/cleanup.sh",
-            "environment_vars": cleanup_env,
-            "execute_command": "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}",
-        }},
+        _shell(
+            "cleanup.sh",
+            environment_vars=cleanup_env,
+            execute_command="chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}",
+        ),
     ]
 
 

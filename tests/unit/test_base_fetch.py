@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from goldenimage.bake import get_base
 from goldenimage.builders import base
 from goldenimage.builders.base import BaseImage, fetch_base
+from goldenimage.builders.disk import DiskLayout
 from goldenimage.errors import GoldenError, InputError
+from goldenimage.profiles import resolve
 from goldenimage.releases import matrix
 
 CONTENT = b"QFI\xfb" + b"not really a disk image, but bytes to hash" * 1000
@@ -94,3 +97,23 @@ def test_base_packages_start_with_the_flavours_kernel() -> None:
     assert base.base_packages(release, "generic")[0] == "linux-image-amd64"
     wanted = {"cloud-init", "openssh-server", "cloud-guest-utils", "ifupdown"}
     assert wanted <= set(base.base_packages(release))
+
+
+def test_layout_changes_the_key_and_the_name_but_single_keeps_both() -> None:
+    release = matrix().get(12)
+    mirror = "http://deb.debian.org/debian"
+    single = base.base_key(release, mirror, "cloud")
+    assert base.base_key(release, mirror, "cloud", DiskLayout.SINGLE) == single
+    separate = base.base_key(release, mirror, "cloud", DiskLayout.SEPARATE_MOUNTS)
+    assert separate != single
+    assert base.base_file_name(release, "cloud", DiskLayout.SINGLE, single) == f"debian12-cloud-{single}.qcow2"
+    name = base.base_file_name(release, "cloud", DiskLayout.SEPARATE_MOUNTS, separate)
+    assert name == f"debian12-cloud-separate-mounts-{separate}.qcow2"
+
+
+def test_an_official_image_cannot_give_separate_mounts(cache: Path, image_url: str) -> None:
+    profile = resolve("banking-hardened", 12)
+    with pytest.raises(InputError, match="official cloud image .* has one partition") as e:
+        get_base(profile, base_url=image_url, base_checksum="sha256:" + hashlib.sha256(CONTENT).hexdigest())
+    assert "leave out --base-url" in (e.value.hint or "")
+    assert not (cache / "base").exists() or cache_files(cache) == []

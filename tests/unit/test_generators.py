@@ -144,3 +144,21 @@ def test_qemu_ssh_forward_is_bound_to_loopback():
     args = template["source"]["qemu"]["golden"]["qemuargs"]
     netdev = [a[1] for a in args if a[0] == "-netdev"]
     assert netdev and "hostfwd=tcp:127.0.0.1:" in netdev[0]
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_bake_scripts_run_from_var_tmp_because_tmp_may_be_noexec(target):
+    template, _ = render_template(resolve("banking-hardened", 12), target)
+    shells = [p["shell"] for p in template["build"]["provisioner"] if "shell" in p]
+    assert shells and all(s["remote_folder"] == "/var/tmp" for s in shells)
+
+
+def test_separate_mounts_name_their_base_on_proxmox_and_openstack():
+    _, values = render_template(resolve("banking-hardened", 12), Target.PROXMOX)
+    assert values["clone_vm"] == "golden-base-debian12-separate-mounts"
+    _, values = render_template(resolve("banking-hardened", 12), Target.OPENSTACK)
+    assert values["source_image_name"] == "golden-base-debian12-separate-mounts"
+    _, values = render_template(resolve("web", 12), Target.PROXMOX)
+    assert values["clone_vm"] == "golden-base-debian12"
+    _, values = render_template(resolve("banking-hardened", 12), Target.QEMU)
+    assert values["disk_size"] == "8G"

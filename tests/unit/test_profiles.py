@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from goldenimage.builders.disk import DiskLayout
 from goldenimage.errors import InputError
 from goldenimage.profile_schema import Role
 from goldenimage.profiles import list_profiles, merge, resolve
@@ -207,3 +208,46 @@ def test_invalid_yaml_is_one_line(write_yaml):
     with pytest.raises(InputError) as e:
         resolve(str(p))
     assert "broken.yaml: not valid YAML (line" in _one_error(e)
+
+
+def test_disk_layout_defaults_to_single_and_goes_into_the_manifest():
+    profile = resolve("web")
+    assert profile.disk_layout is DiskLayout.SINGLE
+    assert profile.to_dict()["disk_layout"] == "single"
+
+
+def test_banking_hardened_has_separate_mounts_on_an_8g_disk():
+    profile = resolve("banking-hardened")
+    assert profile.disk_layout is DiskLayout.SEPARATE_MOUNTS and profile.disk_size == "8G"
+    assert profile.to_dict()["disk_layout"] == "separate-mounts"
+    assert "disk_layout" not in profile.content
+
+
+def test_disk_layout_is_a_scalar_the_child_replaces(write_yaml):
+    write_yaml("parent.yaml", "extends: base\nroles: [web]\ndisk_layout: separate-mounts\ndisk_size: 7G\n")
+    child = write_yaml("child.yaml", "extends: parent\ndisk_layout: single\n")
+    assert resolve(str(child)).disk_layout is DiskLayout.SINGLE
+    assert resolve(str(child.with_name("parent.yaml"))).disk_layout is DiskLayout.SEPARATE_MOUNTS
+
+
+def test_unknown_disk_layout_is_rejected(write_yaml):
+    p = write_yaml("p.yaml", "extends: base\nroles: [web]\ndisk_layout: lvm\n")
+    with pytest.raises(InputError) as e:
+        resolve(str(p))
+    assert "p.yaml: disk_layout: unknown value 'lvm'" in _one_error(e)
+
+
+def test_a_disk_smaller_than_its_layout_is_rejected(write_yaml):
+    p = write_yaml("p.yaml", "extends: base\nroles: [web]\ndisk_layout: separate-mounts\n")
+    with pytest.raises(InputError) as e:
+        resolve(str(p))
+    assert "p.yaml: disk_size: 4G is smaller than the separate-mounts disk layout (6150 MiB)" in _one_error(e)
+    assert e.value.hint == "set disk_size: 7G or more"
+    assert resolve(str(write_yaml("ok.yaml", "extends: p\ndisk_size: 6150M\n"))).disk_size == "6150M"
+
+
+def test_overlay_cannot_change_the_disk_layout(write_yaml):
+    overlay = write_yaml("cust.yaml", "disk_layout: separate-mounts\n")
+    with pytest.raises(InputError, match="cust.yaml: disk_layout: unknown key"):
+        resolve("web", overlays=[overlay])
+
