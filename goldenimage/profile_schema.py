@@ -117,6 +117,8 @@ class Fragment(_Strict):
 
     description: str | None = None
     packages: list[str] = []
+    # Purged at bake time if the base or a dependency brought them; also dropped from packages and services.
+    remove_packages: list[str] = []
     services: list[str] = []
     files: list[FileSpec] = []
     sysctls: dict[str, str | int] = {}
@@ -128,7 +130,7 @@ class Fragment(_Strict):
     # Paths removed at the end of the bake because every clone must make its own (keys, certificates).
     instance_unique: list[str] = []
 
-    @field_validator("packages")
+    @field_validator("packages", "remove_packages")
     @classmethod
     def _packages(cls, v: list[str]) -> list[str]:
         errors = []

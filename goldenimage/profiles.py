@@ -2,10 +2,13 @@
 
 Merge rules (later wins; order: roles, then the extends chain from the root down, then
 `with_roles` additions, then overlays in the order given):
-- lists of names (packages, services, bake_commands, instance_unique, roles) append, keeping the first occurrence;
+- lists of names (packages, remove_packages, services, bake_commands, instance_unique, roles) append, keeping
+  the first occurrence;
 - lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
 - maps (settings, sysctls, system, apt, apt.sources) deep-merge;
 - scalars (description, disk_size, disk_layout) and the `debian` list of supported releases replace.
+Once everything is merged, the names in remove_packages leave packages and services, whichever file added them
+(the bake also purges them if the base or a dependency installed them).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ ROLES_DIR = PROFILES_DIR / "roles"
 DEFAULT_DISK_SIZE = "4G"
 DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
-APPEND_LISTS = ("packages", "services", "bake_commands", "instance_unique", "roles")
+APPEND_LISTS = ("packages", "remove_packages", "services", "bake_commands", "instance_unique", "roles")
 KEYED_LISTS = {"files": "path", "users": "name"}
 
 
@@ -226,7 +229,8 @@ def _substitute(value: Any, variables: dict[str, str], file: str, key: str, erro
             return variables[name]
 
         out = PLACEHOLDER.sub(repl, value)
-        if key.startswith("packages[") and out == PLACEHOLDER.sub("", out) and not PACKAGE_NAME.match(out):
+        is_package = key.startswith(("packages[", "remove_packages["))
+        if is_package and out == PLACEHOLDER.sub("", out) and not PACKAGE_NAME.match(out):
             errors.append(f"{file}: {key}: {out!r} is not a valid Debian package name")
         return out
     if isinstance(value, list):
@@ -308,6 +312,7 @@ def resolve(
     for _, data in overlay_data:
         content = merge(content, data)
 
+    _apply_removals(path, content)
     description = content.pop("description", None) or chain[-1][1].get("description") or ""
     return ResolvedProfile(
         name=path.stem,
@@ -335,6 +340,22 @@ def _check_disk_size(path: Path, disk_size: str, layout: DiskLayout) -> None:
         raise InputError(
             f"{display_path(path)}: disk_size: {disk_size} is smaller than the {layout} disk layout ({needed} MiB)",
             hint=f"set disk_size: {-(-needed // 1024)}G or more",
+        )
+
+
+def _apply_removals(path: Path, content: dict[str, Any]) -> None:
+    """Drop remove_packages from packages and services; chrony cannot be both removed and the NTP client."""
+    removed = content.get("remove_packages", [])
+    if not removed:
+        return
+    for key in ("packages", "services"):
+        if key in content:
+            content[key] = [name for name in content[key] if name not in removed]
+    system = content.get("system", {})
+    if "chrony" in removed and system.get("ntp_servers") and system.get("ntp_client") in (None, "chrony"):
+        raise InputError(
+            f"{display_path(path)}: remove_packages: chrony is removed but is the NTP client for system.ntp_servers",
+            hint="set system.ntp_client: ntp (and add the ntp package) or keep chrony",
         )
 
 

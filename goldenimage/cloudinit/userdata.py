@@ -143,6 +143,16 @@ def _write_files(
     return files, chowns
 
 
+def purge_command(names: list[str]) -> str:
+    """A shell command purging those of `names` that are installed or left config files behind (the base or
+    a dependency may have brought them); nothing when none is."""
+    query = f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {' '.join(names)} 2>/dev/null"
+    return (
+        f"pkgs=$({query} | awk '$2 ~ /^[ir]/ {{print $1}}'); "
+        '[ -z "$pkgs" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $pkgs'
+    )
+
+
 def render_user_data(
     profile: ResolvedProfile,
     build_key: str,
@@ -183,6 +193,8 @@ def render_user_data(
     runcmd: list[str] = [*chowns]
     if content.get("sysctls"):
         runcmd.append(f"sysctl -q -p {SYSCTL_PATH} || true")
+    if content.get("remove_packages"):
+        runcmd.append(purge_command(content["remove_packages"]))
     runcmd.extend(content.get("bake_commands", []))
     runcmd.extend(extra_commands or [])
     services = content.get("services", [])

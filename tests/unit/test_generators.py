@@ -146,6 +146,29 @@ def test_qemu_ssh_forward_is_bound_to_loopback():
     assert netdev and "hostfwd=tcp:127.0.0.1:" in netdev[0]
 
 
+def test_removed_packages_are_purged_after_the_packages_and_before_the_bake_commands(write_yaml):
+    overlay = write_yaml("o.yaml", "remove_packages: [systemd-timesyncd, chrony]\nsystem: {ntp_client: ntp}\n"
+                                   "packages: [ntpsec]\n")
+    profile = resolve("web", 12, [overlay])
+    data = _load(render_user_data(profile, TEST_KEY))
+    assert "chrony" not in data["packages"] and "ntpsec" in data["packages"]
+    purge = [c for c in data["runcmd"] if "apt-get purge" in c]
+    assert purge == [
+        "pkgs=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' systemd-timesyncd chrony 2>/dev/null"
+        " | awk '$2 ~ /^[ir]/ {print $1}'); "
+        '[ -z "$pkgs" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $pkgs'
+    ]
+    runcmd = data["runcmd"]
+    assert runcmd.index(purge[0]) < runcmd.index(profile.content["bake_commands"][0])
+    assert "chrony" not in runcmd[-1] and runcmd[-1].startswith("systemctl enable ")
+    image_json = next(f for f in data["write_files"] if f["path"] == "/etc/golden/image.json")
+    assert "chrony" not in json.loads(image_json["content"])["services"]
+
+
+def test_no_purge_without_remove_packages():
+    assert not [c for c in _load(render_user_data(resolve("web", 12), TEST_KEY))["runcmd"] if "purge" in c]
+
+
 @pytest.mark.parametrize("target", list(Target))
 def test_bake_scripts_run_from_var_tmp_because_tmp_may_be_noexec(target):
     template, _ = render_template(resolve("banking-hardened", 12), target)

@@ -251,3 +251,28 @@ def test_overlay_cannot_change_the_disk_layout(write_yaml):
     with pytest.raises(InputError, match="cust.yaml: disk_layout: unknown key"):
         resolve("web", overlays=[overlay])
 
+
+def test_remove_packages_append_and_leave_packages_and_services_whoever_added_them(write_yaml):
+    write_yaml("parent.yaml", "extends: base\nroles: [web]\nremove_packages: [chrony]\nsystem: {ntp_client: ntp}\n")
+    child = write_yaml("child.yaml", "extends: parent\npackages: [ntpsec]\nremove_packages: [systemd-timesyncd]\n")
+    overlay = write_yaml("cust.yaml", "packages: [chrony, htop]\nservices: [chrony]\n")
+    profile = resolve(str(child), 12, [overlay])
+    assert profile.content["remove_packages"] == ["chrony", "systemd-timesyncd"]
+    assert "chrony" not in profile.packages and {"ntpsec", "htop", "openssh-server"} <= set(profile.packages)
+    assert "chrony" not in profile.content["services"] and "ssh" in profile.content["services"]
+
+
+def test_remove_packages_take_release_variables_and_are_checked(write_yaml):
+    p = write_yaml("p.yaml", "extends: base\nroles: [web]\nremove_packages: ['{{ ntp_service }}']\n")
+    assert resolve(str(p), 12).content["remove_packages"] == ["ntpsec"]
+    bad = write_yaml("bad.yaml", "extends: base\nremove_packages: [Chrony]\n")
+    with pytest.raises(InputError, match=r"bad.yaml: remove_packages: \[0\] 'Chrony' is not a valid Debian package"):
+        resolve(str(bad))
+
+
+def test_removing_chrony_while_it_is_the_ntp_client_is_rejected(write_yaml):
+    p = write_yaml("p.yaml", "extends: base\nroles: [web]\nremove_packages: [chrony]\n")
+    with pytest.raises(InputError) as e:
+        resolve(str(p))
+    assert "p.yaml: remove_packages: chrony is removed but is the NTP client" in _one_error(e)
+    assert "ntp_client: ntp" in (e.value.hint or "")
