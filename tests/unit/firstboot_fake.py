@@ -21,6 +21,7 @@ from golden_firstboot.steps import Context  # noqa: E402
 from golden_firstboot.system import Result, Runner  # noqa: E402
 
 ACCOUNT = re.compile(r"User = '([^']*)' AND Host = '([^']*)'")
+ENCRYPTION_CNF = "etc/mysql/mariadb.conf.d/70-golden-encryption.cnf"
 
 
 class FakeHost(Runner):
@@ -44,6 +45,11 @@ class FakeHost(Runner):
         self.enabled = set(facts.get("enabled") or [])
         self.probe_failures = int(facts.get("probe_failures", 0))
         self.dump_failures = int(facts.get("dump_failures", 0))
+        # MariaDB's encryption: the variables it runs with (read from the cnf files at each restart), the
+        # encryption threads' progress, one (total, encrypted) per query, and its binary logs.
+        self.variables: dict[str, str] = {}
+        self.rotation: list[list[int]] = [list(p) for p in facts.get("innodb_rotation") or [[5, 5]]]
+        self.binlogs: list[list[Any]] = [list(b) for b in facts.get("binlogs") or []]
 
     def log_line(self, line: str) -> None:
         self.lines.append(line)
@@ -120,6 +126,8 @@ class FakeHost(Runner):
             return Result(0 if unit in self.enabled else 1)
         if verb in ("start", "restart"):
             self.active.add(unit)
+        if verb == "restart" and unit == "mariadb":
+            self.restart_mariadb()
         if verb == "enable":
             self.enabled.add(unit)
         return Result(0)
@@ -130,8 +138,58 @@ class FakeHost(Runner):
         with open(os.path.join(self.root, "proc/mounts"), "a") as handle:
             handle.write(f"{source} {mount_point} nfs4 rw 0 0\n")
 
+    def restart_mariadb(self) -> None:
+        """The server reads its option files: the encryption settings, less any the scenario says are overridden."""
+        self.variables = {}
+        path = os.path.join(self.root, ENCRYPTION_CNF)
+        if os.path.exists(path):
+            with open(path) as handle:
+                for line in handle:
+                    name, sep, value = line.split("#")[0].partition("=")
+                    if sep and name.strip() not in ("plugin_load_add", *self.facts.get("overridden", [])):
+                        self.variables[name.strip().upper()] = value.strip()
+        # the restart opens a new binary log, encrypted when encrypt_binlog is on
+        if self.binlogs:
+            encrypted = self.variables.get("ENCRYPT_BINLOG", "OFF").upper() == "ON"
+            self.binlogs.append([f"mysql-bin.{len(self.binlogs) + 1:06d}", encrypted])
+
+    def mysql_encryption(self, sql: str) -> Result | None:
+        """The reads of the encryption steps; None for any other statement."""
+        if sql.startswith("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES"):
+            self.commands.append("mysql: SELECT encryption variables")
+            return Result(0, "".join(f"{k}\t{v}\n" for k, v in sorted(self.variables.items()) if f"'{k}'" in sql))
+        if sql.startswith("SELECT COUNT(*), COALESCE(SUM(e.ENCRYPTION_SCHEME"):
+            self.commands.append("mysql: SELECT InnoDB encryption progress")
+            total, encrypted = self.rotation.pop(0) if len(self.rotation) > 1 else self.rotation[0]
+            return Result(0, f"{total}\t{encrypted}\n")
+        if sql.startswith("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'mysql'"):
+            self.commands.append("mysql: SELECT Aria tables of mysql")
+            return Result(0, "".join(t + "\n" for t in self.facts.get("aria_system_tables", [])))
+        if sql.startswith("SELECT @@GLOBAL.log_bin"):
+            self.commands.append("mysql: SELECT log_bin")
+            return Result(0, "1\n" if self.binlogs else "0\n")
+        if sql.startswith("SHOW BINARY LOGS"):
+            self.commands.append("mysql: SHOW BINARY LOGS")
+            return Result(0, "".join(f"{name}\t1024\n" for name, _ in self.binlogs))
+        match = re.match(r"SHOW BINLOG EVENTS IN '([^']*)'", sql)
+        if match:
+            self.commands.append("mysql: SHOW BINLOG EVENTS IN " + match.group(1))
+            encrypted = dict((name, enc) for name, enc in self.binlogs)[match.group(1)]
+            out = f"{match.group(1)}\t4\tFormat_desc\t1\t256\tServer ver\n"
+            return Result(0, out + (f"{match.group(1)}\t256\tStart_encryption\t1\t296\t\n" if encrypted else ""))
+        match = re.match(r"PURGE BINARY LOGS TO '([^']*)'", sql)
+        if match:
+            self.commands.append("mysql: " + sql.strip())
+            names = [name for name, _ in self.binlogs]
+            self.binlogs = self.binlogs[names.index(match.group(1)):]
+            return Result(0)
+        return None
+
     def mysql(self, sql: str) -> Result:
         """Reads answered from the model; writes change it. Statements are recorded without their secrets."""
+        answered = self.mysql_encryption(sql)
+        if answered is not None:
+            return answered
         out = ""
         if sql.startswith("SELECT (SELECT COUNT(*) FROM mysql.user"):
             user, host = ACCOUNT.search(sql).groups()

@@ -296,3 +296,118 @@ def test_hardened_grub_password_that_is_not_a_hash_is_refused(tmp_path):
     result = run_scenario(scenario, str(tmp_path), runs=1)
     assert result["runs"][0]["exit"] == 2
     assert any("grub_password_pbkdf2: not a GRUB PBKDF2 hash" in line for line in result["log"])
+
+
+def test_hardened_new_key_is_256_random_bits_in_file_key_management_format():
+    keys = [hardened.new_keyfile() for _ in range(2)]
+    assert keys[0] != keys[1]
+    for key in keys:
+        key_id, _, hex_key = key.rstrip("\n").partition(";")
+        assert key_id == "1" and len(bytes.fromhex(hex_key)) == 32
+        assert hardened.keyfile_problem(key) is None
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "no key 1"),
+    ("2;" + "ab" * 32 + "\n", "no key 1"),
+    ("1;" + "ab" * 31 + "\n", "not ID;KEY"),
+    ("1:" + "ab" * 32 + "\n", "not ID;KEY"),
+    ("1;" + "zz" * 32 + "\n", "not ID;KEY"),
+])
+def test_hardened_key_file_problems_are_named(text, problem):
+    assert problem in hardened.keyfile_problem(text)
+
+
+def test_hardened_damaged_key_file_fails_first_boot_and_is_left_as_it_is(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    scenario["files"]["etc/mysql/encryption/keyfile"] = "1;not-a-key\n"
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 1
+    assert result["runs"][0]["steps"]["hardened.mariadb-keyfile"][0] == "failed"
+    assert any("keyfile: a line is not ID;KEY" in line for line in result["log"])
+    assert (tmp_path / "etc/mysql/encryption/keyfile").read_text() == "1;not-a-key\n"
+    assert "systemctl restart mariadb" not in result["runs"][0]["commands"]
+
+
+def test_hardened_lost_key_is_an_error_once_mariadb_encrypts_with_it(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    cnf = scenario["files"]["etc/golden/mariadb/70-golden-encryption.cnf"]
+    scenario["files"]["etc/mysql/mariadb.conf.d/70-golden-encryption.cnf"] = cnf
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 1
+    assert any("keyfile is missing, but MariaDB's data is encrypted with it" in line for line in result["log"])
+    assert any(line.startswith("hint: restore the key file") for line in result["log"])
+    assert not (tmp_path / "etc/mysql/encryption/keyfile").exists()
+
+
+def test_hardened_key_mode_is_put_back_to_0400_without_a_new_key(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    run_scenario(scenario, str(tmp_path), runs=1)
+    key = tmp_path / "etc/mysql/encryption/keyfile"
+    before = key.read_text()
+    key.chmod(0o644)
+    fake = FakeHost(str(tmp_path), scenario["facts"])
+    assert agent.run(fake.context(scenario["image"], scenario["host"]), rerun=True) == 0
+    assert stat.S_IMODE(key.stat().st_mode) == 0o400 and key.read_text() == before
+    status = agent.Status(str(tmp_path)).load()
+    assert status["steps"]["hardened.mariadb-keyfile"]["changed"] is True
+    assert ("/etc/mysql/encryption/keyfile", "mysql", "mysql") in fake.chowns
+
+
+def test_hardened_first_boot_waits_for_innodb_to_encrypt_every_tablespace(tmp_path):
+    result = run_scenario(load_fixture("banking-sql-primary"), str(tmp_path), runs=1)
+    # the fixture's encryption threads need three looks: 1 of 5, 4 of 5, then 5 of 5
+    assert result["runs"][0]["commands"].count("mysql: SELECT InnoDB encryption progress") == 3
+    assert len(result["sleeps"]) == 2
+    waits = [line for line in result["log"] if "tablespaces encrypted" in line and "of 5" in line]
+    assert len(waits) == 2
+    report = next(line for line in result["log"] if line.startswith("MariaDB encryption at rest:"))
+    assert "5 InnoDB tablespaces encrypted" in report and "4 Aria tables of the mysql schema" in report
+    assert "purged binary logs written in clear: mysql-bin.000001" in report
+
+
+def test_hardened_first_boot_gives_up_when_innodb_never_finishes(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    scenario["facts"]["innodb_rotation"] = [[5, 3]]
+    scenario["host"]["firstboot"] = {"retry_attempts": 3, "retry_delay": 1, "retry_max_delay": 1}
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] != 0
+    assert result["runs"][0]["steps"]["hardened.mariadb-encrypted"][0] == "failed"
+    assert result["runs"][0]["steps"]["mariadb.host-config"][0] == "pending"
+    assert not (tmp_path / "var/lib/golden/mariadb-aria-encrypted.json").exists()
+
+
+def test_hardened_setting_the_server_does_not_take_fails_first_boot_naming_it(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    scenario["facts"]["overridden"] = ["encrypt_binlog", "enforce_storage_engine"]
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 1
+    error = next(line for line in result["log"] if line.startswith("error: step hardened.mariadb-encryption"))
+    assert "encrypt_binlog = ON (server: unset)" in error and "enforce_storage_engine = InnoDB" in error
+    assert "innodb_encrypt_tables" not in error
+
+
+def test_hardened_settings_installed_by_a_run_that_stopped_are_put_in_effect(tmp_path):
+    scenario = load_fixture("banking-sql-primary")
+    cnf = scenario["files"]["etc/golden/mariadb/70-golden-encryption.cnf"]
+    scenario["files"]["etc/mysql/mariadb.conf.d/70-golden-encryption.cnf"] = cnf
+    scenario["files"]["etc/mysql/encryption/keyfile"] = hardened.new_keyfile()
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    first = result["runs"][0]
+    assert first["exit"] == 0 and first["steps"]["hardened.mariadb-encryption"] == ["done", True]
+    assert first["commands"][:3] == ["mysql: SELECT encryption variables", "systemctl restart mariadb",
+                                     "mysql: SELECT encryption variables"]
+
+
+def test_hardened_replica_overwrites_a_seed_dump_left_behind(tmp_path):
+    scenario = load_fixture("banking-sql-replica")
+    run_scenario(scenario, str(tmp_path), runs=1)
+    dump = tmp_path / "var/lib/golden/replica-seed.sql"
+    assert not dump.exists()
+    dump.write_text("INSERT INTO t VALUES ('secret');\n")  # a run stopped before removing it
+    fake = FakeHost(str(tmp_path), {**scenario["facts"], "slave": {
+        "Master_Host": "10.10.0.11", "Using_Gtid": "Slave_Pos", "Slave_IO_Running": "Yes",
+        "Slave_SQL_Running": "Yes"}})
+    assert agent.run(fake.context(scenario["image"], scenario["host"]), rerun=True) == 0
+    assert "shred --zero --iterations=0 --remove /var/lib/golden/replica-seed.sql" in fake.commands
+    assert not dump.exists()

@@ -9,6 +9,8 @@ from ..steps import Context, step
 
 SQL_ROLES = ("sql-primary", "sql-replica")
 HOST_CNF = "/etc/mysql/mariadb.conf.d/61-golden-host.cnf"
+# Installed by hardened first boot: this server encrypts its data at rest.
+ENCRYPTION_CNF = "/etc/mysql/mariadb.conf.d/70-golden-encryption.cnf"
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 # Root logs in through the unix socket (Debian's default): no password anywhere.
 MYSQL = ["mysql", "--protocol=socket", "--user=root", "--batch", "--skip-column-names"]

@@ -13,7 +13,7 @@ import time
 
 from ..steps import Context, step
 from ..system import CommandError, FirstbootError
-from .mariadb import MYSQL, mysql, rows, sql_str, user_databases, vertical
+from .mariadb import ENCRYPTION_CNF, MYSQL, mysql, rows, sql_str, user_databases, vertical
 
 SEEDING = "/var/lib/golden/sql-replica.seeding"
 SEEDED = "/var/lib/golden/sql-replica.seeded"
@@ -95,9 +95,23 @@ def _seed(ctx: Context) -> None:
         # It holds nothing but this server's empty start: there are no user databases yet.
         ctx.log("clearing this replica's own binary log before taking the primary's GTID position")
         mysql(ctx, "RESET MASTER;\n")
-    # The import stays out of the replica's binlog: it is the primary's history, not this server's.
-    ctx.run(MYSQL + ["--init-command=SET SESSION sql_log_bin=0"], stdin_path=ctx.path(DUMP))
+    # The import stays out of the replica's binlog: it is the primary's history, not this server's. The dump
+    # recreates the mysql schema's Aria tables and turns NO_ENGINE_SUBSTITUTION off: under an
+    # enforce_storage_engine (hardened hosts) they would silently become InnoDB, so not for this session.
+    ctx.run(MYSQL + ["--init-command=SET SESSION sql_log_bin=0, SESSION enforce_storage_engine=NULL"],
+            stdin_path=ctx.path(DUMP))
     ctx.write(SEEDED, json.dumps({"primary": _primary(ctx)[0], "finished": time.time()}) + "\n", 0o600)
+
+
+def _discard_dump(ctx: Context) -> bool:
+    """Remove the seed dump; on a server that encrypts its data at rest, overwrite it first: it holds every
+    row in clear, and removing it alone leaves them in the file system's free blocks."""
+    if not ctx.exists(DUMP):
+        return False
+    if ctx.exists(ENCRYPTION_CNF):
+        ctx.run(["shred", "--zero", "--iterations=0", "--remove", DUMP])
+    ctx.remove(DUMP)
+    return True
 
 
 @step("sql-replica.seed", roles=["sql-replica"], activate=["mariadb"],
@@ -106,7 +120,7 @@ def seed(ctx: Context) -> bool:
     """Seed from the primary and point replication at it, unless that is already done."""
     status = vertical(ctx, "SHOW SLAVE STATUS")
     if replication_configured(ctx, status):
-        return False
+        return _discard_dump(ctx)  # left by a run that stopped right after setting up replication
     if ctx.exists(SEEDED):
         ctx.log("seed already imported; setting up replication")
     else:
@@ -119,7 +133,7 @@ def seed(ctx: Context) -> bool:
         "START SLAVE;\n").format(sql_str(host), port, sql_str(ctx.get("mariadb.replication_user", "repl")),
                                  sql_str(ctx.get("mariadb.replication_password"))))
     ctx.remove(SEEDING)
-    ctx.remove(DUMP)
+    _discard_dump(ctx)
     ctx.log(f"replicating from {host}:{port} (GTID slave_pos)")
     return True
 
