@@ -40,7 +40,8 @@ def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_chec
                 hint="leave out --base-url: the base is then built from the Debian mirror with that layout",
             )
         return fetch_base(base_url, base_checksum, profile.release)
-    return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout)
+    return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
+                      extra_packages=profile.base_packages)
 
 
 def profile_key(profile: ResolvedProfile, base: BaseImage) -> str:

@@ -119,6 +119,9 @@ class Fragment(_Strict):
     packages: list[str] = []
     # Purged at bake time if the base or a dependency brought them; also dropped from packages and services.
     remove_packages: list[str] = []
+    # Installed when the mirror-built base is made (natively, no VM): for packages whose maintainer scripts
+    # are slow under emulation. The bake installs them too, which is a no-op on that base.
+    base_packages: list[str] = []
     services: list[str] = []
     files: list[FileSpec] = []
     sysctls: dict[str, str | int] = {}
@@ -130,7 +133,7 @@ class Fragment(_Strict):
     # Paths removed at the end of the bake because every clone must make its own (keys, certificates).
     instance_unique: list[str] = []
 
-    @field_validator("packages", "remove_packages")
+    @field_validator("packages", "remove_packages", "base_packages")
     @classmethod
     def _packages(cls, v: list[str]) -> list[str]:
         errors = []

@@ -2,8 +2,8 @@
 
 Merge rules (later wins; order: roles, then the extends chain from the root down, then
 `with_roles` additions, then overlays in the order given):
-- lists of names (packages, remove_packages, services, bake_commands, instance_unique, roles) append, keeping
-  the first occurrence;
+- lists of names (packages, base_packages, remove_packages, services, bake_commands, instance_unique, roles)
+  append, keeping the first occurrence;
 - lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
 - maps (settings, sysctls, system, apt, apt.sources) deep-merge;
 - scalars (description, disk_size, disk_layout) and the `debian` list of supported releases replace.
@@ -42,7 +42,7 @@ ROLES_DIR = PROFILES_DIR / "roles"
 DEFAULT_DISK_SIZE = "4G"
 DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
-APPEND_LISTS = ("packages", "remove_packages", "services", "bake_commands", "instance_unique", "roles")
+APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bake_commands", "instance_unique", "roles")
 KEYED_LISTS = {"files": "path", "users": "name"}
 
 
@@ -71,7 +71,14 @@ class ResolvedProfile:
 
     @property
     def packages(self) -> list[str]:
-        return list(self.content.get("packages", []))
+        """Everything the bake installs: base_packages first (already there on a mirror-built base)."""
+        base = list(self.content.get("base_packages", []))
+        return base + [p for p in self.content.get("packages", []) if p not in base]
+
+    @property
+    def base_packages(self) -> tuple[str, ...]:
+        """Packages the mirror-built base carries for this profile."""
+        return tuple(self.content.get("base_packages", []))
 
     @property
     def has_sql(self) -> bool:
@@ -229,7 +236,7 @@ def _substitute(value: Any, variables: dict[str, str], file: str, key: str, erro
             return variables[name]
 
         out = PLACEHOLDER.sub(repl, value)
-        is_package = key.startswith(("packages[", "remove_packages["))
+        is_package = key.startswith(("packages[", "base_packages[", "remove_packages["))
         if is_package and out == PLACEHOLDER.sub("", out) and not PACKAGE_NAME.match(out):
             errors.append(f"{file}: {key}: {out!r} is not a valid Debian package name")
         return out

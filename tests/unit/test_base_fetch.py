@@ -83,6 +83,22 @@ def test_base_key_changes_with_mirror_and_flavour() -> None:
     assert key != base.base_key(matrix().get(13), "http://deb.debian.org/debian", "cloud")
 
 
+def test_base_key_carries_a_profiles_base_packages_in_any_order() -> None:
+    release = matrix().get(12)
+    plain = base.base_key(release, "http://deb.debian.org/debian", "cloud")
+    extra = base.base_key(release, "http://deb.debian.org/debian", "cloud", extra_packages=("aide", "auditd"))
+    assert extra != plain
+    assert extra == base.base_key(release, "http://deb.debian.org/debian", "cloud", extra_packages=("auditd", "aide"))
+    assert plain == base.base_key(release, "http://deb.debian.org/debian", "cloud", extra_packages=())
+
+
+def test_hardened_profiles_put_their_tools_in_the_base_and_still_install_them_on_official_images() -> None:
+    profile = resolve("banking-hardened", 12)
+    assert {"aide-common", "auditd", "ntp"} <= set(profile.base_packages)
+    assert set(profile.base_packages) <= set(profile.packages)  # the bake installs them on any base
+    assert resolve("web", 12).base_packages == ()
+
+
 def test_mirror_setting_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     release = matrix().get(12)
     monkeypatch.delenv("GOLDEN_MIRROR", raising=False)

@@ -36,7 +36,7 @@ def test_banking_examples_are_hardened_database_hosts(name, role):
     profile = _profile(name)
     assert profile.name == name
     assert {str(r) for r in profile.roles} == {"hardened", role}
-    assert "mariadb-server" in profile.content["packages"] and "auditd" in profile.content["packages"]
+    assert "mariadb-server" in profile.packages and "auditd" in profile.packages
 
 
 @pytest.mark.parametrize("name", BANKING)
