@@ -351,11 +351,11 @@ def _check_disk_size(path: Path, disk_size: str, layout: DiskLayout) -> None:
 
 
 def _apply_removals(path: Path, content: dict[str, Any]) -> None:
-    """Drop remove_packages from packages and services; chrony cannot be both removed and the NTP client."""
+    """Drop remove_packages from (base_)packages and services; chrony cannot go while it is the NTP client."""
     removed = content.get("remove_packages", [])
     if not removed:
         return
-    for key in ("packages", "services"):
+    for key in ("packages", "base_packages", "services"):
         if key in content:
             content[key] = [name for name in content[key] if name not in removed]
     system = content.get("system", {})

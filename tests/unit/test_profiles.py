@@ -256,10 +256,11 @@ def test_overlay_cannot_change_the_disk_layout(write_yaml):
 def test_remove_packages_append_and_leave_packages_and_services_whoever_added_them(write_yaml):
     write_yaml("parent.yaml", "extends: base\nroles: [web]\nremove_packages: [chrony]\nsystem: {ntp_client: ntp}\n")
     child = write_yaml("child.yaml", "extends: parent\npackages: [ntpsec]\nremove_packages: [systemd-timesyncd]\n")
-    overlay = write_yaml("cust.yaml", "packages: [chrony, htop]\nservices: [chrony]\n")
+    overlay = write_yaml("cust.yaml", "packages: [chrony, htop]\nbase_packages: [chrony]\nservices: [chrony]\n")
     profile = resolve(str(child), 12, [overlay])
     assert profile.content["remove_packages"] == ["chrony", "systemd-timesyncd"]
     assert "chrony" not in profile.packages and {"ntpsec", "htop", "openssh-server"} <= set(profile.packages)
+    assert "chrony" not in profile.base_packages
     assert "chrony" not in profile.content["services"] and "ssh" in profile.content["services"]
 
 
