@@ -227,7 +227,12 @@ def mariadb_encrypted(ctx: Context) -> bool:
     return bool(rebuilt or purged)
 
 
-@step("hardened.aide-init", roles=["hardened"], activate=["hardened.aide_init"])
+def _aide_wanted(ctx: Context) -> bool:
+    # on by default (the image's settings say so); a host can turn it off with hardened.aide_init: false
+    return bool(ctx.get("hardened.aide_init", True))
+
+
+@step("hardened.aide-init", roles=["hardened"], when=_aide_wanted)
 def aide_init(ctx: Context) -> bool:
     """Start AIDE's database initialisation as a transient unit: it takes minutes and must not hold boot."""
     if ctx.exists(AIDE_DB):
