@@ -62,6 +62,10 @@ image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2
 verify: host-tools venv ## Boot the newest PROFILE artifact fresh and run its testinfra suite
 	$(GOLDEN) verify $(PROFILE) --debian $(DEBIAN)
 
+.PHONY: audit
+audit: host-tools venv ## Boot the newest PROFILE artifact and score it: OpenSCAP ANSSI DAT-NT28 high and Lynis (ARGS=--min-rules 45 --min-lynis 80)
+	$(GOLDEN) audit $(PROFILE) --debian $(DEBIAN) $(ARGS)
+
 .PHONY: lint
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check goldenimage tests

@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .publish.cli import add_parser as add_publish_parser
 
     add_publish_parser(sub)
+
+    from .audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 
