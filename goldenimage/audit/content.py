@@ -7,7 +7,10 @@ kinds of documented change, made with lxml on the parsed XML and cached by the s
 * the platform: the CPE check behind `cpe:/o:debian:debian_linux:11` (an OVAL pattern on
   /etc/debian_version) also accepts the guest's release, otherwise every rule is "notapplicable";
 * the codename: OVAL patterns that name "bullseye" (apt_sources_list_official's sources.list lines) are
-  retargeted to the guest's codename, so the rule asks for the guest's own release's official sources.
+  retargeted to the guest's codename, so the rule asks for the guest's own release's official sources;
+* the NTP unit: from Debian 12 the ntp package is ntpsec, whose unit ntpsec.service carries the alias
+  ntp.service; systemd reports the unit, and multi-user.target's dependency on it, by its own name, so
+  service_ntp_enabled's checks also accept ntpsec.service (release variable ntp_service).
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ PROFILE_TITLE = "ANSSI DAT-NT28 high"
 #: The newest release the installed ssg-debian has content for; later releases use a widened copy of it.
 NEWEST_CONTENT = 11
 #: Bumped when the widening changes, so that cached copies made by older code are not reused.
-WIDEN_VERSION = 1
+WIDEN_VERSION = 2
+#: What service_ntp_enabled looks for (OVAL item id -> element holding the unit name), and the pattern that
+#: also accepts ntpsec's own unit name.
+NTP_UNIT_ITEMS = {
+    "oval:ssg-obj_service_running_ntp:obj:1": ("unit", r"^ntp(sec)?\.(socket|service)$"),
+    "oval:ssg-state_systemd_ntp_on:ste:1": ("dependency", r"^ntp(sec)?\.service$"),
+}
 
 NS = {
     "ds": "http://scap.nist.gov/schema/scap/source/1.2",
@@ -101,7 +110,8 @@ def content_for(release: Release, *, ssg_dir: Path = SSG_DIR, cache: Path | None
     require("oscap", purpose="to check the SCAP content")
     content_codename = matrix().get(content_release).codename
     tree = etree.parse(str(source))
-    changes = widen(tree, content_release, content_codename, release.number, release.codename)
+    changes = widen(tree, content_release, content_codename, release.number, release.codename,
+                    ntp_unit=release.template_vars.get("ntp_service", "ntp"))
     directory.mkdir(parents=True, exist_ok=True)
     _write_atomic(out, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
     try:
@@ -120,11 +130,30 @@ def _parse_change(line: str) -> Change:
 
 
 def widen(tree: etree._ElementTree, content_number: int, content_codename: str, guest_number: int,
-          guest_codename: str) -> list[Change]:
+          guest_codename: str, ntp_unit: str = "ntp") -> list[Change]:
     """Edit a Debian `content_number` datastream in place so it evaluates on a `guest_number` guest."""
     root = tree.getroot()
     changes = _widen_platform(root, content_number, guest_number)
     changes += _retarget_codename(root, content_codename, guest_codename)
+    if ntp_unit != "ntp":
+        changes += _widen_ntp_unit(root)
+    return changes
+
+
+def _widen_ntp_unit(root: etree._Element) -> list[Change]:
+    index = _oval_index(root)
+    changes = []
+    for ident, (child, pattern) in NTP_UNIT_ITEMS.items():
+        item = index.get(ident)
+        found = [el for el in item.iter() if isinstance(el.tag, str) and etree.QName(el).localname == child] \
+            if item is not None else []
+        if not found or "ntp" not in (found[0].text or ""):
+            raise GoldenError(f"the SCAP content has no {child} in {ident}: its layout changed",
+                              hint="update goldenimage/audit/content.py for the new ssg-debian")
+        before = found[0].text or ""
+        found[0].text = pattern
+        found[0].set("operation", "pattern match")
+        changes.append(Change(ident, before, pattern))
     return changes
 
 

@@ -102,9 +102,9 @@ def test_every_change_is_listed_in_the_readme(widened12):
     readme = README.read_text()
     section = readme[readme.index("## Audit"):]
     section = section[: section.index("\n## ", 1)]
-    rows = [line for line in section.splitlines() if line.startswith("| `obj_")]
+    rows = [line for line in section.splitlines() if line.startswith(("| `obj_", "| `state_"))]
     listed = {re.match(r"\| `([^`]+)`", row).group(1) for row in rows}
-    changed = {re.fullmatch(r"oval:ssg-(.+):obj:\d+", c.item).group(1) for c in widened12.changes}
+    changed = {re.fullmatch(r"oval:ssg-(.+):(obj|ste):\d+", c.item).group(1) for c in widened12.changes}
     assert listed == changed, "README's Audit section must list every change the audit makes, and only those"
 
 
