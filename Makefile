@@ -88,8 +88,12 @@ test-cluster: host-tools venv ## Multi-VM cluster tests (bakes the images they n
 	$(VENV)/bin/pytest -m 'cluster or cluster_web' -v
 
 .PHONY: test
-test: venv ## Every test, including real bakes and VM boots (what CI runs; lb/web/nfs cluster: make test-cluster)
-	$(VENV)/bin/pytest -q -m 'not cluster_web'
+test: venv ## Every test, including real bakes and VM boots (what CI runs; lb/web/nfs cluster: make test-cluster; audit: make test-audit)
+	$(VENV)/bin/pytest -q -m 'not cluster_web and not audit'
+
+.PHONY: test-audit
+test-audit: host-tools venv ## The audit end to end on banking-hardened: ANSSI >= 45/50 and Lynis >= 80 (about half an hour under TCG)
+	$(VENV)/bin/pytest -m audit -v
 
 .PHONY: clean
 clean: ## Remove rendered output and Python caches (not images/ or the base cache)
