@@ -16,9 +16,7 @@ kinds of documented change, made with lxml on the parsed XML and cached by the s
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from lxml import etree
 
 from ..errors import GoldenError
 from ..images.paths import cache_dir
+from ..images.store import write_atomic
 from ..releases import Release, matrix
 from ..run import require, run
 
@@ -113,14 +112,14 @@ def content_for(release: Release, *, ssg_dir: Path = SSG_DIR, cache: Path | None
     changes = widen(tree, content_release, content_codename, release.number, release.codename,
                     ntp_unit=release.template_vars.get("ntp_service", "ntp"))
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+    write_atomic(out, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
     try:
         # the guests skip the schema check, so the widened copy is checked here, once
         run(["oscap", "ds", "sds-validate", out], timeout=300)
     except GoldenError:
         out.unlink(missing_ok=True)
         raise
-    _write_atomic(changes_file, "".join(f"{c.item}\t{c.before}\t{c.after}\n" for c in changes).encode())
+    write_atomic(changes_file, "".join(f"{c.item}\t{c.before}\t{c.after}\n" for c in changes).encode())
     return Content(out, source, PROFILE_ID, content_release, release.number, tuple(changes))
 
 
@@ -232,14 +231,3 @@ def selected_rules(root: etree._Element, profile_id: str = PROFILE_ID) -> list[s
         raise GoldenError(f"the SCAP content has no profile {profile_id}")
     return [str(s.get("idref")) for s in profile[0].iterfind("xccdf:select", NS) if s.get("selected") == "true"]
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

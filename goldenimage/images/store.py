@@ -159,9 +159,9 @@ def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | 
     try:
         os.replace(qcow2, final)
         moved.append(final)
-        _write_atomic(sha_file, f"{digest}  {final.name}\n")
+        write_atomic(sha_file, f"{digest}  {final.name}\n")
         moved.append(sha_file)
-        _write_atomic(manifest_file, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_atomic(manifest_file, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     except BaseException:
         for path in moved:
             path.unlink(missing_ok=True)
@@ -169,11 +169,12 @@ def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | 
     return Artifact(final, sha_file, manifest_file, manifest["content_key"])
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `path` whole or not at all: a temporary file beside it (0644), renamed over it when complete."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
