@@ -92,7 +92,7 @@ test: venv ## Every test, including real bakes and VM boots (what CI runs; lb/we
 	$(VENV)/bin/pytest -q -m 'not cluster_web and not audit'
 
 .PHONY: test-audit
-test-audit: host-tools venv ## The audit end to end on banking-hardened: ANSSI >= 45/50 and Lynis >= 80 (about half an hour under TCG)
+test-audit: host-tools venv ## banking-hardened: verify (hardened suite) and the audit end to end, ANSSI >= 45/50, Lynis >= 80 (~45 min under TCG)
 	$(VENV)/bin/pytest -m audit -v
 
 .PHONY: clean
