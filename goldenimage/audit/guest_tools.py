@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +36,7 @@ LYNIS_SHARE = Path("/usr/share/lynis")
 LYNIS_ETC = Path("/etc/lynis")
 #: Bumped when the layout changes, so that cached images made by older code are not reused.
 LAYOUT_VERSION = 1
+STALE_AFTER = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,12 @@ def tools_disk(content: Content, *, cache: Path | None = None) -> ToolsDisk:
         h.update(name.encode() + b"\0" + extra[name] + b"\0")
     directory = (cache or cache_dir()) / "audit" / "tools"
     iso = directory / f"tools-{h.hexdigest()[:16]}.iso"
-    if not iso.is_file():
+    if iso.is_file():
+        os.utime(iso)  # in use: not stale
+    else:
         directory.mkdir(parents=True, exist_ok=True)
-        for old in directory.glob("tools-*.iso"):
-            if old.stat().st_mtime < os.path.getmtime(directory) - 7 * 86400:
+        for old in directory.glob("tools-*.iso"):  # disks of older tools or content: a week, then gone
+            if time.time() - old.stat().st_mtime > STALE_AFTER:
                 old.unlink(missing_ok=True)
         write_iso(iso, files, extra)
     return ToolsDisk(iso, content.path.name)
