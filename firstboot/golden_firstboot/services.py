@@ -73,7 +73,7 @@ def ensure_running(ctx: Context, unit: str) -> bool:
     changed = False
     state = unit_state(ctx, unit)
     entry = _record(ctx, unit, state=_describe(state))
-    if state.get("UnitFileState") in ("disabled", ""):
+    if state.get("UnitFileState") == "disabled":  # static, indirect, generated units are not ours to enable
         ctx.run(["systemctl", "enable", "--quiet", unit_name(unit)])
         changed = True
     active = state.get("ActiveState", "")
