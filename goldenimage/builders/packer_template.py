@@ -23,11 +23,13 @@ MANIFEST_FILE = "guest-manifest.json"
 #: separate-mounts); /var/tmp is writable by the build account and allows exec.
 REMOTE_FOLDER = "/var/tmp"
 
-# Plugins for Packer 1.7+, which split the builders out of the core binary.
+# Plugins for Packer 1.7+, which split the builders out of the core binary: the oldest release with every
+# option the templates use (proxmox 1.2.4: cloud_init_disable_upgrade_packages), below the next major release.
+# Current in 2026-11: qemu 1.1.4, proxmox 1.2.4, openstack 1.1.4.
 PLUGINS = {
-    "qemu": ("github.com/hashicorp/qemu", ">= 1.0.0"),
-    "proxmox": ("github.com/hashicorp/proxmox", ">= 1.1.0"),
-    "openstack": ("github.com/hashicorp/openstack", ">= 1.0.0"),
+    "qemu": ("github.com/hashicorp/qemu", ">= 1.1.0, < 2.0.0"),
+    "proxmox": ("github.com/hashicorp/proxmox", ">= 1.2.4, < 2.0.0"),
+    "openstack": ("github.com/hashicorp/openstack", ">= 1.1.0, < 2.0.0"),
 }
 
 
