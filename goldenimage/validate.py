@@ -21,6 +21,8 @@ from .run import require, run
 # Values the templates read from the environment, for validation only (no cloud is contacted).
 VALIDATE_ENV = {
     "PROXMOX_PASSWORD": "validate-only-password",
+    "PROXMOX_TOKEN_ID": "validate@pve!only",
+    "PROXMOX_TOKEN_SECRET": "validate-only-secret",
     "OS_USERNAME": "validate-only-user",
     "OS_PASSWORD": "validate-only-password",
     "OS_PROJECT_NAME": "validate-only-project",

@@ -14,6 +14,7 @@ from typing import Any
 from ..cloudinit.userdata import BUILD_USER
 from ..profiles import ResolvedProfile
 from .disk import DiskLayout
+from .proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
 
 SOURCE_NAME = "golden"
 SCRIPTS = ("apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh")
@@ -126,6 +127,8 @@ def _source_image_name(profile: ResolvedProfile) -> str:
 
 
 def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
+    """What Packer 1.6's bundled proxmox-clone takes; _proxmox_plugin adds what only the plugin knows."""
+    hw = HARDWARE
     variables = {
         "proxmox_url": Variable("string", "https://pve.example.net:8006/api2/json", "Proxmox VE API URL"),
         "proxmox_username": Variable("string", "packer@pve", "Proxmox user (user@realm)"),
@@ -136,10 +139,11 @@ def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, A
         "proxmox_node": Variable("string", "pve", "Node that runs the bake"),
         "proxmox_insecure": Variable("bool", False, "Skip TLS verification (self-signed PVE)"),
         "clone_vm": Variable("string", _base_template_name(profile), "Base template to clone"),
+        "cloud_init_storage_pool": Variable("string", VM_STORAGE, "Storage of the template's cloud-init drive"),
         "user_data_file": Variable("string", "user-data", "The bake user-data"),
         "bridge": Variable("string", "vmbr0", "Network bridge for the build VM"),
-        "memory": Variable("number", 2048, "Guest memory in MiB"),
-        "cores": Variable("number", 2, "Guest cores"),
+        "memory": Variable("number", hw.memory_mb, "Guest memory in MiB"),
+        "cores": Variable("number", hw.cores, "Guest cores"),
     }
     source = {
         "proxmox_url": "${var.proxmox_url}",
@@ -151,19 +155,48 @@ def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, A
         "full_clone": True,
         "template_name": "${var.image_name}",
         "template_description": f"goldenimage {profile.name} on {profile.release.name}",
+        # The clone's hardware: the same as `golden publish --to proxmox` gives its templates. The disks
+        # are the base template's own (a `disks` list would replace them).
         "memory": "${var.memory}",
         "cores": "${var.cores}",
-        "scsi_controller": "virtio-scsi-pci",
-        "qemu_agent": True,
-        "network_adapters": [{"model": "virtio", "bridge": "${var.bridge}"}],
+        "os": hw.ostype,
+        "cpu_type": hw.cpu,
+        "scsi_controller": hw.scsihw,
+        "boot": f"order={hw.boot_disk}",
+        "vga": {"type": hw.vga},
+        "qemu_agent": hw.agent,
+        "network_adapters": [{"model": hw.nic_model, "bridge": "${var.bridge}"}],
         # The template's cloud-init drive gives the build account its key; the profile's user-data is
         # applied by apply-user-data.sh (Packer 1.6's HCL2 proxmox-clone rejects additional_iso_files).
         "cloud_init": True,
+        "cloud_init_storage_pool": "${var.cloud_init_storage_pool}",
         "ssh_username": BUILD_USER,
         "ssh_private_key_file": "${var.ssh_private_key_file}",
         "ssh_timeout": "20m",
     }
     return variables, source
+
+
+def _proxmox_plugin(variables: dict[str, Variable], source: dict[str, Any]) -> None:
+    """The proxmox plugin (Packer 1.7+): an API token, as `golden publish --to proxmox` uses, the serial port,
+    the cloud-init drive's bus and upgrade setting, and a task timeout for a full clone (default 1 minute)."""
+    hw = HARDWARE
+    for name in ("proxmox_username", "proxmox_password"):
+        del variables[name]
+    variables["proxmox_token_id"] = Variable(
+        "string", None, "API token id, USER@REALM!TOKENID ($PROXMOX_TOKEN_ID)", env_default="PROXMOX_TOKEN_ID")
+    variables["proxmox_token_secret"] = Variable(
+        "string", None, "API token secret ($PROXMOX_TOKEN_SECRET)", sensitive=True,
+        env_default="PROXMOX_TOKEN_SECRET")
+    del source["password"]
+    source.update({
+        "username": "${var.proxmox_token_id}",
+        "token": "${var.proxmox_token_secret}",
+        "task_timeout": f"{TASK_TIMEOUT_S // 60}m",
+        "serials": [hw.serial],
+        "cloud_init_disk_type": hw.cloud_init_bus,
+        "cloud_init_disable_upgrade_packages": not hw.ciupgrade,
+    })
 
 
 def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
@@ -252,18 +285,25 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
 
 _SOURCES = {Target.QEMU: ("qemu", _qemu), Target.PROXMOX: ("proxmox-clone", _proxmox),
             Target.OPENSTACK: ("openstack", _openstack)}
+#: Options only the external plugins (Packer 1.7+) know: Packer 1.6's bundled builders reject them.
+_PLUGIN_ONLY = {Target.PROXMOX: _proxmox_plugin}
 
 
 def render_template(
     profile: ResolvedProfile, target: Target, *, required_plugins: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(template, vars): the *.pkr.json document and the *.pkrvars.json values for one target."""
+    """(template, vars): the *.pkr.json document and the *.pkrvars.json values for one target.
+
+    required_plugins: the template is for Packer 1.7+, whose builders are plugins: it pins the plugin and
+    uses the options only the plugin knows. Without it, the template is what Packer 1.6 accepts."""
     builder, make = _SOURCES[target]
     variables = _common_variables(profile)
     target_vars, source = make(profile)
     variables.update(target_vars)
     template: dict[str, Any] = {}
     if required_plugins:
+        if target in _PLUGIN_ONLY:
+            _PLUGIN_ONLY[target](variables, source)
         name = target.value
         src, version = PLUGINS[name]
         template["packer"] = {"required_plugins": {name: {"source": src, "version": version}}}
