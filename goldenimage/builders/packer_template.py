@@ -6,12 +6,15 @@ runs the golden-image cleanup and shuts down. The values a user changes go to a 
 
 from __future__ import annotations
 
+import base64
+import gzip
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from typing import Any
 
 from ..cloudinit.userdata import BUILD_USER
+from ..errors import InputError
 from ..profiles import ResolvedProfile
 from .disk import DiskLayout
 from .proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
@@ -23,6 +26,11 @@ MANIFEST_FILE = "guest-manifest.json"
 #: Where Packer uploads the bake scripts and runs them: /tmp may be mounted noexec (disk_layout
 #: separate-mounts); /var/tmp is writable by the build account and allows exec.
 REMOTE_FOLDER = "/var/tmp"
+
+#: Nova refuses a server whose user-data is longer than this once base64-encoded.
+NOVA_USER_DATA_MAX = 65535
+#: The bake user-data as the openstack builder sends it: gzip, which cloud-init reads as it reads plain text.
+OPENSTACK_USER_DATA = "user-data.gz"
 
 # Plugins for Packer 1.7+, which split the builders out of the core binary: the oldest release with every
 # option the templates use (proxmox 1.2.4: cloud_init_disable_upgrade_packages), below the next major release.
@@ -211,10 +219,11 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
         ),
         "tenant_name": Variable("string", None, "Project name ($OS_PROJECT_NAME)", env_default="OS_PROJECT_NAME"),
         "domain_name": Variable("string", "Default", "User and project domain"),
-        "source_image_name": Variable("string", _source_image_name(profile), "Image to start from"),
+        "source_image_name": Variable(
+            "string", _source_image_name(profile), "Name of the image to start from (the newest of that name)"),
         "flavor": Variable("string", "b2-7", "Flavor of the build instance"),
         "networks": Variable("list(string)", [], "Network IDs (empty: the project's default)"),
-        "user_data_file": Variable("string", "user-data", "The bake user-data"),
+        "user_data_file": Variable("string", OPENSTACK_USER_DATA, "The bake user-data, gzip-compressed"),
     }
     source = {
         "identity_endpoint": "${var.identity_endpoint}",
@@ -223,11 +232,14 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
         "password": "${var.os_password}",
         "tenant_name": "${var.tenant_name}",
         "domain_name": "${var.domain_name}",
-        "source_image_name": "${var.source_image_name}",
+        # Clouds keep several images of one name (a provider's updated Debian, base uploads): the newest wins.
+        "source_image_filter": {"filters": {"name": "${var.source_image_name}"}, "most_recent": True},
         "flavor": "${var.flavor}",
         "networks": "${var.networks}",
         "image_name": "${var.image_name}",
+        # The builder reads the file's bytes and its OpenStack library base64-encodes them for Nova.
         "user_data_file": "${var.user_data_file}",
+        "ssh_ip_version": "4",
         "ssh_username": BUILD_USER,
         "ssh_private_key_file": "${var.ssh_private_key_file}",
         "ssh_timeout": "20m",
@@ -235,6 +247,20 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
                      "os_version": str(profile.release.number)},
     }
     return variables, source
+
+
+def openstack_user_data(profile: ResolvedProfile, user_data: str) -> bytes:
+    """The bake user-data for the openstack builder: gzip (deterministic), checked against Nova's limit."""
+    data = gzip.compress(user_data.encode(), compresslevel=9, mtime=0)
+    size = len(base64.b64encode(data))
+    if size > NOVA_USER_DATA_MAX:
+        raise InputError(
+            f"profile {profile.name}: the bake user-data is {size} bytes once gzip-compressed and base64-encoded, "
+            f"over Nova's limit of {NOVA_USER_DATA_MAX} for an OpenStack server",
+            hint="move large files out of the profile (into a package, or fetched by bake_commands), or bake "
+                 "with --target qemu and ship the image with golden publish --to openstack",
+        )
+    return data
 
 
 def _shutdown_command() -> str:
