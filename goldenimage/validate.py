@@ -94,8 +94,8 @@ def validate_all(names: list[str], releases: list[int] | None = None, targets: l
                 combos.append((name, n))
     with identity_stub() as url, ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(check_profile, name, n, targets, url, overlays) for name, n in combos]
-        for future in futures:
+        for (name, n), future in zip(combos, futures, strict=True):
             try:
                 yield from future.result()
-            except GoldenError as exc:
-                yield Check("render", False, str(exc))
+            except GoldenError as exc:  # a render refused, or a Packer plugin that could not be installed
+                yield Check(f"{name} debian{n}", False, str(exc))

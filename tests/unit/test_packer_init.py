@@ -130,3 +130,15 @@ def test_plugins_are_pinned_below_the_next_major_release(target):
     source, version = PLUGINS[target.value]
     assert source == f"github.com/hashicorp/{target.value}"
     assert version.startswith(">= 1.") and "< 2.0.0" in version
+
+
+def test_golden_validate_reports_a_missing_plugin_on_one_line_per_profile(fake_packer, monkeypatch):
+    from goldenimage.validate import validate_all
+
+    monkeypatch.setenv("FAKE_PACKER_INIT_ERROR", "could not get releases")
+    checks = list(validate_all(["nfs", "lb"], releases=[12], targets=[Target.QEMU], jobs=2))
+    assert [c.ok for c in checks] == [False, False]
+    assert [c.line() for c in checks] == [
+        f"FAIL {name} debian12: packer init could not install the Packer plugin github.com/hashicorp/qemu "
+        f"{PLUGINS['qemu'][1]}: could not get releases" for name in ("nfs", "lb")]
+    assert [c[0] for c in fake_packer.commands()] == ["init"]  # tried once for the whole run
