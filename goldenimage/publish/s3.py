@@ -57,7 +57,8 @@ class S3Settings:
 
 
 def region_of(settings: S3Settings, configured: str | None = None) -> str:
-    """The region for SigV4: the one given, boto3's (AWS_DEFAULT_REGION, ~/.aws), the endpoint's, or us-east-1."""
+    """The region for SigV4: the one given, boto3's (AWS_DEFAULT_REGION, ~/.aws), the endpoint's, or us-east-1
+    (which the bucket's own region replaces for presigned URLs, when the service tells it)."""
     if settings.region:
         return settings.region
     if configured:
@@ -100,13 +101,9 @@ class S3Publisher:
         import boto3
 
         self.settings = settings
-        session = boto3.session.Session()
-        self.region = region_of(settings, session.region_name)
-        # Path style on a custom endpoint: every S3-compatible service takes it, virtual hosts need DNS.
-        config = client_config().merge(_addressing(settings.endpoint_url))
+        self.region = region_of(settings, boto3.session.Session().region_name)
         # boto3's own retries stay on for throttling; connection breaks are retried per part below.
-        self.s3 = client or session.client("s3", endpoint_url=settings.endpoint_url, region_name=self.region,
-                                           config=config)
+        self.s3 = client or _client_for(settings, self.region)
 
     def key_of(self, facts: ImageFacts) -> str:
         return f"{self.settings.prefix}{facts.profile}/{facts.name}.qcow2"
@@ -173,9 +170,31 @@ class S3Publisher:
 
     def presign(self, image: PublishedImage, expires_s: int) -> str:
         """A time-limited GET URL for the object, signed with SigV4 (BYOI downloads it from there)."""
-        url: str = self.s3.generate_presigned_url("get_object", Params={"Bucket": self.settings.bucket,
-                                                                        "Key": image.id}, ExpiresIn=expires_s)
+        url: str = self._presigner().generate_presigned_url(
+            "get_object", Params={"Bucket": self.settings.bucket, "Key": image.id}, ExpiresIn=expires_s)
         return url
+
+    def _presigner(self) -> Any:
+        """The client, or one for the bucket's own region when ours was only the us-east-1 fallback.
+
+        Calls follow S3's region redirects, but a URL signed for the wrong region is refused when downloaded.
+        """
+        if self.region != DEFAULT_REGION or self.settings.region:
+            return self.s3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.s3.head_bucket(Bucket=self.settings.bucket)
+        except ClientError as exc:  # S3 names the region on its 301 and 403 answers too
+            head = exc.response
+        except BotoCoreError as exc:
+            log.debug("cannot ask for the region of bucket %s: %s", self.settings.bucket, exc)
+            return self.s3
+        actual = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        if not actual or actual == self.region:
+            return self.s3
+        log.debug("bucket %s is in %s: presigning for that region", self.settings.bucket, actual)
+        return _client_for(self.settings, actual)
 
     def _keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -340,7 +359,15 @@ class S3Publisher:
         return PublishError(text, hint="check --endpoint-url and --region; --debug shows the requests")
 
 
+def _client_for(settings: S3Settings, region: str) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url, region_name=region,
+                                          config=client_config().merge(_addressing(settings.endpoint_url)))
+
+
 def _addressing(endpoint_url: str | None) -> Any:
+    """Path style on a custom endpoint: every S3-compatible service takes it, virtual hosts need DNS."""
     from botocore.config import Config
 
     return Config(s3={"addressing_style": "path" if endpoint_url else "virtual"})

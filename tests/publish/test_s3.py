@@ -332,3 +332,15 @@ def test_keep_removes_older_images_of_the_profile_only(s3: S3Publisher,
     assert set(newest.removed) == {olds[0].id, olds[1].id}
     left = {o["Key"] for o in s3.s3.list_objects_v2(Bucket=s3.settings.bucket)["Contents"]}
     assert left == {olds[2].id, newest.image.id, other.id}
+
+
+def test_presigned_url_is_signed_for_the_bucket_region_when_none_was_given(
+        moto_endpoint: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"golden-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-3").create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    publisher = S3Publisher(S3Settings(bucket=name, endpoint_url=moto_endpoint))
+    assert publisher.region == "us-east-1"  # the fallback: calls work, a URL signed for it would not
+    url = publisher.presign(PublishedImage("goldenimage/web/x.qcow2", "x", "web", "k", ""), 60)
+    assert "/eu-west-3/s3/aws4_request" in parse_qs(urlsplit(url).query)["X-Amz-Credential"][0]

@@ -42,8 +42,9 @@ def creds(sigv4_s3: SigV4Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 @pytest.fixture
 def bucket(creds: SigV4Server) -> Iterator[str]:
     name = f"golden-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=creds.endpoint, region_name="us-east-1",
-                          config=Config(signature_version="s3v4"))
+    # A new session: boto3's default one keeps the credentials it found first (moto's, in other tests).
+    client = boto3.session.Session().client("s3", endpoint_url=creds.endpoint, region_name="us-east-1",
+                                            config=Config(signature_version="s3v4"))
     client.create_bucket(Bucket=name)
     yield name
 
@@ -129,7 +130,7 @@ def test_the_server_refuses_sigv2_and_bad_sigv4_urls(creds: SigV4Server, bucket:
                                                     make_artifact: Callable[..., Artifact]) -> None:
     """What proves the server checks: the URLs boto3 made before this fix (SigV2) and a forged V4 one fail."""
     image = publish(s3_for(creds, bucket), make_artifact()).image
-    v2 = boto3.client("s3", endpoint_url=creds.endpoint, config=Config(signature_version="s3"))
+    v2 = boto3.session.Session().client("s3", endpoint_url=creds.endpoint, config=Config(signature_version="s3"))
     v2_url = v2.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": image.id}, ExpiresIn=600)
     assert "Signature=" in v2_url and "X-Amz-Algorithm" not in v2_url
     good = s3_for(creds, bucket).presign(image, 600)
