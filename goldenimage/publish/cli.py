@@ -109,7 +109,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--prefix", default="goldenimage/", help="key prefix (default goldenimage/)")
     g.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
                    help="S3 endpoint, e.g. https://s3.gra.io.cloud.ovh.net (default $AWS_ENDPOINT_URL)")
-    g.add_argument("--region", help="S3 region (default: boto3's)")
+    g.add_argument("--region", help="S3 region requests are signed for (SigV4; default: boto3's, else the "
+                                    "endpoint's, e.g. gra for s3.gra.io.cloud.ovh.net, else us-east-1)")
     g.add_argument("--presign", type=int, metavar="SECONDS", help="print a presigned GET URL valid this long")
     g = p.add_argument_group("ovh-dedicated")
     g.add_argument("--server", help="the dedicated server's serviceName")
