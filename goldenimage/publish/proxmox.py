@@ -79,12 +79,12 @@ class ProxmoxPublisher:
         from proxmoxer import ProxmoxAPI
 
         self.settings = settings
-        split = urlsplit(settings.url if "://" in settings.url else f"https://{settings.url}")
+        host, port = api_host(settings.url)
         user, _, token_name = settings.token_id.partition("!")
         if not token_name:
             raise CredentialsError(f"PROXMOX_TOKEN_ID {settings.token_id!r} is not USER@REALM!TOKENID",
                                    hint="create a token under Datacenter > Permissions > API Tokens")
-        self.api = ProxmoxAPI(f"{split.hostname}:{split.port or 8006}", user=user, token_name=token_name,
+        self.api = ProxmoxAPI(host, port=port, user=user, token_name=token_name,
                               token_value=settings.token_secret, verify_ssl=settings.verify, timeout=120)
         self.node = self.api.nodes(settings.node)
 
@@ -261,13 +261,29 @@ class ProxmoxPublisher:
             if exc.status_code == 401:
                 raise CredentialsError("Proxmox refused the API token (HTTP 401)", hint=_TOKEN_HINT) from exc
             if exc.status_code == 403:
-                raise CredentialsError(f"the Proxmox token may not do this: {exc.status_message}",
-                                       hint="grant it PVEVMAdmin and PVEDatastoreUser (privilege separation "
-                                            "needs the ACL on the token itself)") from exc
+                # proxmoxer's status_message is the generic "Forbidden"; PVE's reason (the path and the
+                # missing privilege) is in content.
+                reason = " ".join(str(exc.content or exc.status_message).split())
+                raise CredentialsError(f"the Proxmox token may not do this: {reason}", hint=_PERMISSION_HINT) from exc
             raise PublishError(f"Proxmox API error: {exc}", hint="run with --debug for the request") from exc
 
 
 _TOKEN_HINT = "check PROXMOX_TOKEN_ID (USER@REALM!TOKENID) and PROXMOX_TOKEN_SECRET"
+# The upload needs Datastore.AllocateTemplate on the upload storage, removing the uploaded file afterwards
+# Datastore.Allocate there, the template's disks Datastore.AllocateSpace on the VM storage (PVEDatastoreAdmin
+# has all three; PVEDatastoreUser lacks the first two).
+_PERMISSION_HINT = ("grant the token PVEVMAdmin on /vms, and Datastore.AllocateTemplate, Datastore.Allocate and "
+                    "Datastore.AllocateSpace on the storages (role PVEDatastoreAdmin on /storage/STORAGE); with "
+                    "privilege separation the ACL goes on the token itself")
+
+
+def api_host(url: str) -> tuple[str, int]:
+    """Host and port for proxmoxer from PROXMOX_URL; an IPv6 address keeps its brackets ([::1])."""
+    split = urlsplit(url if "://" in url else f"https://{url}")
+    host = split.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host, split.port or 8006
 
 
 def _description(config: dict[str, Any]) -> dict[str, Any]:

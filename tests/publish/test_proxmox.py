@@ -12,7 +12,7 @@ import pytest
 from goldenimage.images.store import Artifact
 from goldenimage.publish import base, proxmox
 from goldenimage.publish.base import ChecksumMismatch, CredentialsError, PublishError, publish
-from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings
+from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings, api_host
 
 from .fakes.proxmox import SECRET, TOKEN_ID, USER, FakeProxmox
 from .fakes.tls import localhost_tls
@@ -165,3 +165,39 @@ def test_a_packer_made_template_has_the_hardware_of_a_published_one(pve: tuple[F
     assert disk in published and "cloudinit" not in published[disk]
     assert "disks" not in template["source"]["proxmox-clone"]["golden"]
     assert packer["cpu"] != "kvm64" and packer["ostype"] != "other"  # not the plugin's defaults
+
+
+def test_an_ipv6_proxmox_url_keeps_its_brackets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                make_artifact: Callable[..., Artifact]) -> None:
+    monkeypatch.setattr(proxmox, "TASK_POLL_S", 0.01)
+    context, ca = localhost_tls(tmp_path)
+    with FakeProxmox(context, host="::1") as fake:
+        assert fake.url.startswith("https://[::1]:")
+        monkeypatch.setenv("PROXMOX_URL", fake.url)
+        monkeypatch.setenv("PROXMOX_TOKEN_ID", f"{USER}!{TOKEN_ID}")
+        monkeypatch.setenv("PROXMOX_TOKEN_SECRET", SECRET)
+        monkeypatch.setenv("PROXMOX_CA_BUNDLE", str(ca))
+        result = publish(ProxmoxPublisher(ProxmoxSettings.from_env(node=fake.node)), make_artifact())
+        assert result.uploaded and fake.vms[int(result.image.id)]["template"] == 1
+        assert fake.errors == []
+
+
+@pytest.mark.parametrize("url,host,port", [
+    ("https://[::1]:8006", "[::1]", 8006),
+    ("https://[2001:db8::5]", "[2001:db8::5]", 8006),
+    ("pve.example:8443", "pve.example", 8443),
+    ("https://192.0.2.7:8006/", "192.0.2.7", 8006),
+])
+def test_api_host_of_a_proxmox_url(url: str, host: str, port: int) -> None:
+    assert api_host(url) == (host, port)
+
+
+def test_a_permission_refusal_names_the_datastore_privileges(pve: tuple[FakeProxmox, Path],
+                                                              make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    fake.forbid_upload = True
+    with pytest.raises(CredentialsError) as err:
+        publish(publisher_for(pve), make_artifact())
+    assert "Datastore.AllocateTemplate" in err.value.message  # PVE's own words
+    hint = err.value.hint or ""
+    assert "Datastore.AllocateTemplate" in hint and "Datastore.Allocate and" in hint and "PVEVMAdmin" in hint
