@@ -26,8 +26,6 @@ from . import SOURCE_ROOT
 from .builders.disk import DiskLayout, layout_size_mib
 from .errors import InputError
 from .profile_schema import (
-    PACKAGE_NAME,
-    PLACEHOLDER,
     SQL_ROLES,
     OverlayFile,
     ProfileFile,
@@ -36,6 +34,7 @@ from .profile_schema import (
     schema_error_lines,
 )
 from .releases import Release, matrix
+from .values import PLACEHOLDER, check_package, check_unit
 
 PROFILES_DIR = SOURCE_ROOT / "profiles"
 ROLES_DIR = PROFILES_DIR / "roles"
@@ -122,7 +121,7 @@ def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
-        raise ProfileErrors(schema_error_lines(display_path(path), exc)) from exc
+        raise ProfileErrors(schema_error_lines(display_path(path), exc, model)) from None
     return parsed.model_dump(mode="json", exclude_unset=True)
 
 
@@ -236,9 +235,14 @@ def _substitute(value: Any, variables: dict[str, str], file: str, key: str, erro
             return variables[name]
 
         out = PLACEHOLDER.sub(repl, value)
-        is_package = key.startswith(("packages[", "base_packages[", "remove_packages["))
-        if is_package and out == PLACEHOLDER.sub("", out) and not PACKAGE_NAME.match(out):
-            errors.append(f"{file}: {key}: {out!r} is not a valid Debian package name")
+        # A value checked with its placeholders is checked again filled in (the matrix is data too).
+        check = {"packages": check_package, "base_packages": check_package, "remove_packages": check_package,
+                 "services": check_unit}.get(key.split("[", 1)[0].rsplit(".", 1)[-1])
+        if check is not None and out != value and out == PLACEHOLDER.sub("", out):
+            try:
+                check(out)
+            except ValueError as exc:
+                errors.append(f"{file}: {key}: {exc}")
         return out
     if isinstance(value, list):
         return [_substitute(v, variables, file, f"{key}[{i}]", errors) for i, v in enumerate(value)]

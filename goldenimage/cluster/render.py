@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..profile_schema import SQL_ROLES, Role
 from ..profiles import display_path
 from .check import Roles, check, resolve_roles
-from .model import Cluster, ClusterErrors, Host, load_cluster, nic_mac, private_mac, server_id
+from .model import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from .secrets import read_store, resolve_secrets, wanted, write_store
 
 HOSTS_FILE = "hosts.json"
@@ -130,7 +130,7 @@ def _mariadb_settings(cluster: Cluster, host: Host, mine: tuple[Role, ...], by_n
         for user in cluster.db_users:
             entry = {"name": user.name, "database": user.database, "password": values[f"db_users.{user.name}"]}
             if user.host:
-                entry["host"] = user.host
+                entry["host"] = grant_host(user.host, cluster.network)
             users.append(entry)
         mariadb["users"] = users
     if Role.SQL_REPLICA in mine and host.primary is not None:

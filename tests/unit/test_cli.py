@@ -28,7 +28,7 @@ def test_misspelt_key_exits_2_naming_file_and_key_and_writes_nothing(tmp_path):
     proc = golden("render", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     first = proc.stderr.splitlines()[0]
-    assert first.startswith("golden: error: ") and first.endswith("typo.yaml: packges: unknown key (misspelt?)")
+    assert first.startswith("golden: error: ") and first.endswith("typo.yaml: packges: unknown key: did you mean 'packages'?")
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["typo.yaml"]  # no staging leftovers
@@ -39,7 +39,7 @@ def test_bad_overlay_exits_2(tmp_path):
     overlay.write_text("packages: ['Not A Package']\n")
     proc = golden("render", "web", "--overlay", str(overlay), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert "o.yaml: packages: [0] 'Not A Package' is not a valid Debian package name" in proc.stderr
+    assert "o.yaml: packages[0]: 'Not A Package' is not a valid Debian package name" in proc.stderr
 
 
 def test_unsupported_release_exits_2(tmp_path):

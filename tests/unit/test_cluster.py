@@ -302,7 +302,7 @@ def test_cli_prints_one_line_per_host_and_no_secret(tmp_path: Path, capsys: pyte
 
 def test_unknown_key_is_rejected(tmp_path: Path) -> None:
     assert problems(tmp_path, with_host(0, adress="10.10.0.11")) == [
-        "cluster.yaml: hosts[0].adress: unknown key (misspelt?)"]
+        "cluster.yaml: hosts[0].adress: unknown key: did you mean 'address'?"]
 
 
 def test_unknown_profile_is_rejected(tmp_path: Path) -> None:
