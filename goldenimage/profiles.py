@@ -98,16 +98,48 @@ class ResolvedProfile:
         }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {str(key)[:80]!r} is given twice in one mapping", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping (empty: {}); one-line InputError otherwise."""
+    """A YAML file whose top level is a mapping (empty: {}); one-line InputError otherwise.
+
+    Reading, decoding (UTF-8 only) and parsing errors, and a key given twice, all name the file."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
-        raise InputError(f"{display_path(path)}: cannot read: {exc.strerror}") from None
+        raise InputError(f"{display_path(path)}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{display_path(path)}: not UTF-8 text (byte {exc.start})",
+                         hint="save the file as UTF-8") from None
+    except RecursionError:
+        raise InputError(f"{display_path(path)}: not valid YAML: nested too deep") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{display_path(path)}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise InputError(f"{display_path(path)}: not valid YAML{where}: {problem}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -265,6 +297,13 @@ def resolve(
     path = profile_path(name_or_path)
     release = matrix().get(debian)
     chain = _chain(path)
+    own = chain[-1][1]
+    if not own:
+        raise InputError(f"{display_path(path)}: (top level): empty profile: nothing to render",
+                         hint="give it `extends: base` and `roles`, or content keys (packages, files...)")
+    if own.get("abstract"):
+        raise InputError(f"{display_path(path)}: abstract: {path.stem} is a base for other profiles, not an image",
+                         hint=f"render one that extends it: {', '.join(list_profiles())}")
 
     roles: list[Role] = []
     supported: list[int] | None = None
@@ -323,7 +362,9 @@ def resolve(
     for _, data in overlay_data:
         content = merge(content, data)
 
-    _apply_removals(path, content)
+    # An error about removals names the last file that removes chrony (an overlay's error names the overlay).
+    removers = [p for p, d in [*fragments, *chain, *overlay_data] if "chrony" in d.get("remove_packages", [])]
+    _apply_removals(removers[-1] if removers else path, content)
     description = content.pop("description", None) or chain[-1][1].get("description") or ""
     return ResolvedProfile(
         name=path.stem,
