@@ -26,6 +26,7 @@ from . import SOURCE_ROOT
 from .builders.disk import DiskLayout, layout_size_mib
 from .errors import InputError
 from .profile_schema import (
+    FILE_NAME,
     SQL_ROLES,
     OverlayFile,
     ProfileFile,
@@ -165,7 +166,13 @@ def display_path(path: Path) -> str:
 
 
 def profile_path(name_or_path: str) -> Path:
-    """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is."""
+    """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is.
+
+    The name (the file's stem) goes into image, template and host names: it is a plain lower-case word."""
+    stem = Path(name_or_path).stem if name_or_path.endswith((".yaml", ".yml")) else Path(name_or_path).name
+    if not FILE_NAME.fullmatch(stem):
+        raise InputError(f"{name_or_path[:120]!r}: not a profile name (a-z, 0-9, '.', '_', '-'; at most 64)",
+                         hint="rename the file: its name becomes the image's name")
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():

@@ -119,6 +119,13 @@ def test_hostile_profile_is_refused(tmp_path: Path, text: str, key: str) -> None
     assert_refused(status, err, out, "p.yaml", key)
 
 
+def test_a_profile_file_name_that_is_not_a_plain_word_is_refused(tmp_path: Path) -> None:
+    # The name becomes the image's, the template's and the bake VM's host name.
+    profile = write(tmp_path / "a;reboot.yaml", "extends: base\nroles: [web]\n")
+    status, err = golden("render", str(profile), "--out", str(tmp_path / "out"))
+    assert_refused(status, err, tmp_path / "out", "not a profile name")
+
+
 def test_the_abstract_base_is_not_rendered(tmp_path: Path) -> None:
     status, err = golden("render", "base", "--out", str(tmp_path / "out"))
     assert_refused(status, err, tmp_path / "out", "base.yaml", "abstract")
