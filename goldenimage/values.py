@@ -93,15 +93,19 @@ def check_path(value: str) -> str:
 
 
 def check_glob_path(value: str) -> str:
-    """An absolute path whose last component may be a glob, below a directory at least two levels deep."""
+    """An absolute path of two parts or more whose last part may be a glob, then below a directory two levels
+    deep (the cleanup removes it with rm -rf: never /etc, never /etc/*)."""
     head, _, last = value.rpartition("/")
     if (not value.startswith("/") or not re.fullmatch(GLOB_PART, last) or re.fullmatch(r"[*?\[\]]+", last)
             or any(c in head for c in "*?[]")):
         raise ValueError(f"{_shown(value)} is not an absolute path (a glob only in its last part, and not '*' "
                          "alone)")
     check_path(head or "/")
-    if head.count("/") < 2:
-        raise ValueError(f"{_shown(value)} is too wide: name a directory at least two levels deep")
+    globbed = any(c in last for c in "*?[]")
+    if last in (".", "..") or (globbed and last.startswith(".")):
+        raise ValueError(f"{_shown(value)} is not a normalised path (no '.' or '..', no glob of dot files)")
+    if head.count("/") < (2 if globbed else 1):
+        raise ValueError(f"{_shown(value)} is too wide: a glob needs a directory two levels deep, a path two parts")
     return value
 
 
