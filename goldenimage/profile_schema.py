@@ -26,6 +26,7 @@ from .values import (
     SshPublicKey,
     SysctlKey,
     SysctlValue,
+    TemplatedPath,
     TimeZone,
     UnitName,
     Url,
@@ -66,7 +67,7 @@ class _Strict(BaseModel):
 class FileSpec(_Strict):
     """A file written into the image at bake time."""
 
-    path: AbsPath
+    path: TemplatedPath
     content: str
     owner: Owner = "root:root"
     permissions: Mode = "0644"

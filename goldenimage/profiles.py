@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from .profile_schema import (
     schema_error_lines,
 )
 from .releases import Release, matrix
-from .values import PLACEHOLDER, check_package, check_unit
+from .values import PLACEHOLDER, check_package, check_path, check_unit
 
 PROFILES_DIR = SOURCE_ROOT / "profiles"
 ROLES_DIR = PROFILES_DIR / "roles"
@@ -275,8 +276,11 @@ def _substitute(value: Any, variables: dict[str, str], file: str, key: str, erro
 
         out = PLACEHOLDER.sub(repl, value)
         # A value checked with its placeholders is checked again filled in (the matrix is data too).
+        field = re.sub(r"\[\d+\]", "", key)
+        if field.startswith("with_roles.") and field.count(".") >= 2:
+            field = field.split(".", 2)[2]
         check = {"packages": check_package, "base_packages": check_package, "remove_packages": check_package,
-                 "services": check_unit}.get(key.split("[", 1)[0].rsplit(".", 1)[-1])
+                 "services": check_unit, "files.path": check_path}.get(field)
         if check is not None and out != value and out == PLACEHOLDER.sub("", out):
             try:
                 check(out)

@@ -84,12 +84,18 @@ def check_owner(value: str) -> str:
     return value
 
 
-def check_path(value: str) -> str:
+def check_path(value: str, *, placeholders: bool = False) -> str:
     """An absolute, normalised path without glob, space, quote or shell character."""
-    if not ABS_PATH.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
+    probe = PLACEHOLDER.sub("x0", value) if placeholders else value
+    if not ABS_PATH.fullmatch(probe) or any(part in (".", "..") for part in probe.split("/")):
         raise ValueError(f"{_shown(value)} is not an absolute normalised path (no '..', '//', space, glob "
                          "or shell character)")
     return value
+
+
+def check_templated_path(value: str) -> str:
+    """check_path, with {{ var }} placeholders allowed (checked again once the release fills them in)."""
+    return check_path(value, placeholders=True)
 
 
 def check_glob_path(value: str) -> str:
@@ -222,6 +228,7 @@ UnitName = Annotated[str, AfterValidator(check_unit)]
 UserName = Annotated[str, AfterValidator(check_user)]
 Owner = Annotated[str, AfterValidator(check_owner)]
 AbsPath = Annotated[str, AfterValidator(check_path)]
+TemplatedPath = Annotated[str, AfterValidator(check_templated_path)]
 GlobPath = Annotated[str, AfterValidator(check_glob_path)]
 HostLabel = Annotated[str, AfterValidator(check_host_label)]
 DnsName = Annotated[str, AfterValidator(check_dns_name)]

@@ -58,6 +58,8 @@ HOSTILE_OVERLAYS = [
     ('files: [{path: "/etc/../shadow", content: a}]', "files[0].path"),
     ('files: [{path: "/etc/*", content: a}]', "files[0].path"),
     ('files: [{path: "/etc/x\\n", content: a}]', "files[0].path"),
+    ('files: [{path: "/etc/{{ php }}/../x", content: a}]', "files[0].path"),
+    ('files: [{path: "/etc/{{ nope }}/x", content: a}]', "files[0].path: unknown variable"),
     ('files: [{path: /etc/x, content: a}, {path: /etc/x, content: b}]', "files"),
     ('packages: ["htop\\n", reboot]', "packages[0]"),
     ('services: ["apache2\\n", reboot]', "services[0]"),
