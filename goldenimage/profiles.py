@@ -324,8 +324,9 @@ def resolve(
         roles += [Role(r) for r in data.get("roles", []) if Role(r) not in roles]
         if "debian" in data:
             supported = data["debian"]
-        disk_size = data.get("disk_size", disk_size)
-        disk_layout = DiskLayout(data.get("disk_layout", disk_layout))
+        # `disk_size: null` (or ~) leaves the inherited value, like a key not given.
+        disk_size = data.get("disk_size") or disk_size
+        disk_layout = DiskLayout(data.get("disk_layout") or disk_layout)
     _check_disk_size(path, disk_size, disk_layout)
 
     bad = [n for n in supported or [] if n not in matrix().releases]

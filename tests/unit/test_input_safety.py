@@ -131,6 +131,14 @@ def test_a_profile_file_name_that_is_not_a_plain_word_is_refused(tmp_path: Path)
     assert_refused(status, err, tmp_path / "out", "not a profile name")
 
 
+def test_a_null_disk_size_or_layout_keeps_the_inherited_one(tmp_path: Path) -> None:
+    # Found by the property test below: `disk_size: null` ended in a TypeError.
+    profile = write(tmp_path / "p.yaml", "extends: base\nroles: [web]\ndisk_size: null\ndisk_layout: null\n")
+    status, err = golden("render", str(profile), "--out", str(tmp_path / "out"))
+    assert status == 0, err
+    assert json.loads((tmp_path / "out" / "p-debian12-qemu.pkrvars.json").read_text())["disk_size"] == "4G"
+
+
 def test_the_abstract_base_is_not_rendered(tmp_path: Path) -> None:
     status, err = golden("render", "base", "--out", str(tmp_path / "out"))
     assert_refused(status, err, tmp_path / "out", "base.yaml", "abstract")
