@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..builders.proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
 from ..images.store import Artifact
 from ..log import info, log
 from .base import (
@@ -35,7 +36,6 @@ from .base import (
 
 #: The first release whose `import` content type takes qcow2/raw/vmdk uploads usable by import-from.
 IMPORT_MIN_VERSION = (8, 4)
-TASK_TIMEOUT_S = 1800
 TASK_POLL_S = 1.0
 MAX_VMS_INSPECTED = 2000  # in_use() reads each VM's config: bounded on huge clusters
 
@@ -47,10 +47,10 @@ class ProxmoxSettings:
     token_secret: str
     node: str
     storage: str = "local"  # where the qcow2 is uploaded (content type import)
-    vm_storage: str = "local-lvm"  # where the template's disks live
+    vm_storage: str = VM_STORAGE  # where the template's disks live
     bridge: str = "vmbr0"
-    memory_mb: int = 2048
-    cores: int = 2
+    memory_mb: int = HARDWARE.memory_mb
+    cores: int = HARDWARE.cores
     verify: bool | str = True  # False, True, or a CA bundle path
 
     @classmethod
@@ -150,9 +150,10 @@ class ProxmoxPublisher:
             raise PublishError(
                 f"Proxmox VE {version} cannot receive disk images through its API (needs 8.4 for content type import)",
                 hint=f"upgrade the node, or copy {facts.name}.qcow2 to it and run as root: qm create VMID "
-                     f"--scsihw virtio-scsi-single --scsi0 {self.settings.vm_storage}:0,import-from=/PATH/"
-                     f"{facts.name}.qcow2 --ide2 {self.settings.vm_storage}:cloudinit --agent 1 --serial0 socket "
-                     "--ciupgrade 0 && qm template VMID")
+                     f"--ostype {HARDWARE.ostype} --cpu {HARDWARE.cpu} --scsihw {HARDWARE.scsihw} "
+                     f"--{HARDWARE.boot_disk} {self.settings.vm_storage}:0,import-from=/PATH/{facts.name}.qcow2 "
+                     f"--{HARDWARE.cloud_init_bus}2 {self.settings.vm_storage}:cloudinit --agent {int(HARDWARE.agent)} "
+                     f"--serial0 {HARDWARE.serial} --ciupgrade {int(HARDWARE.ciupgrade)} && qm template VMID")
         status = self._call(self.node.storage(self.settings.storage).status.get)
         if "import" not in str(status.get("content", "")).split(","):
             raise PublishError(f"Proxmox storage {self.settings.storage} does not hold content type import",
@@ -173,12 +174,14 @@ class ProxmoxPublisher:
         description = json.dumps({"goldenimage": facts.name, "profile": facts.profile, "content_key": facts.content_key,
                                   "sha256": facts.sha256, "published": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                      time.gmtime())})
+        hw = HARDWARE
         config: dict[str, Any] = {
             "vmid": vmid, "name": facts.name, "memory": self.settings.memory_mb, "cores": self.settings.cores,
-            "ostype": "l26", "scsihw": "virtio-scsi-single",
-            "scsi0": f"{storage}:0,import-from={volume},discard=on,iothread=1",
-            "ide2": f"{storage}:cloudinit", "boot": "order=scsi0", "agent": "enabled=1", "serial0": "socket",
-            "ciupgrade": 0, "net0": f"virtio,bridge={self.settings.bridge}",
+            "ostype": hw.ostype, "cpu": hw.cpu, "scsihw": hw.scsihw, "vga": hw.vga,
+            hw.boot_disk: f"{storage}:0,import-from={volume},discard=on,iothread=1",
+            f"{hw.cloud_init_bus}2": f"{storage}:cloudinit", "boot": f"order={hw.boot_disk}",
+            "agent": f"enabled={int(hw.agent)}", "serial0": hw.serial, "ciupgrade": int(hw.ciupgrade),
+            "net0": f"{hw.nic_model},bridge={self.settings.bridge}",
             "tags": f"golden;golden-profile-{facts.profile};golden-key-{facts.content_key}",
             "description": description,
         }
