@@ -32,11 +32,15 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from .builders.packer_template import Target
+    from .outdir import check_replaceable, out_dir_arg
     from .profiles import resolve
     from .render import render
 
+    out = out_dir_arg(args.out)
+    if out is not None:
+        check_replaceable(out)  # before any work: a bad --out is refused at once
     profile = resolve(args.profile, args.debian, tuple(args.overlay))
-    out = Path(args.out or f"rendered/{profile.name}-debian{profile.release.number}-{args.target}")
+    out = out or Path(f"rendered/{profile.name}-debian{profile.release.number}-{args.target}")
     rendered = render(profile, Target(args.target), out)
     for path in sorted(rendered.directory.iterdir()):
         print(path)
@@ -53,7 +57,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         names = args.profiles
     targets = [Target(t) for t in args.target] if args.target else None
-    releases = [int(d) for d in args.debian] if args.debian else None
+    releases = [release_number(d) for d in args.debian] if args.debian else None
     failures = total = 0
     for check in validate_all(names, releases, targets, tuple(args.overlay)):
         total += 1
@@ -98,6 +102,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     verify(args.target, args.debian)
     return 0
+
+
+def release_number(value: str) -> int:
+    """A --debian value as a release number of the matrix; one-line InputError otherwise."""
+    from .releases import matrix
+
+    return matrix().get(value).number
 
 
 def parser_error(message: str) -> None:
@@ -186,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             console.print(f"  hint: {exc.hint}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_status
+    except OSError as exc:
+        # Anything the file system refuses that no module turned into a GoldenError: one line, no traceback.
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        console.print(f"golden: error: {exc.strerror or exc}{where}", markup=False, highlight=False, soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         console.print("golden: interrupted")
         return 130

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,7 @@ from . import SOURCE_ROOT
 from .builders.disk import DiskLayout, layout_size_mib
 from .errors import InputError
 from .profile_schema import (
-    PACKAGE_NAME,
-    PLACEHOLDER,
+    FILE_NAME,
     SQL_ROLES,
     OverlayFile,
     ProfileFile,
@@ -36,6 +36,7 @@ from .profile_schema import (
     schema_error_lines,
 )
 from .releases import Release, matrix
+from .values import PLACEHOLDER, check_package, check_path, check_unit
 
 PROFILES_DIR = SOURCE_ROOT / "profiles"
 ROLES_DIR = PROFILES_DIR / "roles"
@@ -99,16 +100,48 @@ class ResolvedProfile:
         }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {str(key)[:80]!r} is given twice in one mapping", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping (empty: {}); one-line InputError otherwise."""
+    """A YAML file whose top level is a mapping (empty: {}); one-line InputError otherwise.
+
+    Reading, decoding (UTF-8 only) and parsing errors, and a key given twice, all name the file."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
-        raise InputError(f"{display_path(path)}: cannot read: {exc.strerror}") from None
+        raise InputError(f"{display_path(path)}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{display_path(path)}: not UTF-8 text (byte {exc.start})",
+                         hint="save the file as UTF-8") from None
+    except RecursionError:
+        raise InputError(f"{display_path(path)}: not valid YAML: nested too deep") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{display_path(path)}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise InputError(f"{display_path(path)}: not valid YAML{where}: {problem}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -122,7 +155,7 @@ def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
-        raise ProfileErrors(schema_error_lines(display_path(path), exc)) from exc
+        raise ProfileErrors(schema_error_lines(display_path(path), exc, model)) from None
     return parsed.model_dump(mode="json", exclude_unset=True)
 
 
@@ -134,7 +167,13 @@ def display_path(path: Path) -> str:
 
 
 def profile_path(name_or_path: str) -> Path:
-    """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is."""
+    """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is.
+
+    The name (the file's stem) goes into image, template and host names: it is a plain lower-case word."""
+    stem = Path(name_or_path).stem if name_or_path.endswith((".yaml", ".yml")) else Path(name_or_path).name
+    if not FILE_NAME.fullmatch(stem):
+        raise InputError(f"{name_or_path[:120]!r}: not a profile name (a-z, 0-9, '.', '_', '-'; at most 64)",
+                         hint="rename the file: its name becomes the image's name")
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():
@@ -236,9 +275,17 @@ def _substitute(value: Any, variables: dict[str, str], file: str, key: str, erro
             return variables[name]
 
         out = PLACEHOLDER.sub(repl, value)
-        is_package = key.startswith(("packages[", "base_packages[", "remove_packages["))
-        if is_package and out == PLACEHOLDER.sub("", out) and not PACKAGE_NAME.match(out):
-            errors.append(f"{file}: {key}: {out!r} is not a valid Debian package name")
+        # A value checked with its placeholders is checked again filled in (the matrix is data too).
+        field = re.sub(r"\[\d+\]", "", key)
+        if field.startswith("with_roles.") and field.count(".") >= 2:
+            field = field.split(".", 2)[2]
+        check = {"packages": check_package, "base_packages": check_package, "remove_packages": check_package,
+                 "services": check_unit, "files.path": check_path}.get(field)
+        if check is not None and out != value and out == PLACEHOLDER.sub("", out):
+            try:
+                check(out)
+            except ValueError as exc:
+                errors.append(f"{file}: {key}: {exc}")
         return out
     if isinstance(value, list):
         return [_substitute(v, variables, file, f"{key}[{i}]", errors) for i, v in enumerate(value)]
@@ -261,6 +308,13 @@ def resolve(
     path = profile_path(name_or_path)
     release = matrix().get(debian)
     chain = _chain(path)
+    own = chain[-1][1]
+    if not own:
+        raise InputError(f"{display_path(path)}: (top level): empty profile: nothing to render",
+                         hint="give it `extends: base` and `roles`, or content keys (packages, files...)")
+    if own.get("abstract"):
+        raise InputError(f"{display_path(path)}: abstract: {path.stem} is a base for other profiles, not an image",
+                         hint=f"render one that extends it: {', '.join(list_profiles())}")
 
     roles: list[Role] = []
     supported: list[int] | None = None
@@ -270,8 +324,9 @@ def resolve(
         roles += [Role(r) for r in data.get("roles", []) if Role(r) not in roles]
         if "debian" in data:
             supported = data["debian"]
-        disk_size = data.get("disk_size", disk_size)
-        disk_layout = DiskLayout(data.get("disk_layout", disk_layout))
+        # `disk_size: null` (or ~) leaves the inherited value, like a key not given.
+        disk_size = data.get("disk_size") or disk_size
+        disk_layout = DiskLayout(data.get("disk_layout") or disk_layout)
     _check_disk_size(path, disk_size, disk_layout)
 
     bad = [n for n in supported or [] if n not in matrix().releases]
@@ -319,7 +374,9 @@ def resolve(
     for _, data in overlay_data:
         content = merge(content, data)
 
-    _apply_removals(path, content)
+    # An error about removals names the last file that removes chrony (an overlay's error names the overlay).
+    removers = [p for p, d in [*fragments, *chain, *overlay_data] if "chrony" in d.get("remove_packages", [])]
+    _apply_removals(removers[-1] if removers else path, content)
     description = content.pop("description", None) or chain[-1][1].get("description") or ""
     return ResolvedProfile(
         name=path.stem,

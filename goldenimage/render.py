@@ -4,7 +4,6 @@ the NoCloud seed ISO, the bake scripts, an ephemeral build key, and an example f
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import uuid
@@ -22,7 +21,9 @@ from .builders.packer_template import (
 )
 from .cloudinit.seed import write_seed_iso
 from .cloudinit.userdata import render_host_user_data, render_meta_data, render_user_data
+from .errors import InputError
 from .firstboot_bundle import bundle_commands, bundle_files
+from .outdir import check_replaceable, mark, replace_dir
 from .profiles import ResolvedProfile
 from .run import require, run
 
@@ -70,12 +71,18 @@ def render(
     content_key: str | None = None,
     required_plugins: bool | None = None,
 ) -> Rendered:
-    """Render `profile` for `target` into out_dir; files appear only once all are written."""
+    """Render `profile` for `target` into out_dir; files appear only once all are written.
+
+    out_dir is replaced whole, and only if golden wrote it (its marker) or it is empty: InputError otherwise."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(out_dir)
     if required_plugins is None:
         required_plugins = supports_required_plugins()
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
     try:
         if build_public_key is None:
             _, build_public_key = make_build_key(stage)
@@ -99,7 +106,9 @@ def render(
             f"{profile.name}-1", profile.example_settings, ssh_authorized_keys=["ssh-ed25519 AAAA... you@example"]
         )
         (stage / "firstboot-user-data.example").write_text(example)
-        _publish(stage, out_dir)
+        mark(stage, "golden render")
+        stage.chmod(0o755)
+        replace_dir(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return Rendered(
@@ -113,15 +122,3 @@ def render(
         build_key=out_dir / BUILD_KEY,
     )
 
-
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Move the staged files into out_dir (created if needed), each by an atomic rename."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(stage.iterdir()):
-        dest = out_dir / entry.name
-        if entry.is_dir():
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(entry, dest)
-        else:
-            os.replace(entry, dest)

@@ -16,6 +16,7 @@ from .errors import GoldenError
 from .profiles import resolve, supported_releases
 from .releases import matrix
 from .render import Rendered, render
+from .rendered_safety import check_template, check_user_data
 from .run import require, run
 
 # Values the templates read from the environment, for validation only (no cloud is contacted).
@@ -60,6 +61,13 @@ def _check_packer(rendered: Rendered, target: Target, label: str, identity_url: 
     return Check(label, ok, message)
 
 
+def input_safety(rendered: Rendered, label: str) -> Check:
+    """Every input-derived value in the rendered user-data and template is one token, one line."""
+    problems = check_user_data(rendered.user_data.read_text())
+    problems += check_template(json.loads(rendered.template.read_text()))
+    return Check(label, not problems, "\n".join(problems))
+
+
 def check_profile(name: str, debian: int, targets: list[Target], identity_url: str,
                   overlays: tuple[Path, ...] = ()) -> list[Check]:
     """Render one profile for one release and every target; check each rendered file."""
@@ -75,6 +83,8 @@ def check_profile(name: str, debian: int, targets: list[Target], identity_url: s
                 for path in (rendered.user_data, rendered.firstboot_example):
                     ok, msg = cloud_init_schema(path)
                     checks.append(Check(f"{prefix} {path.name}", ok, msg))
+                # The values from input are the same in every target's template: one look is enough.
+                checks.append(input_safety(rendered, f"{prefix} input safety"))
             checks.append(_check_packer(rendered, target, f"{prefix} {rendered.template.name}", identity_url))
     return checks
 

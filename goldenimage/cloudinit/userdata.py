@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 from typing import Any
 
 import yaml
@@ -122,7 +123,7 @@ def _write_files(
         files.append({"path": spec["path"], "content": spec["content"], "permissions": spec.get("permissions", "0644")})
         owner = spec.get("owner", "root:root")
         if owner != "root:root":
-            chowns.append(f"chown {owner} {spec['path']}")
+            chowns.append(shlex.join(["chown", owner, spec["path"]]))
     system = profile.content.get("system", {})
     per_instance = {k: system[k] for k in ("locale", "timezone") if system.get(k)}
     if per_instance:
@@ -146,7 +147,7 @@ def _write_files(
 def purge_command(names: list[str]) -> str:
     """A shell command purging those of `names` that are installed or left config files behind (the base or
     a dependency may have brought them); nothing when none is."""
-    query = f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {' '.join(names)} 2>/dev/null"
+    query = f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {shlex.join(names)} 2>/dev/null"
     return (
         f"pkgs=$({query} | awk '$2 ~ /^[ir]/ {{print $1}}'); "
         '[ -z "$pkgs" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $pkgs'
@@ -178,7 +179,8 @@ def render_user_data(
             # there before it runs (bootcmd runs earlier, in the init stage).
             charset = locale.split(".", 1)[1] if "." in locale else "ISO-8859-1"
             data["bootcmd"] = [
-                f"grep -q '^{locale} ' /etc/locale.gen || echo '{locale} {charset}' >> /etc/locale.gen"
+                f"grep -q {shlex.quote(f'^{locale} ')} /etc/locale.gen || "
+                f"echo {shlex.quote(f'{locale} {charset}')} >> /etc/locale.gen"
             ]
     if system.get("timezone"):
         data["timezone"] = system["timezone"]
@@ -199,7 +201,7 @@ def render_user_data(
     runcmd.extend(extra_commands or [])
     services = content.get("services", [])
     if services:
-        runcmd.append("systemctl enable " + " ".join(services))
+        runcmd.append(shlex.join(["systemctl", "enable", *services]))
     data["runcmd"] = runcmd
     return dump_cloud_config(data)
 

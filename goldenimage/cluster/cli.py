@@ -8,10 +8,11 @@ from typing import Any
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from ..outdir import out_dir_arg
     from .model import load_cluster
     from .render import render_cluster
 
-    out = args.out
+    out = out_dir_arg(args.out)
     if out is None:
         out = Path("rendered") / f"cluster-{load_cluster(args.file).name}"
     for host in render_cluster(args.file, out):
@@ -30,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "DIR/hosts.json and DIR/secrets.json (0600: generated secrets, reused by the next render).",
     )
     p.add_argument("file", type=Path, metavar="FILE", help="the cluster file (see examples/cluster.yaml)")
-    p.add_argument("--out", type=Path, metavar="DIR",
+    p.add_argument("--out", metavar="DIR",
                    help="output directory, replaced whole (default rendered/cluster-NAME)")
     p.set_defaults(func=_cmd_render)
     return cluster

@@ -41,17 +41,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ..errors import InputError
 from ..profile_schema import schema_error_lines
 from ..profiles import display_path, read_yaml_mapping
+from ..values import DNS_NAME, HOST_LABEL, MAC, MAC_PREFIX, SshPublicKey, check_one_line, check_path
 
 # RFC 1123 label, lower case: what cloud-init, /etc/hosts and MariaDB's report_host all accept.
-HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-VHOST_NAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*-]*$")
-SQL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-MAC_PREFIX = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){2,4}$")
+# Every pattern is matched over the whole value (fullmatch): `$` would let a final newline through.
+VHOST_NAME = re.compile(r"(\*\.)?" + DNS_NAME.pattern)
+SQL_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 # The agent's check on export options: a bare comma list, so no client spec can widen an export.
-EXPORT_OPTIONS = re.compile(r"^[a-z_]+(=[A-Za-z0-9:/._-]+)?(,[a-z_]+(=[A-Za-z0-9:/._-]+)?)*$")
-SSH_KEY_TYPE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)$")
+EXPORT_OPTIONS = re.compile(r"[a-z_]+(=[A-Za-z0-9:/._-]+)?(,[a-z_]+(=[A-Za-z0-9:/._-]+)?)*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CLEAR_SECRET = "a secret in clear is refused: write `generate`, {env: VARIABLE} or {file: PATH}"
 
 
@@ -83,6 +82,18 @@ class SecretSource(_Strict):
     env: str | None = None
     file: str | None = None
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: str | None) -> str | None:
+        if v is not None and not ENV_NAME.fullmatch(v):
+            raise ValueError(f"{v[:80]!r} is not an environment variable name")
+        return v
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        return None if v is None else check_one_line(v)
+
     @model_validator(mode="after")
     def _one_source(self) -> SecretSource:
         if sum([self.generate, self.env is not None, self.file is not None]) != 1:
@@ -94,15 +105,13 @@ Secret = Annotated[SecretSource, BeforeValidator(_secret_source)]
 
 
 def _label(value: str, what: str = "host name") -> str:
-    if not HOSTNAME.match(value):
-        raise ValueError(f"{value!r} is not a valid {what} (lower-case letters, digits and '-', at most 63)")
+    if not HOST_LABEL.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a valid {what} (lower-case letters, digits and '-', at most 63)")
     return value
 
 
 def _absolute(value: str) -> str:
-    if not value.startswith("/") or "/../" in value + "/" or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} must be an absolute path without '..' or spaces")
-    return value
+    return check_path(value)
 
 
 class Nic(_Strict):
@@ -115,7 +124,7 @@ class Nic(_Strict):
     @classmethod
     def _prefix(cls, v: str) -> str:
         v = v.lower()
-        if not MAC_PREFIX.match(v):
+        if not MAC_PREFIX.fullmatch(v):
             raise ValueError(f"{v!r} is not a MAC prefix of 3 to 5 octets such as '52:54:00:10:00'")
         if int(v[:2], 16) & 1:
             raise ValueError(f"{v!r} is a multicast prefix (the first octet must be even)")
@@ -124,7 +133,7 @@ class Nic(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not IFNAME.match(v):
+        if not IFNAME.fullmatch(v):
             raise ValueError(f"{v!r} is not an interface name (at most 15 letters, digits, '_', '.', '-')")
         return v
 
@@ -146,8 +155,8 @@ class DbUser(_Strict):
     @field_validator("name", "database")
     @classmethod
     def _sql_name(cls, v: str) -> str:
-        if not SQL_NAME.match(v):
-            raise ValueError(f"{v!r} is not a name of letters, digits and '_' (at most 64)")
+        if not SQL_NAME.fullmatch(v):
+            raise ValueError(f"{v[:80]!r} is not a name of letters, digits and '_' (at most 64)")
         return v
 
 
@@ -159,8 +168,8 @@ class Vhost(_Strict):
     @field_validator("server_name")
     @classmethod
     def _server_name(cls, v: str) -> str:
-        if not VHOST_NAME.match(v):
-            raise ValueError(f"{v!r} is not a host name")
+        if not VHOST_NAME.fullmatch(v) or len(v) > 253:
+            raise ValueError(f"{v[:80]!r} is not a host name (RFC 1123, or '*.' and one)")
         return v
 
     @field_validator("aliases")
@@ -188,7 +197,7 @@ class Export(_Strict):
     @field_validator("options")
     @classmethod
     def _options(cls, v: str | None) -> str | None:
-        if v is not None and not EXPORT_OPTIONS.match(v):
+        if v is not None and not EXPORT_OPTIONS.fullmatch(v):
             raise ValueError(f"{v!r} is not a bare option list such as 'rw,sync,no_subtree_check'")
         return v
 
@@ -234,8 +243,8 @@ class Host(_Strict):
     @field_validator("mac")
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
-        if v is not None and not MAC.match(v.lower()):
-            raise ValueError(f"{v!r} is not a MAC address such as '52:54:00:10:00:0b'")
+        if v is not None and not MAC.fullmatch(v.lower()):
+            raise ValueError(f"{v[:80]!r} is not a MAC address such as '52:54:00:10:00:0b'")
         return None if v is None else v.lower()
 
 
@@ -245,7 +254,7 @@ class Cluster(_Strict):
     debian: int | None = None
     interface: Nic | None = None
     uplink: Nic | None = None
-    ssh_authorized_keys: list[str] = []
+    ssh_authorized_keys: list[SshPublicKey] = []
     secrets: Secrets = Secrets()
     databases: list[str] = []
     db_users: list[DbUser] = []
@@ -277,16 +286,30 @@ class Cluster(_Strict):
             DbUser._sql_name(name)
         return v
 
-    @field_validator("ssh_authorized_keys")
-    @classmethod
-    def _keys(cls, v: list[str]) -> list[str]:
-        for index, key in enumerate(v):
-            fields = key.split()
-            if "PRIVATE KEY" in key:
-                raise ValueError(f"[{index}] is a private key: give the public key (the .pub file)")
-            if len(fields) < 2 or not SSH_KEY_TYPE.match(fields[0]):
-                raise ValueError(f"[{index}] is not an SSH public key line ('ssh-ed25519 AAAA... comment')")
-        return v
+    @model_validator(mode="after")
+    def _grant_hosts(self) -> Cluster:
+        for user in self.db_users:
+            if user.host is not None and not grant_host_in(user.host, self.network):
+                raise ValueError(f"db_users: {user.name}: host {user.host[:80]!r} is not an address or a network "
+                                 f"inside the cluster network {self.network} (accounts stay in it)")
+        return self
+
+
+def grant_host_in(host: str, network: IPv4Network) -> IPv4Network | None:
+    """The MariaDB host part as a network inside `network` (an address, ADDR/LEN or ADDR/NETMASK); else None."""
+    try:
+        net = IPv4Network(host, strict=True)
+    except ValueError:
+        return None
+    return net if net.subnet_of(network) else None
+
+
+def grant_host(host: str, network: IPv4Network) -> str:
+    """MariaDB's form of a checked host part: an address as it is, a network as ADDR/NETMASK."""
+    net = grant_host_in(host, network)
+    if net is None or net.prefixlen == 32:
+        return host if net is None else str(net.network_address)
+    return f"{net.network_address}/{net.netmask}"
 
 
 def load_cluster(path: Path) -> Cluster:
@@ -297,7 +320,7 @@ def load_cluster(path: Path) -> Cluster:
         return Cluster.model_validate(raw)
     except ValidationError as exc:
         # `from None`: pydantic's own message repeats the input, which may be a secret in clear.
-        raise ClusterErrors(schema_error_lines(where, exc)) from None
+        raise ClusterErrors(schema_error_lines(where, exc, Cluster)) from None
 
 
 def nic_mac(nic: Nic, address: IPv4Address) -> str:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ import yaml
 from ..cloudinit.seed import write_seed_iso
 from ..cloudinit.userdata import render_host_user_data, render_meta_data
 from ..errors import InputError
+from ..outdir import check_replaceable, mark, replace_dir
 from ..profile_schema import SQL_ROLES, Role
 from ..profiles import display_path
 from .check import Roles, check, resolve_roles
-from .model import Cluster, ClusterErrors, Host, load_cluster, nic_mac, private_mac, server_id
+from .model import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from .secrets import read_store, resolve_secrets, wanted, write_store
 
 HOSTS_FILE = "hosts.json"
@@ -130,7 +130,7 @@ def _mariadb_settings(cluster: Cluster, host: Host, mine: tuple[Role, ...], by_n
         for user in cluster.db_users:
             entry = {"name": user.name, "database": user.database, "password": values[f"db_users.{user.name}"]}
             if user.host:
-                entry["host"] = user.host
+                entry["host"] = grant_host(user.host, cluster.network)
             users.append(entry)
         mariadb["users"] = users
     if Role.SQL_REPLICA in mine and host.primary is not None:
@@ -228,27 +228,9 @@ def _write(path: Path, text: str, mode: int = 0o600) -> None:
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    """DIR is replaced whole: refuse a directory that is not an earlier cluster render."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory", hint="choose another --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / HOSTS_FILE).is_file():
-        raise InputError(f"{out_dir}: not empty and not a cluster render (no {HOSTS_FILE}); it would be replaced",
-                         hint="choose a new or empty --out directory")
-
-
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Put the staged directory in DIR's place (renames only; the old DIR goes once the new one is there)."""
-    if not out_dir.exists():
-        os.rename(stage, out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out_dir, old)
-    try:
-        os.rename(stage, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    """DIR is replaced whole: refuse a directory that is not an earlier cluster render (its marker, or the
+    hosts.json of a render made before the marker)."""
+    check_replaceable(out_dir, also_owned_if=HOSTS_FILE)
 
 
 def render_cluster(path: Path, out_dir: Path, environ: Mapping[str, str] | None = None) -> list[RenderedHost]:
@@ -256,8 +238,11 @@ def render_cluster(path: Path, out_dir: Path, environ: Mapping[str, str] | None 
     path, out_dir = Path(path), Path(out_dir)
     _check_out_dir(out_dir)
     hosts, store, cluster = plan(path, out_dir, environ)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
     rendered: list[RenderedHost] = []
     try:
         index: dict[str, Any] = {}
@@ -283,7 +268,8 @@ def render_cluster(path: Path, out_dir: Path, environ: Mapping[str, str] | None 
             rendered.append(RenderedHost(host.name, host.address, tuple(entry["roles"]), out_dir / host.name, iid))
         _write(stage / HOSTS_FILE, json.dumps(index, indent=2) + "\n", 0o644)
         write_store(stage, store)
-        _publish(stage, out_dir)
+        mark(stage, "golden cluster render")
+        replace_dir(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return rendered

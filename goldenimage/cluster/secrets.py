@@ -115,4 +115,7 @@ def resolve_secrets(
             if not value:
                 errors.append(f"{where}: {key}.file: {path} is empty")
             values[name] = value
+        if any(ord(c) < 32 or ord(c) == 127 for c in values.get(name, "")):
+            # Secrets land in config lines on the hosts ([client] password=...): one line, never shown.
+            errors.append(f"{where}: {key}: the secret holds a newline or control character (one line only)")
     return values, new_store, errors

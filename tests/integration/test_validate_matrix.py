@@ -32,7 +32,7 @@ def identity_url():
 @pytest.mark.parametrize("name", list_profiles())
 def test_profile_validates_for_every_target(name, debian, identity_url):
     checks = check_profile(name, debian, list(Target), identity_url)
-    assert len(checks) == 5  # user-data, first-boot example, three templates
+    assert len(checks) == 6  # user-data, first-boot example, input safety, three templates
     failed = [f"{c.label}: {c.detail}" for c in checks if not c.ok]
     assert not failed, "\n".join(failed)
 
@@ -59,12 +59,25 @@ def test_cloud_init_schema_rejects_bad_user_data(tmp_path):
     assert not ok and "runcmd" in message
 
 
+def test_input_safety_check_fails_a_rendering_that_slipped_an_unsafe_value(tmp_path):
+    # The check reads the rendered files themselves: a value the schema would refuse, put there after
+    # rendering, is a FAIL.
+    from goldenimage.validate import input_safety
+
+    rendered = render(resolve("web", 12), Target.QEMU, tmp_path / "r")
+    assert input_safety(rendered, "web").ok
+    text = rendered.user_data.read_text().replace("- apache2\n", "- \"apache2; reboot\"\n", 1)
+    rendered.user_data.write_text(text)
+    check = input_safety(rendered, "web")
+    assert not check.ok and "apache2; reboot" in check.detail
+
+
 def test_make_validate_style_cli_reports_one_line_per_file():
     proc = subprocess.run([sys.executable, "-m", "goldenimage.cli", "validate", "nfs", "--debian", "13"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[-1] == "5 passed, 0 failed"
+    assert lines[-1] == "6 passed, 0 failed"
     assert all(line.startswith("ok   nfs debian13 ") for line in lines[:-1])
 
 

@@ -18,7 +18,9 @@ truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 
 rm -f /etc/ssh/ssh_host_*
-for p in ${GOLDEN_INSTANCE_UNIQUE:-}; do rm -rf $p; done
+# Unquoted on purpose: each is a glob. The schema allows no space or shell character in them, and no
+# pattern wider than a file name in a directory two levels deep.
+for p in ${GOLDEN_INSTANCE_UNIQUE:-}; do rm -rf -- $p; done
 
 apt-get -y -q autoremove --purge >/dev/null || true
 apt-get -q clean

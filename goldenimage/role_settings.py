@@ -1,0 +1,99 @@
+"""The schema of `settings`: one section per role, each the image defaults its first-boot module reads.
+
+Like cloud-init's per-module schemas: a key no module reads is refused (with a "did you mean" hint, from
+schema_error_lines), so that a misspelt `settings.web.helth_path` never reaches an image. Host-level values
+(cluster addresses, passwords, vhosts) come from the cluster file, not from here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .values import AbsPath, Url
+
+SQL_IDENT = re.compile(r"[A-Za-z0-9_]{1,64}")
+TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+
+
+def _check(pattern: re.Pattern[str], what: str) -> Any:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+SqlIdent = Annotated[str, _check(SQL_IDENT, "a name of letters, digits and '_' (at most 64)")]
+Token = Annotated[str, _check(TOKEN, "one word of letters, digits, '.', '_' and '-'")]
+UrlPath = Annotated[str, _check(URL_PATH, "a URL path such as '/healthz'")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebSettings(_Section):
+    health_path: UrlPath | None = None
+    document_root: AbsPath | None = None
+
+
+class MariadbSettings(_Section):
+    port: Port | None = None
+    replication_user: SqlIdent | None = None
+    binlog_expire_days: Annotated[int, Field(ge=0, le=99)] | None = None
+
+
+class LbSettings(_Section):
+    keepalived: bool | None = None
+    health_path: UrlPath | None = None
+    max_servers: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class NfsSettings(_Section):
+    export_root: AbsPath | None = None
+
+
+class PleskSettings(_Section):
+    installer_url: Url | None = None
+    release: Token | None = None
+    installation_type: Token | None = None
+
+
+class HardenedSettings(_Section):
+    aide_init: bool | None = None
+
+
+class FirstbootSettings(BaseModel):
+    """The agent's own timing (retries, waits, restarts): any key, each a number of zero or more."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("expected a mapping of timing keys (retry_attempts, retry_delay, ...)")
+        for key, value in data.items():
+            if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
+                raise ValueError(f"{str(key)[:80]!r} is not a settings key (lower-case letters, digits, '_')")
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key}: {str(value)[:80]!r} is not a number of zero or more")
+        return data
+
+
+class Settings(_Section):
+    """`settings`: a section per role (sql-primary and sql-replica share `mariadb`), and `firstboot`."""
+
+    web: WebSettings | None = None
+    mariadb: MariadbSettings | None = None
+    lb: LbSettings | None = None
+    nfs: NfsSettings | None = None
+    plesk: PleskSettings | None = None
+    hardened: HardenedSettings | None = None
+    firstboot: FirstbootSettings | None = None
