@@ -23,6 +23,9 @@ from .run import require, run
 
 #: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
 KEY_PLACEHOLDER = "ssh-ed25519 BUILD-KEY golden-build"
+#: A package layer is read only by this machine's QEMU (Debian 12's reads zstd): six times faster to write
+#: than zlib for the same size. Artifacts stay zlib, which every consumer's qemu-img reads (README).
+LAYER_COMPRESSION = "zstd"
 
 
 def layer_packages(profile: ResolvedProfile) -> tuple[str, ...]:
@@ -38,7 +41,7 @@ def layer_key(profile: ResolvedProfile, mirror: str | None = None, flavour: str 
     """The key of the profile's mirror-built base (its package layer): release, mirror, layout, package set and
     recipe version; never its files, settings, services or first-boot agent."""
     return base_key(profile.release, resolve_mirror(profile.release, mirror), flavour, profile.disk_layout,
-                    profile.base_packages, layer_packages(profile))
+                    profile.base_packages, layer_packages(profile), LAYER_COMPRESSION)
 
 
 def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_checksum: str | None = None,
@@ -57,7 +60,8 @@ def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_chec
             )
         return fetch_base(base_url, base_checksum, profile.release)
     return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
-                      extra_packages=profile.base_packages, packages=layer_packages(profile))
+                      extra_packages=profile.base_packages, packages=layer_packages(profile),
+                      compression=LAYER_COMPRESSION)
 
 
 def profile_key(profile: ResolvedProfile, base: BaseImage) -> str:

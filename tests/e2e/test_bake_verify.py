@@ -38,6 +38,8 @@ def test_bake_leaves_a_compressed_qcow2_its_checksum_and_a_manifest(web_artifact
     assert info["format"] == "qcow2"
     # compressed and trimmed: far smaller than the virtual disk
     assert info["actual-size"] < info["virtual-size"] / 3
+    # zlib, which every consumer's qemu-img reads (the package layer below it is zstd: only ours reads that)
+    assert info["format-specific"]["data"]["compression-type"] == "zlib"
     digest, name = web_artifact.sha256_file.read_text().split()
     assert name == qcow2.name and digest == store.sha256_of(qcow2)
     manifest = web_artifact.manifest()

@@ -139,3 +139,21 @@ def test_guest_manifest_reports_what_dpkg_installed_during_the_vm_pass(tmp_path:
     log.write_text("")
     run(["sh", script], env=env)
     assert json.loads(out.read_text())["vm_pass_dpkg"] == []
+
+
+def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.MonkeyPatch):
+    import goldenimage.bake as bake_module
+    from goldenimage.builders.base import base_key, resolve_mirror
+
+    def fake_build_base(release, *, mirror=None, flavour="cloud", layout, extra_packages, packages, compression):
+        key = base_key(release, resolve_mirror(release, mirror), flavour, layout, extra_packages, packages,
+                       compression)
+        return BaseImage(path=Path("/nonexistent"), sha256="0" * 64, key=key, release=release.number,
+                         source="mmdebstrap")
+
+    monkeypatch.setattr(bake_module, "build_base", fake_build_base)
+    for name in ("web", "banking-hardened", "lb"):
+        profile = resolve(name, 12)
+        base = bake_module.get_base(profile)
+        assert base.key == layer_key(profile)
+    assert bake_module.LAYER_COMPRESSION == "zstd"
