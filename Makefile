@@ -87,9 +87,14 @@ test-publish: venv ## Publishing tests against local S3 (moto), Keystone/Glance,
 test-cluster: host-tools venv ## Multi-VM cluster tests (bakes the images they need, boots them on a private network)
 	$(VENV)/bin/pytest -m 'cluster or cluster_web' -v
 
+.PHONY: test-starved
+test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per guest, a host CPU hog), twice in a row
+	$(VENV)/bin/pytest -m starved -v -s
+	$(VENV)/bin/pytest -m starved -v -s
+
 .PHONY: test
 test: venv ## Every test, including real bakes and VM boots (what CI runs; lb/web/nfs cluster: make test-cluster; audit: make test-audit)
-	$(VENV)/bin/pytest -q -m 'not cluster_web and not audit'
+	$(VENV)/bin/pytest -q -m 'not cluster_web and not audit and not starved'
 
 .PHONY: test-audit
 test-audit: host-tools venv ## banking-hardened: verify (hardened suite) and the audit end to end, ANSSI >= 45/50, Lynis >= 80 (~45 min under TCG)

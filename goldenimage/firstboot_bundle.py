@@ -17,6 +17,10 @@ ZIPAPP_PATH = "/usr/local/lib/golden/golden-firstboot.pyz"
 WRAPPER_PATH = "/usr/local/sbin/golden-firstboot"
 UNIT_NAME = "golden-firstboot.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+EARLY_UNIT_NAME = "golden-firstboot-early.service"
+EARLY_UNIT_PATH = f"/etc/systemd/system/{EARLY_UNIT_NAME}"
+#: The services that read what the agent's early steps make (web.snakeoil: Apache's default TLS site).
+EARLY_BEFORE = ("apache2.service",)
 INTERPRETER = "/usr/bin/python3"
 #: Zip entries carry this date whatever the files' mtimes and the builder's time zone: same sources, same bytes.
 FIXED_DATE = (2020, 1, 1, 0, 0, 0)
@@ -78,6 +82,29 @@ def unit_file() -> str:
     ])
 
 
+def early_unit_file() -> str:
+    """Every boot, after cloud-init has set the host name and before the services that need them: the agent's
+    early steps make this instance's keys and certificates (a no-op once they exist). A oneshot unit ordered
+    before Apache, so Apache never makes a key under its own start timeout."""
+    return "\n".join([
+        "[Unit]",
+        "Description=goldenimage: this instance's keys and certificates, before the services that use them",
+        "After=cloud-init.service",
+        "Before=" + " ".join(EARLY_BEFORE),
+        "ConditionPathExists=/etc/golden/image.json",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        f"ExecStart={WRAPPER_PATH} early",
+        "TimeoutStartSec=900",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
 def _entry(path: str, content: bytes, permissions: str) -> dict[str, Any]:
     return {"path": path, "owner": "root:root", "permissions": permissions, "encoding": "b64",
             "content": base64.b64encode(content).decode()}
@@ -89,9 +116,10 @@ def bundle_files() -> list[dict[str, Any]]:
         _entry(ZIPAPP_PATH, build_zipapp(), "0755"),
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
+        _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),
     ]
 
 
 def bundle_commands() -> list[str]:
     """Bake commands: enable the unit (it runs on the clones' first boot, never during the bake)."""
-    return [f"systemctl enable {UNIT_NAME}"]
+    return [f"systemctl enable {UNIT_NAME} {EARLY_UNIT_NAME}"]

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .builders.packer_cli import supports_required_plugins
-from .builders.packer_template import SCRIPTS, Target, render_template, script_text
+from .builders.packer_template import (
+    OPENSTACK_USER_DATA,
+    SCRIPTS,
+    Target,
+    openstack_user_data,
+    render_template,
+    script_text,
+)
 from .cloudinit.seed import write_seed_iso
 from .cloudinit.userdata import render_host_user_data, render_meta_data, render_user_data
 from .firstboot_bundle import bundle_commands, bundle_files
@@ -79,6 +86,8 @@ def render(
         user_data = bake_user_data(profile, build_public_key, content_key)
         meta_data = render_meta_data(f"golden-bake-{uuid.uuid4().hex[:12]}", f"golden-{profile.name}")
         (stage / "user-data").write_text(user_data)
+        if target is Target.OPENSTACK:
+            (stage / OPENSTACK_USER_DATA).write_bytes(openstack_user_data(profile, user_data))
         (stage / "meta-data").write_text(meta_data)
         write_seed_iso(stage / "seed.iso", user_data, meta_data)
         scripts = stage / "scripts"

@@ -21,6 +21,8 @@ from .run import require, run
 # Values the templates read from the environment, for validation only (no cloud is contacted).
 VALIDATE_ENV = {
     "PROXMOX_PASSWORD": "validate-only-password",
+    "PROXMOX_TOKEN_ID": "validate@pve!only",
+    "PROXMOX_TOKEN_SECRET": "validate-only-secret",
     "OS_USERNAME": "validate-only-user",
     "OS_PASSWORD": "validate-only-password",
     "OS_PROJECT_NAME": "validate-only-project",
@@ -92,8 +94,8 @@ def validate_all(names: list[str], releases: list[int] | None = None, targets: l
                 combos.append((name, n))
     with identity_stub() as url, ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(check_profile, name, n, targets, url, overlays) for name, n in combos]
-        for future in futures:
+        for (name, n), future in zip(combos, futures, strict=True):
             try:
                 yield from future.result()
-            except GoldenError as exc:
-                yield Check("render", False, str(exc))
+            except GoldenError as exc:  # a render refused, or a Packer plugin that could not be installed
+                yield Check(f"{name} debian{n}", False, str(exc))

@@ -1,4 +1,4 @@
-"""golden-firstboot command line: run (the default), status, lb-add, lb-remove."""
+"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version="golden-firstboot " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the first-boot steps (the default)")
+    sub.add_parser("early", parents=[common],
+                   help="make this instance's keys and certificates (every boot, before the services that use them)")
     status = sub.add_parser("status", parents=[common], help="print each step's state")
     status.add_argument("--json", action="store_true", help="the status file as it is")
     add = sub.add_parser("lb-add", parents=[common], help="(lb) put a web node into a spare backend slot")
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = context(args.root)
         if command == "run":
             return agent.run(ctx, rerun=args.rerun)
+        if command == "early":
+            return agent.run_early(ctx)
         from .roles import lb
 
         if command == "lb-add":

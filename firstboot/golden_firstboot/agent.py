@@ -111,24 +111,50 @@ def run(ctx: Context, rerun: bool = False, steps: list[Step] | None = None) -> i
     status.begin(ctx, steps, selected)
     for item in selected:
         started = time.time()
+        # The units a step depends on are reported as it learns about them, so `status` shows a slow step's.
+        ctx.units = {}
+        ctx.on_progress = lambda step_id=item.id: status.mark(step_id, "running", units=ctx.units)
         status.mark(item.id, "running", started=now(), error=None)
         ctx.log(f"step {item.id}: {item.doc}")
         try:
             changed = item.apply(ctx)
         except FirstbootError as exc:
-            status.mark(item.id, "failed", finished=now(), error=exc.message, seconds=round(time.time() - started, 1))
+            status.mark(item.id, "failed", finished=now(), error=exc.message, seconds=round(time.time() - started, 1),
+                        **_units(ctx))
             status.finish("failed", f"{item.id}: {exc.message}")
             return _fail(ctx, exc, item.id)
         except Exception as exc:  # a bug or an unexpected system state: recorded, never a silent stop
             message = f"{type(exc).__name__}: {exc}"
-            status.mark(item.id, "failed", finished=now(), error=message, seconds=round(time.time() - started, 1))
+            status.mark(item.id, "failed", finished=now(), error=message, seconds=round(time.time() - started, 1),
+                        **_units(ctx))
             status.finish("failed", f"{item.id}: {message}")
             return _fail(ctx, FirstbootError(message, hint="this is a bug in golden-firstboot: report it"), item.id)
-        status.mark(item.id, "done", finished=now(), changed=changed, seconds=round(time.time() - started, 1))
+        finally:
+            ctx.on_progress = None
+        status.mark(item.id, "done", finished=now(), changed=changed, seconds=round(time.time() - started, 1),
+                    **_units(ctx))
     status.finish("done")
     write_file(done_marker, now() + "\n", 0o644)
     ctx.log("first boot complete: {} step(s), {} changed".format(
         len(selected), sum(1 for s in selected if status.data["steps"][s.id].get("changed"))))
+    return 0
+
+
+def _units(ctx: Context) -> dict[str, Any]:
+    """The status fields of the step's units: present only for steps that depend on a service."""
+    return {"units": ctx.units} if ctx.units else {}
+
+
+def run_early(ctx: Context, steps: list[Step] | None = None) -> int:
+    """The early steps only (per-instance keys and certificates), before the services that read them start:
+    run by golden-firstboot-early.service at every boot, each a no-op once its material exists."""
+    selected = [s for s in (STEPS if steps is None else steps) if s.early and s.applies(ctx)]
+    for item in selected:
+        try:
+            item.apply(ctx)
+        except FirstbootError as exc:
+            # The main run does the step again and fails there with the status recorded.
+            return _fail(ctx, exc, item.id)
     return 0
 
 
@@ -156,5 +182,25 @@ def format_status(data: dict[str, Any] | None) -> str:
             detail = "changed" if entry.get("changed") else "no change"
         elif state == "failed":
             detail = (entry.get("error") or "").splitlines()[0] if entry.get("error") else ""
+        elif state == "running" and entry.get("started"):
+            detail = "since " + entry["started"]
         lines.append("  {:<{w}}  {:<8} {}".format(step_id, state, detail, w=width).rstrip())
+        lines += _format_units(entry, pad=" " * (width + 4))
     return "\n".join(lines) + "\n"
+
+
+def _format_units(entry: dict[str, Any], pad: str) -> list[str]:
+    """Under a step that depends on services: each unit's state and restarts; the journal's last lines for a
+    unit that failed at some point, and for every unit of a step that failed or is still running."""
+    out = []
+    for unit, info in sorted((entry.get("units") or {}).items()):
+        restarts = int(info.get("restarts") or 0)
+        line = "{}unit {}: {}".format(pad, unit, info.get("state", "?"))
+        if restarts:
+            line += f", restarted {restarts} time(s) by golden-firstboot"
+        if info.get("last_error"):
+            line += "; last start: " + info["last_error"]
+        out.append(line)
+        if info.get("journal") and (restarts or entry.get("state") in ("failed", "running")):
+            out += [f"{pad}  | {text}" for text in info["journal"][-8:]]
+    return out

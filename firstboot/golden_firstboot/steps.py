@@ -93,6 +93,7 @@ class Context:
         chown: Callable[[str, str, str], None] = system.chown,
         haproxy: Callable[[str], str] | None = None,
         http_status: Callable[[str], int] = http_status,
+        hostname: Callable[[], str] = socket.gethostname,
     ) -> None:
         self.image = image
         self.host = host
@@ -107,12 +108,22 @@ class Context:
         self.chown = chown
         self.haproxy = haproxy
         self.http_status = http_status
+        self.hostname = hostname
         policy = self.settings.get("firstboot") or {}
         self.policy = RetryPolicy(
             attempts=policy.get("retry_attempts", 20),
             delay=policy.get("retry_delay", 2),
             max_delay=policy.get("retry_max_delay", 30),
         )
+        #: How often a step restarts a unit it found failed, and how long one `systemctl start` may take.
+        self.service_restarts = int(policy.get("service_restarts", 3))
+        self.service_timeout = float(policy.get("service_timeout", 600))
+        #: What the running step learnt about the units it depends on (state, restarts, journal tail).
+        self.units: dict[str, dict[str, Any]] = {}
+        #: Restarts of each unit in this run, whichever step made them: the budget is per unit and run.
+        self.restarts: dict[str, int] = {}
+        #: Called when that changes: the agent saves it into the status file while the step runs.
+        self.on_progress: Callable[[], None] | None = None
 
     @property
     def roles(self) -> list[str]:
@@ -138,8 +149,15 @@ class Context:
     def run(self, argv: Sequence[str], **kwargs: Any) -> system.Result:
         return self.runner.run(argv, **kwargs)
 
-    def retry(self, action: Callable[[], Any], what: str, retry_on: tuple = (Exception,)) -> Any:
-        return system.retry(action, what, self.policy, sleep=self.sleep, logger=self.log, retry_on=retry_on)
+    def retry(self, action: Callable[[], Any], what: str, retry_on: tuple = (Exception,),
+              give_up_on: tuple = ()) -> Any:
+        return system.retry(action, what, self.policy, sleep=self.sleep, logger=self.log, retry_on=retry_on,
+                            give_up_on=give_up_on)
+
+    def progress(self) -> None:
+        """Tell the agent that the running step's unit reports changed."""
+        if self.on_progress is not None:
+            self.on_progress()
 
     def write(self, absolute: str, content: str, mode: int = 0o644) -> bool:
         """Write an in-image file if its content (or mode) differs; log what happened."""
@@ -175,8 +193,11 @@ class Step:
         activate: Iterable[str] = (),
         require: Iterable[str] = (),
         when: Callable[[Context], bool] | None = None,
+        early: bool = False,
     ) -> None:
         self.id = id
+        #: Also run by golden-firstboot-early.service, before the services that need what it makes.
+        self.early = early
         self.func = func
         self.roles = tuple(roles)
         self.activate = tuple(activate)
@@ -207,10 +228,11 @@ class Step:
 
 
 def step(id: str, roles: Iterable[str] = (), activate: Iterable[str] = (), require: Iterable[str] = (),
-         when: Callable[[Context], bool] | None = None) -> Callable[[Callable[[Context], bool]], Step]:
+         when: Callable[[Context], bool] | None = None,
+         early: bool = False) -> Callable[[Callable[[Context], bool]], Step]:
     """Decorator making a function `f(ctx) -> changed` into a Step."""
 
     def wrap(func: Callable[[Context], bool]) -> Step:
-        return Step(id, func, roles, activate, require, when)
+        return Step(id, func, roles, activate, require, when, early)
 
     return wrap

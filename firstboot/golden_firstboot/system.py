@@ -227,12 +227,17 @@ def retry(
     sleep: Callable[[float], None] = time.sleep,
     logger: Callable[[str], None] = log,
     retry_on: tuple = (Exception,),
+    give_up_on: tuple = (),
 ) -> T:
-    """Call action until it returns without raising one of retry_on; RetryExhausted when the budget is spent."""
+    """Call action until it returns without raising one of retry_on; RetryExhausted when the budget is spent.
+
+    An exception in give_up_on goes through at once: waiting cannot fix it."""
     delays = policy.delays()
     for attempt in range(1, policy.attempts + 1):
         try:
             return action()
+        except give_up_on:
+            raise
         except retry_on as exc:  # noqa: B030 -- a tuple of exception classes given by the caller
             last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if attempt == policy.attempts:

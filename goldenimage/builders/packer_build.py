@@ -14,7 +14,7 @@ from rich.markup import escape
 from ..errors import GoldenError
 from ..log import console, info
 from ..run import require, spawn, stop
-from .packer_cli import PACKER_ENV, parse_machine_line
+from .packer_cli import init, packer_env, parse_machine_line
 
 TAIL_LINES = 40
 #: A bake that has not finished by then is stuck (TCG bakes here take minutes, not hours).
@@ -40,8 +40,9 @@ def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = No
                  title: str = "packer build", env: dict[str, str] | None = None) -> None:
     """Run the build in the template's directory; raise GoldenError with the causes when it fails."""
     require("packer", purpose="to bake images")
+    init(template)
     argv = ["packer", "build", "-machine-readable", "-color=false", f"-var-file={var_file.name}", template.name]
-    proc = spawn(argv, cwd=template.parent, env={**PACKER_ENV, **(env or {})})
+    proc = spawn(argv, cwd=template.parent, env=packer_env(env))
     lines: queue.Queue[str | None] = queue.Queue()
     assert proc.stdout is not None
     threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()

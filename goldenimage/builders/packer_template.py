@@ -6,14 +6,18 @@ runs the golden-image cleanup and shuts down. The values a user changes go to a 
 
 from __future__ import annotations
 
+import base64
+import gzip
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from typing import Any
 
 from ..cloudinit.userdata import BUILD_USER
+from ..errors import InputError
 from ..profiles import ResolvedProfile
 from .disk import DiskLayout
+from .proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
 
 SOURCE_NAME = "golden"
 SCRIPTS = ("apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh")
@@ -23,11 +27,18 @@ MANIFEST_FILE = "guest-manifest.json"
 #: separate-mounts); /var/tmp is writable by the build account and allows exec.
 REMOTE_FOLDER = "/var/tmp"
 
-# Plugins for Packer 1.7+, which split the builders out of the core binary.
+#: Nova refuses a server whose user-data is longer than this once base64-encoded.
+NOVA_USER_DATA_MAX = 65535
+#: The bake user-data as the openstack builder sends it: gzip, which cloud-init reads as it reads plain text.
+OPENSTACK_USER_DATA = "user-data.gz"
+
+# Plugins for Packer 1.7+, which split the builders out of the core binary: the oldest release with every
+# option the templates use (proxmox 1.2.4: cloud_init_disable_upgrade_packages), below the next major release.
+# Current in 2026-11: qemu 1.1.4, proxmox 1.2.4, openstack 1.1.4.
 PLUGINS = {
-    "qemu": ("github.com/hashicorp/qemu", ">= 1.0.0"),
-    "proxmox": ("github.com/hashicorp/proxmox", ">= 1.1.0"),
-    "openstack": ("github.com/hashicorp/openstack", ">= 1.0.0"),
+    "qemu": ("github.com/hashicorp/qemu", ">= 1.1.0, < 2.0.0"),
+    "proxmox": ("github.com/hashicorp/proxmox", ">= 1.2.4, < 2.0.0"),
+    "openstack": ("github.com/hashicorp/openstack", ">= 1.1.0, < 2.0.0"),
 }
 
 
@@ -124,6 +135,8 @@ def _source_image_name(profile: ResolvedProfile) -> str:
 
 
 def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
+    """What Packer 1.6's bundled proxmox-clone takes; _proxmox_plugin adds what only the plugin knows."""
+    hw = HARDWARE
     variables = {
         "proxmox_url": Variable("string", "https://pve.example.net:8006/api2/json", "Proxmox VE API URL"),
         "proxmox_username": Variable("string", "packer@pve", "Proxmox user (user@realm)"),
@@ -134,10 +147,11 @@ def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, A
         "proxmox_node": Variable("string", "pve", "Node that runs the bake"),
         "proxmox_insecure": Variable("bool", False, "Skip TLS verification (self-signed PVE)"),
         "clone_vm": Variable("string", _base_template_name(profile), "Base template to clone"),
+        "cloud_init_storage_pool": Variable("string", VM_STORAGE, "Storage of the template's cloud-init drive"),
         "user_data_file": Variable("string", "user-data", "The bake user-data"),
         "bridge": Variable("string", "vmbr0", "Network bridge for the build VM"),
-        "memory": Variable("number", 2048, "Guest memory in MiB"),
-        "cores": Variable("number", 2, "Guest cores"),
+        "memory": Variable("number", hw.memory_mb, "Guest memory in MiB"),
+        "cores": Variable("number", hw.cores, "Guest cores"),
     }
     source = {
         "proxmox_url": "${var.proxmox_url}",
@@ -149,19 +163,48 @@ def _proxmox(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, A
         "full_clone": True,
         "template_name": "${var.image_name}",
         "template_description": f"goldenimage {profile.name} on {profile.release.name}",
+        # The clone's hardware: the same as `golden publish --to proxmox` gives its templates. The disks
+        # are the base template's own (a `disks` list would replace them).
         "memory": "${var.memory}",
         "cores": "${var.cores}",
-        "scsi_controller": "virtio-scsi-pci",
-        "qemu_agent": True,
-        "network_adapters": [{"model": "virtio", "bridge": "${var.bridge}"}],
+        "os": hw.ostype,
+        "cpu_type": hw.cpu,
+        "scsi_controller": hw.scsihw,
+        "boot": f"order={hw.boot_disk}",
+        "vga": {"type": hw.vga},
+        "qemu_agent": hw.agent,
+        "network_adapters": [{"model": hw.nic_model, "bridge": "${var.bridge}"}],
         # The template's cloud-init drive gives the build account its key; the profile's user-data is
         # applied by apply-user-data.sh (Packer 1.6's HCL2 proxmox-clone rejects additional_iso_files).
         "cloud_init": True,
+        "cloud_init_storage_pool": "${var.cloud_init_storage_pool}",
         "ssh_username": BUILD_USER,
         "ssh_private_key_file": "${var.ssh_private_key_file}",
         "ssh_timeout": "20m",
     }
     return variables, source
+
+
+def _proxmox_plugin(variables: dict[str, Variable], source: dict[str, Any]) -> None:
+    """The proxmox plugin (Packer 1.7+): an API token, as `golden publish --to proxmox` uses, the serial port,
+    the cloud-init drive's bus and upgrade setting, and a task timeout for a full clone (default 1 minute)."""
+    hw = HARDWARE
+    for name in ("proxmox_username", "proxmox_password"):
+        del variables[name]
+    variables["proxmox_token_id"] = Variable(
+        "string", None, "API token id, USER@REALM!TOKENID ($PROXMOX_TOKEN_ID)", env_default="PROXMOX_TOKEN_ID")
+    variables["proxmox_token_secret"] = Variable(
+        "string", None, "API token secret ($PROXMOX_TOKEN_SECRET)", sensitive=True,
+        env_default="PROXMOX_TOKEN_SECRET")
+    del source["password"]
+    source.update({
+        "username": "${var.proxmox_token_id}",
+        "token": "${var.proxmox_token_secret}",
+        "task_timeout": f"{TASK_TIMEOUT_S // 60}m",
+        "serials": [hw.serial],
+        "cloud_init_disk_type": hw.cloud_init_bus,
+        "cloud_init_disable_upgrade_packages": not hw.ciupgrade,
+    })
 
 
 def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str, Any]]:
@@ -176,10 +219,11 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
         ),
         "tenant_name": Variable("string", None, "Project name ($OS_PROJECT_NAME)", env_default="OS_PROJECT_NAME"),
         "domain_name": Variable("string", "Default", "User and project domain"),
-        "source_image_name": Variable("string", _source_image_name(profile), "Image to start from"),
+        "source_image_name": Variable(
+            "string", _source_image_name(profile), "Name of the image to start from (the newest of that name)"),
         "flavor": Variable("string", "b2-7", "Flavor of the build instance"),
         "networks": Variable("list(string)", [], "Network IDs (empty: the project's default)"),
-        "user_data_file": Variable("string", "user-data", "The bake user-data"),
+        "user_data_file": Variable("string", OPENSTACK_USER_DATA, "The bake user-data, gzip-compressed"),
     }
     source = {
         "identity_endpoint": "${var.identity_endpoint}",
@@ -188,11 +232,14 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
         "password": "${var.os_password}",
         "tenant_name": "${var.tenant_name}",
         "domain_name": "${var.domain_name}",
-        "source_image_name": "${var.source_image_name}",
+        # Clouds keep several images of one name (a provider's updated Debian, base uploads): the newest wins.
+        "source_image_filter": {"filters": {"name": "${var.source_image_name}"}, "most_recent": True},
         "flavor": "${var.flavor}",
         "networks": "${var.networks}",
         "image_name": "${var.image_name}",
+        # The builder reads the file's bytes and its OpenStack library base64-encodes them for Nova.
         "user_data_file": "${var.user_data_file}",
+        "ssh_ip_version": "4",
         "ssh_username": BUILD_USER,
         "ssh_private_key_file": "${var.ssh_private_key_file}",
         "ssh_timeout": "20m",
@@ -200,6 +247,20 @@ def _openstack(profile: ResolvedProfile) -> tuple[dict[str, Variable], dict[str,
                      "os_version": str(profile.release.number)},
     }
     return variables, source
+
+
+def openstack_user_data(profile: ResolvedProfile, user_data: str) -> bytes:
+    """The bake user-data for the openstack builder: gzip (deterministic), checked against Nova's limit."""
+    data = gzip.compress(user_data.encode(), compresslevel=9, mtime=0)
+    size = len(base64.b64encode(data))
+    if size > NOVA_USER_DATA_MAX:
+        raise InputError(
+            f"profile {profile.name}: the bake user-data is {size} bytes once gzip-compressed and base64-encoded, "
+            f"over Nova's limit of {NOVA_USER_DATA_MAX} for an OpenStack server",
+            hint="move large files out of the profile (into a package, or fetched by bake_commands), or bake "
+                 "with --target qemu and ship the image with golden publish --to openstack",
+        )
+    return data
 
 
 def _shutdown_command() -> str:
@@ -250,18 +311,25 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
 
 _SOURCES = {Target.QEMU: ("qemu", _qemu), Target.PROXMOX: ("proxmox-clone", _proxmox),
             Target.OPENSTACK: ("openstack", _openstack)}
+#: Options only the external plugins (Packer 1.7+) know: Packer 1.6's bundled builders reject them.
+_PLUGIN_ONLY = {Target.PROXMOX: _proxmox_plugin}
 
 
 def render_template(
     profile: ResolvedProfile, target: Target, *, required_plugins: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(template, vars): the *.pkr.json document and the *.pkrvars.json values for one target."""
+    """(template, vars): the *.pkr.json document and the *.pkrvars.json values for one target.
+
+    required_plugins: the template is for Packer 1.7+, whose builders are plugins: it pins the plugin and
+    uses the options only the plugin knows. Without it, the template is what Packer 1.6 accepts."""
     builder, make = _SOURCES[target]
     variables = _common_variables(profile)
     target_vars, source = make(profile)
     variables.update(target_vars)
     template: dict[str, Any] = {}
     if required_plugins:
+        if target in _PLUGIN_ONLY:
+            _PLUGIN_ONLY[target](variables, source)
         name = target.value
         src, version = PLUGINS[name]
         template["packer"] = {"required_plugins": {name: {"source": src, "version": version}}}

@@ -81,7 +81,7 @@ def _ovh_dedicated(args: argparse.Namespace, artifact: Artifact) -> int:
     ssh_key = args.ssh_key.read_text().strip() if args.ssh_key else None
     server = OvhDedicated(OvhSettings(server=args.server, user_data=args.user_data, hostname=args.hostname,
                                       ssh_key=ssh_key, url_ttl_s=args.presign or 6 * 3600,
-                                      single_disk_ok=args.ovh_single_disk_ok))
+                                      single_disk_ok=args.ovh_single_disk_ok, disk_group_id=args.ovh_disk_group))
     result, task = deploy(artifact, _s3(args), server, args.keep)
     print(result.image.id)
     print(f"{args.server}: reinstall task {task['taskId']} {task['status']}")
@@ -109,15 +109,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--prefix", default="goldenimage/", help="key prefix (default goldenimage/)")
     g.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
                    help="S3 endpoint, e.g. https://s3.gra.io.cloud.ovh.net (default $AWS_ENDPOINT_URL)")
-    g.add_argument("--region", help="S3 region (default: boto3's)")
+    g.add_argument("--region", help="S3 region requests are signed for (SigV4; default: boto3's, else the "
+                                    "endpoint's, e.g. gra for s3.gra.io.cloud.ovh.net, else us-east-1)")
     g.add_argument("--presign", type=int, metavar="SECONDS", help="print a presigned GET URL valid this long")
     g = p.add_argument_group("ovh-dedicated")
     g.add_argument("--server", help="the dedicated server's serviceName")
     g.add_argument("--user-data", type=Path, help="the host's first-boot user-data (golden cluster render)")
     g.add_argument("--hostname", help="hostname given to the reinstalled server")
     g.add_argument("--ssh-key", type=Path, help="public key file for the server")
+    g.add_argument("--ovh-disk-group", type=int, metavar="ID",
+                   help="disk group BYOI writes to, on its first disk (default: the first the server lists)")
     g.add_argument("--ovh-single-disk-ok", action="store_true",
-                   help="install on one disk of a multi-disk server without RAID controller")
+                   help="install on one disk of a multi-disk group without RAID controller")
     g.add_argument("--yes", action="store_true", help="confirm the reinstall (it erases the server)")
     g = p.add_argument_group("proxmox")
     g.add_argument("--node", help="PVE node (default $PROXMOX_NODE)")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..builders.proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
 from ..images.store import Artifact
 from ..log import info, log
 from .base import (
@@ -35,7 +36,6 @@ from .base import (
 
 #: The first release whose `import` content type takes qcow2/raw/vmdk uploads usable by import-from.
 IMPORT_MIN_VERSION = (8, 4)
-TASK_TIMEOUT_S = 1800
 TASK_POLL_S = 1.0
 MAX_VMS_INSPECTED = 2000  # in_use() reads each VM's config: bounded on huge clusters
 
@@ -47,10 +47,10 @@ class ProxmoxSettings:
     token_secret: str
     node: str
     storage: str = "local"  # where the qcow2 is uploaded (content type import)
-    vm_storage: str = "local-lvm"  # where the template's disks live
+    vm_storage: str = VM_STORAGE  # where the template's disks live
     bridge: str = "vmbr0"
-    memory_mb: int = 2048
-    cores: int = 2
+    memory_mb: int = HARDWARE.memory_mb
+    cores: int = HARDWARE.cores
     verify: bool | str = True  # False, True, or a CA bundle path
 
     @classmethod
@@ -79,12 +79,12 @@ class ProxmoxPublisher:
         from proxmoxer import ProxmoxAPI
 
         self.settings = settings
-        split = urlsplit(settings.url if "://" in settings.url else f"https://{settings.url}")
+        host, port = api_host(settings.url)
         user, _, token_name = settings.token_id.partition("!")
         if not token_name:
             raise CredentialsError(f"PROXMOX_TOKEN_ID {settings.token_id!r} is not USER@REALM!TOKENID",
                                    hint="create a token under Datacenter > Permissions > API Tokens")
-        self.api = ProxmoxAPI(f"{split.hostname}:{split.port or 8006}", user=user, token_name=token_name,
+        self.api = ProxmoxAPI(host, port=port, user=user, token_name=token_name,
                               token_value=settings.token_secret, verify_ssl=settings.verify, timeout=120)
         self.node = self.api.nodes(settings.node)
 
@@ -150,9 +150,10 @@ class ProxmoxPublisher:
             raise PublishError(
                 f"Proxmox VE {version} cannot receive disk images through its API (needs 8.4 for content type import)",
                 hint=f"upgrade the node, or copy {facts.name}.qcow2 to it and run as root: qm create VMID "
-                     f"--scsihw virtio-scsi-single --scsi0 {self.settings.vm_storage}:0,import-from=/PATH/"
-                     f"{facts.name}.qcow2 --ide2 {self.settings.vm_storage}:cloudinit --agent 1 --serial0 socket "
-                     "--ciupgrade 0 && qm template VMID")
+                     f"--ostype {HARDWARE.ostype} --cpu {HARDWARE.cpu} --scsihw {HARDWARE.scsihw} "
+                     f"--{HARDWARE.boot_disk} {self.settings.vm_storage}:0,import-from=/PATH/{facts.name}.qcow2 "
+                     f"--{HARDWARE.cloud_init_bus}2 {self.settings.vm_storage}:cloudinit --agent {int(HARDWARE.agent)} "
+                     f"--serial0 {HARDWARE.serial} --ciupgrade {int(HARDWARE.ciupgrade)} && qm template VMID")
         status = self._call(self.node.storage(self.settings.storage).status.get)
         if "import" not in str(status.get("content", "")).split(","):
             raise PublishError(f"Proxmox storage {self.settings.storage} does not hold content type import",
@@ -173,12 +174,14 @@ class ProxmoxPublisher:
         description = json.dumps({"goldenimage": facts.name, "profile": facts.profile, "content_key": facts.content_key,
                                   "sha256": facts.sha256, "published": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                      time.gmtime())})
+        hw = HARDWARE
         config: dict[str, Any] = {
             "vmid": vmid, "name": facts.name, "memory": self.settings.memory_mb, "cores": self.settings.cores,
-            "ostype": "l26", "scsihw": "virtio-scsi-single",
-            "scsi0": f"{storage}:0,import-from={volume},discard=on,iothread=1",
-            "ide2": f"{storage}:cloudinit", "boot": "order=scsi0", "agent": "enabled=1", "serial0": "socket",
-            "ciupgrade": 0, "net0": f"virtio,bridge={self.settings.bridge}",
+            "ostype": hw.ostype, "cpu": hw.cpu, "scsihw": hw.scsihw, "vga": hw.vga,
+            hw.boot_disk: f"{storage}:0,import-from={volume},discard=on,iothread=1",
+            f"{hw.cloud_init_bus}2": f"{storage}:cloudinit", "boot": f"order={hw.boot_disk}",
+            "agent": f"enabled={int(hw.agent)}", "serial0": hw.serial, "ciupgrade": int(hw.ciupgrade),
+            "net0": f"{hw.nic_model},bridge={self.settings.bridge}",
             "tags": f"golden;golden-profile-{facts.profile};golden-key-{facts.content_key}",
             "description": description,
         }
@@ -258,13 +261,29 @@ class ProxmoxPublisher:
             if exc.status_code == 401:
                 raise CredentialsError("Proxmox refused the API token (HTTP 401)", hint=_TOKEN_HINT) from exc
             if exc.status_code == 403:
-                raise CredentialsError(f"the Proxmox token may not do this: {exc.status_message}",
-                                       hint="grant it PVEVMAdmin and PVEDatastoreUser (privilege separation "
-                                            "needs the ACL on the token itself)") from exc
+                # proxmoxer's status_message is the generic "Forbidden"; PVE's reason (the path and the
+                # missing privilege) is in content.
+                reason = " ".join(str(exc.content or exc.status_message).split())
+                raise CredentialsError(f"the Proxmox token may not do this: {reason}", hint=_PERMISSION_HINT) from exc
             raise PublishError(f"Proxmox API error: {exc}", hint="run with --debug for the request") from exc
 
 
 _TOKEN_HINT = "check PROXMOX_TOKEN_ID (USER@REALM!TOKENID) and PROXMOX_TOKEN_SECRET"
+# The upload needs Datastore.AllocateTemplate on the upload storage, removing the uploaded file afterwards
+# Datastore.Allocate there, the template's disks Datastore.AllocateSpace on the VM storage (PVEDatastoreAdmin
+# has all three; PVEDatastoreUser lacks the first two).
+_PERMISSION_HINT = ("grant the token PVEVMAdmin on /vms, and Datastore.AllocateTemplate, Datastore.Allocate and "
+                    "Datastore.AllocateSpace on the storages (role PVEDatastoreAdmin on /storage/STORAGE); with "
+                    "privilege separation the ACL goes on the token itself")
+
+
+def api_host(url: str) -> tuple[str, int]:
+    """Host and port for proxmoxer from PROXMOX_URL; an IPv6 address keeps its brackets ([::1])."""
+    split = urlsplit(url if "://" in url else f"https://{url}")
+    host = split.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host, split.port or 8006
 
 
 def _description(config: dict[str, Any]) -> dict[str, Any]:

@@ -3,17 +3,27 @@
 Objects are `PREFIX/PROFILE/NAME.qcow2` with metadata golden-sha256, golden-content-key and golden-profile.
 Credentials come from boto3's own chain (AWS_* variables, ~/.aws, instance roles); `--endpoint-url`
 points it at a non-AWS service.
+
+What S3-compatible services accept: every request and presigned URL is signed with Signature V4 (a region is
+always set: the one given, boto3's, the endpoint's, or us-east-1), path-style addressing on a custom endpoint,
+and no flexible-checksum headers unless an operation requires them. Integrity does not rest on ETags (not an
+MD5 under SSE-KMS or SSE-C, nor on every service): each part carries its Content-MD5, which the server
+checks on receipt; the whole file's sha256 is computed over the bytes sent; the stored object's size and
+golden-sha256 are compared after completion, and its ChecksumSHA256 when the service reports one.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import re
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..images.store import Artifact
-from ..log import info, log
+from ..log import console, info, log
 from .base import (
     ChecksumMismatch,
     CredentialsError,
@@ -26,7 +36,15 @@ from .base import (
 )
 
 PART_SIZE = 8 * 1024 * 1024  # S3 takes parts of 5 MiB to 5 GiB; 10,000 parts at most
+MAX_PARTS = 10_000
+LIST_PAGE = 1000  # S3 returns at most 1,000 parts or keys per listing page
 MAX_LISTED = 10_000  # objects looked at under a prefix, so that a listing loop always ends
+DEFAULT_REGION = "us-east-1"
+#: Error codes of a service that has no ListMultipartUploads (the upload then starts afresh).
+NOT_IMPLEMENTED = ("NotImplemented", "501", "405", "MethodNotAllowed")
+CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken",
+                    "ExpiredToken", "InvalidSecurity")
+QUOTA_CODES = ("QuotaExceeded", "EntityTooLarge", "InsufficientStorage")
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,35 @@ class S3Settings:
     endpoint_url: str | None = None
     region: str | None = None
     part_size: int = PART_SIZE
+
+
+def region_of(settings: S3Settings, configured: str | None = None) -> str:
+    """The region for SigV4: the one given, boto3's (AWS_DEFAULT_REGION, ~/.aws), the endpoint's, or us-east-1
+    (which the bucket's own region replaces for presigned URLs, when the service tells it)."""
+    if settings.region:
+        return settings.region
+    if configured:
+        return configured
+    host = urlsplit(settings.endpoint_url or "").hostname or ""
+    # s3.gra.io.cloud.ovh.net, s3.eu-west-3.amazonaws.com, s3-eu-west-1.amazonaws.com, s3.fr-par.scw.cloud
+    match = re.match(r"s3[.-]([a-z]+(?:-[a-z]+)*(?:-\d+)?)\.", host)
+    if match and match[1] not in ("amazonaws", "dualstack", "accelerate", "website", "external"):
+        return match[1]
+    return DEFAULT_REGION
+
+
+def client_config() -> Any:
+    """botocore settings every S3-compatible service accepts (see the module docstring)."""
+    from botocore.config import Config
+
+    options: dict[str, Any] = {"signature_version": "s3v4", "retries": {"max_attempts": 3, "mode": "standard"},
+                               "connect_timeout": 10, "read_timeout": 120}
+    # botocore 1.36 started sending CRC32 checksums on every upload by default, which several S3-compatible
+    # services refuse; "when_required" keeps them to the operations that need them. Older botocore has no
+    # such option and never sends them.
+    if "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+        options.update(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    return Config(**options)
 
 
 def _transient() -> tuple[type[BaseException], ...]:
@@ -52,13 +99,11 @@ class S3Publisher:
 
     def __init__(self, settings: S3Settings, client: Any = None) -> None:
         import boto3
-        from botocore.config import Config
 
         self.settings = settings
+        self.region = region_of(settings, boto3.session.Session().region_name)
         # boto3's own retries stay on for throttling; connection breaks are retried per part below.
-        self.s3 = client or boto3.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=120))
+        self.s3 = client or _client_for(settings, self.region)
 
     def key_of(self, facts: ImageFacts) -> str:
         return f"{self.settings.prefix}{facts.profile}/{facts.name}.qcow2"
@@ -75,36 +120,37 @@ class S3Publisher:
 
     def upload(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> PublishedImage:
         key = self.key_of(facts)
-        upload_id, done = self._resumable(key, facts)
+        upload_id, listed = self._resumable(key, facts)
         try:
-            parts, expected_etag = self._send_parts(artifact, key, upload_id, done, progress)
-            self._call(self.s3.complete_multipart_upload, Bucket=self.settings.bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts})
+            parts, composite = self._send_parts(artifact, key, upload_id, listed, progress)
+            self._call(self.s3.complete_multipart_upload, key, Bucket=self.settings.bucket, Key=key,
+                       UploadId=upload_id, MultipartUpload={"Parts": parts})
         except KeyboardInterrupt:
             info(f"interrupted: the next publish resumes multipart upload {upload_id[:12]}…")
             raise
         except BaseException:
-            # A failed publish leaves no parts behind to be billed for.
-            self.s3.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
-            info("aborted the multipart upload")
+            self._abort(key, upload_id)  # a failed publish leaves no parts behind to be billed for
             raise
         image = self._describe(key)
         if image is None:
             raise PublishError(f"s3://{self.settings.bucket}/{key} is missing after its upload completed",
                                hint="the endpoint may be eventually consistent: publish again")
-        return replace(image, extra={**image.extra, "expected_etag": expected_etag})
+        return replace(image, extra={**image.extra, "sha256_parts": composite})
 
     def verify(self, image: PublishedImage, facts: ImageFacts) -> None:
-        head = self.s3.head_object(Bucket=self.settings.bucket, Key=image.id)
-        expected_etag = image.extra.get("expected_etag")
-        etag = head.get("ETag", "").strip('"')
+        head = self._call(self.s3.head_object, image.id, Bucket=self.settings.bucket, Key=image.id,
+                          ChecksumMode="ENABLED")
         problems = []
         if head.get("Metadata", {}).get("golden-sha256") != facts.sha256:
             problems.append("golden-sha256 metadata")
         if head.get("ContentLength") != facts.size_bytes:
             problems.append(f"size {head.get('ContentLength')} != {facts.size_bytes}")
-        if expected_etag and etag != expected_etag:
-            problems.append(f"ETag {etag} != {expected_etag}")
+        stored = head.get("ChecksumSHA256")
+        if stored:  # only services that keep flexible checksums report one; a multipart one ends in -N
+            expected = image.extra.get("sha256_parts") if "-" in stored else \
+                base64.b64encode(bytes.fromhex(facts.sha256)).decode()
+            if expected and stored != expected:
+                problems.append(f"ChecksumSHA256 {stored} != {expected}")
         if problems:
             raise ChecksumMismatch(f"s3://{self.settings.bucket}/{image.id}: checksum mismatch ({', '.join(problems)})",
                                    hint="the object was removed; publish again")
@@ -114,7 +160,7 @@ class S3Publisher:
         return [i for i in images if i is not None and i.profile == profile]
 
     def delete(self, image: PublishedImage) -> None:
-        self.s3.delete_object(Bucket=self.settings.bucket, Key=image.id)
+        self._call(self.s3.delete_object, image.id, Bucket=self.settings.bucket, Key=image.id)
 
     def in_use(self, image: PublishedImage) -> bool:
         # An object is a copy for downloads (BYOI, other clouds): no VM runs from it.
@@ -123,30 +169,54 @@ class S3Publisher:
     # --- S3 specifics ------------------------------------------------------------------------------
 
     def presign(self, image: PublishedImage, expires_s: int) -> str:
-        """A time-limited GET URL for the object (BYOI downloads it from there)."""
-        url: str = self.s3.generate_presigned_url("get_object", Params={"Bucket": self.settings.bucket,
-                                                                        "Key": image.id}, ExpiresIn=expires_s)
+        """A time-limited GET URL for the object, signed with SigV4 (BYOI downloads it from there)."""
+        url: str = self._presigner().generate_presigned_url(
+            "get_object", Params={"Bucket": self.settings.bucket, "Key": image.id}, ExpiresIn=expires_s)
         return url
+
+    def _presigner(self) -> Any:
+        """The client, or one for the bucket's own region when ours was only the us-east-1 fallback.
+
+        Calls follow S3's region redirects, but a URL signed for the wrong region is refused when downloaded.
+        """
+        if self.region != DEFAULT_REGION or self.settings.region:
+            return self.s3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.s3.head_bucket(Bucket=self.settings.bucket)
+        except ClientError as exc:  # S3 names the region on its 301 and 403 answers too
+            head = exc.response
+        except BotoCoreError as exc:
+            log.debug("cannot ask for the region of bucket %s: %s", self.settings.bucket, exc)
+            return self.s3
+        actual = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        if not actual or actual == self.region:
+            return self.s3
+        log.debug("bucket %s is in %s: presigning for that region", self.settings.bucket, actual)
+        return _client_for(self.settings, actual)
 
     def _keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
-        paginator = self.s3.get_paginator("list_objects_v2")
-        for page in self._call(paginator.paginate, Bucket=self.settings.bucket, Prefix=prefix):
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}
+        while len(keys) < MAX_LISTED:
+            page = self._call(self.s3.list_objects_v2, prefix, **request)
             keys += [o["Key"] for o in page.get("Contents", [])]
-            if len(keys) >= MAX_LISTED:
-                log.debug("stopped listing %s after %d objects", prefix, len(keys))
-                break
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                return keys
+            request["ContinuationToken"] = page["NextContinuationToken"]
+        log.debug("stopped listing %s after %d objects", prefix, len(keys))
         return keys
 
     def _describe(self, key: str) -> PublishedImage | None:
         from botocore.exceptions import ClientError
 
         try:
-            head = self._call(self.s3.head_object, Bucket=self.settings.bucket, Key=key)
+            head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise
+            raise self._error(exc, key) from exc
         meta = head.get("Metadata", {})
         if "golden-content-key" not in meta:
             return None
@@ -154,28 +224,57 @@ class S3Publisher:
                               profile=meta.get("golden-profile", ""), content_key=meta["golden-content-key"],
                               created=head["LastModified"].isoformat(), extra={"etag": head.get("ETag", "")})
 
-    def _resumable(self, key: str, facts: ImageFacts) -> tuple[str, dict[int, str]]:
-        """An unfinished multipart upload of this very artifact (its parts and ETags), or a new one."""
-        listing = self._call(self.s3.list_multipart_uploads, Bucket=self.settings.bucket, Prefix=key)
+    def _resumable(self, key: str, facts: ImageFacts) -> tuple[str, dict[int, tuple[int, str]]]:
+        """An unfinished multipart upload of this key (its parts' sizes and ETags), or a new one."""
+        from botocore.exceptions import ClientError
+
+        try:
+            listing = self.s3.list_multipart_uploads(Bucket=self.settings.bucket, Prefix=key)
+        except ClientError as exc:
+            if _code(exc) not in NOT_IMPLEMENTED:
+                raise self._error(exc, key) from exc
+            info("this S3 service does not list unfinished uploads (ListMultipartUploads): starting a fresh upload")
+            listing = {}
         for upload in listing.get("Uploads", []):
-            if upload["Key"] != key:
-                continue
-            parts = self._call(self.s3.list_parts, Bucket=self.settings.bucket, Key=key, UploadId=upload["UploadId"],
-                               MaxParts=10_000)
-            done = {p["PartNumber"]: p["ETag"].strip('"') for p in parts.get("Parts", [])}
-            info(f"resuming the interrupted upload: {len(done)} part(s) already there")
-            return upload["UploadId"], done
-        created = self._call(self.s3.create_multipart_upload, Bucket=self.settings.bucket, Key=key,
+            if upload["Key"] == key:
+                parts = self._listed_parts(key, upload["UploadId"])
+                if parts is not None:
+                    info(f"resuming the interrupted upload: {len(parts)} part(s) already there")
+                    return upload["UploadId"], parts
+        created = self._call(self.s3.create_multipart_upload, key, Bucket=self.settings.bucket, Key=key,
                              ContentType="application/octet-stream",
                              Metadata={"golden-sha256": facts.sha256, "golden-content-key": facts.content_key,
                                        "golden-profile": facts.profile, "golden-name": facts.name})
         return created["UploadId"], {}
 
-    def _send_parts(self, artifact: Artifact, key: str, upload_id: str, done: dict[int, str],
+    def _listed_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]] | None:
+        """Every part of an unfinished upload, page after page; None when the upload is gone."""
+        from botocore.exceptions import ClientError
+
+        parts: dict[int, tuple[int, str]] = {}
+        marker = 0
+        for _ in range(MAX_PARTS // LIST_PAGE + 1):
+            try:
+                page = self.s3.list_parts(Bucket=self.settings.bucket, Key=key, UploadId=upload_id,
+                                          MaxParts=LIST_PAGE, PartNumberMarker=marker)
+            except ClientError as exc:
+                if _code(exc) in ("NoSuchUpload", *NOT_IMPLEMENTED):
+                    log.debug("cannot resume upload %s: %s", upload_id, _code(exc))
+                    return None
+                raise self._error(exc, key) from exc
+            for part in page.get("Parts", []):
+                parts[int(part["PartNumber"])] = (int(part.get("Size", -1)), str(part.get("ETag", "")).strip('"'))
+            following = int(page.get("NextPartNumberMarker") or 0)
+            if not page.get("IsTruncated") or following <= marker:  # done, or a server that does not advance
+                break
+            marker = following
+        return parts
+
+    def _send_parts(self, artifact: Artifact, key: str, upload_id: str, listed: dict[int, tuple[int, str]],
                     progress: UploadProgress) -> tuple[list[dict[str, Any]], str]:
-        """Send the parts not already there; return them with the ETag S3 must report for the whole."""
+        """Send the parts not already there; return them and the composite SHA-256 of the parts (b64-N)."""
         parts: list[dict[str, Any]] = []
-        digests = b""
+        part_digests = b""
         size = self.settings.part_size
         whole = hashlib.sha256()
         with artifact.qcow2.open("rb") as f:
@@ -183,35 +282,43 @@ class S3Publisher:
             while chunk := f.read(size):
                 number += 1
                 whole.update(chunk)
+                part_digests += hashlib.sha256(chunk).digest()
                 md5 = hashlib.md5(chunk, usedforsecurity=False)
-                digests += md5.digest()
-                if done.get(number) == md5.hexdigest():
-                    progress.advance(len(chunk))  # resumed: this part is already on the server, byte for byte
-                    etag = done[number]
+                # A part listed by the server is reused only when it is provably ours: same size, and an ETag
+                # that is this chunk's MD5. Otherwise (SSE-KMS, SSE-C, other ETag schemes) it is sent again.
+                if listed.get(number) == (len(chunk), md5.hexdigest()):
+                    etag = listed[number][1]
                 else:
                     etag = retry(functools.partial(self._put_part, key, upload_id, number, chunk, md5),
                                  what=f"upload of part {number}", transient=_transient())
-                    progress.advance(len(chunk))
+                progress.advance(len(chunk))
                 parts.append({"PartNumber": number, "ETag": f'"{etag}"'})
         if whole.hexdigest() != artifact.sha256():
             raise ChecksumMismatch(f"{artifact.qcow2}: the file changed while it was read (sha256 differs)",
                                    hint="the artifact is damaged: rebuild it with golden build --force")
-        return parts, hashlib.md5(digests, usedforsecurity=False).hexdigest() + f"-{len(parts)}"
+        composite = base64.b64encode(hashlib.sha256(part_digests).digest()).decode() + f"-{len(parts)}"
+        return parts, composite
 
     def _put_part(self, key: str, upload_id: str, number: int, chunk: bytes, md5: Any) -> str:
-        import base64
+        # Content-MD5 makes the server refuse a part whose bytes differ (BadDigest), whatever its ETags are.
+        response = self._call(self.s3.upload_part, key, transient_raw=True, Bucket=self.settings.bucket, Key=key,
+                              UploadId=upload_id, PartNumber=number, Body=chunk,
+                              ContentMD5=base64.b64encode(md5.digest()).decode())
+        return str(response["ETag"]).strip('"')
 
-        response = self.s3.upload_part(Bucket=self.settings.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                       Body=chunk, ContentMD5=base64.b64encode(md5.digest()).decode())
-        etag: str = response["ETag"].strip('"')
-        if etag != md5.hexdigest():
-            raise ChecksumMismatch(f"part {number} of s3://{self.settings.bucket}/{key}: ETag {etag} is not its MD5",
-                                   hint="publish again; if it persists, the endpoint alters data in transit")
-        return etag
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
+            info("aborted the multipart upload")
+        except Exception as exc:  # the original error matters more; say what is left behind
+            console.print(f"  [yellow]warning:[/yellow] could not abort multipart upload {upload_id[:12]}… of "
+                          f"s3://{self.settings.bucket}/{key} ({type(exc).__name__}): abort it or let a "
+                          "lifecycle rule expire it")
 
-    def _call(self, method: Any, **kwargs: Any) -> Any:
-        """A boto3 call with its errors turned into one line and a hint."""
-        from botocore.exceptions import ClientError, NoCredentialsError
+    def _call(self, method: Any, key: str = "", transient_raw: bool = False, **kwargs: Any) -> Any:
+        """A boto3 call with every error turned into one line and a hint (connection breaks pass through
+        when `transient_raw`, for the caller's retry)."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             return method(**kwargs)
@@ -219,15 +326,58 @@ class S3Publisher:
             raise CredentialsError("no S3 credentials found",
                                    hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile in ~/.aws") from exc
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-                raise CredentialsError(f"S3 refused the credentials for bucket {self.settings.bucket} ({code})",
-                                       hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the profile) "
-                                            "and the bucket policy") from exc
-            if code in ("QuotaExceeded", "EntityTooLarge", "InsufficientStorage"):
-                raise QuotaError(f"S3 bucket {self.settings.bucket} is out of quota ({code})",
-                                 hint="remove older images (--keep N) or raise the quota") from exc
-            if code == "NoSuchBucket":
-                raise PublishError(f"S3 bucket {self.settings.bucket} does not exist",
-                                   hint="create it first, or pass --bucket NAME") from exc
-            raise
+            raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            if transient_raw and isinstance(exc, _transient()):
+                raise
+            where = self.settings.endpoint_url or f"S3 in {self.region}"
+            raise PublishError(f"S3 request to {where} for s3://{self.settings.bucket}/{key} failed: "
+                               f"{_flat(str(exc))}",
+                               hint="check --endpoint-url and the network path, then publish again") from exc
+
+    def _error(self, exc: Any, key: str = "") -> PublishError:
+        """One line for an S3 error response: where, the service's code and message, what to do."""
+        code = _code(exc)
+        message = _flat(exc.response.get("Error", {}).get("Message") or "")
+        where = f"s3://{self.settings.bucket}/{key}" if key else f"s3://{self.settings.bucket}"
+        text = f"S3 {exc.operation_name} on {where} failed: {code}" + (f": {message}" if message else "")
+        if code in ("AuthorizationHeaderMalformed", "AuthorizationQueryParametersError", "IllegalLocationConstraint"
+                    ) or (code == "PermanentRedirect"):
+            return PublishError(text, hint=f"the request was signed for region {self.region}: pass the bucket's "
+                                           "--region (or set AWS_DEFAULT_REGION)")
+        if code == "RequestTimeTooSkewed":
+            return PublishError(text, hint="this machine's clock is off: synchronise it (NTP), then publish again")
+        if code in CREDENTIAL_CODES:
+            return CredentialsError(text, hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the profile) "
+                                               "and the bucket policy")
+        if code in QUOTA_CODES:
+            return QuotaError(text, hint="remove older images (--keep N) or raise the quota")
+        if code == "NoSuchBucket":
+            return PublishError(text, hint="create the bucket first, or pass --bucket NAME")
+        if code in ("BadDigest", "InvalidDigest"):
+            return ChecksumMismatch(text, hint="the bytes changed on the way: publish again")
+        return PublishError(text, hint="check --endpoint-url and --region; --debug shows the requests")
+
+
+def _client_for(settings: S3Settings, region: str) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url, region_name=region,
+                                          config=client_config().merge(_addressing(settings.endpoint_url)))
+
+
+def _addressing(endpoint_url: str | None) -> Any:
+    """Path style on a custom endpoint: every S3-compatible service takes it, virtual hosts need DNS."""
+    from botocore.config import Config
+
+    return Config(s3={"addressing_style": "path" if endpoint_url else "virtual"})
+
+
+def _code(exc: Any) -> str:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.get("Code") or status or "")
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())

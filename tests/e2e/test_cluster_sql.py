@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,6 +35,10 @@ def images() -> dict[str, store.Artifact]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> tuple[Path, SSHKey, dict]:
+    return render_sql_cluster(tmp_path)
+
+
+def render_sql_cluster(tmp_path: Path) -> tuple[Path, SSHKey, dict]:
     """examples/cluster-sql.yaml with this test's SSH key, rendered: (dir, key, hosts.json)."""
     key = ephemeral_keypair(tmp_path)
     spec = yaml.safe_load((EXAMPLES / "cluster-sql.yaml").read_text())
@@ -50,11 +55,11 @@ def network() -> Iterator[L2Switch]:
         yield switch
 
 
-def boot(stack: ExitStack, name: str, images: dict, cluster: tuple, switch: L2Switch, tmp: Path) -> VM:
+def boot(stack: ExitStack, name: str, images: dict, cluster: tuple, switch: L2Switch, tmp: Path, **vm: Any) -> VM:
     out, key, hosts = cluster
     host = hosts[name]
     vm = VM(images[host["profile"]].qcow2, seed=out / name / "seed.iso", key=key, name=name,
-            mac=host["uplink_mac"], extra_args=switch.netdev_args(host["mac"]), workdir=tmp / name)
+            mac=host["uplink_mac"], extra_args=switch.netdev_args(host["mac"]), workdir=tmp / name, **vm)
     stack.enter_context(vm)
     return vm
 

@@ -66,3 +66,16 @@ def test_make_validate_style_cli_reports_one_line_per_file():
     lines = proc.stdout.splitlines()
     assert lines[-1] == "5 passed, 0 failed"
     assert all(line.startswith("ok   nfs debian13 ") for line in lines[:-1])
+
+
+def test_packer_1_6_refuses_required_plugins_so_its_templates_go_without(tmp_path):
+    # why the templates depend on the installed Packer: 1.6 rejects the block that 1.7+ needs
+    from goldenimage.builders.packer_cli import packer_version
+
+    if packer_version() >= (1, 7, 0):
+        pytest.skip("the installed Packer understands required_plugins")
+    rendered = render(resolve("web", 12), Target.QEMU, tmp_path / "r", required_plugins=False)
+    assert validate(rendered.template, rendered.var_file)[0]
+    forced = render(resolve("web", 12), Target.QEMU, tmp_path / "forced", required_plugins=True)
+    ok, message = validate(forced.template, forced.var_file)
+    assert not ok and "required_plugins" in message

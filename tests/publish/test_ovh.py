@@ -90,7 +90,66 @@ def test_image_too_large_for_the_ram_is_refused_before_upload(
 def test_several_disks_without_raid_need_consent(api: FakeOvh, s3: S3Publisher, tmp_path: Path,
                                                  make_artifact: Callable[..., Artifact]) -> None:
     api.disks = 2
-    with pytest.raises(PublishError, match="one disk only"):
+    with pytest.raises(PublishError, match="first disk only"):
         deploy(make_artifact(), s3, server(tmp_path))
     _, task = deploy(make_artifact(), s3, server(tmp_path, single_disk_ok=True))
     assert task["status"] == "done"
+
+
+def test_the_reinstall_names_the_disk_group_byoi_writes_to(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact]) -> None:
+    # Group 1: two disks, no RAID controller; group 2: one disk. BYOI writes the first disk of one group.
+    api.disks = 2
+    api.extra_groups = [{"diskGroupId": 2, "numberOfDisks": 1, "diskSize": {"unit": "GB", "value": 480},
+                         "diskType": "SSD", "raidController": None}]
+    with pytest.raises(PublishError, match="disk group 1 .* 2 disks"):
+        deploy(make_artifact(), s3, server(tmp_path))  # the default, the first group, needs consent
+    _, task = deploy(make_artifact(), s3, server(tmp_path, disk_group_id=2))
+    assert task["status"] == "done"
+    assert api.reinstalls[-1]["storage"] == [{"diskGroupId": 2}]
+
+
+def test_an_unknown_disk_group_is_refused_with_the_known_ones(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact]) -> None:
+    with pytest.raises(PublishError, match=r"no disk group 7 \(it has: 1\)") as err:
+        deploy(make_artifact(), s3, server(tmp_path, disk_group_id=7))
+    assert "--ovh-disk-group" in (err.value.hint or "")
+    assert s3.s3.list_objects_v2(Bucket=s3.settings.bucket).get("KeyCount") == 0  # refused before the upload
+
+
+def test_a_disk_group_too_small_for_the_image_disk_is_refused(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact]) -> None:
+    api.extra_groups = [{"diskGroupId": 2, "numberOfDisks": 1, "diskSize": {"unit": "GB", "value": 2},
+                         "raidController": None}]
+    with pytest.raises(PublishError, match="4 GiB disk"):  # the artifact's disk_size is 4G
+        deploy(make_artifact(), s3, server(tmp_path, disk_group_id=2))
+
+
+@pytest.mark.parametrize("status", [404, 500, 502, 503])
+def test_transient_answers_while_following_the_task_are_waited_out(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact],
+        status: int) -> None:
+    api.task_failures = [status, status, status]
+    _, task = deploy(make_artifact(), s3, server(tmp_path))
+    assert task["status"] == "done" and api.task_failures == []
+
+
+def test_a_task_api_failing_for_too_long_ends_the_wait_in_one_line(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ovh, "TASK_TRANSIENT_S", 0.2)
+    api.task_failures = [500] * 400  # bounded by the fake's request budget too
+    with pytest.raises(PublishError, match="kept failing") as err:
+        deploy(make_artifact(), s3, server(tmp_path))
+    assert "\n" not in err.value.message and "HTTP 500" in err.value.message
+    assert api.task_failures  # it stopped polling before the failures ran out
+
+
+def test_a_credentials_error_while_polling_is_not_retried(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    api.task_failures = [403]
+    polls_before = len(api.sent("GET", f"/1.0/dedicated/server/{SERVER}/task/"))
+    with pytest.raises(PublishError):
+        deploy(make_artifact(), s3, server(tmp_path))
+    assert len(api.sent("GET", f"/1.0/dedicated/server/{SERVER}/task/")) == polls_before + 1

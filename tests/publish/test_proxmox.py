@@ -12,7 +12,7 @@ import pytest
 from goldenimage.images.store import Artifact
 from goldenimage.publish import base, proxmox
 from goldenimage.publish.base import ChecksumMismatch, CredentialsError, PublishError, publish
-from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings
+from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings, api_host
 
 from .fakes.proxmox import SECRET, TOKEN_ID, USER, FakeProxmox
 from .fakes.tls import localhost_tls
@@ -116,3 +116,88 @@ def test_keep_skips_a_template_with_linked_clones(pve: tuple[FakeProxmox, Path],
     assert result.kept_in_use == (olds[0].id,)
     assert set(result.removed) == {olds[1].id, olds[2].id}
     assert set(fake.vms) == {int(olds[0].id), int(result.image.id), 500}
+
+
+def _packer_vm_settings(source: dict, values: dict) -> dict[str, str]:
+    """The PVE settings the proxmox plugin gives the clone, from the rendered proxmox-clone source: each
+    option translated to its PVE config key as the plugin does (builder/proxmox/common/step_start_vm.go)."""
+    def value(v: object) -> str:
+        text = str(v)
+        return str(values[text[len("${var."):-1]]) if text.startswith("${var.") else text
+
+    nic = source["network_adapters"][0]
+    settings = {
+        "ostype": source["os"], "cpu": source["cpu_type"], "scsihw": source["scsi_controller"],
+        "vga": source["vga"]["type"], "boot": source["boot"],
+        "agent": f"enabled={int(source['qemu_agent'])}",
+        "net0": f"{nic['model']},bridge={value(nic['bridge'])}",
+        "memory": value(source["memory"]), "cores": value(source["cores"]),
+        "ciupgrade": str(int(not source["cloud_init_disable_upgrade_packages"])),
+        "cloudinit": f"{source['cloud_init_disk_type']}:{value(source['cloud_init_storage_pool'])}",
+    }
+    settings.update({f"serial{i}": s for i, s in enumerate(source["serials"])})
+    return settings
+
+
+def _published_vm_settings(config: dict) -> dict[str, str]:
+    """The same settings read from the VM that `golden publish --to proxmox` created."""
+    (drive,) = [k for k, v in config.items() if str(v).endswith(":cloudinit")]
+    settings = {k: str(config[k]) for k in ("ostype", "cpu", "scsihw", "vga", "boot", "agent", "net0", "memory",
+                                            "cores", "ciupgrade", "serial0")}
+    settings["cloudinit"] = f"{drive.rstrip('0123456789')}:{config[drive].split(':')[0]}"
+    return settings
+
+
+def test_a_packer_made_template_has_the_hardware_of_a_published_one(pve: tuple[FakeProxmox, Path],
+                                                                    make_artifact: Callable[..., Artifact]) -> None:
+    from goldenimage.builders.packer_template import Target, render_template
+    from goldenimage.profiles import resolve
+
+    fake, _ = pve
+    result = publish(publisher_for(pve), make_artifact())
+    published = fake.vms[int(result.image.id)]
+    template, values = render_template(resolve("web", 12), Target.PROXMOX, required_plugins=True)
+    packer = _packer_vm_settings(template["source"]["proxmox-clone"]["golden"], values)
+    assert packer == _published_vm_settings(published)
+    # the boot order names the published template's image disk; the clone keeps the base template's disks
+    # (no `disks` list, which would replace them)
+    disk = packer["boot"].removeprefix("order=").split(";")[0]
+    assert disk in published and "cloudinit" not in published[disk]
+    assert "disks" not in template["source"]["proxmox-clone"]["golden"]
+    assert packer["cpu"] != "kvm64" and packer["ostype"] != "other"  # not the plugin's defaults
+
+
+def test_an_ipv6_proxmox_url_keeps_its_brackets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                make_artifact: Callable[..., Artifact]) -> None:
+    monkeypatch.setattr(proxmox, "TASK_POLL_S", 0.01)
+    context, ca = localhost_tls(tmp_path)
+    with FakeProxmox(context, host="::1") as fake:
+        assert fake.url.startswith("https://[::1]:")
+        monkeypatch.setenv("PROXMOX_URL", fake.url)
+        monkeypatch.setenv("PROXMOX_TOKEN_ID", f"{USER}!{TOKEN_ID}")
+        monkeypatch.setenv("PROXMOX_TOKEN_SECRET", SECRET)
+        monkeypatch.setenv("PROXMOX_CA_BUNDLE", str(ca))
+        result = publish(ProxmoxPublisher(ProxmoxSettings.from_env(node=fake.node)), make_artifact())
+        assert result.uploaded and fake.vms[int(result.image.id)]["template"] == 1
+        assert fake.errors == []
+
+
+@pytest.mark.parametrize("url,host,port", [
+    ("https://[::1]:8006", "[::1]", 8006),
+    ("https://[2001:db8::5]", "[2001:db8::5]", 8006),
+    ("pve.example:8443", "pve.example", 8443),
+    ("https://192.0.2.7:8006/", "192.0.2.7", 8006),
+])
+def test_api_host_of_a_proxmox_url(url: str, host: str, port: int) -> None:
+    assert api_host(url) == (host, port)
+
+
+def test_a_permission_refusal_names_the_datastore_privileges(pve: tuple[FakeProxmox, Path],
+                                                              make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    fake.forbid_upload = True
+    with pytest.raises(CredentialsError) as err:
+        publish(publisher_for(pve), make_artifact())
+    assert "Datastore.AllocateTemplate" in err.value.message  # PVE's own words
+    hint = err.value.hint or ""
+    assert "Datastore.AllocateTemplate" in hint and "Datastore.Allocate and" in hint and "PVEVMAdmin" in hint

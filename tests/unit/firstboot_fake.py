@@ -42,7 +42,11 @@ class FakeHost(Runner):
         self.databases: list[str] = list(facts.get("databases") or [])
         self.slave: dict[str, str] = dict(facts.get("slave") or {})
         self.active = set(facts.get("active") or [])
-        self.enabled = set(facts.get("enabled") or [])
+        # Units the image enables (baked `services`): those running at boot, and any the scenario names.
+        self.enabled = set(facts.get("enabled") or []) | self.active
+        # Units that failed at boot (a missed start timeout), and how many more starts of each fail.
+        self.failed = set(facts.get("failed") or [])
+        self.start_failures: dict[str, int] = dict(facts.get("start_failures") or {})
         self.probe_failures = int(facts.get("probe_failures", 0))
         self.dump_failures = int(facts.get("dump_failures", 0))
         # MariaDB's encryption: the variables it runs with (read from the cnf files at each restart), the
@@ -64,7 +68,9 @@ class FakeHost(Runner):
         return True
 
     def http_status(self, url: str) -> int:
-        return 503 if self.facts.get("health_down") else 200
+        if self.facts.get("health_down") or not {"apache2", "php8.2-fpm"} <= self.active:
+            return 503 if "apache2" in self.active else 0
+        return 200
 
     def chown(self, path: str, user: str, group: str) -> None:
         self.chowns.append(("/" + os.path.relpath(path, self.root), user, group))
@@ -75,12 +81,13 @@ class FakeHost(Runner):
 
     def context(self, image: dict[str, Any], host: dict[str, Any]) -> Context:
         ctx = Context(image, host, root=self.root, runner=self, logger=self.log_line, sleep=self.sleeps.append,
-                      probe=self.probe, chown=self.chown, haproxy=self.haproxy, http_status=self.http_status)
+                      probe=self.probe, chown=self.chown, haproxy=self.haproxy, http_status=self.http_status,
+                      hostname=lambda: "host1.example.com")
         return ctx
 
     # The commands.
     def execute(self, args, input, env, stdin_path, stdout_path, timeout) -> Result:
-        line = " ".join(args)
+        line = " ".join(a.replace(self.root, "") for a in args)
         if stdin_path:
             line += " < /" + os.path.relpath(stdin_path, self.root)
         if stdout_path:
@@ -105,6 +112,14 @@ class FakeHost(Runner):
             return Result(0)
         if args[0] == "systemctl":
             return self.systemctl(args[1:])
+        if args[0] == "journalctl":
+            unit = args[args.index("--unit") + 1][:-len(".service")]
+            return Result(0, f"[   42.000000] host1 systemd[1]: {unit}.service: start operation timed out. "
+                             f"Terminating.\n[   42.100000] host1 systemd[1]: Failed to start {unit}.\n")
+        if args[0] == "openssl":
+            for option in ("-keyout", "-out"):
+                with open(args[args.index(option) + 1], "w") as handle:
+                    handle.write("-----BEGIN {}-----\n".format("PRIVATE KEY" if option == "-keyout" else "CERTIFICATE"))
         if args[0] == "systemd-run":
             self.active.add(args[1].split("=", 1)[1])
         if args[0] == "mount":
@@ -119,17 +134,32 @@ class FakeHost(Runner):
         return Result(0)
 
     def systemctl(self, args: list[str]) -> Result:
-        verb, unit = args[0], args[-1]
+        verb = args[0]
+        names = [a for a in args[1:] if not a.startswith("-")]
+        unit = names[0][:-len(".service")] if names and names[0].endswith(".service") else (names or [""])[0]
+        if verb == "show":
+            state = "active" if unit in self.active else "failed" if unit in self.failed else "inactive"
+            return Result(0, "ActiveState={}\nSubState={}\nUnitFileState={}\nResult={}\nNRestarts=0\n".format(
+                state, {"active": "running", "failed": "failed", "inactive": "dead"}[state],
+                "enabled" if unit in self.enabled else "disabled", "timeout" if state == "failed" else "success"))
         if verb == "is-active":
             return Result(0 if unit in self.active else 3)
         if verb == "is-enabled":
             return Result(0 if unit in self.enabled else 1)
-        if verb in ("start", "restart"):
+        if verb == "reset-failed":
+            self.failed.discard(unit)
+        if verb in ("start", "restart", "reload-or-restart"):
+            if self.start_failures.get(unit):
+                self.start_failures[unit] -= 1
+                self.active.discard(unit)
+                self.failed.add(unit)
+                return Result(1, "", f"Job for {unit}.service failed because a timeout was exceeded.")
             self.active.add(unit)
+            self.failed.discard(unit)
         if verb == "restart" and unit == "mariadb":
             self.restart_mariadb()
         if verb == "enable":
-            self.enabled.add(unit)
+            self.enabled.update(n[:-len(".service")] if n.endswith(".service") else n for n in names)
         return Result(0)
 
     def mount(self, mount_point: str) -> None:

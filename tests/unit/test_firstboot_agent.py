@@ -254,7 +254,10 @@ def test_image_without_host_settings_runs_no_cluster_step(tmp_path):
     scenario["host"] = None
     result = run_scenario(scenario, str(tmp_path), runs=1)
     assert result["runs"][0]["exit"] == 0
-    assert result["runs"][0]["commands"] == []
+    # Only the role's own service is checked (it runs and answers): nothing is configured or joined.
+    assert [c.split(" ")[:2] for c in result["runs"][0]["commands"]] == [["systemctl", "show"], ["mysql:", "SELECT"]]
+    done = [k for k, (state, _) in result["runs"][0]["steps"].items() if state == "done"]
+    assert done == ["common.host-settings-private", "mariadb.running"]
 
 
 def test_hardened_grub_hash_is_what_grub_mkpasswd_pbkdf2_computes():
@@ -395,8 +398,9 @@ def test_hardened_settings_installed_by_a_run_that_stopped_are_put_in_effect(tmp
     result = run_scenario(scenario, str(tmp_path), runs=1)
     first = result["runs"][0]
     assert first["exit"] == 0 and first["steps"]["hardened.mariadb-encryption"] == ["done", True]
-    assert first["commands"][:3] == ["mysql: SELECT encryption variables", "systemctl restart mariadb",
-                                     "mysql: SELECT encryption variables"]
+    sql = [c for c in first["commands"] if c.startswith(("mysql: SELECT encryption", "systemctl restart"))]
+    assert sql[:3] == ["mysql: SELECT encryption variables", "systemctl restart mariadb.service",
+                       "mysql: SELECT encryption variables"]
 
 
 def test_hardened_replica_overwrites_a_seed_dump_left_behind(tmp_path):
@@ -411,3 +415,92 @@ def test_hardened_replica_overwrites_a_seed_dump_left_behind(tmp_path):
     assert agent.run(fake.context(scenario["image"], scenario["host"]), rerun=True) == 0
     assert "shred --zero --iterations=0 --remove /var/lib/golden/replica-seed.sql" in fake.commands
     assert not dump.exists()
+
+
+def test_web_unit_that_missed_its_start_timeout_is_restarted_and_reported(tmp_path, capsys):
+    scenario = load_fixture("web")
+    scenario["facts"].update({"active": ["php8.2-fpm"], "failed": ["apache2"], "start_failures": {"apache2": 1}})
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    run = result["runs"][0]
+    assert run["exit"] == 0, result["log"]
+    # Found failed, restarted; that start failed again and the next attempt restarted it once more.
+    assert run["commands"].count("systemctl reset-failed apache2.service") == 2
+    assert run["commands"].count("systemctl start apache2.service") == 2
+    data = json.loads((tmp_path / "var/lib/golden/firstboot.json").read_text())
+    assert data["steps"]["web.vhosts"]["units"]["apache2"]["restarts"] == 1
+    unit = data["steps"]["web.health"]["units"]["apache2"]
+    assert unit["restarts"] == 2 and unit["state"] == "active (running)"
+    assert any("start operation timed out" in line for line in unit["journal"])
+    text = agent.format_status(data)
+    assert "unit apache2: active (running), restarted 2 time(s) by golden-firstboot" in text
+    assert "start operation timed out" in text
+
+
+def test_web_unit_that_never_starts_fails_the_step_naming_the_unit_and_its_journal(tmp_path):
+    scenario = load_fixture("web")
+    scenario["facts"].update({"active": ["php8.2-fpm"], "failed": ["apache2"], "start_failures": {"apache2": 99}})
+    scenario["host"]["firstboot"] = {"service_restarts": 2}
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    run = result["runs"][0]
+    assert run["exit"] == 1
+    assert run["commands"].count("systemctl start apache2.service") == 2  # the budget, then no more
+    data = json.loads((tmp_path / "var/lib/golden/firstboot.json").read_text())
+    assert data["steps"]["web.health"]["state"] == "failed"
+    assert "apache2 is failed, result timeout after 2 restart(s)" in data["error"]
+    assert len(result["sleeps"]) == 1  # one wait after the second failed start, not the whole retry budget
+    text = agent.format_status(data)
+    assert "unit apache2: failed, result timeout, restarted 2 time(s)" in text
+    assert "| [   42.100000] host1 systemd[1]: Failed to start apache2." in text
+
+
+def test_web_health_starts_a_stopped_php_fpm_before_waiting(tmp_path):
+    scenario = load_fixture("web")
+    scenario["facts"]["active"] = ["apache2"]
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    run = result["runs"][0]
+    assert run["exit"] == 0, result["log"]
+    assert "systemctl start php8.2-fpm.service" in run["commands"]
+    assert "systemctl enable --quiet php8.2-fpm.service" in run["commands"]
+    assert run["steps"]["web.health"] == ["done", True]
+    assert result["sleeps"] == []  # started before the first check: no wait was needed
+
+
+def test_snakeoil_pair_is_made_once_private_to_ssl_cert_and_by_the_early_run_alone(tmp_path):
+    scenario = load_fixture("web")
+    make_root(str(tmp_path), scenario)
+    fake = FakeHost(str(tmp_path), scenario["facts"])
+    ctx = fake.context(scenario["image"], scenario["host"])
+    assert agent.run_early(ctx) == 0
+    assert [c.split()[0] for c in fake.commands] == ["openssl"]  # only the early step ran
+    key = tmp_path / "etc/ssl/private/ssl-cert-snakeoil.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o640 and (tmp_path / "etc/ssl/certs/ssl-cert-snakeoil.pem").exists()
+    assert fake.chowns == [("/etc/ssl/private/ssl-cert-snakeoil.key.golden-new", "root", "ssl-cert")]
+    assert "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1" in fake.commands[0]
+    assert "/CN=host1.example.com" in fake.commands[0]
+    fake.commands = []
+    assert agent.run_early(ctx) == 0 and fake.commands == []
+    assert not list((tmp_path / "etc/ssl/private").glob("*.golden-new"))
+
+
+def test_mariadb_that_failed_at_boot_is_restarted_before_any_sql_step(tmp_path):
+    scenario = load_fixture("sql-primary")
+    scenario["facts"].update({"active": [], "failed": ["mariadb"]})
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    run = result["runs"][0]
+    assert run["exit"] == 0, result["log"]
+    first_sql = next(i for i, c in enumerate(run["commands"]) if c.startswith("mysql"))
+    assert run["commands"].index("systemctl start mariadb.service") < first_sql
+    assert run["steps"]["mariadb.running"] == ["done", True]
+
+
+def test_give_up_on_skips_the_remaining_attempts():
+    sleeps = []
+    calls = []
+
+    def action():
+        calls.append(1)
+        raise KeyError("no")
+
+    with pytest.raises(KeyError):
+        retry(action, "x", RetryPolicy(attempts=5, delay=1), sleep=sleeps.append, give_up_on=(KeyError,))
+    assert calls == [1] and sleeps == []

@@ -43,7 +43,7 @@ def test_zipapp_status_works_on_a_host_where_it_never_ran(tmp_path):
 
 def test_bundle_files_install_the_agent_wrapper_and_unit():
     files = {f["path"]: f for f in bundle.bundle_files()}
-    assert set(files) == {bundle.ZIPAPP_PATH, bundle.WRAPPER_PATH, bundle.UNIT_PATH}
+    assert set(files) == {bundle.ZIPAPP_PATH, bundle.WRAPPER_PATH, bundle.UNIT_PATH, bundle.EARLY_UNIT_PATH}
     assert files[bundle.ZIPAPP_PATH]["permissions"] == "0755"
     assert base64.b64decode(files[bundle.ZIPAPP_PATH]["content"]) == bundle.build_zipapp()
     wrapper = base64.b64decode(files[bundle.WRAPPER_PATH]["content"]).decode()
@@ -53,7 +53,21 @@ def test_bundle_files_install_the_agent_wrapper_and_unit():
                  "Wants=network-online.target", "ConditionPathExists=!/var/lib/golden/firstboot.done",
                  "WantedBy=cloud-init.target", f"TimeoutStartSec={bundle.TIMEOUT_START_SEC}"):
         assert line in unit.splitlines()
-    assert bundle.bundle_commands() == ["systemctl enable golden-firstboot.service"]
+    assert bundle.bundle_commands() == ["systemctl enable golden-firstboot.service golden-firstboot-early.service"]
+
+
+def test_early_unit_makes_instance_keys_before_apache_and_after_the_host_name_is_set():
+    files = {f["path"]: f for f in bundle.bundle_files()}
+    unit = base64.b64decode(files[bundle.EARLY_UNIT_PATH]["content"]).decode().splitlines()
+    assert f"ExecStart={bundle.WRAPPER_PATH} early" in unit
+    assert "After=cloud-init.service" in unit and "Before=apache2.service" in unit
+    assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
+    # No run-once condition: a key removed later is made again at the next boot.
+    assert not any(line.startswith("ConditionPathExists=!") for line in unit)
+    sys.path.insert(0, str(Path(bundle.PACKAGE_DIR).parent))
+    from golden_firstboot.roles import STEPS
+
+    assert [s.id for s in STEPS if s.early] == ["web.snakeoil"]  # and Apache is what reads its pair
 
 
 def test_unit_timeout_covers_the_agents_retry_budget():

@@ -185,3 +185,32 @@ def test_separate_mounts_name_their_base_on_proxmox_and_openstack():
     assert values["clone_vm"] == "golden-base-debian12"
     _, values = render_template(resolve("banking-hardened", 12), Target.QEMU)
     assert values["disk_size"] == "8G"
+
+
+def test_proxmox_template_for_the_plugin_authenticates_with_the_publish_token():
+    template, values = render_template(resolve("web", 12), Target.PROXMOX, required_plugins=True)
+    source = template["source"]["proxmox-clone"]["golden"]
+    assert source["username"] == "${var.proxmox_token_id}" and source["token"] == "${var.proxmox_token_secret}"
+    assert "password" not in source and "proxmox_password" not in template["variable"]
+    declared = template["variable"]
+    assert declared["proxmox_token_id"]["default"] == '${env("PROXMOX_TOKEN_ID")}'
+    assert declared["proxmox_token_secret"] == {"type": "string", "description": declared["proxmox_token_secret"][
+        "description"], "sensitive": True, "default": '${env("PROXMOX_TOKEN_SECRET")}'}
+    assert not {"proxmox_token_id", "proxmox_token_secret"} & set(values)
+
+
+def test_proxmox_clone_waits_long_enough_for_a_full_clone_and_names_the_cloud_init_storage():
+    template, values = render_template(resolve("banking-hardened", 13), Target.PROXMOX, required_plugins=True)
+    source = template["source"]["proxmox-clone"]["golden"]
+    minutes = int(source["task_timeout"].removesuffix("m"))
+    assert source["full_clone"] is True and minutes >= 15  # the plugin's default is 1 minute
+    assert source["cloud_init_storage_pool"] == "${var.cloud_init_storage_pool}"
+    assert values["cloud_init_storage_pool"] == "local-lvm"
+
+
+def test_proxmox_template_for_packer_1_6_keeps_what_its_builder_knows():
+    template, _ = render_template(resolve("web", 12), Target.PROXMOX)
+    source = template["source"]["proxmox-clone"]["golden"]
+    assert not {"token", "task_timeout", "serials", "cloud_init_disk_type"} & set(source)
+    assert source["password"] == "${var.proxmox_password}" and source["os"] == "l26"
+    assert source["cloud_init_storage_pool"] == "${var.cloud_init_storage_pool}"

@@ -1,7 +1,8 @@
 """One module per role; STEPS is the order the agent runs them in.
 
-Order matters: MariaDB encryption comes before the server holds data, the replica waits for nothing
-the primary does on the same host, and AIDE records the system after everything else has changed it."""
+Order matters: MariaDB runs (restarted if it failed at boot) before anything talks to it, its encryption comes
+before the server holds data, the replica waits for nothing the primary does on the same host, and AIDE
+records the system after everything else has changed it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from . import common, hardened, lb, mariadb, nfs, plesk, sql_primary, sql_replic
 
 STEPS: list[Step] = [
     *common.STEPS,
+    *mariadb.FIRST,
     *hardened.BEFORE_MARIADB,
     *mariadb.STEPS,
     *sql_primary.STEPS,

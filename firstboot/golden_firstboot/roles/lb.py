@@ -8,6 +8,7 @@ import json
 import socket
 from typing import Any
 
+from ..services import restart, wait_serving
 from ..steps import Context, step
 from ..system import HOST, FirstbootError, SettingsError
 
@@ -103,15 +104,21 @@ def haproxy(ctx: Context) -> bool:
     _validate(settings)
     cfg_changed = ctx.write(CLUSTER_CFG, render_haproxy(settings, load_pool(ctx)))
     unit_changed = ctx.write(DROPIN, DROPIN_TEXT)
-    if not (cfg_changed or unit_changed):
-        return False
-    ctx.run(["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", "-f", CLUSTER_CFG])
-    if unit_changed:
-        ctx.run(["systemctl", "daemon-reload"])
-        ctx.run(["systemctl", "restart", "haproxy"])
-    else:
-        ctx.run(["systemctl", "reload", "haproxy"])
-    return True
+    if cfg_changed or unit_changed:
+        ctx.run(["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", "-f", CLUSTER_CFG])
+        if unit_changed:
+            ctx.run(["systemctl", "daemon-reload"])
+            restart(ctx, "haproxy", "it loads the cluster section now", lambda: _active(ctx, "haproxy"))
+        else:
+            ctx.run(["systemctl", "reload", "haproxy"], check=False, timeout=ctx.service_timeout)
+    # Whatever happened at boot, HAProxy runs when this step ends.
+    running = wait_serving(ctx, ["haproxy"], lambda: _active(ctx, "haproxy"), "waiting for haproxy")
+    return cfg_changed or unit_changed or running
+
+
+def _active(ctx: Context, unit: str) -> None:
+    if ctx.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:
+        raise FirstbootError(f"{unit} is not active yet")
 
 
 def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
@@ -152,17 +159,9 @@ def keepalived(ctx: Context) -> bool:
     if ctx.write(NONLOCAL_SYSCTL, "net.ipv4.ip_nonlocal_bind = 1\n"):
         ctx.run(["sysctl", "-q", "-p", NONLOCAL_SYSCTL])
         changed = True
-    enabled = ctx.run(["systemctl", "is-enabled", "--quiet", "keepalived"], check=False).returncode == 0
-    active = ctx.run(["systemctl", "is-active", "--quiet", "keepalived"], check=False).returncode == 0
-    if not enabled:
-        ctx.run(["systemctl", "enable", "keepalived"])
-        changed = True
-    if not active:
-        ctx.run(["systemctl", "start", "keepalived"])
-        changed = True
-    elif changed:
-        ctx.run(["systemctl", "restart", "keepalived"])
-    return changed
+    if changed and ctx.run(["systemctl", "is-active", "--quiet", "keepalived"], check=False).returncode == 0:
+        restart(ctx, "keepalived", "its configuration changed", lambda: _active(ctx, "keepalived"))
+    return wait_serving(ctx, ["keepalived"], lambda: _active(ctx, "keepalived"), "waiting for keepalived") or changed
 
 
 def _runtime(ctx: Context, command: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..services import restart, wait_serving
 from ..steps import Context, step
 
 SQL_ROLES = ("sql-primary", "sql-replica")
@@ -89,9 +90,20 @@ def ensure_account(ctx: Context, user: str, host: str, password: str, grant_chec
     return True
 
 
+def answers(ctx: Context) -> None:
+    """MariaDB takes SQL through its socket (CommandError while it does not)."""
+    ctx.run(MYSQL, input="SELECT 1;\n")
+
+
 def restart_mariadb(ctx: Context, why: str) -> None:
-    ctx.log("restarting mariadb: " + why)
-    ctx.run(["systemctl", "restart", "mariadb"])
+    """Restart MariaDB and wait until it takes SQL again; a restart that fails on a slow host is retried."""
+    restart(ctx, "mariadb", why, lambda: answers(ctx))
+
+
+@step("mariadb.running", roles=SQL_ROLES)
+def running(ctx: Context) -> bool:
+    """MariaDB enabled and running (restarted when it failed at boot), answering SQL on its socket."""
+    return wait_serving(ctx, ["mariadb"], lambda: answers(ctx), "waiting for MariaDB to answer on its socket")
 
 
 def render_host_cnf(ctx: Context) -> str:
@@ -117,4 +129,5 @@ def host_config(ctx: Context) -> bool:
     return True
 
 
+FIRST = [running]
 STEPS = [host_config]

@@ -7,8 +7,9 @@ import os
 import re
 from typing import Any
 
+from ..services import wait_serving
 from ..steps import Context, step
-from ..system import HOST, SettingsError
+from ..system import HOST, FirstbootError, SettingsError
 
 EXPORTS = "/etc/exports.d/golden.exports"
 DEFAULT_OPTIONS = "rw,sync,no_subtree_check,root_squash"
@@ -39,12 +40,20 @@ def exports(ctx: Context) -> bool:
     for export in wanted:
         os.makedirs(ctx.path(str(export.get("path") or "/")), exist_ok=True)
     changed = ctx.write(EXPORTS, render_exports(wanted, ctx.get("network")))
-    if ctx.run(["systemctl", "is-active", "--quiet", "nfs-server"], check=False).returncode != 0:
-        ctx.run(["systemctl", "start", "nfs-server"])
-        changed = True
+    changed = wait_nfs_server(ctx) or changed
     if changed:
         ctx.run(["exportfs", "-ra"])
     return changed
+
+
+def wait_nfs_server(ctx: Context) -> bool:
+    """nfs-server enabled and active, (re)started within the budget; True when it had to be."""
+
+    def check() -> None:
+        if ctx.run(["systemctl", "is-active", "--quiet", "nfs-server"], check=False).returncode != 0:
+            raise FirstbootError("nfs-server is not active yet")
+
+    return wait_serving(ctx, ["nfs-server"], check, "waiting for nfs-server")
 
 
 STEPS = [exports]

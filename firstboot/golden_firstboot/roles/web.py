@@ -7,9 +7,12 @@ import os
 import re
 from typing import Any
 
+from ..services import ensure_running, wait_serving
 from ..steps import Context, step
 from ..system import HOST, FirstbootError, SettingsError
 
+SNAKEOIL_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
+SNAKEOIL_CERT = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
 SITES_AVAILABLE = "/etc/apache2/sites-available"
 SITES_ENABLED = "/etc/apache2/sites-enabled"
 HOSTNAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*-]*$")
@@ -28,6 +31,38 @@ def mounted_from(ctx: Context, mount: str) -> str:
         if len(fields) >= 2 and fields[1] == mount:
             return fields[0]
     return ""
+
+
+def web_units(ctx: Context) -> list[str]:
+    """Apache and the release's PHP-FPM: what answers the health endpoint."""
+    php = (ctx.image.get("release_vars") or {}).get("php")
+    return ["apache2"] + ([f"php{php}-fpm"] if php else [])
+
+
+@step("web.snakeoil", roles=["web"], early=True)
+def snakeoil(ctx: Context) -> bool:
+    """This instance's own self-signed pair for Apache's default TLS site (the image carries none): an ECDSA
+    P-256 key, made in a fraction of a second even on a starved host, never under a unit's start timeout."""
+    key, cert = ctx.path(SNAKEOIL_KEY), ctx.path(SNAKEOIL_CERT)
+    if os.path.isfile(key) and os.path.getsize(key) and os.path.isfile(cert) and os.path.getsize(cert):
+        return False
+    name = ctx.hostname()
+    os.makedirs(os.path.dirname(key), exist_ok=True)
+    os.makedirs(os.path.dirname(cert), exist_ok=True)
+    tmp_key, tmp_cert = key + ".golden-new", cert + ".golden-new"
+    # The key is made private before it holds anything: openssl writes into a file that is already 0640.
+    with open(os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "w"):
+        pass
+    os.chmod(tmp_key, 0o640)
+    ctx.chown(tmp_key, "root", "ssl-cert")
+    ctx.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-sha256", "-days", "3650", "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name,
+             "-keyout", tmp_key, "-out", tmp_cert])
+    os.chmod(tmp_cert, 0o644)
+    os.rename(tmp_cert, cert)
+    os.rename(tmp_key, key)
+    ctx.log(f"made this instance's snakeoil certificate for {name} (ECDSA P-256)")
+    return True
 
 
 @step("web.nfs-mount", roles=["web"], activate=["web.nfs"], require=["web.nfs.server", "web.nfs.export"])
@@ -118,13 +153,17 @@ def vhosts(ctx: Context) -> bool:
             changed = True
     if changed:
         ctx.run(["apache2ctl", "configtest"])
-        ctx.run(["systemctl", "reload-or-restart", "apache2"])
+        # A failed or not yet started Apache is started (and restarted within the budget) rather than reloaded.
+        if not ensure_running(ctx, "apache2"):
+            # Not fatal when Apache is busy starting: web.health checks it runs and restarts it if it fails.
+            ctx.run(["systemctl", "reload-or-restart", "apache2"], check=False, timeout=ctx.service_timeout)
     return changed
 
 
-@step("web.lb-ready", roles=["web"], activate=["web.lb"])
-def lb_ready(ctx: Context) -> bool:
-    """The health endpoint answers 200 here: the load balancer's checks then take this node into its pool."""
+@step("web.health", roles=["web"])
+def health(ctx: Context) -> bool:
+    """Apache and PHP-FPM enabled and running (restarted when they failed), then the health endpoint answers
+    200: the load balancer's checks then take this node into its pool."""
     path = ctx.get("web.health_path", "/healthz")
     url = "http://127.0.0.1" + path
 
@@ -133,11 +172,12 @@ def lb_ready(ctx: Context) -> bool:
         if status != 200:
             raise FirstbootError(f"{url} answered {status}")
 
-    ctx.retry(check, "waiting for the health endpoint " + url)
-    lb = ctx.get("web.lb") or {}
-    ctx.log("health endpoint {} answers: load balancer {} puts this node into backend {!r} once its check "
-            "passes".format(path, lb.get("address", "?"), lb.get("backend", "web")))
-    return False
+    changed = wait_serving(ctx, web_units(ctx), check, "waiting for the health endpoint " + url)
+    lb = ctx.get("web.lb")
+    if lb:
+        ctx.log("health endpoint {} answers: load balancer {} puts this node into backend {!r} once its check "
+                "passes".format(path, lb.get("address", "?"), lb.get("backend", "web")))
+    return changed
 
 
-STEPS = [nfs_mount, vhosts, lb_ready]
+STEPS = [snakeoil, nfs_mount, vhosts, health]

@@ -2,6 +2,9 @@
 with X-Ovh-Application, X-Ovh-Consumer, X-Ovh-Timestamp and X-Ovh-Signature
 `$1$` + sha1(AS+CK+METHOD+URL+BODY+TSTAMP, joined by '+'); the BYOI reinstall and its task.
 
+The task API answers the statuses queued in `task_failures` first (OVH's API does answer 404 and 5xx now and
+then while a task runs). The reinstall's `storage` must name one of the server's disk groups.
+
 Like OVH's installer, it downloads imageURL (here a presigned URL on the local moto server) and checks it
 against imageCheckSum before the task is done.
 """
@@ -25,6 +28,8 @@ class FakeOvh(FakeServer):
     def __init__(self, ram_gb: int = 32, disks: int = 1, raid_controller: str | None = None) -> None:
         super().__init__()
         self.ram_gb, self.disks, self.raid_controller = ram_gb, disks, raid_controller
+        self.extra_groups: list[dict[str, Any]] = []  # disk groups after the first (diskGroupId 1)
+        self.task_failures: list[int] = []  # HTTP statuses the task API answers before the real status
         self.reinstalls: list[dict[str, Any]] = []
         self.tasks: dict[int, dict[str, Any]] = {}
         self.downloaded_sha256: str | None = None
@@ -56,13 +61,16 @@ class FakeOvh(FakeServer):
         base = f"/dedicated/server/{SERVER}"
         if request.method == "GET" and path == f"{base}/specifications/hardware":
             return Response(200, {"memorySize": {"unit": "MB", "value": self.ram_gb * 1024},
-                                  "diskGroups": [{"diskGroupId": 1, "numberOfDisks": self.disks,
-                                                  "diskSize": {"unit": "GB", "value": 960}, "diskType": "NVME",
-                                                  "raidController": self.raid_controller}],
+                                  "diskGroups": self.disk_groups(),
                                   "bootMode": "legacy", "defaultHardwareRaidType": None})
         if request.method == "POST" and path == f"{base}/reinstall":
             return self._reinstall(request.json())
         if request.method == "GET" and path.startswith(f"{base}/task/"):
+            if self.task_failures:
+                status = self.task_failures.pop(0)
+                code = "NOT_FOUND" if status == 404 else "INTERNAL_SERVER_ERROR"
+                return Response(status, {"errorCode": code, "httpCode": str(status), "message": "try again"},
+                                headers={"X-Ovh-QueryId": "EU.ext-1.fake"})
             task = self.tasks[int(path.rsplit("/", 1)[1])]
             task["polls"] += 1
             task["status"] = "doing" if task["polls"] == 1 else "done"
@@ -71,10 +79,16 @@ class FakeOvh(FakeServer):
             return Response(404, {"errorCode": "NOT_FOUND", "message": f"The requested object ({path}) does not exist"})
         raise AssertionError(f"unexpected request {request.method} {request.path}")
 
+    def disk_groups(self) -> list[dict[str, Any]]:
+        return [{"diskGroupId": 1, "numberOfDisks": self.disks, "diskSize": {"unit": "GB", "value": 960},
+                 "diskType": "NVME", "raidController": self.raid_controller}, *self.extra_groups]
+
     def _reinstall(self, body: dict[str, Any]) -> Response:
         assert body["operatingSystem"] == "byoi_64", body["operatingSystem"]
         c = body["customizations"]
         assert c["imageType"] == "qcow2" and c["imageCheckSumType"] == "sha256", c
+        groups = {g["diskGroupId"] for g in self.disk_groups()}
+        assert all(s.get("diskGroupId") in groups for s in body.get("storage", [])), body.get("storage")
         assert c["imageURL"].startswith("http://127.0.0.1:"), "the fake only downloads from loopback"
         base64.b64decode(c.get("configDriveUserData", ""), validate=True)
         data = requests.get(c["imageURL"], timeout=10).content

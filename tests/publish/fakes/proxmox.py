@@ -21,8 +21,9 @@ USER, TOKEN_ID, SECRET = "golden@pve", "publish", "5b1f0c1e-aaaa-bbbb-cccc-01234
 
 
 class FakeProxmox(FakeServer):
-    def __init__(self, tls: ssl.SSLContext, version: str = "8.4.1", node: str = "pve1") -> None:
-        super().__init__(tls)
+    def __init__(self, tls: ssl.SSLContext, version: str = "8.4.1", node: str = "pve1", host: str = "127.0.0.1"
+                 ) -> None:
+        super().__init__(tls, host)
         self.version, self.node = version, node
         self.storage_content = {"local": "iso,vztmpl,import,backup", "local-lvm": "images,rootdir"}
         self.volumes: dict[str, bytes] = {}  # volid -> bytes
@@ -30,6 +31,7 @@ class FakeProxmox(FakeServer):
         self.tasks: dict[str, dict[str, Any]] = {}
         self.drop_uploads = 0
         self.fail_create = False
+        self.forbid_upload = False  # a token without Datastore.AllocateTemplate on the upload storage
         self._upid = 0
 
     def _task(self, kind: str, vmid: Any = "", exitstatus: str = "OK") -> str:
@@ -104,6 +106,9 @@ class FakeProxmox(FakeServer):
         return {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
 
     def _upload(self, storage: str, form: dict[str, Any]) -> Response:
+        if self.forbid_upload:  # PVE answers a failed permission check in the status line
+            return Response(403, {"data": None}, reason=f"Permission check failed (/storage/{storage}, "
+                                                        "Datastore.AllocateTemplate)")
         assert form.get("content") == "import", f"content {form.get('content')}"
         assert "import" in self.storage_content[storage].split(","), f"{storage} has no import content"
         filename, data = form["filename"]

@@ -1,8 +1,9 @@
-"""A small HTTP(S) server on 127.0.0.1 in a thread, recording every request, for the publish fakes."""
+"""A small HTTP(S) server on 127.0.0.1 (or ::1) in a thread, recording every request, for the publish fakes."""
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -34,12 +35,13 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
     drop: bool = False  # close the connection without answering: an interrupted transfer
+    reason: str | None = None  # the status line's text (PVE puts its error message there)
 
 
 class FakeServer:
     """Subclasses implement handle(request) -> Response; `requests` keeps what clients sent."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.requests: list[Request] = []
         self.errors: list[str] = []
         fake = self
@@ -74,7 +76,7 @@ class FakeServer:
                     response = Response(400, {"error": str(exc)})
                 payload = response.raw if response.raw is not None else (
                     b"" if response.body is None else json.dumps(response.body).encode())
-                self.send_response(response.status)
+                self.send_response(response.status, response.reason)
                 headers = {"Content-Type": "application/json", **response.headers}
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -85,13 +87,16 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.httpd = Server((host, 0), Handler)
         self.httpd.daemon_threads = True
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.scheme = "https" if tls else "http"
-        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        self.url = f"{self.scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def before_body(self, method: str, path: str, headers: dict[str, str]) -> Response | None:

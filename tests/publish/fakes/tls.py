@@ -1,4 +1,4 @@
-"""A throwaway self-signed certificate for 127.0.0.1: proxmoxer speaks HTTPS only."""
+"""A throwaway self-signed certificate for 127.0.0.1 and ::1: proxmoxer speaks HTTPS only."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from cryptography.x509.oid import NameOID
 
 
 def localhost_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
-    """A server context for 127.0.0.1 and the certificate file a client verifies it against."""
+    """A server context for 127.0.0.1 and ::1, and the certificate file a client verifies it against."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.IPAddress(ipaddress.ip_address("::1"))]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
