@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import urllib.parse
@@ -27,9 +28,11 @@ from ..run import require, run
 from .disk import DiskLayout, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 MMDEBSTRAP_TIMEOUT = 1800
+#: qcow2 cluster compressions: zlib is read by every qemu-img; zstd needs QEMU 5.1+ built with it.
+COMPRESSIONS = ("zlib", "zstd")
 DOWNLOAD_TIMEOUT = 30  # per socket operation
 DOWNLOAD_DEADLINE = 1800  # whole download
 #: NoCloud first (seed ISO), then the OpenStack-style config drive and metadata service; None last so
@@ -65,8 +68,12 @@ def base_packages(release: Release, flavour: str = "cloud") -> tuple[str, ...]:
 
 
 def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = DiskLayout.SINGLE,
-             extra_packages: Sequence[str] = ()) -> str:
-    """Content key of a built base: release data, mirror, flavour, package list, disk layout and recipe version."""
+             extra_packages: Sequence[str] = (), packages: Sequence[str] = (), compression: str = "zlib") -> str:
+    """Content key of a built base: release data, mirror, flavour, package lists, disk layout and recipe version.
+
+    Only what changes the installed packages goes in: a profile's files, settings or first-boot agent do not,
+    so that changing them reuses the base (the package layer) and reruns only the VM pass.
+    """
     data = {
         "release": release.number,
         "codename": release.codename,
@@ -86,6 +93,10 @@ def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = D
         data["layout"] = str(layout)
     if extra_packages:  # a profile's base_packages; likewise only present when there are some
         data["extra_packages"] = sorted(set(extra_packages))
+    if packages:  # the profile's packages (the package layer), installed with their Recommends
+        data["packages_layer"] = sorted(set(packages))
+    if compression != "zlib":
+        data["compression"] = compression
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -103,11 +114,17 @@ def build_base(
     force: bool = False,
     layout: DiskLayout = DiskLayout.SINGLE,
     extra_packages: Sequence[str] = (),
+    packages: Sequence[str] = (),
+    compression: str = "zlib",
 ) -> BaseImage:
     """Build (or return the cached) base qcow2 of `release` with mmdebstrap and `layout`; needs root.
 
     `extra_packages` (a profile's base_packages) are installed by mmdebstrap too: natively, in seconds,
     where a bake under emulation spends minutes in their maintainer scripts (aide-common's 200 ucf calls).
+    `packages` (the rest of a profile's packages) are then installed natively as apt-get in the VM would:
+    with their Recommends. The result is the profile's package layer; the bake's VM pass installs nothing.
+    `compression` is the qcow2 cluster compression: zlib (every qemu-img reads it: a base may be uploaded to a
+    cloud) or zstd (about six times faster to write here; for layers only this machine's QEMU reads).
     """
     require(*REQUIRED_TOOLS, purpose="to build a base image")
     if os.geteuid() != 0:
@@ -116,7 +133,9 @@ def build_base(
             hint="run as root, or start from an official Debian cloud image with fetch_base",
         )
     mirror = resolve_mirror(release, mirror)
-    key = base_key(release, mirror, flavour, layout, extra_packages)
+    if compression not in COMPRESSIONS:
+        raise GoldenError(f"unknown qcow2 compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}")
+    key = base_key(release, mirror, flavour, layout, extra_packages, packages, compression)
     final = base_dir() / base_file_name(release, flavour, layout, key)
     with _locked(final):
         cached = _cached(final, key, release.number, "mmdebstrap")
@@ -126,14 +145,15 @@ def build_base(
         with step(f"Building the {release.name} base image ({flavour}, {layout} layout)"), _tempdir() as tmp:
             root = tmp / "rootfs"
             with step(f"mmdebstrap {release.codename} from {mirror}"):
-                _mmdebstrap(release, mirror, flavour, root, extra_packages)
+                _mmdebstrap(release, mirror, flavour, root, extra_packages, packages)
                 prepare_rootfs(root, release, flavour)
             raw = tmp / "disk.raw"
             with step(f"Assembling the disk (MBR, ext4 {layout}, GRUB)"):
                 assemble_disk(root, raw, tmp, release, layout)
             qcow2 = tmp / "disk.qcow2"
-            with step("Compressing to qcow2"):
-                run(["qemu-img", "convert", "-c", "-O", "qcow2", raw, qcow2], timeout=1800)
+            with step(f"Compressing to qcow2 ({compression})"):
+                run(["qemu-img", "convert", "-c", "-o", f"compression_type={compression}", "-O", "qcow2", raw, qcow2],
+                    timeout=1800)
             return _commit(qcow2, final, key, release.number, "mmdebstrap")
 
 
@@ -168,26 +188,47 @@ def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:
 # --- mmdebstrap and the root filesystem ------------------------------------------------------
 
 
-def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path, extra: Sequence[str] = ()) -> None:
+def mmdebstrap_argv(release: Release, mirror: str, flavour: str, root: Path, extra: Sequence[str] = (),
+                    packages: Sequence[str] = ()) -> list[str | Path]:
+    """The mmdebstrap call of a base: the release's suites, updates and security (as the image's own apt
+    sources), the base packages, then `packages` with their Recommends, installed natively in the chroot.
+
+    mmdebstrap keeps services from starting there: policy-rc.d answers 101 (invoke-rc.d and
+    deb-systemd-invoke obey it) and start-stop-daemon is a stub while packages are installed and the
+    customize hooks run; systemctl inside a chroot only enables units.
+    """
     components = " ".join(release.components)
     sources = [f"deb {mirror} {suite} {components}" for suite in release.suites]
     # Security updates go into the base, so that bakes do not spend minutes upgrading (kernel, initramfs).
     security = os.environ.get("GOLDEN_SECURITY_MIRROR") or release.security_mirror
     sources.append(f"deb {security.rstrip('/')} {release.security_suite} {components}")
+    hooks = []
+    if packages:
+        # mmdebstrap turns Recommends off for its own install; cloud-init's apt-get in a VM keeps them on.
+        install = ["chroot", '"$1"', "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                   "--install-recommends", "-o", "Dpkg::Options::=--force-confold",
+                   *(shlex.quote(p) for p in packages)]
+        hooks.append("--customize-hook=" + " ".join(install))
+    return [
+        "mmdebstrap",
+        "--mode=root",
+        "--variant=important",
+        "--include=" + ",".join(dict.fromkeys([*base_packages(release, flavour), *extra])),
+        '--aptopt=Acquire::Retries "3"',
+        *hooks,
+        release.codename,
+        root,
+        *sources,
+    ]
+
+
+def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path, extra: Sequence[str] = (),
+                packages: Sequence[str] = ()) -> None:
     run(
-        [
-            "mmdebstrap",
-            "--mode=root",
-            "--variant=important",
-            "--include=" + ",".join(dict.fromkeys([*base_packages(release, flavour), *extra])),
-            '--aptopt=Acquire::Retries "3"',
-            release.codename,
-            root,
-            *sources,
-        ],
+        mmdebstrap_argv(release, mirror, flavour, root, extra, packages),
         timeout=MMDEBSTRAP_TIMEOUT,
         hint=f"check that {mirror} serves {release.codename} and that the package names in "
-        "profiles/releases.yaml and the profile's base_packages exist there",
+        "profiles/releases.yaml and the profile's packages exist there",
     )
 
 
@@ -221,6 +262,11 @@ def prepare_rootfs(root: Path, release: Release, flavour: str) -> None:
         key.unlink()
     (root / "etc/machine-id").write_text("")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    # The native install is not the bake's: dpkg's and apt's logs start empty (mmdebstrap's cleanup removes
+    # them; made sure here), so they show only what the VM pass did (collect-manifest.sh reports installs).
+    for log in ("dpkg.log", "apt/history.log", "apt/term.log", "alternatives.log"):
+        if (root / "var/log" / log).is_file():
+            (root / "var/log" / log).write_text("")
     lists = root / "var/lib/apt/lists"
     for entry in lists.glob("*"):
         if entry.is_file() and entry.name != "lock":

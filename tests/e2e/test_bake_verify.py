@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake import bake
+from goldenimage.bake import bake, layer_packages
 from goldenimage.images import store
+from goldenimage.profiles import resolve
 from goldenimage.run import run
 from tests.conftest import ROOT
 
@@ -37,6 +38,8 @@ def test_bake_leaves_a_compressed_qcow2_its_checksum_and_a_manifest(web_artifact
     assert info["format"] == "qcow2"
     # compressed and trimmed: far smaller than the virtual disk
     assert info["actual-size"] < info["virtual-size"] / 3
+    # zlib, which every consumer's qemu-img reads (the package layer below it is zstd: only ours reads that)
+    assert info["format-specific"]["data"]["compression-type"] == "zlib"
     digest, name = web_artifact.sha256_file.read_text().split()
     assert name == qcow2.name and digest == store.sha256_of(qcow2)
     manifest = web_artifact.manifest()
@@ -46,6 +49,15 @@ def test_bake_leaves_a_compressed_qcow2_its_checksum_and_a_manifest(web_artifact
     assert manifest["build"]["packer"] and manifest["build"]["qemu"].startswith("QEMU emulator")
     assert manifest["base"]["sha256"] and manifest["release"]["number"] == 12
     assert manifest["image"]["sha256"] == digest
+
+
+def test_the_vm_pass_installed_no_package(web_artifact):
+    """The package layer (mmdebstrap, natively) holds every package: dpkg's log of the VM pass, collected
+    before the cleanup empties it, shows no install and no upgrade, while cloud-init's `packages:` ran."""
+    manifest = web_artifact.manifest()
+    assert manifest["base"]["source"] == "mmdebstrap"
+    assert manifest["vm_pass_dpkg"] == []
+    assert set(layer_packages(resolve(PROFILE, 12))) <= set(manifest["packages"])
 
 
 def test_second_bake_returns_the_cached_artifact(web_artifact):

@@ -1,0 +1,159 @@
+"""The package layer: a profile's packages are installed natively into its mirror-built base, keyed only by
+what changes the installed packages, so that a change to a file, a setting or the agent reuses it."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from goldenimage import render
+from goldenimage.bake import layer_key, layer_packages, profile_key
+from goldenimage.builders.base import BaseImage, mmdebstrap_argv, prepare_rootfs
+from goldenimage.profiles import resolve
+
+
+def test_layer_has_every_profile_package_and_nothing_removed():
+    web = resolve("web", 12)
+    packages = layer_packages(web)
+    assert {"apache2", "php8.2-fpm", "php8.2-mysql", "ssl-cert", "nfs-common", "chrony"} <= set(packages)
+    hardened = resolve("banking-hardened", 12)
+    # remove_packages never reach the layer; base_packages go by --include, the rest by the hook
+    assert "chrony" not in layer_packages(hardened)
+    assert not set(hardened.base_packages) & set(layer_packages(hardened))
+
+
+def test_changing_files_settings_and_services_keeps_the_layer_key(write_yaml):
+    web = resolve("web", 12)
+    overlay = write_yaml("o.yaml", "\n".join([
+        "files:",
+        "  - path: /etc/motd",
+        "    content: changed",
+        "settings: {web: {health_path: /alive}}",
+        "sysctls: {vm.swappiness: 5}",
+        "bake_commands: ['true']",
+        "",
+    ]))
+    changed = resolve("web", 12, [overlay])
+    assert changed.content != web.content
+    assert layer_key(changed) == layer_key(web)
+
+
+def test_adding_a_package_or_changing_the_mirror_changes_the_layer_key(write_yaml):
+    web = resolve("web", 12)
+    more = resolve("web", 12, [write_yaml("o.yaml", "packages: [htop]\n")])
+    assert layer_key(more) != layer_key(web)
+    assert layer_key(web, mirror="http://127.0.0.1:3142/debian") != layer_key(web)
+    assert layer_key(resolve("lb", 12)) != layer_key(web)
+
+
+def test_a_new_agent_changes_the_bake_key_but_not_the_layer(monkeypatch: pytest.MonkeyPatch):
+    web = resolve("web", 12)
+    base = BaseImage(path=Path("/nonexistent/base.qcow2"), sha256="0" * 64, key=layer_key(web), release=12,
+                     source="mmdebstrap")
+    before = (layer_key(web), profile_key(web, base))
+    agent = render.bundle_files()
+    changed = [{**agent[0], "content": agent[0]["content"] + "# changed\n"}, *agent[1:]]
+    monkeypatch.setattr(render, "bundle_files", lambda: changed)
+    assert layer_key(web) == before[0]
+    assert profile_key(web, base) != before[1]
+
+
+def test_profiles_with_their_own_apt_sources_install_in_the_vm(write_yaml):
+    overlay = write_yaml("o.yaml", "\n".join([
+        "apt:",
+        "  sources:",
+        "    vendor:",
+        "      source: deb http://vendor.example/debian bookworm main",
+        "",
+    ]))
+    assert layer_packages(resolve("web", 12, [overlay])) == ()
+
+
+def test_mmdebstrap_installs_the_layer_natively_with_recommends_from_every_suite(tmp_path: Path):
+    web = resolve("web", 12)
+    argv = [str(a) for a in mmdebstrap_argv(web.release, "http://deb.debian.org/debian", "cloud", tmp_path,
+                                            web.base_packages, layer_packages(web))]
+    (hook,) = [a.split("=", 1)[1] for a in argv if a.startswith("--customize-hook=")]
+    words = shlex.split(hook)
+    assert words[:2] == ["chroot", "$1"] and "--install-recommends" in words
+    assert set(layer_packages(web)) <= set(words)
+    sources = [a for a in argv if a.startswith("deb ")]
+    suites = {s.split()[2] for s in sources}
+    assert {"bookworm", "bookworm-updates", "bookworm-security"} <= suites
+    # without a layer, no hook: the plain base stays what it was
+    plain = mmdebstrap_argv(web.release, "http://deb.debian.org/debian", "cloud", tmp_path)
+    assert not any(str(a).startswith("--customize-hook") for a in plain)
+
+
+def test_the_native_install_leaves_dpkg_and_apt_logs_empty(tmp_path: Path):
+    from goldenimage.releases import matrix
+
+    root = tmp_path / "rootfs"
+    for d in ("etc/cloud/cloud.cfg.d", "etc/ssh", "etc/default", "etc/apt", "var/lib/dbus", "var/log/apt"):
+        (root / d).mkdir(parents=True)
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    (root / "var/log/dpkg.log").write_text("2026-11-30 05:00:00 install apache2:amd64 <none> 2.4.62-1\n")
+    (root / "var/log/apt/history.log").write_text("Install: apache2:amd64 (2.4.62-1)\n")
+    prepare_rootfs(root, matrix().get(12), "other")
+    assert (root / "var/log/dpkg.log").read_text() == ""
+    assert (root / "var/log/apt/history.log").read_text() == ""
+
+
+def test_guest_manifest_reports_what_dpkg_installed_during_the_vm_pass(tmp_path: Path):
+    """collect-manifest.sh, run with stand-ins for dpkg-query and cloud-init: installs and upgrades in dpkg's
+    log are reported, other actions are not."""
+    import json
+    import os
+
+    from goldenimage.builders.packer_template import script_text
+    from goldenimage.run import run
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    rows = "apache2\\t2.4.62-1\\tii \\nlinux-image-6.1\\t6.1\\tii \\n"
+    (bin_dir / "dpkg-query").write_text(f"#!/bin/sh\nprintf '{rows}'\n")
+    (bin_dir / "cloud-init").write_text("#!/bin/sh\necho '/usr/bin/cloud-init 22.4.2'\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    log = tmp_path / "dpkg.log"
+    log.write_text("\n".join([
+        "2026-11-30 05:00:00 startup packages configure",
+        "2026-11-30 05:00:01 install htop:amd64 <none> 3.2.2-2",
+        "2026-11-30 05:00:02 status installed htop:amd64 3.2.2-2",
+        "2026-11-30 05:00:03 upgrade curl:amd64 7.88.1-10 7.88.1-10+deb12u8",
+        "2026-11-30 05:00:04 purge chrony:amd64 4.3-2 <none>",
+        "",
+    ]))
+    script = tmp_path / "collect-manifest.sh"
+    script.write_text(script_text("collect-manifest.sh"))
+    out = tmp_path / "guest.json"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GOLDEN_DPKG_LOG": str(log),
+           "GOLDEN_GUEST_MANIFEST": str(out)}
+    run(["sh", script], env=env)
+    guest = json.loads(out.read_text())
+    assert guest["vm_pass_dpkg"] == ["install htop:amd64 <none> 3.2.2-2",
+                                     "upgrade curl:amd64 7.88.1-10 7.88.1-10+deb12u8"]
+    assert guest["packages"] == {"apache2": "2.4.62-1", "linux-image-6.1": "6.1"}
+    log.write_text("")
+    run(["sh", script], env=env)
+    assert json.loads(out.read_text())["vm_pass_dpkg"] == []
+
+
+def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.MonkeyPatch):
+    import goldenimage.bake as bake_module
+    from goldenimage.builders.base import base_key, resolve_mirror
+
+    def fake_build_base(release, *, mirror=None, flavour="cloud", layout, extra_packages, packages, compression):
+        key = base_key(release, resolve_mirror(release, mirror), flavour, layout, extra_packages, packages,
+                       compression)
+        return BaseImage(path=Path("/nonexistent"), sha256="0" * 64, key=key, release=release.number,
+                         source="mmdebstrap")
+
+    monkeypatch.setattr(bake_module, "build_base", fake_build_base)
+    for name in ("web", "banking-hardened", "lb"):
+        profile = resolve(name, 12)
+        base = bake_module.get_base(profile)
+        assert base.key == layer_key(profile)
+    assert bake_module.LAYER_COMPRESSION == "zstd"
