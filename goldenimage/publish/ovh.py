@@ -2,7 +2,9 @@
 
 Before anything is uploaded, BYOI's limits are checked against the server's hardware: the image must be
 smaller than the server's RAM minus 3 GiB (the installer holds it in memory), and BYOI writes one disk
-with no software RAID, which a server with several disks and no RAID controller must accept explicitly.
+with no software RAID, which a server with several disks and no RAID controller must accept explicitly;
+the server's boot mode (legacy BIOS, UEFI, or both) must be one the artifact boots (its manifest's
+`firmware`). A UEFI server starts the removable-media loader, Debian's signed shim (efiBootloaderPath).
 Then `POST /dedicated/server/{serviceName}/reinstall` with operatingSystem byoi_64, and the task is
 followed to its end. Credentials: the ovh library's own (OVH_ENDPOINT, OVH_APPLICATION_KEY,
 OVH_APPLICATION_SECRET, OVH_CONSUMER_KEY, or ovh.conf).
@@ -25,6 +27,8 @@ TASK_TIMEOUT_S = 3 * 3600  # a bare-metal reinstall takes tens of minutes
 TASK_POLL_S = 30.0
 TASK_FAILED = ("cancelled", "customerError", "ovhError")
 UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+#: dedicated.server.BootModeEnum (specifications/hardware's bootMode): the firmware each mode can start.
+BOOT_MODES = {"legacy": ("bios",), "uefi": ("uefi",), "uefi-legacy": ("uefi", "bios")}
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,8 @@ class OvhSettings:
     user_data: Path | None = None  # the host's first-boot user-data (golden cluster render writes it)
     hostname: str | None = None
     ssh_key: str | None = None  # a public key line
-    efi_bootloader_path: str = "\\efi\\debian\\grubx64.efi"
+    #: shim, which starts the signed GRUB beside it (disk.EFI_FILES): the path that boots with Secure Boot too
+    efi_bootloader_path: str = "\\efi\\boot\\bootx64.efi"
     url_ttl_s: int = 6 * 3600  # the presigned URL must outlive the download, not much more
     single_disk_ok: bool = False
 
@@ -65,6 +70,7 @@ class OvhDedicated:
         self.settings = settings
         self.client = ovh_client(client)
         self.base = f"/dedicated/server/{settings.server}"
+        self.boot_mode = ""  # the server's bootMode, read by check_limits
 
     def check_limits(self, facts: ImageFacts) -> None:
         """Refuse, before any upload, an image BYOI could not install on this server."""
@@ -83,13 +89,25 @@ class OvhDedicated:
             raise PublishError(
                 f"{self.settings.server} has {disks} disks and no RAID controller: BYOI installs on one disk only",
                 hint="pass --ovh-single-disk-ok to install anyway (the other disks stay empty), or use BYOLinux")
+        mode = str(hardware.get("bootMode") or "")
+        if mode not in BOOT_MODES:
+            raise PublishError(f"{self.settings.server} reports an unknown boot mode {mode!r}",
+                               hint=f"expected one of {', '.join(BOOT_MODES)} in its specifications/hardware")
+        if not any(facts.boots(f) for f in BOOT_MODES[mode]):
+            raise PublishError(
+                f"{self.settings.server} boots {mode} and {facts.name} boots {' and '.join(facts.firmware)} only: "
+                "it would not start after the reinstall",
+                hint="rebuild the image on a base made by this version of goldenimage (BIOS + UEFI), or change "
+                     "the server's boot mode")
+        self.boot_mode = mode
 
     def reinstall(self, url: str, facts: ImageFacts) -> dict[str, Any]:
         """Reinstall the server from the image URL and follow the task until it is done."""
         customizations: dict[str, Any] = {
             "imageURL": url, "imageType": "qcow2", "imageCheckSum": facts.sha256, "imageCheckSumType": "sha256",
-            "efiBootloaderPath": self.settings.efi_bootloader_path,
         }
+        if facts.boots("uefi") and self.boot_mode != "legacy":
+            customizations["efiBootloaderPath"] = self.settings.efi_bootloader_path
         if self.settings.user_data:
             # OVH recommends base64 for configDriveUserData: no escaping of the YAML.
             customizations["configDriveUserData"] = base64.b64encode(self.settings.user_data.read_bytes()).decode()
@@ -132,7 +150,8 @@ class OvhDedicated:
 
 def deploy(artifact: Artifact, s3: S3Publisher, server: OvhDedicated, keep: int | None = None
            ) -> tuple[PublishResult, dict[str, Any]]:
-    """Check BYOI's limits, publish to S3 (once per content key), then reinstall the server from it."""
+    """Check BYOI's limits and the server's boot mode, publish to S3 (once per content key), then reinstall
+    the server from it."""
     facts = ImageFacts.of(artifact)
     with step(f"Checking BYOI limits of {server.settings.server}"):
         server.check_limits(facts)
