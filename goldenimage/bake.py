@@ -148,6 +148,8 @@ def _manifest(profile: ResolvedProfile, key: str, base: BaseImage, guest: dict[s
         "profile": profile.to_dict(),
         "release": {"number": profile.release.number, "codename": profile.release.codename},
         "base": {"source": base.source, "sha256": base.sha256, "key": base.key, "file": base.path.name},
+        # the firmware the artifact boots: "bios", "uefi", "uefi-secureboot" (publish and verify read it)
+        "firmware": list(base.firmware),
         "build": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),

@@ -24,6 +24,8 @@ INSTALL_HINTS: dict[str, str] = {
     "mkfs.ext4": "apt-get install e2fsprogs",
     "debugfs": "apt-get install e2fsprogs",
     "grub-mkimage": "apt-get install grub-pc-bin grub2-common",
+    "mkfs.vfat": "apt-get install dosfstools",
+    "mcopy": "apt-get install mtools",
     "ssh": "apt-get install openssh-client",
     "ssh-keygen": "apt-get install openssh-client",
 }

@@ -25,10 +25,10 @@ from ..images.paths import cache_dir
 from ..log import info, step
 from ..releases import Release
 from ..run import require, run
-from .disk import DiskLayout, assemble_disk, set_grub_defaults
+from .disk import FIRMWARE, DiskLayout, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5  # 4: package layers (issue 11); 5: GPT, BIOS boot partition and ESP, shim + signed GRUB
 
 MMDEBSTRAP_TIMEOUT = 1800
 #: qcow2 cluster compressions: zlib is read by every qemu-img; zstd needs QEMU 5.1+ built with it.
@@ -38,7 +38,7 @@ DOWNLOAD_DEADLINE = 1800  # whole download
 #: NoCloud first (seed ISO), then the OpenStack-style config drive and metadata service; None last so
 #: that a VM without any datasource still boots to a login.
 DATASOURCES = ("NoCloud", "ConfigDrive", "OpenStack", "None")
-REQUIRED_TOOLS = ("mmdebstrap", "parted", "mkfs.ext4", "debugfs", "grub-mkimage", "qemu-img")
+REQUIRED_TOOLS = ("mmdebstrap", "parted", "mkfs.ext4", "debugfs", "grub-mkimage", "mkfs.vfat", "mcopy", "qemu-img")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ class BaseImage:
     key: str
     release: int
     source: str
+
+    @property
+    def firmware(self) -> tuple[str, ...]:
+        """What the base boots: ours are hybrid BIOS + UEFI with Secure Boot (disk.FIRMWARE); a downloaded
+        image is taken as BIOS only, the one boot every x86 cloud image is known to have."""
+        return FIRMWARE if self.source == "mmdebstrap" else ("bios",)
 
 
 def base_dir() -> Path:
@@ -148,7 +154,7 @@ def build_base(
                 _mmdebstrap(release, mirror, flavour, root, extra_packages, packages)
                 prepare_rootfs(root, release, flavour)
             raw = tmp / "disk.raw"
-            with step(f"Assembling the disk (MBR, ext4 {layout}, GRUB)"):
+            with step(f"Assembling the disk (GPT, ext4 {layout}, GRUB for BIOS and UEFI)"):
                 assemble_disk(root, raw, tmp, release, layout)
             qcow2 = tmp / "disk.qcow2"
             with step(f"Compressing to qcow2 ({compression})"):
@@ -271,11 +277,17 @@ def prepare_rootfs(root: Path, release: Release, flavour: str) -> None:
     for entry in lists.glob("*"):
         if entry.is_file() and entry.name != "lock":
             entry.unlink()
+    # grub-cloud-amd64 reinstalls GRUB for BIOS and UEFI when GRUB or shim are upgraded inside the image,
+    # only with this flag (it skips its first install, in mmdebstrap's chroot: the disk is made here)
+    (root / "etc/grub.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/grub.d/enable_cloud").touch()
     if flavour == "cloud":
-        # later grub-pc upgrades inside a VM reinstall to the virtio disk instead of asking
+        # shim-signed's upgrades call grub-install too: in a VM, keep the removable path (BOOTX64.EFI)
+        # current and leave the firmware's boot entries alone, as grub-cloud-amd64 does
         run(
             ["chroot", root, "debconf-set-selections"],
-            input="grub-pc grub-pc/install_devices multiselect /dev/vda\n",
+            input="grub-efi-amd64 grub2/force_efi_extra_removable boolean true\n"
+            "grub-efi-amd64 grub2/update_nvram boolean false\n",
         )
 
 

@@ -76,14 +76,25 @@ class ImageFacts:
     debian: int
     codename: str
     disk_gib: int
-    uefi: bool
+    #: What the artifact boots (its manifest's `firmware`): "bios", "uefi", "uefi-secureboot".
+    firmware: tuple[str, ...] = ("bios",)
+
+    def boots(self, firmware: str) -> bool:
+        """Whether the artifact boots with `firmware`; "uefi" includes an image that also enforces Secure Boot."""
+        return firmware in self.firmware or (firmware == "uefi" and "uefi-secureboot" in self.firmware)
+
+    def require(self, firmware: str, target: str) -> None:
+        """PublishError, before anything is uploaded, when the target would boot it with a firmware it lacks."""
+        if not self.boots(firmware):
+            raise PublishError(
+                f"{self.name} boots {' and '.join(self.firmware)} only: {target} would boot it with {firmware}",
+                hint="rebuild it on a base made by this version of goldenimage (BIOS + UEFI), or publish it for BIOS")
 
     @classmethod
     def of(cls, artifact: Artifact) -> ImageFacts:
         manifest = artifact.manifest()
         profile = manifest.get("profile", {})
         release = manifest.get("release", {})
-        system = profile.get("content", {}).get("system", {}) or {}
         return cls(
             name=artifact.name,
             profile=str(profile.get("profile", artifact.name.split("-debian")[0])),
@@ -94,7 +105,7 @@ class ImageFacts:
             debian=int(release.get("number", profile.get("debian", 0))),
             codename=str(release.get("codename", profile.get("codename", ""))),
             disk_gib=_gib(str(profile.get("disk_size") or "4G")),
-            uefi=str(system.get("firmware", "bios")).lower() == "uefi",
+            firmware=tuple(manifest.get("firmware") or ("bios",)),
         )
 
 

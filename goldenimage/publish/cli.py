@@ -55,13 +55,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         from .openstack import OpenStackPublisher, OpenStackSettings
 
         publisher = OpenStackPublisher(OpenStackSettings(cloud=args.os_cloud, min_ram_mb=args.min_ram,
-                                                         visibility=args.visibility))
+                                                         visibility=args.visibility, uefi=args.uefi))
     elif args.to == "proxmox":
         from .proxmox import ProxmoxPublisher, ProxmoxSettings
 
         publisher = ProxmoxPublisher(ProxmoxSettings.from_env(
             node=args.node, storage=args.storage, vm_storage=args.vm_storage, bridge=args.bridge,
-            memory_mb=args.memory, cores=args.cores))
+            memory_mb=args.memory, cores=args.cores, uefi=args.uefi or None))
     else:
         publisher = _s3(args)
     result = publish(publisher, artifact, args.keep)
@@ -100,6 +100,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
     p.add_argument("--keep", type=int, metavar="N",
                    help="then remove all but the N newest images of the profile there (never one in use)")
+    p.add_argument("--uefi", action="store_true",
+                   help="openstack and proxmox: boot the image with UEFI on q35 (Proxmox: Secure Boot, with "
+                        "Microsoft's keys pre-enrolled) instead of BIOS; OVH follows the server's boot mode")
     g = p.add_argument_group("openstack")
     g.add_argument("--os-cloud", default=os.environ.get("OS_CLOUD"), help="clouds.yaml entry (default $OS_CLOUD)")
     g.add_argument("--min-ram", type=int, default=512, metavar="MB", help="Glance min_ram (default 512)")

@@ -35,14 +35,16 @@ class OpenStackSettings:
     cloud: str | None = None  # a clouds.yaml entry; None: OS_CLOUD, or the OS_* variables
     min_ram_mb: int = 512
     visibility: str = "private"
+    uefi: bool = False  # boot with UEFI (hw_firmware_type=uefi on q35); the default is BIOS
 
 
 def tags_of(facts: ImageFacts) -> list[str]:
     return ["golden", f"golden-profile-{facts.profile}", f"golden-key-{facts.content_key}"]
 
 
-def properties_of(facts: ImageFacts) -> dict[str, str]:
-    """Glance properties: how Nova should attach the disk and NIC, and where the image came from."""
+def properties_of(facts: ImageFacts, uefi: bool = False) -> dict[str, str]:
+    """Glance properties: how Nova should attach the disk and NIC, which firmware boots it (UEFI on q35
+    when asked: libvirt's UEFI firmware needs it with Secure Boot), and where the image came from."""
     props = {
         "hw_disk_bus": "scsi",
         "hw_scsi_model": "virtio-scsi",
@@ -56,7 +58,7 @@ def properties_of(facts: ImageFacts) -> dict[str, str]:
         "golden_content_key": facts.content_key,
         "golden_sha256": facts.sha256,
     }
-    if facts.uefi:
+    if uefi:
         props["hw_firmware_type"] = "uefi"
         props["hw_machine_type"] = "q35"
     return props
@@ -119,11 +121,13 @@ class OpenStackPublisher:
         return None
 
     def upload(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> PublishedImage:
+        if self.settings.uefi:
+            facts.require("uefi", "OpenStack (hw_firmware_type=uefi)")
         with _sdk_errors("creating the image"):
             image = self.conn.image.create_image(
                 facts.name, disk_format="qcow2", container_format="bare", tags=tags_of(facts),
                 allow_duplicates=True, sha256=facts.sha256, visibility=self.settings.visibility,
-                min_disk=facts.disk_gib, min_ram=self.settings.min_ram_mb, **properties_of(facts))
+                min_disk=facts.disk_gib, min_ram=self.settings.min_ram_mb, **properties_of(facts, self.settings.uefi))
         with cleanup_on_failure(lambda: self.conn.image.delete_image(image.id, ignore_missing=True),
                                 f"Glance image {image.id}"):
             reader = retry(lambda: self._put(image, artifact, facts, progress), what="the Glance upload",

@@ -3,7 +3,9 @@
 Before anything is uploaded, BYOI's limits are checked against the server's hardware: the image must be
 smaller than the server's RAM minus 3 GiB (the installer holds it in memory), and BYOI writes the first
 disk of the target disk group with no software RAID, which a group of several disks without a RAID
-controller must accept explicitly; that disk must hold the image's disk. Then
+controller must accept explicitly; that disk must hold the image's disk. The server's boot mode (legacy BIOS,
+UEFI, or both) must be one the artifact boots (its manifest's `firmware`); a UEFI server starts the
+removable-media loader, Debian's signed shim (efiBootloaderPath). Then
 `POST /dedicated/server/{serviceName}/reinstall` with operatingSystem byoi_64 and the disk group named in
 `storage`, and the task is followed to its end; the API's transient 404/5xx answers while it runs are
 retried for a few minutes, as OVH's own Terraform provider does. Credentials: the ovh library's own
@@ -32,6 +34,8 @@ TASK_FAILED = ("cancelled", "customerError", "ovhError")
 TASK_TRANSIENT_S = 300.0
 TRANSIENT_STATUSES = (404, 500, 502, 503, 504)
 UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+#: dedicated.server.BootModeEnum (specifications/hardware's bootMode): the firmware each mode can start.
+BOOT_MODES = {"legacy": ("bios",), "uefi": ("uefi",), "uefi-legacy": ("uefi", "bios")}
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class OvhSettings:
     user_data: Path | None = None  # the host's first-boot user-data (golden cluster render writes it)
     hostname: str | None = None
     ssh_key: str | None = None  # a public key line
-    efi_bootloader_path: str = "\\efi\\debian\\grubx64.efi"
+    #: shim, which starts the signed GRUB beside it (disk.EFI_FILES): the path that boots with Secure Boot too
+    efi_bootloader_path: str = "\\efi\\boot\\bootx64.efi"
     url_ttl_s: int = 6 * 3600  # the presigned URL must outlive the download, not much more
     single_disk_ok: bool = False
     disk_group_id: int | None = None  # None: the first disk group the server lists
@@ -78,6 +83,7 @@ class OvhDedicated:
         self.client = ovh_client(client)
         self.base = f"/dedicated/server/{settings.server}"
         self.disk_group_id: int | None = None  # set from the hardware, by check_limits or reinstall_body
+        self.boot_mode = ""  # the server's bootMode, read by check_limits
 
     def check_limits(self, facts: ImageFacts) -> None:
         """Refuse, before any upload, an image BYOI could not install on this server."""
@@ -99,6 +105,17 @@ class OvhDedicated:
         if disk and facts.disk_gib * 1024**3 > disk:
             raise PublishError(f"{facts.name} has a {facts.disk_gib} GiB disk; the disks of {where} hold "
                                f"{disk / 1024**3:.0f} GiB", hint="pick another disk group (--ovh-disk-group ID)")
+        mode = str(hardware.get("bootMode") or "")
+        if mode not in BOOT_MODES:
+            raise PublishError(f"{self.settings.server} reports an unknown boot mode {mode!r}",
+                               hint=f"expected one of {', '.join(BOOT_MODES)} in its specifications/hardware")
+        if not any(facts.boots(f) for f in BOOT_MODES[mode]):
+            raise PublishError(
+                f"{self.settings.server} boots {mode} and {facts.name} boots {' and '.join(facts.firmware)} only: "
+                "it would not start after the reinstall",
+                hint="rebuild the image on a base made by this version of goldenimage (BIOS + UEFI), or change "
+                     "the server's boot mode")
+        self.boot_mode = mode
 
     def _disk_group(self, hardware: dict[str, Any]) -> dict[str, Any]:
         """The disk group BYOI writes to: the one asked for, else the first the server lists."""
@@ -121,8 +138,9 @@ class OvhDedicated:
         """The documented BYOI reinstall request: the image, its checksum, the config drive, the disk group."""
         customizations: dict[str, Any] = {
             "imageURL": url, "imageType": "qcow2", "imageCheckSum": facts.sha256, "imageCheckSumType": "sha256",
-            "efiBootloaderPath": self.settings.efi_bootloader_path,
         }
+        if facts.boots("uefi") and self.boot_mode != "legacy":
+            customizations["efiBootloaderPath"] = self.settings.efi_bootloader_path
         if self.settings.user_data:
             # OVH recommends base64 for configDriveUserData: no escaping of the YAML.
             customizations["configDriveUserData"] = base64.b64encode(self.settings.user_data.read_bytes()).decode()
@@ -213,7 +231,8 @@ def _flat(text: str) -> str:
 
 def deploy(artifact: Artifact, s3: S3Publisher, server: OvhDedicated, keep: int | None = None
            ) -> tuple[PublishResult, dict[str, Any]]:
-    """Check BYOI's limits, publish to S3 (once per content key), then reinstall the server from it."""
+    """Check BYOI's limits and the server's boot mode, publish to S3 (once per content key), then reinstall
+    the server from it."""
     facts = ImageFacts.of(artifact)
     with step(f"Checking BYOI limits of {server.settings.server}"):
         server.check_limits(facts)

@@ -51,6 +51,7 @@ class ProxmoxSettings:
     bridge: str = "vmbr0"
     memory_mb: int = HARDWARE.memory_mb
     cores: int = HARDWARE.cores
+    uefi: bool = False  # OVMF on q35 with an EFI disk holding Microsoft's keys (Secure Boot); default SeaBIOS
     verify: bool | str = True  # False, True, or a CA bundle path
 
     @classmethod
@@ -97,6 +98,8 @@ class ProxmoxPublisher:
         return None
 
     def upload(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> PublishedImage:
+        if self.settings.uefi:
+            facts.require("uefi-secureboot", "Proxmox (OVMF with pre-enrolled keys)")
         self._check_import_support(facts)
         volume = f"{self.settings.storage}:import/{facts.name}.qcow2"
         with cleanup_on_failure(lambda: self._remove_volume(volume), f"upload {volume}"):
@@ -185,8 +188,10 @@ class ProxmoxPublisher:
             "tags": f"golden;golden-profile-{facts.profile};golden-key-{facts.content_key}",
             "description": description,
         }
-        if facts.uefi:
-            config.update(bios="ovmf", machine="q35", efidisk0=f"{storage}:1,efitype=4m,pre-enrolled-keys=0")
+        if self.settings.uefi:
+            # pre-enrolled-keys=1: the EFI vars carry Microsoft's keys, so Secure Boot is on and Debian's
+            # signed shim boots (a 4m EFI disk: the firmware build that can do Secure Boot)
+            config.update(bios="ovmf", machine="q35", efidisk0=f"{storage}:1,efitype=4m,pre-enrolled-keys=1")
         return config
 
     def _templates(self, tag: str) -> list[PublishedImage]:

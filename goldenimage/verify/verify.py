@@ -1,5 +1,6 @@
 """`golden verify`: boot the final artifact (never the build VM) twice on fresh overlays with fresh
-first-boot seeds, wait for SSH and cloud-init, and run the role's testinfra suites over SSH."""
+first-boot seeds, one clone under BIOS and one under UEFI (Secure Boot enforced when the artifact boots it),
+wait for SSH and cloud-init, and run the role's testinfra suites over SSH on both."""
 
 from __future__ import annotations
 
@@ -82,11 +83,19 @@ def identity(vm: VM) -> Identity:
     return Identity(tuple(keys), machine_id)
 
 
+def clone_firmwares(manifest: dict[str, Any]) -> tuple[str, str]:
+    """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
+    enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice."""
+    firmware = manifest.get("firmware") or ["bios"]
+    uefi = next((f for f in ("uefi-secureboot", "uefi") if f in firmware), None)
+    return ("bios" if "bios" in firmware else uefi or "bios"), uefi or "bios"
+
+
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
-          status_ok: tuple[int, ...]) -> VM:
+          status_ok: tuple[int, ...], firmware: str = "bios") -> VM:
     seed = make_seed(directory, name, key, roles)
     vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
-            workdir=directory / name)
+            workdir=directory / name, firmware=firmware)
     vm.start()
     try:
         vm.wait_for_ssh(timeout=600)
@@ -112,18 +121,20 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
 
 
 def verify(target: str, debian: int | str | None = None) -> None:
-    """Boot the artifact twice, compare identities, run the suites on the first boot; GoldenError on failure."""
+    """Boot the artifact twice (BIOS and UEFI), compare identities, run the suites on both clones;
+    GoldenError on failure."""
     artifact = find_artifact(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
+    firmwares = clone_firmwares(manifest)
     with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
-        with step("Booting two clones"), ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok)
-                       for i in (1, 2)]
+        with step(f"Booting two clones ({' and '.join(firmwares)})"), ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok, fw)
+                       for i, fw in enumerate(firmwares, start=1)]
             vms: list[VM] = []
             errors: list[BaseException] = []
             for future in futures:
@@ -134,20 +145,23 @@ def verify(target: str, debian: int | str | None = None) -> None:
         try:
             if errors:
                 raise errors[0]
-            first, second = vms
-            other = identity(second)
-            second.stop()
-            env = {
-                "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
-                                                     "machine_id": other.machine_id}),
-                "GOLDEN_MANIFEST": str(artifact.manifest_file),
-            }
-            with step(f"testinfra: {', '.join(s.name for s in suites)}"):
-                status = run_suites(first, suites, env, directory)
-            if status != 0:
-                raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name}",
-                                  hint="see the pytest output above")
-            info(f"verified {artifact.qcow2.name}")
+            identities = [identity(vm) for vm in vms]
+            failed = []
+            for vm, other in zip(vms, reversed(identities), strict=True):
+                env = {
+                    "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
+                                                         "machine_id": other.machine_id}),
+                    "GOLDEN_MANIFEST": str(artifact.manifest_file),
+                    "GOLDEN_FIRMWARE": vm.firmware,
+                }
+                with step(f"testinfra on {vm.name} ({vm.firmware}): {', '.join(s.name for s in suites)}"):
+                    if run_suites(vm, suites, env, directory) != 0:
+                        failed.append(f"{vm.name} ({vm.firmware})")
+                vm.stop()  # done with this clone: the next one runs its suites alone
+            if failed:
+                raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
+                                  f"on {', '.join(failed)}", hint="see the pytest output above")
+            info(f"verified {artifact.qcow2.name} ({', '.join(firmwares)})")
         finally:
             for vm in vms:
                 vm.stop()

@@ -29,6 +29,15 @@ SSH_OPTIONS = (
 SSH_POLL_INTERVAL = 3.0
 PORT_ATTEMPTS = 3
 SERIAL_TAIL_LINES = 40
+OVMF_DIR = Path("/usr/share/OVMF")
+#: The firmware a guest boots with: OVMF's code (read-only) and the template of its variable store (copied
+#: per guest, since the firmware writes it). Secure Boot enforced: the secboot build (SMM, q35) with
+#: Microsoft's keys enrolled, which sign Debian's shim.
+OVMF = {
+    "uefi": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+    "uefi-secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
+}
+FIRMWARES = ("bios", *OVMF)
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,11 @@ class VM:
         restrict: bool = True,
         extra_args: Sequence[str] = (),
         mac: str | None = None,
+        firmware: str = "bios",
     ) -> None:
+        if firmware not in FIRMWARES:
+            raise GoldenError(f"unknown firmware {firmware!r} for a VM", hint=f"one of: {', '.join(FIRMWARES)}")
+        self.firmware = firmware
         self.image = Path(image).resolve()
         self.seed = Path(seed).resolve() if seed else None
         self.key = key.private if isinstance(key, SSHKey) else key
@@ -96,6 +109,7 @@ class VM:
         self.overlay = self.workdir / f"{name}-overlay.qcow2"
         self.serial_log = self.workdir / f"{name}-serial.log"
         self.qemu_log = self.workdir / f"{name}-qemu.log"
+        self.efi_vars = self.workdir / f"{name}-efivars.fd"
         self.ssh_port = 0
         self.accel = ""
         self.started_at = 0.0
@@ -123,6 +137,11 @@ class VM:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.image, "-F", "qcow2", self.overlay]
         run(argv + ([self.disk_size] if self.disk_size else []))
+        if self.firmware in OVMF:
+            template = OVMF_DIR / OVMF[self.firmware][1]
+            if not template.is_file():
+                raise GoldenError(f"no {template}: cannot boot a {self.firmware} guest", hint="apt-get install ovmf")
+            shutil.copyfile(template, self.efi_vars)
         self.accel = detect_accelerator()
         for _ in range(PORT_ATTEMPTS):
             # the free port may be taken between our check and QEMU's bind: then pick another one
@@ -158,10 +177,25 @@ class VM:
         ]  # fmt: skip
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
+        argv += self.firmware_argv()
         if self.seed:
             # a read-only virtio disk: the cloud kernel always has virtio_blk, not always a CD-ROM driver
             argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
         return argv + list(self.extra_args)
+
+    def firmware_argv(self) -> list[str]:
+        """QEMU's machine and firmware for this guest: SeaBIOS on the default machine, or OVMF from pflash
+        (Secure Boot: q35 with SMM, and the flash writable only from SMM, so the OS cannot turn it off)."""
+        if self.firmware not in OVMF:
+            return []
+        code = OVMF_DIR / OVMF[self.firmware][0]
+        argv = []
+        if self.firmware == "uefi-secureboot":
+            argv += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+        return argv + [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={self.efi_vars}",
+        ]  # fmt: skip
 
     def stop(self) -> None:
         """Kill QEMU (its whole process group) and remove the overlay; safe to call twice."""
@@ -169,6 +203,7 @@ class VM:
             stop(self._proc, grace=5.0)
             self._proc = None
         self.overlay.unlink(missing_ok=True)
+        self.efi_vars.unlink(missing_ok=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

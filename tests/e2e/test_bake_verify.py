@@ -49,6 +49,7 @@ def test_bake_leaves_a_compressed_qcow2_its_checksum_and_a_manifest(web_artifact
     assert manifest["build"]["packer"] and manifest["build"]["qemu"].startswith("QEMU emulator")
     assert manifest["base"]["sha256"] and manifest["release"]["number"] == 12
     assert manifest["image"]["sha256"] == digest
+    assert manifest["firmware"] == ["bios", "uefi", "uefi-secureboot"]  # the mirror-built base is hybrid
 
 
 def test_the_vm_pass_installed_no_package(web_artifact):
@@ -72,11 +73,14 @@ def test_second_bake_returns_the_cached_artifact(web_artifact):
 
 def test_verify_boots_two_clones_and_the_web_suite_passes(web_artifact):
     # golden verify: hygiene (host keys and machine-id differ between the two boots, no build user,
-    # no leftover key, no build cloud-init data) plus the web suite (health endpoint answers 200).
+    # no leftover key, no build cloud-init data) plus the web suite (health endpoint answers 200), on a
+    # BIOS clone and on a UEFI clone with Secure Boot enforced.
     proc = subprocess.run([sys.executable, "-m", "goldenimage.cli", "verify", str(web_artifact.qcow2)],
                           cwd=ROOT, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert "(bios and uefi-secureboot)" in proc.stderr
+    assert proc.stdout.count(" passed") == 2  # the suites ran on both clones
 
 
 def _qemu_pids_under(path: Path) -> list[int]:

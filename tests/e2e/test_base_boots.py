@@ -1,4 +1,5 @@
-"""The Debian 12 base image boots under QEMU as a cloud image: NoCloud seed, SSH key, fresh identity."""
+"""The Debian 12 base image boots under QEMU as a cloud image (NoCloud seed, SSH key, fresh identity) with
+each firmware it is made for: BIOS, UEFI, and UEFI with Secure Boot enforced (one guest at a time)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from goldenimage.builders.base import BaseImage, build_base
 from goldenimage.cloudinit.seed import write_seed_iso
 from goldenimage.releases import matrix
-from goldenimage.verify.vm import VM, ephemeral_keypair
+from goldenimage.verify.vm import FIRMWARES, VM, ephemeral_keypair
 
 pytestmark = pytest.mark.vm
 
@@ -28,8 +29,9 @@ def base_image() -> BaseImage:
     return image
 
 
-@pytest.fixture(scope="module")
-def vm(base_image: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
+@pytest.fixture(scope="module", params=FIRMWARES)
+def vm(base_image: BaseImage, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[VM]:
+    assert request.param in base_image.firmware
     work = tmp_path_factory.mktemp("vm")
     key = ephemeral_keypair(work)
     user_data = "#cloud-config\n" + json.dumps({"ssh_authorized_keys": [key.public]}) + "\n"
@@ -41,7 +43,8 @@ def vm(base_image: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Itera
         status_wait_ok=RELEASE.status_wait_ok,
         disk_size=f"{OVERLAY_SIZE_GIB}G",
         workdir=work,
-        name="base12",
+        name=f"base12-{request.param}",
+        firmware=request.param,
     ) as machine:
         print(f"boot to SSH: {machine.wait_for_ssh(timeout=600):.0f}s ({machine.accel})")
         machine.wait_cloud_init(timeout=600)
@@ -86,3 +89,41 @@ def test_serial_console_carries_the_boot(vm: VM) -> None:
 
 def test_no_unit_failed(vm: VM) -> None:
     assert vm.ssh("systemctl --failed --no-legend --plain").stdout.strip() == ""
+
+
+def test_the_guest_booted_with_the_firmware_asked(vm: VM) -> None:
+    efi = vm.ssh("test -d /sys/firmware/efi", check=False).returncode == 0
+    assert efi == (vm.firmware != "bios")
+    if efi:
+        # mokutil reads the SecureBoot variable: enforced only with the secboot firmware and enrolled keys
+        state = vm.ssh("mokutil --sb-state", check=False).stdout
+        assert ("SecureBoot enabled" in state) == (vm.firmware == "uefi-secureboot"), state
+
+
+def test_the_esp_is_mounted_with_shim_as_the_removable_loader(vm: VM) -> None:
+    assert vm.ssh("findmnt -n -o FSTYPE /boot/efi").stdout.strip() == "vfat"
+    listing = vm.ssh("sudo ls /boot/efi/EFI/BOOT /boot/efi/EFI/debian").stdout.split()
+    assert {"BOOTX64.EFI", "grubx64.efi", "shimx64.efi", "grub.cfg"} <= set(listing)
+
+
+def test_grub_reinstall_and_update_grub_then_reboot(vm: VM) -> None:
+    """What a GRUB, shim or kernel upgrade runs inside the image (grub-cloud-amd64's trigger, the kernel's
+    update-grub hook), then the guest boots again with the same firmware: the last test of each guest."""
+    script = (
+        "set -e; sudo grub-install --target=i386-pc /dev/vda;"
+        " sudo grub-install --target=x86_64-efi --no-nvram --uefi-secure-boot --force-extra-removable;"
+        " sudo update-grub"
+    )
+    vm.ssh(script, timeout=600)
+    boot_id = vm.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    vm.ssh("sudo systemctl reboot", check=False, timeout=30)
+    new_id = boot_id
+    for _ in range(180):  # bounded: 180 probes of at most 20 s, 5 s apart
+        probe = vm.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=20)
+        new_id = probe.stdout.strip() if probe.returncode == 0 else boot_id
+        if new_id != boot_id:
+            break
+        time.sleep(5)
+    assert new_id != boot_id, vm.serial_tail()
+    efi = vm.ssh("test -d /sys/firmware/efi", check=False).returncode == 0
+    assert efi == (vm.firmware != "bios")

@@ -30,3 +30,9 @@ def other_identity():
 @pytest.fixture(scope="module")
 def php(image_info):
     return image_info["release_vars"]["php"]
+
+
+@pytest.fixture(scope="session")
+def firmware():
+    """The firmware golden verify booted this clone with: bios, uefi or uefi-secureboot."""
+    return os.environ.get("GOLDEN_FIRMWARE", "bios")

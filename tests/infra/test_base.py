@@ -69,3 +69,16 @@ def test_first_boot_agent_finished(host):
     assert status["result"] == "done", status
     states = {step: entry["state"] for step, entry in status["steps"].items()}
     assert set(states.values()) <= {"done", "skipped"}, states
+
+
+#: The UEFI global variable SecureBoot: 4 bytes of attributes, then 1 (enforced) or 0.
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def test_booted_with_the_firmware_the_clone_was_given(host, firmware, manifest):
+    assert firmware in manifest.get("firmware", ["bios"])
+    assert host.file("/sys/firmware/efi").is_directory == (firmware != "bios")
+    if firmware != "bios":
+        value = host.run(f"od -An -tu1 -j4 -N1 {SECURE_BOOT_VAR}").stdout.strip()
+        assert value == ("1" if firmware == "uefi-secureboot" else "0")
+        assert ("SecureBoot enabled" in host.run("mokutil --sb-state").stdout) == (firmware == "uefi-secureboot")

@@ -35,7 +35,8 @@ def make_artifact(tmp_path: Path, raw_disk: Path) -> Callable[..., Artifact]:
     images = tmp_path / "images"
     images.mkdir(exist_ok=True)
 
-    def make(profile: str = "web", key: str = "0123456789abcdef", date: str = "20261126") -> Artifact:
+    def make(profile: str = "web", key: str = "0123456789abcdef", date: str = "20261126",
+             firmware: tuple[str, ...] = ("bios", "uefi", "uefi-secureboot")) -> Artifact:
         qcow2 = tmp_path / f"{key}.qcow2"
         run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw_disk, qcow2])
         # Each key gets different bytes, as different bakes would.
@@ -48,6 +49,7 @@ def make_artifact(tmp_path: Path, raw_disk: Path) -> Callable[..., Artifact]:
                         "disk_size": "4G", "content": {"system": {}}},
             "release": {"number": 12, "codename": "bookworm"},
             "packages": {"cloud-init": "22.4.2"},
+            "firmware": list(firmware),
         }
         return store.publish(qcow2, manifest, f"{profile}-debian12-{date}-{key}", images)
 

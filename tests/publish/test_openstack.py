@@ -10,7 +10,14 @@ import yaml
 
 from goldenimage.images.store import Artifact
 from goldenimage.publish import base
-from goldenimage.publish.base import ChecksumMismatch, CredentialsError, InterruptedUpload, QuotaError, publish
+from goldenimage.publish.base import (
+    ChecksumMismatch,
+    CredentialsError,
+    InterruptedUpload,
+    PublishError,
+    QuotaError,
+    publish,
+)
 from goldenimage.publish.openstack import OpenStackPublisher, OpenStackSettings
 
 from .fakes.openstack import TOKEN, FakeOpenStack
@@ -68,6 +75,22 @@ def test_upload_sends_what_glance_documents(glance: OpenStackPublisher, cloud: F
     assert upload.headers["Content-Type"] == "application/octet-stream"
     assert upload.body == artifact.qcow2.read_bytes()
     assert cloud.images[result.image.id]["status"] == "active"
+
+
+def test_uefi_when_asked_sets_the_firmware_and_q35(glance: OpenStackPublisher, cloud: FakeOpenStack,
+                                                  make_artifact: Callable[..., Artifact]) -> None:
+    uefi = OpenStackPublisher(OpenStackSettings(cloud="fake", uefi=True))
+    publish(uefi, make_artifact())
+    body = cloud.sent("POST", "/image/v2/images")[0].json()
+    assert (body["hw_firmware_type"], body["hw_machine_type"]) == ("uefi", "q35")
+
+
+def test_uefi_for_a_bios_only_artifact_is_refused_before_any_image(glance: OpenStackPublisher, cloud: FakeOpenStack,
+                                                                   make_artifact: Callable[..., Artifact]) -> None:
+    uefi = OpenStackPublisher(OpenStackSettings(cloud="fake", uefi=True))
+    with pytest.raises(PublishError, match="boots bios only: OpenStack"):
+        publish(uefi, make_artifact(firmware=("bios",)))
+    assert cloud.sent("POST", "/image/v2/images") == [] and cloud.images == {}
 
 
 def test_second_publish_uploads_nothing(glance: OpenStackPublisher, cloud: FakeOpenStack,

@@ -153,3 +153,28 @@ def test_a_credentials_error_while_polling_is_not_retried(
     with pytest.raises(PublishError):
         deploy(make_artifact(), s3, server(tmp_path))
     assert len(api.sent("GET", f"/1.0/dedicated/server/{SERVER}/task/")) == polls_before + 1
+
+
+@pytest.mark.parametrize(("mode", "efi_path"), [
+    ("uefi", "\\efi\\boot\\bootx64.efi"),  # shim, the removable-media loader
+    ("uefi-legacy", "\\efi\\boot\\bootx64.efi"),
+    ("legacy", None),
+])
+def test_efi_bootloader_path_follows_the_servers_boot_mode(
+        mode: str, efi_path: str | None, api: FakeOvh, s3: S3Publisher, tmp_path: Path,
+        make_artifact: Callable[..., Artifact]) -> None:
+    api.boot_mode = mode
+    deploy(make_artifact(), s3, server(tmp_path))
+    assert api.reinstalls[0]["customizations"].get("efiBootloaderPath") == efi_path
+
+
+@pytest.mark.parametrize(("mode", "firmware"), [("uefi", ("bios",)), ("legacy", ("uefi", "uefi-secureboot"))])
+def test_a_server_whose_boot_mode_the_artifact_cannot_boot_is_refused_before_upload(
+        mode: str, firmware: tuple[str, ...], api: FakeOvh, s3: S3Publisher, tmp_path: Path,
+        make_artifact: Callable[..., Artifact]) -> None:
+    api.boot_mode = mode
+    with pytest.raises(PublishError, match=f"boots {mode} and .* boots {' and '.join(firmware)} only"):
+        deploy(make_artifact(firmware=firmware), s3, server(tmp_path))
+    assert api.reinstalls == []
+    assert "Contents" not in boto3.client("s3", endpoint_url=s3.settings.endpoint_url).list_objects_v2(
+        Bucket=s3.settings.bucket)

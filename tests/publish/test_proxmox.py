@@ -28,10 +28,10 @@ def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeP
         assert fake.errors == [], fake.errors
 
 
-def publisher_for(pve: tuple[FakeProxmox, Path], secret: str = SECRET) -> ProxmoxPublisher:
+def publisher_for(pve: tuple[FakeProxmox, Path], secret: str = SECRET, uefi: bool = False) -> ProxmoxPublisher:
     fake, ca = pve
     return ProxmoxPublisher(ProxmoxSettings(url=fake.url, token_id=f"{USER}!{TOKEN_ID}", token_secret=secret,
-                                            node=fake.node, verify=str(ca)))
+                                            node=fake.node, verify=str(ca), uefi=uefi))
 
 
 def test_publish_makes_a_template_from_an_import_upload(pve: tuple[FakeProxmox, Path],
@@ -51,6 +51,24 @@ def test_publish_makes_a_template_from_an_import_upload(pve: tuple[FakeProxmox, 
     assert config["ciupgrade"] == "0" and config["agent"] == "enabled=1"
     assert json.loads(config["description"])["sha256"] == artifact.sha256()
     assert fake.volumes == {}  # the uploaded qcow2 is removed once the template holds its copy
+    assert "bios" not in config and "efidisk0" not in config  # SeaBIOS unless asked
+
+
+def test_uefi_template_boots_ovmf_with_secure_boot_keys(pve: tuple[FakeProxmox, Path],
+                                                        make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    result = publish(publisher_for(pve, uefi=True), make_artifact())
+    config = fake.vms[int(result.image.id)]
+    assert (config["bios"], config["machine"]) == ("ovmf", "q35")
+    assert config["efidisk0"] == "local-lvm:1,efitype=4m,pre-enrolled-keys=1"
+
+
+def test_uefi_is_refused_before_upload_for_a_bios_only_artifact(pve: tuple[FakeProxmox, Path],
+                                                                make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    with pytest.raises(PublishError, match="boots bios only: Proxmox .* uefi-secureboot"):
+        publish(publisher_for(pve, uefi=True), make_artifact(firmware=("bios",)))
+    assert fake.sent("POST", f"/api2/json/nodes/{fake.node}/storage") == [] and fake.vms == {}
 
 
 def test_second_publish_uploads_nothing(pve: tuple[FakeProxmox, Path],

@@ -83,3 +83,14 @@ def test_apt_sources_point_at_public_mirrors_and_security(tree: Path) -> None:
     sources = (tree / "etc/apt/sources.list").read_text().splitlines()
     assert f"deb {release.mirror} bookworm main non-free-firmware" in sources
     assert f"deb {release.security_mirror} bookworm-security main non-free-firmware" in sources
+
+
+def test_grub_cloud_reinstalls_both_bootloaders_on_upgrades(tree: Path) -> None:
+    # grub-cloud-amd64's trigger runs grub-install for BIOS and UEFI only when this flag exists
+    prepare_rootfs(tree, matrix().get(12), "generic")
+    assert (tree / "etc/grub.d/enable_cloud").is_file()
+
+
+def test_the_base_packages_bring_grub_for_bios_and_uefi_with_secure_boot() -> None:
+    assert "grub-cloud-amd64" in matrix().get(12).base_packages
+    assert "grub-pc" not in matrix().get(12).base_packages  # it conflicts with grub-efi-amd64

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from goldenimage.builders.disk import (
+    EFI_FILES,
     LAYOUTS,
     MIB,
     DiskLayout,
@@ -27,34 +28,42 @@ from goldenimage.run import run
 
 HOST_GRUB = Path("/usr/lib/grub/i386-pc")
 needs_tools = pytest.mark.skipif(
-    not HOST_GRUB.is_dir() or not all(shutil.which(t) for t in ("parted", "mkfs.ext4", "grub-mkimage", "debugfs")),
-    reason="needs grub-pc-bin, parted and e2fsprogs",
+    not HOST_GRUB.is_dir()
+    or not all(shutil.which(t) for t in ("parted", "mkfs.ext4", "grub-mkimage", "debugfs", "mkfs.vfat", "mcopy")),
+    reason="needs grub-pc-bin, parted, e2fsprogs, dosfstools and mtools",
 )
 SEPARATE = LAYOUTS[DiskLayout.SEPARATE_MOUNTS]
 #: The separate-mounts table at a size a test can afford: same paths, labels and options.
 SMALL = tuple(Mount(m.path, 24 if m.path == "/" else 8, m.label, m.options, m.create) for m in SEPARATE)
 
 
-def test_separate_mounts_has_root_first_then_logical_partitions_at_exact_offsets() -> None:
+def test_separate_mounts_has_root_first_then_the_others_at_exact_offsets() -> None:
     plan = plan_disk(SEPARATE)
     got = [(p.number, p.mount.path, p.start // MIB, p.size // MIB) for p in plan.partitions]
     assert got == [
-        (1, "/", 1, 2560),
-        (5, "/var", 2562, 2048),
-        (6, "/var/log", 4611, 512),
-        (7, "/var/log/audit", 5124, 256),
-        (8, "/home", 5381, 256),
-        (9, "/tmp", 5638, 512),
+        (1, "/", 128, 2560),
+        (2, "/var", 2688, 2048),
+        (3, "/var/log", 4736, 512),
+        (4, "/var/log/audit", 5248, 256),
+        (5, "/home", 5504, 256),
+        (6, "/tmp", 5760, 512),
     ]
-    # the extended partition starts where / ends; each logical one 1 MiB (its EBR) after the previous one
-    assert plan.extended == (2561 * MIB, 3589 * MIB)
-    assert plan.size == 6150 * MIB == layout_size_mib(DiskLayout.SEPARATE_MOUNTS) * MIB
+    # before them, as in Debian's cloud images: BIOS boot at 1 MiB (3 MiB), ESP at 4 MiB (124 MiB)
+    assert plan.bios_boot == (MIB, 3 * MIB, 7) and plan.esp == (4 * MIB, 124 * MIB, 8)
+    # 1 MiB after the last partition for GPT's backup header
+    assert plan.size == 6273 * MIB == layout_size_mib(DiskLayout.SEPARATE_MOUNTS) * MIB
 
 
-def test_single_layout_is_one_partition_at_1mib_filling_3gib() -> None:
+def test_single_layout_is_root_after_the_esp_then_gpts_backup() -> None:
     plan = plan_disk(LAYOUTS[DiskLayout.SINGLE])
-    assert [(p.number, p.start, p.end) for p in plan.partitions] == [(1, MIB, 3072 * MIB)]
-    assert plan.extended is None and layout_size_mib(DiskLayout.SINGLE) == 3072
+    assert [(p.number, p.start, p.end) for p in plan.partitions] == [(1, 128 * MIB, 3199 * MIB)]
+    assert (plan.bios_boot[2], plan.esp[2]) == (2, 3)
+    assert layout_size_mib(DiskLayout.SINGLE) == 3200
+
+
+def test_every_layout_fits_the_default_disk_size_and_its_profiles() -> None:
+    assert layout_size_mib(DiskLayout.SINGLE) <= 4096  # profiles.DEFAULT_DISK_SIZE
+    assert layout_size_mib(DiskLayout.SEPARATE_MOUNTS) <= 8192  # banking-hardened's disk_size
 
 
 def test_fstab_mounts_by_uuid_with_anssi_options() -> None:
@@ -67,6 +76,8 @@ def test_fstab_mounts_by_uuid_with_anssi_options() -> None:
         "UUID=uuid-home /home ext4 nodev,nosuid,noexec 0 2",
         "UUID=uuid-tmp /tmp ext4 nodev,nosuid,noexec 0 2",
     ]
+    uuids["/boot/efi"] = "ABCD-1234"
+    assert fstab(uuids, SEPARATE).splitlines()[-1] == "UUID=ABCD-1234 /boot/efi vfat umask=0077 0 2"
 
 
 def test_every_parent_comes_before_its_children() -> None:
@@ -87,6 +98,9 @@ def tree(tmp_path: Path) -> Path:
     (root / "boot/vmlinuz-6.1.0-cloud-amd64").write_bytes(b"kernel")
     (root / "boot/initrd.img-6.1.0-cloud-amd64").write_bytes(b"initrd")
     shutil.copytree(HOST_GRUB, root / "usr/lib/grub/i386-pc")
+    for src, _ in EFI_FILES:  # stand-ins for the signed shim and GRUB: assembly only copies them
+        (root / src).parent.mkdir(parents=True, exist_ok=True)
+        (root / src).write_bytes(f"signed {src}".encode())
     (root / "etc").mkdir()
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (root / "etc/group").write_text("root:x:0:\nadm:x:4:\n")
@@ -128,8 +142,9 @@ def test_separate_mounts_disk_puts_each_subtree_on_its_own_filesystem(tree: Path
 
     table = run(["parted", "-m", "-s", raw, "unit", "B", "print"]).stdout.splitlines()
     rows = {int(r.split(":")[0]): r.rstrip(";").split(":") for r in table if r[:1].isdigit()}
-    assert sorted(rows) == [1, 2, 5, 6, 7, 8, 9]
-    assert rows[1][6] == "boot"
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert rows[7][1:4] == [f"{MIB}B", f"{4 * MIB - 1}B", f"{3 * MIB}B"] and "bios_grub" in rows[7][6]
+    assert rows[8][1:4] == [f"{4 * MIB}B", f"{128 * MIB - 1}B", f"{124 * MIB}B"] and "esp" in rows[8][6]
     for part in plan.partitions:
         assert rows[part.number][1:4] == [f"{part.start}B", f"{part.end - 1}B", f"{part.size}B"]
         fs = f"{raw}?offset={part.start}"
@@ -143,6 +158,7 @@ def test_separate_mounts_disk_puts_each_subtree_on_its_own_filesystem(tree: Path
     # each filesystem holds its subtree and nothing else; mount points are empty directories
     root_fs = _ls(raw, start["/"])
     assert set(root_fs) == {"boot", "usr", "etc", "var", "home", "tmp", "lost+found"}
+    assert "efi" in _ls(raw, start["/"], "/boot")  # the ESP's mount point
     assert root_fs["tmp"][0] == stat.S_IFDIR | 0o1777
     for point in ("var", "home", "tmp"):
         assert set(_ls(raw, start["/"], f"/{point}")) == set()

@@ -241,9 +241,9 @@ def test_a_disk_smaller_than_its_layout_is_rejected(write_yaml):
     p = write_yaml("p.yaml", "extends: base\nroles: [web]\ndisk_layout: separate-mounts\n")
     with pytest.raises(InputError) as e:
         resolve(str(p))
-    assert "p.yaml: disk_size: 4G is smaller than the separate-mounts disk layout (6150 MiB)" in _one_error(e)
+    assert "p.yaml: disk_size: 4G is smaller than the separate-mounts disk layout (6273 MiB)" in _one_error(e)
     assert e.value.hint == "set disk_size: 7G or more"
-    assert resolve(str(write_yaml("ok.yaml", "extends: p\ndisk_size: 6150M\n"))).disk_size == "6150M"
+    assert resolve(str(write_yaml("ok.yaml", "extends: p\ndisk_size: 6273M\n"))).disk_size == "6273M"
 
 
 def test_overlay_cannot_change_the_disk_layout(write_yaml):

@@ -25,11 +25,14 @@ SERVER = "ns1234567.ip-203-0-113.eu"
 
 
 class FakeOvh(FakeServer):
-    def __init__(self, ram_gb: int = 32, disks: int = 1, raid_controller: str | None = None) -> None:
+    def __init__(self, ram_gb: int = 32, disks: int = 1, raid_controller: str | None = None,
+                 boot_mode: str = "legacy") -> None:
         super().__init__()
         self.ram_gb, self.disks, self.raid_controller = ram_gb, disks, raid_controller
         self.extra_groups: list[dict[str, Any]] = []  # disk groups after the first (diskGroupId 1)
         self.task_failures: list[int] = []  # HTTP statuses the task API answers before the real status
+        assert boot_mode in ("legacy", "uefi", "uefi-legacy")  # dedicated.server.BootModeEnum
+        self.boot_mode = boot_mode
         self.reinstalls: list[dict[str, Any]] = []
         self.tasks: dict[int, dict[str, Any]] = {}
         self.downloaded_sha256: str | None = None
@@ -62,7 +65,7 @@ class FakeOvh(FakeServer):
         if request.method == "GET" and path == f"{base}/specifications/hardware":
             return Response(200, {"memorySize": {"unit": "MB", "value": self.ram_gb * 1024},
                                   "diskGroups": self.disk_groups(),
-                                  "bootMode": "legacy", "defaultHardwareRaidType": None})
+                                  "bootMode": self.boot_mode, "defaultHardwareRaidType": None})
         if request.method == "POST" and path == f"{base}/reinstall":
             return self._reinstall(request.json())
         if request.method == "GET" and path.startswith(f"{base}/task/"):
@@ -91,6 +94,8 @@ class FakeOvh(FakeServer):
         assert all(s.get("diskGroupId") in groups for s in body.get("storage", [])), body.get("storage")
         assert c["imageURL"].startswith("http://127.0.0.1:"), "the fake only downloads from loopback"
         base64.b64decode(c.get("configDriveUserData", ""), validate=True)
+        assert set(c) <= {"imageURL", "imageType", "imageCheckSum", "imageCheckSumType", "configDriveUserData",
+                          "configDriveMetadata", "efiBootloaderPath", "hostname", "sshKey", "httpHeaders"}, c
         data = requests.get(c["imageURL"], timeout=10).content
         self.downloaded_sha256 = hashlib.sha256(data).hexdigest()
         assert self.downloaded_sha256 == c["imageCheckSum"], "image at imageURL does not match imageCheckSum"

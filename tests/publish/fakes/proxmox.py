@@ -130,6 +130,13 @@ class FakeProxmox(FakeServer):
         assert form["ide2"].endswith(":cloudinit"), form["ide2"]
         assert form["agent"].startswith("1") or "enabled=1" in form["agent"], form["agent"]
         assert form["serial0"] == "socket" and form["ciupgrade"] == "0", form
+        if "efidisk0" in form:  # as qm.conf documents it: an EFI vars disk is for OVMF; keys need efitype=4m
+            assert form.get("bios") == "ovmf", form
+            storage, size = form["efidisk0"].split(",")[0].split(":")
+            assert size.isdigit(), form["efidisk0"]
+            efi = dict(kv.split("=", 1) for kv in form["efidisk0"].split(",")[1:])
+            assert efi.get("efitype", "2m") in ("2m", "4m") and set(efi) <= {"efitype", "pre-enrolled-keys"}, efi
+            assert efi.get("pre-enrolled-keys", "0") == "0" or efi.get("efitype") == "4m", efi
         if self.fail_create:
             return ok(self._task("qmcreate", vmid, exitstatus="unable to create VM: storage full"))
         config = {k: v for k, v in form.items() if k != "vmid"}
