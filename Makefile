@@ -92,9 +92,18 @@ test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per gue
 	$(VENV)/bin/pytest -m starved -v -s
 	$(VENV)/bin/pytest -m starved -v -s
 
+.PHONY: test-extended
+test-extended: host-tools venv ## VM tests kept out of CI for time: base boots per firmware, encryption at rest, more cluster cases
+	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved'
+
+.PHONY: test-all
+test-all: host-tools venv ## Every test there is (hours under TCG)
+	$(VENV)/bin/pytest -v
+
 .PHONY: test
-test: venv ## Every test, including real bakes and VM boots (what CI runs; lb/web/nfs cluster: make test-cluster; audit: make test-audit)
-	$(VENV)/bin/pytest -q -m 'not cluster_web and not audit and not starved'
+test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (a web bake + verify, a SQL pair); prints its time
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not cluster_web and not audit and not starved and not extended'; rc=$$?; \
+	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-audit
 test-audit: host-tools venv ## banking-hardened: verify (hardened suite) and the audit end to end, ANSSI >= 45/50, Lynis >= 80 (~45 min under TCG)

@@ -14,7 +14,7 @@ from goldenimage.cloudinit.seed import write_seed_iso
 from goldenimage.releases import matrix
 from goldenimage.verify.vm import FIRMWARES, VM, ephemeral_keypair
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.extended]
 
 RELEASE = matrix().get(12)
 OVERLAY_SIZE_GIB = 6

@@ -21,7 +21,7 @@ from goldenimage.releases import matrix
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster
 from goldenimage.verify.vm import VM, ephemeral_keypair
 
-pytestmark = [pytest.mark.vm, pytest.mark.cluster]
+pytestmark = [pytest.mark.vm, pytest.mark.cluster, pytest.mark.extended]
 
 RELEASE = matrix().get(12)
 PREFIX = 24

@@ -131,6 +131,7 @@ def test_row_written_on_the_primary_appears_on_the_replica(images, cluster, netw
             assert_no_package_downloaded(vm)
 
 
+@pytest.mark.extended
 def test_replica_booted_before_its_primary_still_converges(images, cluster, network, tmp_path):
     with ExitStack() as stack:
         db2 = boot(stack, "db2", images, cluster, network, tmp_path)
@@ -147,6 +148,7 @@ def test_replica_booted_before_its_primary_still_converges(images, cluster, netw
         assert_replicating(db1, db2)
 
 
+@pytest.mark.extended
 def test_replica_rebooted_during_first_boot_converges_without_dumping_twice(images, cluster, network, tmp_path):
     with ExitStack() as stack:
         db1 = boot(stack, "db1", images, cluster, network, tmp_path)

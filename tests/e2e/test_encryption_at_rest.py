@@ -27,7 +27,7 @@ from goldenimage.verify.vm import VM, ephemeral_keypair
 from tests.conftest import EXAMPLES
 from tests.e2e.test_cluster_sql import wait_firstboot
 
-pytestmark = [pytest.mark.vm, pytest.mark.cluster]
+pytestmark = [pytest.mark.vm, pytest.mark.cluster, pytest.mark.extended]
 
 HARDENED = ("db1", "db2")  # the primary and replica of examples/cluster-banking-sql.yaml
 PLAIN = "db3"
