@@ -184,10 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (kill, systemd, a CI timeout) unwinds like Ctrl-C: Packer's process group and the QEMU guests of
+    verify and audit are stopped by the context managers that own them, and staging folders are removed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug)
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except GoldenError as exc:
@@ -207,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("golden: interrupted")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

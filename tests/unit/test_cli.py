@@ -69,3 +69,41 @@ def test_profiles_lists_every_profile_with_roles():
     for name in ("web", "sql-primary", "sql-replica", "lb", "nfs", "plesk", "banking-hardened"):
         assert name in proc.stdout
     assert "base" not in proc.stdout.split()
+
+
+def test_sigterm_unwinds_like_ctrl_c_so_guests_and_staging_are_cleaned_up(tmp_path):
+    # A command that holds a resource (as bake holds Packer and verify holds QEMU) until its context exits.
+    script = tmp_path / "hold.py"
+    script.write_text(
+        "import sys, time\n"
+        "from goldenimage import cli\n"
+        "def hold(args):\n"
+        f"    open({str(tmp_path / 'started')!r}, 'w').close()\n"
+        "    try:\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        f"        open({str(tmp_path / 'cleaned')!r}, 'w').close()\n"
+        "    return 0\n"
+        "parser = cli.build_parser()\n"
+        "parse = parser.parse_args\n"
+        "def parse_hold(argv=None):\n"
+        "    args = parse(argv)\n"
+        "    args.func = hold\n"
+        "    return args\n"
+        "parser.parse_args = parse_hold\n"
+        "cli.build_parser = lambda: parser\n"
+        "sys.exit(cli.main(['profiles']))\n")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert (tmp_path / "cleaned").exists() and "golden: interrupted" in out
