@@ -42,3 +42,38 @@ def test_https_health_endpoint_with_this_instances_certificate(host):
 def test_server_tokens_hidden(host):
     headers = host.run("curl -sI http://127.0.0.1/").stdout
     assert "Server: Apache\r" in headers or "Server: Apache\n" in headers
+
+
+def test_snakeoil_pair_is_this_instances_ecdsa_key_made_before_apache(host):
+    # made by golden-firstboot-early.service (web.snakeoil), not by make-ssl-cert under Apache's start timeout
+    key_type = host.run("sudo openssl pkey -in /etc/ssl/private/ssl-cert-snakeoil.key -noout -text").stdout
+    assert "ASN1 OID: prime256v1" in key_type
+    subject = host.run("openssl x509 -in /etc/ssl/certs/ssl-cert-snakeoil.pem -noout -subject").stdout
+    assert host.check_output("hostname") in subject
+    early = host.service("golden-firstboot-early")
+    assert early.is_enabled and host.run("systemctl show -p Result --value golden-firstboot-early").stdout.strip() \
+        == "success"
+
+
+def _wait_active(host, unit: str, timeout: int = 180) -> bool:
+    """Whether unit is active within timeout seconds (bounded poll in the guest)."""
+    cmd = f"for i in $(seq {timeout // 3}); do systemctl is-active --quiet {unit} && exit 0; sleep 3; done; exit 1"
+    return host.run(cmd).rc == 0
+
+
+def test_apache_killed_is_restarted_by_systemd(host):
+    # golden-resilience.conf: Restart=on-failure (Debian's unit restarts on abort only)
+    before = int(host.check_output("systemctl show -p NRestarts --value apache2"))
+    host.run("sudo systemctl kill --signal=SIGKILL apache2")
+    assert _wait_active(host, "apache2")
+    assert int(host.check_output("systemctl show -p NRestarts --value apache2")) > before
+
+
+def test_first_boot_rerun_starts_a_stopped_apache_before_waiting_for_health(host):
+    host.run("sudo systemctl stop apache2")
+    assert host.run("systemctl is-active --quiet apache2").rc != 0
+    rerun = host.run("sudo golden-firstboot --rerun")
+    assert rerun.rc == 0, rerun.stderr
+    assert "apache2 is inactive" in rerun.stderr and "starting it" in rerun.stderr
+    assert host.service("apache2").is_running
+    assert host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz").stdout == "200"
