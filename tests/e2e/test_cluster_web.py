@@ -1,7 +1,7 @@
 """A load balancer, two web nodes and an NFS server booted from the baked images on one private network that
 the test builds (a switch on 127.0.0.1 between QEMU's unicast UDP links).
 
-Marked `vm` and `cluster_web`: `make test-cluster` runs them; CI runs the primary/replica case only.
+Marked `vm` and `cluster_web`: `make test` (CI) and `make test-cluster` run them.
 """
 
 from __future__ import annotations
