@@ -105,6 +105,12 @@ def ensure_running(ctx: Context, unit: str) -> bool:
     return True
 
 
+def require_active(ctx: Context, unit: str) -> None:
+    """A check for wait_serving: the unit is active (FirstbootError while it is not)."""
+    if ctx.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:
+        raise FirstbootError(f"{unit} is not active yet")
+
+
 def wait_serving(ctx: Context, units: list[str], check: Callable[[], None], what: str) -> bool:
     """Make sure every unit runs, then wait until check() passes; each failed attempt looks at the units
     again (a unit that failed meanwhile is restarted). True when a unit had to be enabled or (re)started."""

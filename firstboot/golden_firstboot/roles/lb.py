@@ -8,7 +8,7 @@ import json
 import socket
 from typing import Any
 
-from ..services import restart, wait_serving
+from ..services import require_active, restart, wait_serving
 from ..steps import Context, step
 from ..system import HOST, FirstbootError, SettingsError
 
@@ -108,17 +108,13 @@ def haproxy(ctx: Context) -> bool:
         ctx.run(["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", "-f", CLUSTER_CFG])
         if unit_changed:
             ctx.run(["systemctl", "daemon-reload"])
-            restart(ctx, "haproxy", "it loads the cluster section now", lambda: _active(ctx, "haproxy"))
+            restart(ctx, "haproxy", "it loads the cluster section now", lambda: require_active(ctx, "haproxy"))
         else:
             ctx.run(["systemctl", "reload", "haproxy"], check=False, timeout=ctx.service_timeout)
     # Whatever happened at boot, HAProxy runs when this step ends.
-    running = wait_serving(ctx, ["haproxy"], lambda: _active(ctx, "haproxy"), "waiting for haproxy")
+    running = wait_serving(ctx, ["haproxy"], lambda: require_active(ctx, "haproxy"), "waiting for haproxy")
     return cfg_changed or unit_changed or running
 
-
-def _active(ctx: Context, unit: str) -> None:
-    if ctx.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:
-        raise FirstbootError(f"{unit} is not active yet")
 
 
 def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
@@ -160,8 +156,9 @@ def keepalived(ctx: Context) -> bool:
         ctx.run(["sysctl", "-q", "-p", NONLOCAL_SYSCTL])
         changed = True
     if changed and ctx.run(["systemctl", "is-active", "--quiet", "keepalived"], check=False).returncode == 0:
-        restart(ctx, "keepalived", "its configuration changed", lambda: _active(ctx, "keepalived"))
-    return wait_serving(ctx, ["keepalived"], lambda: _active(ctx, "keepalived"), "waiting for keepalived") or changed
+        restart(ctx, "keepalived", "its configuration changed", lambda: require_active(ctx, "keepalived"))
+    running = wait_serving(ctx, ["keepalived"], lambda: require_active(ctx, "keepalived"), "waiting for keepalived")
+    return running or changed
 
 
 def _runtime(ctx: Context, command: str) -> None:

@@ -7,9 +7,9 @@ import os
 import re
 from typing import Any
 
-from ..services import wait_serving
+from ..services import require_active, wait_serving
 from ..steps import Context, step
-from ..system import HOST, FirstbootError, SettingsError
+from ..system import HOST, SettingsError
 
 EXPORTS = "/etc/exports.d/golden.exports"
 DEFAULT_OPTIONS = "rw,sync,no_subtree_check,root_squash"
@@ -49,11 +49,7 @@ def exports(ctx: Context) -> bool:
 def wait_nfs_server(ctx: Context) -> bool:
     """nfs-server enabled and active, (re)started within the budget; True when it had to be."""
 
-    def check() -> None:
-        if ctx.run(["systemctl", "is-active", "--quiet", "nfs-server"], check=False).returncode != 0:
-            raise FirstbootError("nfs-server is not active yet")
-
-    return wait_serving(ctx, ["nfs-server"], check, "waiting for nfs-server")
+    return wait_serving(ctx, ["nfs-server"], lambda: require_active(ctx, "nfs-server"), "waiting for nfs-server")
 
 
 STEPS = [exports]
