@@ -1,6 +1,7 @@
 """`golden verify`: boot the final artifact (never the build VM) twice on fresh overlays with fresh
 first-boot seeds, one clone under BIOS and one under UEFI (Secure Boot enforced when the artifact boots it),
-wait for SSH and cloud-init, and run the role's testinfra suites over SSH on both."""
+or once per firmware it boots (`--all-firmwares`: BIOS, UEFI, UEFI with Secure Boot), wait for SSH and
+cloud-init, and run the role's testinfra suites over SSH on every clone."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..images import store
 from ..log import info, step
 from ..releases import matrix
 from ..run import run
-from .vm import VM, SSHKey, ephemeral_keypair
+from .vm import FIRMWARES, VM, SSHKey, ephemeral_keypair
 
 INFRA_DIR = SOURCE_ROOT / "tests" / "infra"
 GUEST_USER = "debian"  # the cloud image's default user, given our key by the seed
@@ -83,12 +84,26 @@ def identity(vm: VM) -> Identity:
     return Identity(tuple(keys), machine_id)
 
 
-def clone_firmwares(manifest: dict[str, Any]) -> tuple[str, str]:
+def clone_firmwares(manifest: dict[str, Any], every: bool = False) -> tuple[str, ...]:
     """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
-    enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice."""
+    enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice.
+    With `every`, one clone per firmware the artifact boots, in the order bios, uefi, uefi-secureboot
+    (still two clones at least: the hygiene suite compares two)."""
     firmware = manifest.get("firmware") or ["bios"]
+    if every:
+        clones = tuple(f for f in FIRMWARES if f in firmware)
+        return clones if len(clones) > 1 else (clones or ("bios",)) * 2
     uefi = next((f for f in ("uefi-secureboot", "uefi") if f in firmware), None)
     return ("bios" if "bios" in firmware else uefi or "bios"), uefi or "bios"
+
+
+def others(identities: list[Identity]) -> list[Identity]:
+    """The clone each clone's hygiene suite is compared with: the next one, the last with the first."""
+    return identities[1:] + identities[:1]
+
+
+def _names(items: tuple[str, ...]) -> str:
+    return " and ".join(items) if len(items) <= 2 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
@@ -120,19 +135,21 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
     return proc.returncode
 
 
-def verify(target: str, debian: int | str | None = None) -> None:
-    """Boot the artifact twice (BIOS and UEFI), compare identities, run the suites on both clones;
-    GoldenError on failure."""
+def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False) -> None:
+    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, compare
+    identities, run the suites on every clone; GoldenError on failure."""
     artifact = find_artifact(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
-    firmwares = clone_firmwares(manifest)
+    firmwares = clone_firmwares(manifest, every=all_firmwares)
     with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
-        with step(f"Booting two clones ({' and '.join(firmwares)})"), ThreadPoolExecutor(max_workers=2) as pool:
+        # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
+        with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
+                ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok, fw)
                        for i, fw in enumerate(firmwares, start=1)]
             vms: list[VM] = []
@@ -147,7 +164,7 @@ def verify(target: str, debian: int | str | None = None) -> None:
                 raise errors[0]
             identities = [identity(vm) for vm in vms]
             failed = []
-            for vm, other in zip(vms, reversed(identities), strict=True):
+            for vm, other in zip(vms, others(identities), strict=True):
                 env = {
                     "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
                                                          "machine_id": other.machine_id}),
@@ -161,7 +178,7 @@ def verify(target: str, debian: int | str | None = None) -> None:
             if failed:
                 raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
-            info(f"verified {artifact.qcow2.name} ({', '.join(firmwares)})")
+            info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
         finally:
             for vm in vms:
                 vm.stop()

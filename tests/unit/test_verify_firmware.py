@@ -6,7 +6,7 @@ import pytest
 
 from goldenimage.builders.base import BaseImage
 from goldenimage.builders.disk import FIRMWARE
-from goldenimage.verify.verify import clone_firmwares
+from goldenimage.verify.verify import Identity, clone_firmwares, others
 
 
 @pytest.mark.parametrize(("firmware", "expected"), [
@@ -19,6 +19,24 @@ from goldenimage.verify.verify import clone_firmwares
 def test_clone_firmwares(firmware: list[str] | None, expected: tuple[str, str]) -> None:
     manifest = {} if firmware is None else {"firmware": firmware}
     assert clone_firmwares(manifest) == expected
+
+
+@pytest.mark.parametrize(("firmware", "expected"), [
+    (["bios", "uefi", "uefi-secureboot"], ("bios", "uefi", "uefi-secureboot")),
+    (["uefi-secureboot", "bios"], ("bios", "uefi-secureboot")),
+    (["bios"], ("bios", "bios")),
+    (None, ("bios", "bios")),
+])
+def test_all_firmwares_boots_one_clone_per_firmware_and_two_at_least(firmware: list[str] | None,
+                                                                     expected: tuple[str, ...]) -> None:
+    manifest = {} if firmware is None else {"firmware": firmware}
+    assert clone_firmwares(manifest, every=True) == expected
+
+
+def test_each_clone_is_compared_with_another_one() -> None:
+    clones = [Identity((f"key{i}",), f"id{i}") for i in range(3)]
+    assert others(clones) == [clones[1], clones[2], clones[0]]
+    assert others(clones[:2]) == [clones[1], clones[0]]
 
 
 def test_built_bases_boot_everything_and_downloaded_ones_bios_only(tmp_path: object) -> None:
