@@ -9,7 +9,7 @@ import json
 import sys
 import tempfile
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +107,12 @@ def _names(items: tuple[str, ...]) -> str:
 
 
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
-          status_ok: tuple[int, ...], firmware: str = "bios") -> VM:
+          status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
     seed = make_seed(directory, name, key, roles)
     vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
             workdir=directory / name, firmware=firmware)
+    if started is not None:
+        started.append(vm)  # so that an interrupt in the main thread can stop it while it boots
     vm.start()
     try:
         vm.wait_for_ssh(timeout=600)
@@ -119,6 +121,27 @@ def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, rol
         vm.stop()
         raise
     return vm
+
+
+def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
+    """The booted clones and the boot errors, every boot waited for. Ctrl-C or SIGTERM while waiting
+    cancels the boots not begun and stops the guests already started (their boot threads then fail at
+    once instead of waiting out their SSH and cloud-init timeouts), then propagates."""
+    vms: list[VM] = []
+    errors: list[BaseException] = []
+    try:
+        for future in futures:
+            try:
+                vms.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - every clone must be stopped, then re-raise
+                errors.append(exc)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        for vm in started:
+            vm.stop()
+        raise
+    return vms, errors
 
 
 def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path) -> int:
@@ -147,19 +170,14 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
     with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
-        # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
-        with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
-                ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok, fw)
-                       for i, fw in enumerate(firmwares, start=1)]
-            vms: list[VM] = []
-            errors: list[BaseException] = []
-            for future in futures:
-                try:
-                    vms.append(future.result())
-                except BaseException as exc:  # noqa: BLE001 - both VMs must be stopped, then re-raise
-                    errors.append(exc)
+        started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end
         try:
+            # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
+            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
+                    ThreadPoolExecutor(max_workers=2) as pool:
+                futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok,
+                                       fw, started) for i, fw in enumerate(firmwares, start=1)]
+                vms, errors = collect_boots(futures, started)
             if errors:
                 raise errors[0]
             identities = [identity(vm) for vm in vms]
@@ -180,5 +198,5 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
             info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
         finally:
-            for vm in vms:
+            for vm in started:
                 vm.stop()

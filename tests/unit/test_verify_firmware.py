@@ -6,7 +6,8 @@ import pytest
 
 from goldenimage.builders.base import BaseImage
 from goldenimage.builders.disk import FIRMWARE
-from goldenimage.verify.verify import Identity, clone_firmwares, others
+from goldenimage.errors import GoldenError
+from goldenimage.verify.verify import Identity, clone_firmwares, collect_boots, others
 
 
 @pytest.mark.parametrize(("firmware", "expected"), [
@@ -45,3 +46,42 @@ def test_built_bases_boot_everything_and_downloaded_ones_bios_only(tmp_path: obj
                         source="https://cloud.debian.org/images/x.qcow2")
     assert built.firmware == FIRMWARE == ("bios", "uefi", "uefi-secureboot")
     assert fetched.firmware == ("bios",)
+
+
+class _FakeVM:
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+class _FakeFuture:
+    def __init__(self, outcome: object) -> None:
+        self.outcome, self.cancelled = outcome, False
+
+    def result(self) -> object:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+def test_a_failed_boot_is_collected_and_the_others_waited_for() -> None:
+    vm = _FakeVM()
+    futures = [_FakeFuture(GoldenError("no SSH")), _FakeFuture(vm)]
+    vms, errors = collect_boots(futures, [vm])  # type: ignore[arg-type]
+    assert vms == [vm] and [str(e) for e in errors] == ["no SSH"] and vm.stopped == 0
+
+
+def test_an_interrupt_while_clones_boot_stops_every_started_guest_at_once() -> None:
+    # Ctrl-C or SIGTERM (which golden turns into KeyboardInterrupt) in the main thread: the boots must not
+    # be waited out (up to 25 minutes of SSH and cloud-init timeouts) with their guests running
+    booting, queued = _FakeVM(), _FakeFuture(None)
+    futures = [_FakeFuture(KeyboardInterrupt()), _FakeFuture(booting), queued]
+    with pytest.raises(KeyboardInterrupt):
+        collect_boots(futures, [booting])  # type: ignore[arg-type]
+    assert booting.stopped == 1 and queued.cancelled
