@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders.disk import (
+from goldenimage.bake.disk import (
     BIOS_BOOT_START,
     EFI_FILES,
     ESP_START,
@@ -21,9 +21,9 @@ from goldenimage.builders.disk import (
     bios_boot_code,
     kernel_version,
 )
-from goldenimage.errors import GoldenError
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
+from goldenimage.model.releases import matrix
 
 HOST_GRUB = Path("/usr/lib/grub/i386-pc")
 pytestmark = pytest.mark.skipif(

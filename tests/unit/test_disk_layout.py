@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders.disk import (
+from goldenimage.bake.disk import (
     EFI_FILES,
     LAYOUTS,
     MIB,
@@ -22,9 +22,9 @@ from goldenimage.builders.disk import (
     plan_disk,
     split_tree,
 )
-from goldenimage.errors import GoldenError
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
+from goldenimage.model.releases import matrix
 
 HOST_GRUB = Path("/usr/lib/grub/i386-pc")
 needs_tools = pytest.mark.skipif(
