@@ -71,7 +71,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_base(args: argparse.Namespace) -> int:
     from .bake.base import build_base, fetch_base
-    from .bake.disk import DiskLayout
+    from .model.disk_layout import DiskLayout
     from .model.releases import matrix
 
     release = matrix().get(args.debian)
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_options(p)
     p.add_argument("--kernel", choices=["cloud", "generic"], default="cloud",
                    help="cloud kernel (VMs) or generic (bare metal)")
-    from .bake.disk import DiskLayout
+    from .model.disk_layout import DiskLayout
 
     p.add_argument("--layout", choices=[str(x) for x in DiskLayout], default=str(DiskLayout.SINGLE),
                    help="disk layout: one root filesystem, or /var, /var/log, /var/log/audit, /home and /tmp apart")

@@ -24,8 +24,9 @@ from ..core.errors import GoldenError, InputError
 from ..core.log import info, step
 from ..core.paths import cache_dir
 from ..core.run import require, run
+from ..model.disk_layout import DiskLayout
 from ..model.releases import Release
-from .disk import FIRMWARE, DiskLayout, assemble_disk, set_grub_defaults
+from .disk import FIRMWARE, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
 RECIPE_VERSION = 5  # 4: package layers (issue 11); 5: GPT, BIOS boot partition and ESP, shim + signed GRUB

@@ -5,9 +5,9 @@ GRUB, so that Secure Boot works) and the layout's ext4 filesystems, each filled 
 offset (`mkfs.ext4 -d`); the ESP is FAT made at its offset and filled with mtools. Both GRUBs read the one
 /boot/grub/grub.cfg of the root filesystem, which update-grub keeps current inside the image.
 
-Layouts are data (LAYOUTS): one root filesystem, or separate filesystems for the paths a hardening guide
-wants mounted apart. A change here that alters the disk must bump base.RECIPE_VERSION, which keys the base
-image cache.
+Layouts are data (model.disk_layout.LAYOUTS): one root filesystem, or separate filesystems for the paths a
+hardening guide wants mounted apart. A change here that alters the disk must bump base.RECIPE_VERSION, which
+keys the base image cache.
 """
 
 from __future__ import annotations
@@ -20,23 +20,23 @@ import stat
 import struct
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from ..core.errors import GoldenError
 from ..core.run import run
+from ..model.disk_layout import (
+    BIOS_BOOT_SIZE,
+    BIOS_BOOT_START,
+    LAYOUTS,
+    SECTOR,
+    DiskLayout,
+    DiskPlan,
+    Mount,
+    Partition,
+    plan_disk,
+)
 from ..model.releases import Release
 
-MIB = 1024 * 1024
-SECTOR = 512
-#: As in Debian's cloud images: BIOS boot partition at 1 MiB (3 MiB), ESP at 4 MiB (124 MiB), data after.
-BIOS_BOOT_START, BIOS_BOOT_SIZE = MIB, 3 * MIB
-ESP_START, ESP_SIZE = 4 * MIB, 124 * MIB
-#: The root partition (number 1: GRUB's prefix is (hd0,gpt1)) starts here; the layout's others follow it.
-PART_OFFSET = ESP_START + ESP_SIZE
-#: Room for GPT's backup header and table at the end of the disk (33 sectors), kept MiB-aligned.
-GPT_BACKUP = MIB
 ESP_MOUNT = "/boot/efi"
 ESP_OPTIONS = "umask=0077"
 #: Modules built into the BIOS core.img: enough to find the root filesystem and read grub.cfg.
@@ -64,96 +64,6 @@ EFI_GRUB_CFG = "EFI/debian/grub.cfg"
 #: What the artifact boots: BIOS, UEFI, and UEFI with Secure Boot enforced (signed shim, GRUB, kernel).
 FIRMWARE = ("bios", "uefi", "uefi-secureboot")
 SERIAL_CMDLINE = "console=tty0 console=ttyS0,115200n8"
-ROOT_OPTIONS = "errors=remount-ro"
-
-
-class DiskLayout(StrEnum):
-    """How the base image's disk is cut: the closed set of layouts in LAYOUTS."""
-
-    SINGLE = "single"
-    SEPARATE_MOUNTS = "separate-mounts"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One filesystem of a layout: where it is mounted, its size, label and mount options.
-
-    `create` is the mode, owner and group of the mount point when the tree has no such directory yet
-    (a package installed at bake time brings it, and dpkg keeps the directory it finds).
-    """
-
-    path: str
-    size_mib: int
-    label: str
-    options: str
-    create: tuple[int, str, str] = (0o755, "root", "root")
-
-    @property
-    def depth(self) -> int:
-        return len(Path(self.path).parts)
-
-
-#: The filesystems of each layout, "/" first, every parent before its children (fstab order).
-#: separate-mounts: ANSSI's partitioning (partition_for_tmp, var, var_log, var_log_audit, home), sized for
-#: a bake of MariaDB + Apache + auditd/aide; 6273 MiB with the boot partitions and GPT's backup.
-LAYOUTS: dict[DiskLayout, tuple[Mount, ...]] = {
-    DiskLayout.SINGLE: (Mount("/", 3071, "root", ROOT_OPTIONS),),
-    DiskLayout.SEPARATE_MOUNTS: (
-        Mount("/", 2560, "root", ROOT_OPTIONS),
-        Mount("/var", 2048, "var", "nodev,nosuid"),
-        Mount("/var/log", 512, "var-log", "nodev,nosuid,noexec"),
-        # as Debian's auditd package ships it
-        Mount("/var/log/audit", 256, "var-log-audit", "nodev,nosuid,noexec", create=(0o750, "root", "adm")),
-        Mount("/home", 256, "home", "nodev,nosuid,noexec"),
-        Mount("/tmp", 512, "tmp", "nodev,nosuid,noexec", create=(0o1777, "root", "root")),
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Partition:
-    """A planned filesystem partition: its GPT number, byte offset and size."""
-
-    number: int
-    mount: Mount
-    start: int
-    size: int
-
-    @property
-    def end(self) -> int:
-        return self.start + self.size
-
-
-@dataclass(frozen=True)
-class DiskPlan:
-    """Where everything goes on the disk: the filesystems, then the BIOS boot partition and the ESP
-    (numbered after them: (start, size, number) each)."""
-
-    partitions: tuple[Partition, ...]
-    bios_boot: tuple[int, int, int]
-    esp: tuple[int, int, int]
-    size: int
-
-
-def plan_disk(mounts: Sequence[Mount]) -> DiskPlan:
-    """Exact offsets: "/" as partition 1 at PART_OFFSET, the other filesystems after it as 2, 3...; the BIOS
-    boot partition and the ESP before them on the disk, numbered last (parted numbers in creation order)."""
-    if not mounts or mounts[0].path != "/":
-        raise GoldenError("a disk layout starts with the root filesystem")
-    parts: list[Partition] = []
-    offset = PART_OFFSET
-    for number, mount in enumerate(mounts, start=1):
-        parts.append(Partition(number, mount, offset, mount.size_mib * MIB))
-        offset = parts[-1].end
-    n = len(parts)
-    return DiskPlan(
-        tuple(parts), (BIOS_BOOT_START, BIOS_BOOT_SIZE, n + 1), (ESP_START, ESP_SIZE, n + 2), offset + GPT_BACKUP
-    )
-
-
-def layout_size_mib(layout: DiskLayout) -> int:
-    """The virtual size of a base image with this layout, in MiB."""
-    return plan_disk(LAYOUTS[layout]).size // MIB
 
 
 def fstab(uuids: dict[str, str], mounts: Sequence[Mount]) -> str:

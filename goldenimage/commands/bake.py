@@ -11,12 +11,12 @@ from typing import Any
 from ..bake import store
 from ..bake.accel import detect_accelerator
 from ..bake.base import BaseImage, base_key, build_base, fetch_base, resolve_mirror
-from ..bake.disk import DiskLayout
 from ..bake.packer_build import packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
 from ..core.errors import GoldenError, InputError
 from ..core.log import info, step
 from ..core.run import require, run
+from ..model.disk_layout import DiskLayout
 from ..model.profiles import ResolvedProfile, resolve
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from .render import bake_user_data, render

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from ..bake.disk import DiskLayout
+from .disk_layout import DiskLayout
 from .role_settings import Settings
 from .values import (
     MAX_DISK_MIB,

@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .. import SOURCE_ROOT
-from ..bake.disk import DiskLayout, layout_size_mib
 from ..core.errors import InputError
+from .disk_layout import DiskLayout, layout_size_mib
 from .profile_schema import (
     FILE_NAME,
     SQL_ROLES,

@@ -13,8 +13,8 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
-from ..bake.disk import DiskLayout
 from ..core.errors import InputError
+from ..model.disk_layout import DiskLayout
 from ..model.profiles import ResolvedProfile
 from .proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
 from .userdata import BUILD_USER

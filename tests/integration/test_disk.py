@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake.disk import (
-    BIOS_BOOT_START,
-    EFI_FILES,
-    ESP_START,
-    PART_OFFSET,
-    ROOT_OPTIONS,
-    SECTOR,
-    Mount,
-    assemble_disk,
-    bios_boot_code,
-    kernel_version,
-)
+from goldenimage.bake.disk import EFI_FILES, assemble_disk, bios_boot_code, kernel_version
 from goldenimage.core.errors import GoldenError
 from goldenimage.core.run import run
+from goldenimage.model.disk_layout import BIOS_BOOT_START, ESP_START, PART_OFFSET, ROOT_OPTIONS, SECTOR, Mount
 from goldenimage.model.releases import matrix
 
 HOST_GRUB = Path("/usr/lib/grub/i386-pc")

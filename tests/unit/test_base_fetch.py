@@ -9,9 +9,9 @@ import pytest
 
 from goldenimage.bake import base
 from goldenimage.bake.base import BaseImage, fetch_base
-from goldenimage.bake.disk import DiskLayout
 from goldenimage.commands.bake import get_base
 from goldenimage.core.errors import GoldenError, InputError
+from goldenimage.model.disk_layout import DiskLayout
 from goldenimage.model.profiles import resolve
 from goldenimage.model.releases import matrix
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from goldenimage.bake.disk import DiskLayout
 from goldenimage.core.errors import InputError
+from goldenimage.model.disk_layout import DiskLayout
 from goldenimage.model.profile_schema import Role
 from goldenimage.model.profiles import list_profiles, merge, resolve
 from tests.conftest import EXAMPLES
