@@ -22,8 +22,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..bake.store import write_atomic
 from ..core.errors import GoldenError
+from ..core.fs import write_atomic
 from ..core.paths import cache_dir
 from ..core.run import require, run
 from ..model.releases import Release, matrix

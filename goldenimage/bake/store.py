@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import SOURCE_ROOT, __version__
+from ..core.fs import canonical_json, write_atomic
 from ..core.paths import images_dir
-from ..model.profiles import ResolvedProfile, canonical_json
+from ..model.profiles import ResolvedProfile
 
 KEY_LENGTH = 16
 #: The in-image agent's sources: a change there is a change of every image.
@@ -167,16 +168,3 @@ def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | 
             path.unlink(missing_ok=True)
         raise
     return Artifact(final, sha_file, manifest_file, manifest["content_key"])
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `path` whole or not at all: a temporary file beside it (0644), renamed over it when complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,6 @@ Once everything is merged, the names in remove_packages leave packages and servi
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,11 +429,6 @@ def describe(name: str) -> tuple[list[str], str]:
     for _, data in chain:
         roles += [r for r in data.get("roles", []) if r not in roles]
     return roles, chain[-1][1].get("description", "")
-
-
-def canonical_json(data: Any) -> str:
-    """Stable JSON used for hashing (content keys)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def supported_releases(name_or_path: str) -> list[int]:
