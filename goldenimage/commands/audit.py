@@ -25,8 +25,8 @@ from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
 from ..model.releases import matrix
+from ..verify.guest import GUEST_USER, find_artifact, make_seed
 from ..verify.vm import SSH_OPTIONS, VM, ephemeral_keypair
-from .verify import GUEST_USER, find_artifact, make_seed
 
 GUEST_OUT = "/run/golden-audit/out"
 OSCAP_RESULTS = "oscap-results.xml"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,14 @@ from typing import Any
 
 from .. import SOURCE_ROOT
 from ..bake import store
-from ..core.errors import GoldenError, InputError
+from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
 from ..model.releases import matrix
-from ..render.seed import write_seed_iso
-from ..render.userdata import render_host_user_data, render_meta_data
+from ..verify.guest import GUEST_USER, find_artifact, make_seed
 from ..verify.vm import VM, SSHKey, ephemeral_keypair
 
 INFRA_DIR = SOURCE_ROOT / "tests" / "infra"
-GUEST_USER = "debian"  # the cloud image's default user, given our key by the seed
 
 
 @dataclass(frozen=True)
@@ -35,21 +32,6 @@ class Identity:
     machine_id: str
 
 
-def find_artifact(target: str, debian: int | str | None = None) -> store.Artifact:
-    """An artifact by path (qcow2 or manifest) or the newest of a profile."""
-    if target.endswith((".qcow2", ".json")) or "/" in target:
-        artifact = store.from_path(Path(target))
-        if artifact is None:
-            raise InputError(f"{target}: not a complete goldenimage artifact (qcow2 + .sha256 + manifest.json)")
-        return artifact
-    release = matrix().get(debian)
-    artifact = store.latest(target, release.number)
-    if artifact is None:
-        raise InputError(f"no artifact of {target} for Debian {release.number} in images/",
-                         hint=f"bake it first: make image PROFILE={target} DEBIAN={release.number}")
-    return artifact
-
-
 def suites_for(roles: list[str]) -> list[Path]:
     """The testinfra suites that apply: the base and hygiene suites, then one per role."""
     names = ["test_base.py", "test_hygiene.py"] + [f"test_{r.replace('-', '_')}.py" for r in roles]
@@ -57,24 +39,6 @@ def suites_for(roles: list[str]) -> list[Path]:
     if missing:
         raise GoldenError(f"no testinfra suite {', '.join(missing)} in {INFRA_DIR}")
     return [INFRA_DIR / n for n in names]
-
-
-def host_settings(roles: list[str]) -> dict[str, Any]:
-    """First-boot settings for a lone verify VM: the role runs standalone on the QEMU user network."""
-    if "sql-replica" in roles:
-        # a replica alone has no primary to follow: boot it without cluster settings (first boot then
-        # leaves replication unconfigured); the cluster tests prove replication
-        return {}
-    settings: dict[str, Any] = {"address": "10.0.2.15", "network": "10.0.2.0/24"}
-    if "sql-primary" in roles:
-        settings["mariadb"] = {"server_id": 1, "replication_password": uuid.uuid4().hex}
-    return settings
-
-
-def make_seed(directory: Path, name: str, key: SSHKey, roles: list[str]) -> Path:
-    user_data = render_host_user_data(name, host_settings(roles), ssh_authorized_keys=[key.public])
-    meta = render_meta_data(f"verify-{uuid.uuid4().hex[:12]}", name)
-    return write_seed_iso(directory / f"{name}-seed.iso", user_data, meta)
 
 
 def identity(vm: VM) -> Identity:
