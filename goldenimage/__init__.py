@@ -7,11 +7,11 @@ reads every import and enforces it, with no exceptions:
 ========== ============== ==========================================================================
 layer      package        what lives there
 ========== ============== ==========================================================================
-core       core           errors, run (every external command), log, paths, output dirs
+core       core           errors, run (every external command), log, paths, output dirs, fs helpers
 model      model          releases, values, role settings, disk layouts, profiles + schema, clusters
 producers  render         cloud-init user-data and seed, Packer templates, first-boot bundle, checks
 producers  bake           base and disk builders, Packer runs, accelerator, the artifact store
-services   verify         the VM harness (boot a clone, wait, SSH), L2 switch, cluster VMs
+services   verify         the VM harness (boot a clone, its seed, wait, SSH), L2 switch, cluster VMs
 services   audit          SCAP content, guest tools, OpenSCAP and Lynis results
 services   publish        publish targets (OpenStack, S3, Proxmox, OVH)
 commands   commands       render, validate, bake, verify, audit, publish and cluster commands
