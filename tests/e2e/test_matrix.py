@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from goldenimage.bake import bake
-from goldenimage.profiles import resolve
-from goldenimage.releases import matrix
+from goldenimage.commands.bake import bake
+from goldenimage.model.profiles import resolve
+from goldenimage.model.releases import matrix
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.matrix]

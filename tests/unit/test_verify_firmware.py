@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from goldenimage.builders.base import BaseImage
-from goldenimage.builders.disk import FIRMWARE
-from goldenimage.errors import GoldenError
-from goldenimage.verify.verify import Identity, clone_firmwares, collect_boots, others
+from goldenimage.bake.base import BaseImage
+from goldenimage.bake.disk import FIRMWARE
+from goldenimage.commands.verify import Identity, clone_firmwares, collect_boots, others
+from goldenimage.core.errors import GoldenError
 
 
 @pytest.mark.parametrize(("firmware", "expected"), [

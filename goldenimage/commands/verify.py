@@ -1,0 +1,169 @@
+"""`golden verify`: boot the final artifact (never the build VM) twice on fresh overlays with fresh
+first-boot seeds, one clone under BIOS and one under UEFI (Secure Boot enforced when the artifact boots it),
+or once per firmware it boots (`--all-firmwares`: BIOS, UEFI, UEFI with Secure Boot), wait for SSH and
+cloud-init, and run the role's testinfra suites over SSH on every clone."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import SOURCE_ROOT
+from ..bake import store
+from ..core.errors import GoldenError
+from ..core.log import info, step
+from ..core.run import run
+from ..model.releases import matrix
+from ..verify.guest import GUEST_USER, find_artifact, make_seed
+from ..verify.vm import FIRMWARES, VM, SSHKey, ephemeral_keypair
+
+INFRA_DIR = SOURCE_ROOT / "tests" / "infra"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What must differ between two clones of one image."""
+
+    host_keys: tuple[str, ...]
+    machine_id: str
+
+
+def suites_for(roles: list[str]) -> list[Path]:
+    """The testinfra suites that apply: the base and hygiene suites, then one per role."""
+    names = ["test_base.py", "test_hygiene.py"] + [f"test_{r.replace('-', '_')}.py" for r in roles]
+    missing = [n for n in names if not (INFRA_DIR / n).is_file()]
+    if missing:
+        raise GoldenError(f"no testinfra suite {', '.join(missing)} in {INFRA_DIR}")
+    return [INFRA_DIR / n for n in names]
+
+
+def identity(vm: VM) -> Identity:
+    keys = vm.ssh("cat /etc/ssh/ssh_host_*_key.pub | awk '{print $2}' | sort").stdout.split()
+    machine_id = vm.ssh("cat /etc/machine-id").stdout.strip()
+    return Identity(tuple(keys), machine_id)
+
+
+def clone_firmwares(manifest: dict[str, Any], every: bool = False) -> tuple[str, ...]:
+    """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
+    enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice.
+    With `every`, one clone per firmware the artifact boots, in the order bios, uefi, uefi-secureboot
+    (still two clones at least: the hygiene suite compares two)."""
+    firmware = manifest.get("firmware") or ["bios"]
+    if every:
+        clones = tuple(f for f in FIRMWARES if f in firmware)
+        return clones if len(clones) > 1 else (clones or ("bios",)) * 2
+    uefi = next((f for f in ("uefi-secureboot", "uefi") if f in firmware), None)
+    return ("bios" if "bios" in firmware else uefi or "bios"), uefi or "bios"
+
+
+def others(identities: list[Identity]) -> list[Identity]:
+    """The clone each clone's hygiene suite is compared with: the next one, the last with the first."""
+    return identities[1:] + identities[:1]
+
+
+def _names(items: tuple[str, ...]) -> str:
+    return " and ".join(items) if len(items) <= 2 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
+          status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
+    seed = make_seed(directory, name, key, roles)
+    vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
+            workdir=directory / name, firmware=firmware)
+    if started is not None:
+        started.append(vm)  # so that an interrupt in the main thread can stop it while it boots
+    vm.start()
+    try:
+        vm.wait_for_ssh(timeout=600)
+        vm.wait_cloud_init(timeout=900)
+    except BaseException:
+        vm.stop()
+        raise
+    return vm
+
+
+def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
+    """The booted clones and the boot errors, every boot waited for. Ctrl-C or SIGTERM while waiting
+    cancels the boots not begun and stops the guests already started (their boot threads then fail at
+    once instead of waiting out their SSH and cloud-init timeouts), then propagates."""
+    vms: list[VM] = []
+    errors: list[BaseException] = []
+    try:
+        for future in futures:
+            try:
+                vms.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - every clone must be stopped, then re-raise
+                errors.append(exc)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        for vm in started:
+            vm.stop()
+        raise
+    return vms, errors
+
+
+def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path) -> int:
+    """Run testinfra over SSH against the guest; returns pytest's exit status (output shown)."""
+    config = directory / "ssh_config"
+    # testinfra runs every command over a new ssh unless a ControlPath lets its ControlMaster=auto share one
+    # connection: a key exchange costs a TCG guest seconds (19 s each on a loaded 2-core host, 2 s shared)
+    config.write_text(
+        "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        "  IdentitiesOnly yes\n  ConnectTimeout 20\n"
+        f"  ControlMaster auto\n  ControlPath {directory}/cm-%C\n  ControlPersist 60\n"
+    )
+    argv = [sys.executable, "-m", "pytest", "-q", "-c", str(INFRA_DIR / "pytest.ini"), "--sudo",
+            f"--hosts=ssh://{GUEST_USER}@127.0.0.1:{vm.ssh_port}", f"--ssh-config={config}",
+            f"--ssh-identity-file={vm.key}", *[str(s) for s in suites]]
+    proc = run(argv, check=False, capture=False, env=env, timeout=1800)
+    return proc.returncode
+
+
+def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False) -> None:
+    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, compare
+    identities, run the suites on every clone; GoldenError on failure."""
+    artifact = find_artifact(target, debian)
+    manifest = artifact.manifest()
+    roles: list[str] = manifest["profile"]["roles"]
+    release = matrix().get(manifest["release"]["number"])
+    suites = suites_for(roles)
+    firmwares = clone_firmwares(manifest, every=all_firmwares)
+    with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
+        directory = Path(tmp)
+        key = ephemeral_keypair(directory)
+        started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end
+        try:
+            # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
+            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
+                    ThreadPoolExecutor(max_workers=2) as pool:
+                futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok,
+                                       fw, started) for i, fw in enumerate(firmwares, start=1)]
+                vms, errors = collect_boots(futures, started)
+            if errors:
+                raise errors[0]
+            identities = [identity(vm) for vm in vms]
+            failed = []
+            for vm, other in zip(vms, others(identities), strict=True):
+                env = {
+                    "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
+                                                         "machine_id": other.machine_id}),
+                    "GOLDEN_MANIFEST": str(artifact.manifest_file),
+                    "GOLDEN_FIRMWARE": vm.firmware,
+                }
+                with step(f"testinfra on {vm.name} ({vm.firmware}): {', '.join(s.name for s in suites)}"):
+                    if run_suites(vm, suites, env, directory) != 0:
+                        failed.append(f"{vm.name} ({vm.firmware})")
+                vm.stop()  # done with this clone: the next one runs its suites alone
+            if failed:
+                raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
+                                  f"on {', '.join(failed)}", hint="see the pytest output above")
+            info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
+        finally:
+            for vm in started:
+                vm.stop()
