@@ -79,7 +79,8 @@ def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, rol
         started.append(vm)  # so that an interrupt in the main thread can stop it while it boots
     vm.start()
     try:
-        vm.wait_for_ssh(timeout=600)
+        # 20 minutes: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
+        vm.wait_for_ssh(timeout=1200)
         vm.wait_cloud_init(timeout=900)
     except BaseException:
         vm.stop()
@@ -88,7 +89,8 @@ def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, rol
 
 
 def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
-    """The booted clones and the boot errors, every boot waited for. Ctrl-C or SIGTERM while waiting
+    """The booted clones and the boot errors, every boot begun waited for (a failed boot cancels those not
+    begun yet). Ctrl-C or SIGTERM while waiting
     cancels the boots not begun and stops the guests already started (their boot threads then fail at
     once instead of waiting out their SSH and cloud-init timeouts), then propagates."""
     vms: list[VM] = []
@@ -99,6 +101,8 @@ def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM
                 vms.append(future.result())
             except Exception as exc:  # noqa: BLE001 - every clone must be stopped, then re-raise
                 errors.append(exc)
+                for queued in futures:  # verify fails now: no clone that has not begun booting is worth it
+                    queued.cancel()
     except BaseException:
         for future in futures:
             future.cancel()

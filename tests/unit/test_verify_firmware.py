@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
+from pathlib import Path
+
 import pytest
 
 from goldenimage.bake.base import BaseImage
 from goldenimage.bake.disk import FIRMWARE
 from goldenimage.commands.verify import Identity, clone_firmwares, collect_boots, others
 from goldenimage.core.errors import GoldenError
+from goldenimage.verify.vm import VM
 
 
 @pytest.mark.parametrize(("firmware", "expected"), [
@@ -61,6 +65,8 @@ class _FakeFuture:
         self.outcome, self.cancelled = outcome, False
 
     def result(self) -> object:
+        if self.cancelled:
+            raise CancelledError()
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
@@ -70,11 +76,13 @@ class _FakeFuture:
         return True
 
 
-def test_a_failed_boot_is_collected_and_the_others_waited_for() -> None:
-    vm = _FakeVM()
-    futures = [_FakeFuture(GoldenError("no SSH")), _FakeFuture(vm)]
-    vms, errors = collect_boots(futures, [vm])  # type: ignore[arg-type]
-    assert vms == [vm] and [str(e) for e in errors] == ["no SSH"] and vm.stopped == 0
+def test_a_failed_boot_is_collected_the_others_waited_for_and_the_queued_ones_cancelled() -> None:
+    vm, queued = _FakeVM(), _FakeFuture(_FakeVM())
+    booting = _FakeFuture(vm)
+    booting.cancel = lambda: False  # type: ignore[method-assign]  # already running: cannot be cancelled
+    vms, errors = collect_boots([_FakeFuture(GoldenError("no SSH")), booting, queued], [vm])  # type: ignore[list-item]
+    assert vms == [vm] and vm.stopped == 0  # stopped later, with every started clone
+    assert str(errors[0]) == "no SSH" and queued.cancelled and isinstance(errors[1], CancelledError)
 
 
 def test_an_interrupt_while_clones_boot_stops_every_started_guest_at_once() -> None:
@@ -85,3 +93,12 @@ def test_an_interrupt_while_clones_boot_stops_every_started_guest_at_once() -> N
     with pytest.raises(KeyboardInterrupt):
         collect_boots(futures, [booting])  # type: ignore[arg-type]
     assert booting.stopped == 1 and queued.cancelled
+
+
+def test_a_guest_stopped_from_another_thread_ends_its_wait_at_once(tmp_path: Path) -> None:
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"")
+    vm = VM(image, workdir=tmp_path / "vm", name="stopped")
+    vm.stop()  # what collect_boots does to a clone still booting when verify is interrupted
+    with pytest.raises(GoldenError, match="stopped while waiting"):
+        vm.wait_for_ssh(timeout=600)
