@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import InputError
-from ..profile_schema import SQL_ROLES, Role
+from ..profile_schema import REPLICATION_ROLES, Role
 from .check import Roles
 from .model import Cluster, SecretSource
 
@@ -35,7 +35,7 @@ def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]
     everyone = {r for rs in roles.values() for r in rs}
     declared = cluster.secrets
     needs = {
-        "replication_password": bool(everyone & SQL_ROLES),
+        "replication_password": bool(everyone & REPLICATION_ROLES),
         "keepalived_password": any(h.virtual_address is not None and Role.LB in roles.get(h.name, ())
                                    for h in cluster.hosts),
         "plesk_license": False,  # never generated: check.py reports a plesk host without one
