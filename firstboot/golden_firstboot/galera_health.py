@@ -1,7 +1,5 @@
-"""`golden-firstboot galera-health`: the HTTP endpoint the load balancers check on a Galera node, in the
-spirit of clustercheck. GET / answers 200 only while the node may take SQL (Synced in a primary component;
-also Donor when the SST method leaves the donor writable), 503 otherwise; GET /primary answers 200 while the
-node is in a primary component (what a bootstrapping peer asks). A stale answer is at most a second old."""
+"""`golden-firstboot galera-health`: HTTP for the load balancers' checks, like clustercheck. GET / is 200 while
+the node may take SQL, GET /primary while it is in a primary component (firstboot/README.md)."""
 
 from __future__ import annotations
 
@@ -22,9 +20,7 @@ SYNCED = "4"
 
 
 def read_status() -> dict[str, str]:
-    """The node's wsrep status; {} when MariaDB does not answer within a few seconds.
-
-    A long-running service, not a first-boot step: it calls mysql directly, as the check must stay cheap."""
+    """The node's wsrep status; {} when MariaDB does not answer (a service: mysql is called directly)."""
     try:
         done = subprocess.run(MYSQL, input=QUERY, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True, timeout=5, check=False)
@@ -47,7 +43,7 @@ def verdict(status: dict[str, str], donor_ok: bool) -> tuple[bool, bool]:
 
 
 class Checker:
-    """Caches the status for a second: two load balancers checking every two seconds cost one query a second."""
+    """The status, cached for a second."""
 
     def __init__(self, donor_ok: bool, read: Callable[[], dict[str, str]] = read_status,
                  clock: Callable[[], float] = time.monotonic) -> None:

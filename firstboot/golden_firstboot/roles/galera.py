@@ -1,10 +1,5 @@
-"""sql-galera: this node in the cluster's Galera group (synchronous replication, every node writable; the load
-balancers send writes to one node at a time), and its health endpoint for HAProxy.
-
-Bootstrap is the dangerous act: two nodes that each bootstrap make two clusters that never merge (split brain,
-writes lost on one side). Only the node the cluster file marks `bootstrap` may do it, once in its life, and only
-while its own data has never been in a cluster and no peer reports a primary component. Every other start, at
-first boot or after a crash, is a join: IST from a peer's cache, or a full SST when the gap is too large."""
+"""sql-galera: this node in the cluster's Galera group, and its health endpoint for HAProxy. Only the designated
+node bootstraps, once, while its data was never in a cluster and no peer is primary (README: High availability)."""
 
 from __future__ import annotations
 
@@ -37,8 +32,7 @@ def _address(value: Any, key: str) -> str:
 
 
 def settings(ctx: Context) -> dict[str, Any]:
-    """The galera section, checked: cluster_name a plain word, nodes and arbitrators addresses, this host
-    among the nodes, a known SST method."""
+    """The galera section, checked."""
     galera = dict(ctx.get("galera") or {})
     name = str(galera.get("cluster_name") or "")
     if not name or not all(c.isalnum() or c in "-_" for c in name):
@@ -164,8 +158,7 @@ def health(ctx: Context) -> bool:
 
 @step("galera.cluster", roles=["sql-galera"], activate=["galera.nodes"], require=["address", "galera.cluster_name"])
 def cluster(ctx: Context) -> bool:
-    """The Galera configuration, then this node in the primary component: bootstrapped by the one node allowed
-    to, joined (IST or SST from a peer) everywhere else; done when the node is Synced."""
+    """The Galera configuration, then this node bootstrapped (by the one allowed to) or joined; done when Synced."""
     galera = settings(ctx)
     changed = ctx.write(GALERA_CNF, render_cnf(galera, ctx.get("hostname") or ctx.hostname()))
     status = wsrep_status(ctx)
@@ -196,8 +189,7 @@ def _require_peer(ctx: Context, galera: dict[str, Any]) -> None:
 
 @step("galera.arbitrator", roles=["lb"], activate=["lb.arbitrator.nodes"], require=["lb.arbitrator.group"])
 def arbitrator(ctx: Context) -> bool:
-    """garbd, the third vote that keeps the surviving SQL node primary when the other dies; systemd restarts
-    it until the cluster takes it (it may boot before any SQL node)."""
+    """garbd, the third vote; systemd restarts it until the cluster takes it."""
     arb = ctx.get("lb.arbitrator")
     nodes = [_address(a, f"lb.arbitrator.nodes[{i}]") for i, a in enumerate(arb.get("nodes") or [])]
     group = str(arb.get("group"))
@@ -217,7 +209,6 @@ def arbitrator(ctx: Context) -> bool:
         changed = True
     if changed and ctx.run(["systemctl", "is-active", "--quiet", "garb"], check=False).returncode == 0:
         ctx.run(["systemctl", "restart", "--no-block", "garb"])
-    # No wait: the arbitrator has nothing to join until a node is primary, and Restart=always keeps trying.
     return ensure_running(ctx, "garb") or changed
 
 
