@@ -3,8 +3,14 @@ a private network with a load client; a bounded request stream to the virtual ad
 balancer, a web node and the SQL node taking writes are killed (QEMU killed: no shutdown) and booted again,
 one at a time. The figures (failed requests, longest outage, time back in service) come from the client's log.
 
+`sql_infrastructure` is the short drill: the load balancer pair and the Galera pair alone (no web tier), a
+client guest writing through the mysql client to VIP:3306; it kills the active load balancer and the SQL
+writer. Five guests, no web or nfs image.
+
 Knobs (environment, for shorter runs): HA_RATE (requests/s, 5), HA_DWELL (seconds the stream runs between
-events, 30), HA_MAX_SECONDS (the stream's hard limit, 2400)."""
+events, 30), HA_MAX_SECONDS (the stream's hard limit, 2400), HA_IMAGES=latest (boot the newest artifacts of
+images/ as they are, instead of baking the current tree: for a run right after a change that does not touch
+what the guests run)."""
 
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ from typing import Any
 import yaml
 
 from goldenimage.bake import bake
+from goldenimage.cloudinit.seed import write_seed_iso
+from goldenimage.cloudinit.userdata import render_host_user_data, render_meta_data
 from goldenimage.cluster.render import render_cluster
+from goldenimage.images import store
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
 from goldenimage.verify.vm import VM, ephemeral_keypair
 
@@ -40,6 +49,15 @@ OTHER_MEMORY = 768
 
 def knob(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
+
+
+def image(profile: str) -> Path:
+    if os.environ.get("HA_IMAGES") == "latest":
+        found = store.latest(profile, 12)
+        if found is None:
+            raise AssertionError(f"HA_IMAGES=latest: no {profile} artifact in images/")
+        return found.qcow2
+    return bake(profile, 12).qcow2
 
 
 # --- the figures, from the client's log ----------------------------------------------------------------------
@@ -138,6 +156,8 @@ class Drill:
     rendered: Path
     hosts: dict[str, dict[str, Any]]
     log: Callable[[str], None] = print
+    #: the short drill's target (mysql://...); the full drill's is the web tier on the virtual address
+    sql_url: str | None = None
 
     def __getitem__(self, name: str) -> VM:
         return self.net[name]
@@ -190,7 +210,7 @@ def cluster_spec(public_key: str) -> dict[str, Any]:
 def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Drill]:
     """examples/cluster-ha.yaml + the client, baked (or reused), rendered, booted, first boot done everywhere,
     the drill's table and PHP pages in place. Every guest is stopped on the way out."""
-    images = {name: bake(name, 12) for name in ("sql-galera", "lb", "web", "nfs")}
+    images = {name: image(name) for name in ("sql-galera", "lb", "web", "nfs")}
     key = ephemeral_keypair(tmp)
     (tmp / "cluster.yaml").write_text(yaml.safe_dump(cluster_spec(key.public), sort_keys=False))
     rendered = tmp / "rendered"
@@ -199,7 +219,7 @@ def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Dr
     with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
         for name, host in hosts.items():
             net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
-            net.boot(ClusterHost(name, images[host["profile"]].qcow2, rendered / name / "seed.iso", host["mac"],
+            net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
                                  host.get("uplink_mac")))
         net.wait_for_ssh(timeout=BOOT_TIMEOUT)
         drill = Drill(net, rendered, hosts, log)
@@ -235,11 +255,60 @@ def prepare(drill: Drill) -> None:
                lambda: drill.client_get(f"http://{VIRTUAL_ADDRESS}/ha/insert.php")[0] == 200, 300)
 
 
+SQL_HOSTS = ("db1", "db2", "lb1", "lb2")
+
+
+def client_seed(directory: Path, public_key: str) -> Path:
+    """The short drill's client: a sql-galera image with no cluster settings (its own MariaDB stays standalone,
+    it only lends its mysql client), on the cluster network at the client's address."""
+    address = CLIENT["address"]
+    user_data = render_host_user_data("client", {"address": address, "network": "10.10.0.0/24"},
+                                      ssh_authorized_keys=[public_key])
+    network = yaml.safe_dump({"version": 2, "ethernets": {
+        "eth0": {"match": {"macaddress": "52:54:00:20:00:28"}, "set-name": "eth0", "dhcp4": True},
+        "eth1": {"match": {"macaddress": "52:54:00:10:00:28"}, "set-name": "eth1", "addresses": [f"{address}/24"]},
+    }}, sort_keys=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_seed_iso(directory / "seed.iso", user_data, render_meta_data("ha-client-1", "client"), network)
+
+
+@contextmanager
+def sql_infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Drill]:
+    """The short drill: lb1, lb2 (garbd), db1, db2 of examples/cluster-ha.yaml and a mysql client guest."""
+    images = {name: image(name) for name in ("sql-galera", "lb")}
+    key = ephemeral_keypair(tmp)
+    spec = yaml.safe_load((ROOT / "examples" / "cluster-ha.yaml").read_text())
+    spec["ssh_authorized_keys"] = [key.public]
+    spec["hosts"] = [h for h in spec["hosts"] if h["name"] in SQL_HOSTS]
+    (tmp / "cluster.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    rendered = tmp / "rendered"
+    render_cluster(tmp / "cluster.yaml", rendered)
+    hosts = json.loads((rendered / "hosts.json").read_text())
+    with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
+        for name, host in hosts.items():
+            net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
+            net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
+                                 host.get("uplink_mac")))
+        net.memory_mib = OTHER_MEMORY
+        net.boot(ClusterHost("client", images["sql-galera"], client_seed(tmp / "client", key.public),
+                             "52:54:00:10:00:28", "52:54:00:20:00:28"))
+        net.wait_for_ssh(timeout=BOOT_TIMEOUT)
+        drill = Drill(net, rendered, hosts, log)
+        for name in hosts:
+            wait_firstboot(drill, name)
+        drill.sql("db1", "CREATE TABLE IF NOT EXISTS shop.ha_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                         "web VARCHAR(32), at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP(3))")
+        drill.sql_url = "mysql://shop:{}@{}/shop".format(
+            json.loads((rendered / "secrets.json").read_text())["db_users.shop"], VIRTUAL_ADDRESS)
+        yield drill
+
+
 def start_client(drill: Drill, rate: float, max_seconds: float) -> None:
     client = drill.net["client"]
     client.ssh("cat > /tmp/ha_client.py", input=CLIENT_SCRIPT.read_text())
+    target = drill.sql_url or f"http://{VIRTUAL_ADDRESS}"
     client.ssh(f"rm -f {STOP_FILE} {CLIENT_LOG}; echo steady > {PHASE_FILE}; "
-               f"nohup python3 /tmp/ha_client.py http://{VIRTUAL_ADDRESS} {rate} {max_seconds:.0f} {CLIENT_LOG} "
+               f"nohup python3 /tmp/ha_client.py '{target}' {rate} {max_seconds:.0f} {CLIENT_LOG} "
                f"{PHASE_FILE} {STOP_FILE} >/tmp/ha-client.out 2>&1 </dev/null &")
 
 
@@ -267,7 +336,7 @@ def lb_failure(drill: Drill, dwell: float) -> tuple[str, float]:
 
     def back() -> bool:
         out = drill.sh(active, "systemctl is-active haproxy keepalived; ip -4 -o addr show", check=False, timeout=60)
-        return out.count("active\n") >= 2 and f" {VIRTUAL_ADDRESS}/" not in out
+        return out.splitlines()[:2] == ["active", "active"] and f" {VIRTUAL_ADDRESS}/" not in out
 
     drill.wait(f"{active} back as backup", back)
     back_after = time.monotonic() - started
@@ -295,6 +364,12 @@ def web_failure(drill: Drill, dwell: float, name: str = "web1") -> tuple[str, fl
 
 
 def writer(drill: Drill) -> str:
+    """The SQL node taking writes now, as the load balancers route a new connection."""
+    if drill.sql_url:
+        password = drill.sql_url.split(":", 2)[2].rsplit("@", 1)[0]
+        out = drill.net["client"].ssh(f"MYSQL_PWD={password} mysql -h {VIRTUAL_ADDRESS} -u shop -N -B "
+                                      "-e 'SELECT @@hostname'", timeout=60).stdout
+        return out.strip()
     code, body = drill.client_get(f"http://{VIRTUAL_ADDRESS}/ha/read.php")
     assert code == 200, f"read page answered {code}"
     return body.split("node=", 1)[1].split()[0]
@@ -322,12 +397,14 @@ def sql_failure(drill: Drill, dwell: float) -> tuple[str, float]:
 
 
 def run_drill(drill: Drill) -> tuple[list[dict[str, Any]], list[PhaseFigures], dict[str, set[int]]]:
-    """The stream and the three failures; (client records, figures per failure, ids found on each SQL node)."""
+    """The stream and the failures (three; two in the short drill, which has no web tier); (client records,
+    figures per failure, ids found on each SQL node)."""
     rate, dwell = knob("HA_RATE", 5), knob("HA_DWELL", 30)
     start_client(drill, rate, knob("HA_MAX_SECONDS", 2400))
     time.sleep(dwell)
     back: dict[str, float] = {}
-    for failure in (lb_failure, web_failure, sql_failure):
+    failures = (lb_failure, sql_failure) if drill.sql_url else (lb_failure, web_failure, sql_failure)
+    for failure in failures:
         name, seconds = failure(drill, dwell)
         back[f"{failure.__name__.split('_')[0]}:{name}"] = seconds
     drill.phase("end")
