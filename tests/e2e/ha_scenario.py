@@ -25,11 +25,11 @@ from typing import Any
 
 import yaml
 
-from goldenimage.bake import bake
-from goldenimage.cloudinit.seed import write_seed_iso
-from goldenimage.cloudinit.userdata import render_host_user_data, render_meta_data
-from goldenimage.cluster.render import render_cluster
-from goldenimage.images import store
+from goldenimage.bake import store
+from goldenimage.commands.bake import bake
+from goldenimage.render.cluster import render_cluster
+from goldenimage.render.seed import write_seed_iso
+from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
 from goldenimage.verify.vm import VM, ephemeral_keypair
 

@@ -1,0 +1,153 @@
+"""Install the first-boot agent into an image: cloud-init write_files entries (the agent as one zipapp, its
+wrapper and systemd unit) and the bake commands that enable it."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import tokenize
+import zipapp
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .. import SOURCE_ROOT
+
+PACKAGE_DIR = SOURCE_ROOT / "firstboot" / "golden_firstboot"
+ZIPAPP_PATH = "/usr/local/lib/golden/golden-firstboot.pyz"
+WRAPPER_PATH = "/usr/local/sbin/golden-firstboot"
+UNIT_NAME = "golden-firstboot.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+EARLY_UNIT_NAME = "golden-firstboot-early.service"
+EARLY_UNIT_PATH = f"/etc/systemd/system/{EARLY_UNIT_NAME}"
+#: The services that read what the agent's early steps make (web.snakeoil: Apache's default TLS site).
+EARLY_BEFORE = ("apache2.service",)
+INTERPRETER = "/usr/bin/python3"
+#: Zip entries carry this date whatever the files' mtimes and the builder's time zone: same sources, same bytes.
+FIXED_DATE = (2020, 1, 1, 0, 0, 0)
+#: The agent's worst case: five peer waits (primary port, dump, replication threads, NFS mount, health
+#: endpoint) of its default budget, 510 s each, plus the work itself. A clear failure beats a systemd kill.
+TIMEOUT_START_SEC = 3600
+
+_ENTRY = "import sys\nfrom golden_firstboot.__main__ import main\n\nsys.exit(main())\n"
+
+
+def compact_source(text: str) -> str:
+    """The module without its comments, its module docstring and all but the first line of other docstrings.
+
+    Every image's user-data carries the agent, and OpenStack takes 64 KiB of it: the prose stays in the source
+    tree, the code and each step's one-line description (`Step.doc`, shown by `status`) go into images."""
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, int, str]] = []
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.COMMENT:
+            edits.append((*token.start, *token.end, ""))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                doc = first.value.value.strip().splitlines()
+                keep = "" if isinstance(node, ast.Module) or not doc else doc[0]
+                edits.append((first.lineno, first.col_offset, first.end_lineno or first.lineno,
+                              first.end_col_offset or 0, repr(keep)))
+    for row, col, end_row, end_col, replacement in sorted(edits, reverse=True):
+        lines[row - 1:end_row] = [lines[row - 1][:col] + replacement + lines[end_row - 1][end_col:]]
+    return "".join(line if line.strip() else "\n" for line in (ln.rstrip() + "\n" for ln in lines))
+
+
+def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
+    """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode; each module
+    compacted (compact_source)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        entries = [("__main__.py", _ENTRY.encode())]
+        for path in sorted(package_dir.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
+                entries.append((name, compact_source(path.read_text()).encode()))
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    buffer.seek(0)
+    out = io.BytesIO()
+    # zipapp adds the interpreter line to an existing archive; building the zip ourselves fixes its dates.
+    zipapp.create_archive(buffer, out, interpreter=INTERPRETER)
+    return out.getvalue()
+
+
+def wrapper_script() -> str:
+    return f'#!/bin/sh\n# goldenimage first-boot agent\nexec {INTERPRETER} {ZIPAPP_PATH} "$@"\n'
+
+
+def unit_file() -> str:
+    """The run-once unit: after cloud-init's final stage, which wrote /etc/golden/host.json."""
+    # WantedBy=cloud-init.target, not multi-user.target: cloud-final runs after multi-user.target, and a target
+    # is ordered after what it wants, so multi-user.target would make an ordering cycle.
+    return "\n".join([
+        "[Unit]",
+        "Description=goldenimage first boot: finish this host's role and join its cluster",
+        "After=cloud-final.service network-online.target",
+        "Wants=network-online.target",
+        "ConditionPathExists=/etc/golden/image.json",
+        "ConditionPathExists=!/var/lib/golden/firstboot.done",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        f"ExecStart={WRAPPER_PATH} run",
+        f"TimeoutStartSec={TIMEOUT_START_SEC}",
+        "StandardOutput=journal+console",
+        "StandardError=journal+console",
+        "",
+        "[Install]",
+        "WantedBy=cloud-init.target",
+        "",
+    ])
+
+
+def early_unit_file() -> str:
+    """Every boot, after cloud-init has set the host name and before the services that need them: the agent's
+    early steps make this instance's keys and certificates (a no-op once they exist). A oneshot unit ordered
+    before Apache, so Apache never makes a key under its own start timeout."""
+    return "\n".join([
+        "[Unit]",
+        "Description=goldenimage: this instance's keys and certificates, before the services that use them",
+        "After=cloud-init.service",
+        "Before=" + " ".join(EARLY_BEFORE),
+        "ConditionPathExists=/etc/golden/image.json",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        f"ExecStart={WRAPPER_PATH} early",
+        "TimeoutStartSec=900",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def _entry(path: str, content: bytes, permissions: str) -> dict[str, Any]:
+    return {"path": path, "owner": "root:root", "permissions": permissions, "encoding": "b64",
+            "content": base64.b64encode(content).decode()}
+
+
+def bundle_files() -> list[dict[str, Any]]:
+    """cloud-init write_files entries that install the agent."""
+    return [
+        _entry(ZIPAPP_PATH, build_zipapp(), "0755"),
+        _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
+        _entry(UNIT_PATH, unit_file().encode(), "0644"),
+        _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),
+    ]
+
+
+def bundle_commands() -> list[str]:
+    """Bake commands: enable the unit (it runs on the clones' first boot, never during the bake)."""
+    return [f"systemctl enable {UNIT_NAME} {EARLY_UNIT_NAME}"]
