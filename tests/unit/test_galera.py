@@ -152,6 +152,8 @@ def test_keepalived_never_takes_the_address_back() -> None:
     text = lb.render_keepalived({"virtual_address": "10.10.0.5/24", "password": "p" * 32, "peers": ["10.10.0.9"],
                                  "priority": 150}, "10.10.0.10")
     assert "    state BACKUP\n    nopreempt\n" in text and "unicast_peer {\n        10.10.0.9\n    }" in text
+    # HAProxy tracked by process events, not a forked script that can time out on a busy host
+    assert "vrrp_track_process golden_haproxy {\n    process haproxy\n" in text and "vrrp_script" not in text
 
 
 # The cluster file

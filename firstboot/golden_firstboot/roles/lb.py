@@ -153,8 +153,9 @@ def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
     lines = [
         "# goldenimage first boot: floating address for the load balancer (written by golden-firstboot).",
         "global_defs {", "    enable_script_security", "    script_user root", "}", "",
-        "vrrp_script golden_haproxy {", '    script "/bin/systemctl is-active --quiet haproxy"',
-        "    interval 2", "    fall 2", "    rise 2", "}", "",
+        # HAProxy tracked through the kernel's process events, not a script: on a starved host a forked
+        # `systemctl is-active` missed its timeout and threw both load balancers into FAULT (no address at all).
+        "vrrp_track_process golden_haproxy {", "    process haproxy", "    quorum 1", "    delay 2", "}", "",
         "vrrp_instance golden_vip {",
         "    state BACKUP",
         # The address stays where it is when a load balancer with a higher priority comes back: no flap.
@@ -162,7 +163,8 @@ def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
         "    interface {}".format(kad.get("interface", "eth0")),
         "    virtual_router_id {}".format(int(kad.get("router_id", 51))),
         "    priority {}".format(int(kad.get("priority", 100))),
-        "    advert_int 1",
+        # 2 s adverts: a backup takes over after about 7 s of silence, and a busy master is not taken for dead.
+        "    advert_int 2",
     ]
     peers = kad.get("peers") or []
     if peers and address:
@@ -172,7 +174,7 @@ def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
         "    authentication {", "        auth_type PASS", "        auth_pass {}".format(str(kad["password"])[:8]),
         "    }",
         "    virtual_ipaddress {", "        {}".format(kad["virtual_address"]), "    }",
-        "    track_script {", "        golden_haproxy", "    }",
+        "    track_process {", "        golden_haproxy", "    }",
         "}",
     ]
     return "\n".join(lines) + "\n"
