@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import base64
 import io
+import threading
 import tokenize
 import zipapp
 import zipfile
@@ -33,12 +34,17 @@ TIMEOUT_START_SEC = 3600
 _ENTRY = "import sys\nfrom golden_firstboot.__main__ import main\n\nsys.exit(main())\n"
 
 
+#: CPython 3.11's AST constructor is not safe in parallel threads (`golden validate --jobs`): one parse at a time.
+_PARSE_LOCK = threading.Lock()
+
+
 def compact_source(text: str) -> str:
     """The module without its comments, its module docstring and all but the first line of other docstrings.
 
     Every image's user-data carries the agent, and OpenStack takes 64 KiB of it: the prose stays in the source
     tree, the code and each step's one-line description (`Step.doc`, shown by `status`) go into images."""
-    tree = ast.parse(text)
+    with _PARSE_LOCK:
+        tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     edits: list[tuple[int, int, int, int, str]] = []
     for token in tokenize.generate_tokens(io.StringIO(text).readline):
