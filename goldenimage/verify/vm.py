@@ -16,7 +16,7 @@ from types import TracebackType
 from ..bake.accel import detect_accelerator
 from ..core.errors import CommandError, GoldenError
 from ..core.log import info, log
-from ..core.run import require, run, spawn, stop
+from ..core.run import kill, require, run, spawn, stop
 
 SSH_OPTIONS = (
     "-o", "StrictHostKeyChecking=no",
@@ -145,6 +145,10 @@ class VM:
                 raise GoldenError(f"no {template}: cannot boot a {self.firmware} guest", hint="apt-get install ovmf")
             shutil.copyfile(template, self.efi_vars)
         self.accel = detect_accelerator()
+        return self._launch()
+
+    def _launch(self) -> VM:
+        """Start QEMU on the existing overlay, on a free SSH port."""
         for _ in range(PORT_ATTEMPTS):
             # the free port may be taken between our check and QEMU's bind: then pick another one
             self.ssh_port = free_port()
@@ -210,6 +214,20 @@ class VM:
         self.efi_vars.unlink(missing_ok=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def power_off(self) -> None:
+        """Pull the plug: QEMU killed at once (SIGKILL, no shutdown in the guest); the disk stays for power_on()."""
+        if self._proc is not None:
+            kill(self._proc)
+        self._proc = None
+
+    def power_on(self) -> VM:
+        """Boot the guest again from the disk it left at power_off() (its data, its first-boot state)."""
+        if self.running:
+            raise GoldenError(f"{self.name}: already running")
+        if not self.overlay.is_file():
+            raise GoldenError(f"{self.name}: no disk to boot again at {self.overlay}")
+        return self._launch()
 
     @property
     def running(self) -> bool:
