@@ -114,6 +114,7 @@ class VM:
         self.accel = ""
         self.started_at = 0.0
         self._proc: subprocess.Popen[str] | None = None
+        self._stopped = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class VM:
     def start(self) -> VM:
         """Create the overlay and start QEMU in the background."""
         require("qemu-system-x86_64", "qemu-img", purpose="to boot a VM")
+        self._stopped = False
         if not self.image.is_file():
             raise GoldenError(f"no image to boot at {self.image}")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +200,9 @@ class VM:
         ]  # fmt: skip
 
     def stop(self) -> None:
-        """Kill QEMU (its whole process group) and remove the overlay; safe to call twice."""
+        """Kill QEMU (its whole process group) and remove the overlay; safe to call twice, and from another
+        thread while one waits for the guest (the wait then fails at its next poll)."""
+        self._stopped = True
         if self._proc is not None:
             stop(self._proc, grace=5.0)
             self._proc = None
@@ -278,6 +282,8 @@ class VM:
         )
 
     def _check_alive(self) -> None:
+        if self._stopped:
+            raise self.boot_error("stopped while waiting for it")
         if self._proc is not None and self._proc.poll() is not None:
             try:
                 qemu_out = self.qemu_log.read_text(errors="replace").strip()[-1000:]
