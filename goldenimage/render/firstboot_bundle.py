@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import gzip
 import io
 import threading
 import tokenize
@@ -66,7 +67,11 @@ def compact_source(text: str) -> str:
 
 def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
     """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode; each module
-    compacted (compact_source)."""
+    compacted (compact_source).
+
+    Entries are stored, not deflated: the user-data carries the whole zipapp gzip-compressed (`gz+b64`), one
+    solid stream that is a fifth smaller than per-file deflate (banking-hardened's OpenStack user-data must
+    stay under Nova's 64 KiB)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         entries = [("__main__.py", _ENTRY.encode())]
@@ -76,7 +81,7 @@ def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
                 entries.append((name, compact_source(path.read_text()).encode()))
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
     buffer.seek(0)
@@ -139,7 +144,11 @@ def early_unit_file() -> str:
     ])
 
 
-def _entry(path: str, content: bytes, permissions: str) -> dict[str, Any]:
+def _entry(path: str, content: bytes, permissions: str, compress: bool = False) -> dict[str, Any]:
+    if compress:
+        packed = gzip.compress(content, compresslevel=9, mtime=0)
+        return {"path": path, "owner": "root:root", "permissions": permissions, "encoding": "gz+b64",
+                "content": base64.b64encode(packed).decode()}
     return {"path": path, "owner": "root:root", "permissions": permissions, "encoding": "b64",
             "content": base64.b64encode(content).decode()}
 
@@ -147,7 +156,7 @@ def _entry(path: str, content: bytes, permissions: str) -> dict[str, Any]:
 def bundle_files() -> list[dict[str, Any]]:
     """cloud-init write_files entries that install the agent."""
     return [
-        _entry(ZIPAPP_PATH, build_zipapp(), "0755"),
+        _entry(ZIPAPP_PATH, build_zipapp(), "0755", compress=True),
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
         _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),
