@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from .core.errors import GoldenError
 from .core.log import console, setup_logging
+from .core.paths import PROFILES_ENV
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
@@ -118,7 +120,9 @@ def parser_error(message: str) -> None:
 
 
 def _add_base_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debian", help="Debian release: 10, 11, 12 or 13 (default 12)")
+    from .model.releases import release_help
+
+    p.add_argument("--debian", help=release_help())
     p.add_argument("--mirror", help="Debian mirror URL for the base image (default: the release's; $GOLDEN_MIRROR)")
     p.add_argument("--base-url", help="start from an official Debian cloud image at this URL instead")
     p.add_argument("--base-checksum", help="checksum of --base-url: sha256:HEX or sha512:HEX (required with it)")
@@ -126,8 +130,14 @@ def _add_base_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .model.releases import release_help
+    from .render.targets import TARGET_NAMES
+
     parser = argparse.ArgumentParser(prog="golden", description="Golden images for Debian server fleets.")
     parser.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
+    parser.add_argument("--profiles-dir", type=Path, metavar="DIR",
+                        help=f"your profiles and role fragments, searched before the shipped ones "
+                             f"(default: ${PROFILES_ENV}, else ./profiles when it exists)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("profiles", help="list the profiles, their roles and what they are")
@@ -135,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="write the Packer template, user-data and seed for a profile")
     p.add_argument("profile", help="profile name (profiles/NAME.yaml) or path to a profile file")
-    p.add_argument("--debian", help="Debian release: 10, 11, 12 or 13 (default 12)")
-    p.add_argument("--target", choices=["qemu", "proxmox", "openstack"], default="qemu")
+    p.add_argument("--debian", help=release_help())
+    p.add_argument("--target", choices=TARGET_NAMES, default="qemu")
     p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
     p.add_argument("--out", help="output directory (default rendered/PROFILE-debianN-TARGET)")
     p.set_defaults(func=_cmd_render)
@@ -145,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profiles", nargs="*", help="profiles to check (default: all)")
     p.add_argument("--all", action="store_true", help="every profile")
     p.add_argument("--debian", action="append", help="only this release (repeatable)")
-    p.add_argument("--target", action="append", choices=["qemu", "proxmox", "openstack"])
+    p.add_argument("--target", action="append", choices=TARGET_NAMES)
     p.add_argument("--overlay", action="append", default=[], type=Path)
     p.set_defaults(func=_cmd_validate)
 
@@ -167,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
-    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
     p.set_defaults(func=_cmd_verify)
 
     from .commands.cluster_cli import add_parser as add_cluster_parser
@@ -194,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug)
+    if args.profiles_dir is not None:
+        if not args.profiles_dir.is_dir():
+            console.print(f"golden: error: --profiles-dir {args.profiles_dir}: no such directory",
+                          markup=False, highlight=False, soft_wrap=True)
+            return 2
+        os.environ[PROFILES_ENV] = str(args.profiles_dir.resolve())
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import SOURCE_ROOT, __version__
+from .. import __version__
 from ..core.fs import canonical_json, write_atomic
-from ..core.paths import images_dir
+from ..core.paths import images_dir, shipped
 from ..model.profiles import ResolvedProfile
 
 KEY_LENGTH = 16
 #: The in-image agent's sources: a change there is a change of every image.
-FIRSTBOOT_DIR = SOURCE_ROOT / "firstboot"
+FIRSTBOOT_DIR = shipped("firstboot")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..model.releases import release_help
 from ..audit.content import PROFILE_TITLE
 from ..audit.oscap import Result
 from ..core.errors import GoldenError
@@ -75,7 +76,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--min-rules or --min-lynis is given and missed (exit 1).",
     )
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
-    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON to PATH")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="keep the raw results in DIR (oscap-results.xml, lynis-report.dat, lynis.log)")

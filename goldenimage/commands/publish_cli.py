@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..model.releases import release_help
 from ..bake.store import Artifact
 from ..core.errors import InputError
 
@@ -97,7 +98,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "chain, OVH_*/ovh.conf, PROXMOX_URL/PROXMOX_TOKEN_ID/PROXMOX_TOKEN_SECRET).")
     p.add_argument("image", metavar="IMAGE", help="a profile (its newest artifact) or a path to an artifact's qcow2")
     p.add_argument("--to", required=True, choices=TARGETS, help="where to publish")
-    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
     p.add_argument("--keep", type=int, metavar="N",
                    help="then remove all but the N newest images of the profile there (never one in use)")
     p.add_argument("--uefi", action="store_true",

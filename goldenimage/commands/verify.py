@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import SOURCE_ROOT
 from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
@@ -21,7 +20,8 @@ from ..model.releases import matrix
 from ..verify.guest import GUEST_USER, find_artifact, make_seed
 from ..verify.vm import VM, SSHKey, ephemeral_keypair
 
-INFRA_DIR = SOURCE_ROOT / "tests" / "infra"
+#: The testinfra suites, shipped in the package (package data, not a Python package).
+SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ class Identity:
 def suites_for(roles: list[str]) -> list[Path]:
     """The testinfra suites that apply: the base and hygiene suites, then one per role."""
     names = ["test_base.py", "test_hygiene.py"] + [f"test_{r.replace('-', '_')}.py" for r in roles]
-    missing = [n for n in names if not (INFRA_DIR / n).is_file()]
+    missing = [n for n in names if not (SUITES_DIR / n).is_file()]
     if missing:
-        raise GoldenError(f"no testinfra suite {', '.join(missing)} in {INFRA_DIR}")
-    return [INFRA_DIR / n for n in names]
+        raise GoldenError(f"no testinfra suite {', '.join(missing)} in {SUITES_DIR}")
+    return [SUITES_DIR / n for n in names]
 
 
 def identity(vm: VM) -> Identity:
@@ -77,7 +77,7 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
         "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
         "  IdentitiesOnly yes\n  ConnectTimeout 20\n"
     )
-    argv = [sys.executable, "-m", "pytest", "-q", "-c", str(INFRA_DIR / "pytest.ini"), "--sudo",
+    argv = [sys.executable, "-m", "pytest", "-q", "-c", str(SUITES_DIR / "pytest.ini"), "--sudo",
             f"--hosts=ssh://{GUEST_USER}@127.0.0.1:{vm.ssh_port}", f"--ssh-config={config}",
             f"--ssh-identity-file={vm.key}", *[str(s) for s in suites]]
     proc = run(argv, check=False, capture=False, env=env, timeout=1800)

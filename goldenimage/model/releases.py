@@ -11,10 +11,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import SOURCE_ROOT
 from ..core.errors import InputError
-
-RELEASES_FILE = SOURCE_ROOT / "profiles" / "releases.yaml"
+from ..core.paths import find_profile_file, shipped
 
 
 class _CloudInitQuirks(BaseModel):
@@ -130,8 +128,9 @@ def _to_release(number: int, m: _ReleaseModel, base_packages: list[str]) -> Rele
     )
 
 
-def load_matrix(path: Path = RELEASES_FILE) -> Matrix:
-    """Read and validate the release matrix file."""
+def load_matrix(path: Path | None = None) -> Matrix:
+    """Read and validate the release matrix file (default: releases.yaml of the profile folders)."""
+    path = path or find_profile_file("releases.yaml") or shipped("profiles") / "releases.yaml"
     try:
         raw: Any = yaml.safe_load(path.read_text())
         model = _MatrixModel.model_validate(raw)
@@ -151,3 +150,11 @@ def load_matrix(path: Path = RELEASES_FILE) -> Matrix:
 def matrix() -> Matrix:
     """The project's release matrix, read once."""
     return load_matrix()
+
+
+def release_help(what: str = "Debian release") -> str:
+    """A `--debian` help string from the matrix: "Debian release: 10, 11, 12 or 13 (default 12)"."""
+    m = matrix()
+    numbers = [str(n) for n in sorted(m.releases)]
+    listed = f"{', '.join(numbers[:-1])} or {numbers[-1]}" if len(numbers) > 1 else numbers[0]
+    return f"{what}: {listed} (default {m.default})"

@@ -32,6 +32,10 @@ def find_artifact(target: str, debian: int | str | None = None) -> store.Artifac
     return artifact
 
 
+#: The server_id a lone sql-primary clone gets from golden verify (test_sql_primary reads it from host.json).
+VERIFY_SERVER_ID = 7
+
+
 def host_settings(roles: list[str]) -> dict[str, Any]:
     """First-boot settings for a lone verify VM: the role runs standalone on the QEMU user network."""
     if "sql-replica" in roles:
@@ -40,7 +44,8 @@ def host_settings(roles: list[str]) -> dict[str, Any]:
         return {}
     settings: dict[str, Any] = {"address": "10.0.2.15", "network": "10.0.2.0/24"}
     if "sql-primary" in roles:
-        settings["mariadb"] = {"server_id": 1, "replication_password": uuid.uuid4().hex}
+        # not 1, MariaDB's default: the suite can then tell first boot's server_id from one the bake left
+        settings["mariadb"] = {"server_id": VERIFY_SERVER_ID, "replication_password": uuid.uuid4().hex}
     return settings
 
 
