@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..model.releases import release_help
 from ..audit.content import PROFILE_TITLE
 from ..audit.oscap import Result
 from ..core.errors import GoldenError
+from ..model.releases import release_help
 
 RESULT_STYLE = {Result.PASS: "green", Result.FAIL: "red", Result.ERROR: "magenta", Result.NOTAPPLICABLE: "dim"}
 

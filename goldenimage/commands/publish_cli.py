@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..model.releases import release_help
 from ..bake.store import Artifact
 from ..core.errors import InputError
+from ..model.releases import release_help
 
 TARGETS = ("openstack", "ovh-dedicated", "proxmox", "s3")
 

@@ -163,6 +163,11 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def _searched(relative: str) -> str:
+    """Where a file was looked for: profiles/web.yaml, or each profile folder's in turn."""
+    return " nor ".join(display_path(d / relative) for d in profile_dirs())
+
+
 def profile_path(name_or_path: str) -> Path:
     """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is.
 
@@ -179,7 +184,7 @@ def profile_path(name_or_path: str) -> Path:
     path = find_profile_file(f"{name_or_path}.yaml")
     if path is None:
         raise InputError(
-            f"profile {name_or_path!r}: no file {name_or_path}.yaml in {', '.join(map(display_path, profile_dirs()))}",
+            f"profile {name_or_path!r}: no file {_searched(f'{name_or_path}.yaml')}",
             hint=f"known profiles: {', '.join(list_profiles())}",
         )
     return path
@@ -255,8 +260,7 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
 def _role_fragment(role: Role) -> tuple[Path, dict[str, Any]]:
     path = find_profile_file(f"roles/{role}.yaml")
     if path is None:
-        raise InputError(f"role {role!r} has no fragment file roles/{role}.yaml in "
-                         f"{', '.join(map(display_path, profile_dirs()))}")
+        raise InputError(f"role {role!r} has no fragment file {_searched(f'roles/{role}.yaml')}")
     return path, _validate(path, RoleFragment)
 
 
