@@ -181,13 +181,13 @@ def profile_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise InputError(f"{name_or_path}: no such profile file")
         return path
-    path = find_profile_file(f"{name_or_path}.yaml")
-    if path is None:
+    found = find_profile_file(f"{name_or_path}.yaml")
+    if found is None:
         raise InputError(
             f"profile {name_or_path!r}: no file {_searched(f'{name_or_path}.yaml')}",
             hint=f"known profiles: {', '.join(list_profiles())}",
         )
-    return path
+    return found
 
 
 def list_profiles() -> list[str]:
