@@ -7,16 +7,16 @@ import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from .core.errors import GoldenError
 from .core.log import console, setup_logging
 from .core.paths import PROFILES_ENV
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     from .model.profiles import describe, list_profiles, supported_releases
 
     table = Table(title="goldenimage profiles", show_lines=False)

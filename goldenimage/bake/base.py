@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import GoldenError, InputError
+from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.paths import cache_dir
 from ..core.run import require, run
@@ -341,20 +342,12 @@ def _cached(final: Path, key: str, release: int, source: str) -> BaseImage | Non
 def _commit(src: Path, final: Path, key: str, release: int, source: str, sha256: str | None = None) -> BaseImage:
     """Move a finished image into the cache, then write its .sha256 (the completeness mark)."""
     if sha256 is None:
-        sha256 = _sha256(src)
+        sha256 = sha256_file(src)
     sha_tmp = src.with_name(src.name + ".sha256")
     sha_tmp.write_text(f"{sha256}  {final.name}\n")
     os.replace(src, final)
     os.replace(sha_tmp, final.with_name(final.name + ".sha256"))
     return BaseImage(path=final, sha256=sha256, key=key, release=release, source=source)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(4 * 1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core.fs import canonical_json, write_atomic
+from ..core.errors import InputError
+from ..core.fs import canonical_json, sha256_file, write_atomic
 from ..core.paths import images_dir, shipped
 from ..model.profiles import ResolvedProfile
+from ..model.releases import matrix
 
 KEY_LENGTH = 16
 #: The in-image agent's sources: a change there is a change of every image.
@@ -123,12 +125,22 @@ def from_path(path: Path) -> Artifact | None:
     return _complete(path.with_name(name + ".manifest.json"))
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def resolve(target: str, debian: int | str | None = None, directory: Path | None = None) -> Artifact:
+    """What verify, audit and publish act on: an artifact by path (its qcow2 or manifest), or the newest of a
+    profile for a release (the matrix's default when none is given); InputError when there is none."""
+    path = Path(target)
+    if target.endswith((".qcow2", ".json")) or "/" in target or path.exists():
+        artifact = from_path(path)
+        if artifact is None:
+            raise InputError(f"{target}: not a complete goldenimage artifact (qcow2 + .sha256 + manifest.json)",
+                             hint="golden build PROFILE writes one into images/")
+        return artifact
+    release = matrix().get(debian)
+    artifact = latest(target, release.number, directory)
+    if artifact is None:
+        raise InputError(f"no artifact of profile {target} for Debian {release.number} in images/",
+                         hint=f"bake it first: make image PROFILE={target} DEBIAN={release.number}")
+    return artifact
 
 
 @contextmanager
@@ -153,7 +165,7 @@ def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | 
     final = directory / f"{name}.qcow2"
     sha_file = directory / f"{name}.qcow2.sha256"
     manifest_file = directory / f"{name}.manifest.json"
-    digest = sha256_of(qcow2)
+    digest = sha256_file(qcow2)
     manifest = {**manifest, "image": {**manifest.get("image", {}), "file": final.name, "sha256": digest,
                                       "size_bytes": qcow2.stat().st_size}}
     moved: list[Path] = []

@@ -25,7 +25,7 @@ from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, find_artifact, make_seed
+from ..verify.guest import GUEST_USER, make_seed
 from ..verify.vm import SSH_OPTIONS, VM, ephemeral_keypair
 
 GUEST_OUT = "/run/golden-audit/out"
@@ -109,7 +109,7 @@ def _as_artifact(target: store.Artifact | Path | str, debian: int | str | None) 
         return target
     if isinstance(target, Path):
         target = str(target) if "/" in str(target) else f"./{target}"
-    return find_artifact(target, debian)
+    return store.resolve(target, debian)
 
 
 def _wait_for_first_boot(vm: VM, timeout: float = 1200.0) -> str:

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from ..audit.content import PROFILE_TITLE
-from ..audit.oscap import Result
 from ..core.errors import GoldenError
 from ..model.releases import release_help
 
-RESULT_STYLE = {Result.PASS: "green", Result.FAIL: "red", Result.ERROR: "magenta", Result.NOTAPPLICABLE: "dim"}
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def print_report(report: Any, console: Console | None = None) -> None:
     """The rule table and the totals, on stdout."""
+    # imported here: the parser (every `golden` start) needs none of them
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..audit.content import PROFILE_TITLE
+    from ..audit.oscap import Result
+
+    result_style = {Result.PASS: "green", Result.FAIL: "red", Result.ERROR: "magenta", Result.NOTAPPLICABLE: "dim"}
     console = console or Console(width=max(110, Console().width))
     if report.scan:
         table = Table(title=f"{PROFILE_TITLE} on {report.artifact}")
@@ -27,7 +31,7 @@ def print_report(report: Any, console: Console | None = None) -> None:
         table.add_column("title")
         table.add_column("result")
         for rule in report.scan.rules:
-            style = RESULT_STYLE.get(rule.result, "yellow")
+            style = result_style.get(rule.result, "yellow")
             table.add_row(rule.name, escape(rule.title), f"[{style}]{rule.result}[/{style}]")
         console.print(table)
         others = ", ".join(f"{n} {k}" for k, n in sorted(report.scan.counts().items()) if k != "pass")

@@ -17,7 +17,7 @@ from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, find_artifact, make_seed
+from ..verify.guest import GUEST_USER, make_seed
 from ..verify.vm import VM, SSHKey, ephemeral_keypair
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
@@ -87,7 +87,7 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
 def verify(target: str, debian: int | str | None = None) -> None:
     """Boot the artifact twice (BIOS and UEFI), compare identities, run the suites on both clones;
     GoldenError on failure."""
-    artifact = find_artifact(target, debian)
+    artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])

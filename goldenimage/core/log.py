@@ -8,10 +8,30 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("goldenimage")
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@cache
+def _stderr_console() -> Console:
+    from rich.console import Console  # on first use: `golden --help` starts without rich
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """The shared stderr console (rich), made when first printed to."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_stderr_console(), name)
+
+
+console: Console = _LazyConsole()  # type: ignore[assignment]
 _depth = 0
 
 

@@ -1,4 +1,4 @@
-"""What verify and audit share to boot an artifact as a throw-away guest: finding the artifact, the guest user
+"""What verify and audit share to boot an artifact as a throw-away guest: the guest user
 and the first-boot seed that gives it our SSH key and standalone role settings."""
 
 from __future__ import annotations
@@ -7,29 +7,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..bake import store
-from ..core.errors import InputError
-from ..model.releases import matrix
 from ..render.seed import write_seed_iso
 from ..render.userdata import render_host_user_data, render_meta_data
 from .vm import SSHKey
 
 GUEST_USER = "debian"  # the cloud image's default user, given our key by the seed
-
-
-def find_artifact(target: str, debian: int | str | None = None) -> store.Artifact:
-    """An artifact by path (qcow2 or manifest) or the newest of a profile."""
-    if target.endswith((".qcow2", ".json")) or "/" in target:
-        artifact = store.from_path(Path(target))
-        if artifact is None:
-            raise InputError(f"{target}: not a complete goldenimage artifact (qcow2 + .sha256 + manifest.json)")
-        return artifact
-    release = matrix().get(debian)
-    artifact = store.latest(target, release.number)
-    if artifact is None:
-        raise InputError(f"no artifact of {target} for Debian {release.number} in images/",
-                         hint=f"bake it first: make image PROFILE={target} DEBIAN={release.number}")
-    return artifact
 
 
 #: The server_id a lone sql-primary clone gets from golden verify (test_sql_primary reads it from host.json).
