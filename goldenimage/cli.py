@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import GoldenError
-from .core.log import console, setup_logging
+from .core.log import setup_logging
 from .core.paths import PROFILES_ENV
 
 
@@ -17,6 +17,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from .core.log import console
     from .model.profiles import describe, list_profiles, supported_releases
 
     table = Table(title="goldenimage profiles", show_lines=False)
@@ -200,14 +201,20 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _say(message: str, markup: bool = False) -> None:
+    """One line on stderr (rich is imported only when there is something to say)."""
+    from .core.log import console
+
+    console.print(message, markup=markup, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug)
     if args.profiles_dir is not None:
         if not args.profiles_dir.is_dir():
-            console.print(f"golden: error: --profiles-dir {args.profiles_dir}: no such directory",
-                          markup=False, highlight=False, soft_wrap=True)
+            _say(f"golden: error: --profiles-dir {args.profiles_dir}: no such directory")
             return 2
         os.environ[PROFILES_ENV] = str(args.profiles_dir.resolve())
     import signal
@@ -218,19 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     except GoldenError as exc:
         if args.debug:
             raise
-        console.print(f"[red]golden: error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        _say(f"[red]golden: error:[/red] {exc.message}", markup=True)
         if exc.hint:
-            console.print(f"  hint: {exc.hint}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"  hint: {exc.hint}")
         return exc.exit_status
     except OSError as exc:
         # Anything the file system refuses that no module turned into a GoldenError: one line, no traceback.
         if args.debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        console.print(f"golden: error: {exc.strerror or exc}{where}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"golden: error: {exc.strerror or exc}{where}")
         return 1
     except KeyboardInterrupt:
-        console.print("golden: interrupted")
+        _say("golden: interrupted")
         return 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
