@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..core.errors import InputError
 from ..core.paths import find_profile_file, profile_dirs
+from ..core.schema import SchemaErrors, schema_error_lines
 from .disk_layout import DiskLayout, layout_size_mib
 from .profile_schema import (
     FILE_NAME,
@@ -32,7 +33,6 @@ from .profile_schema import (
     ProfileFile,
     Role,
     RoleFragment,
-    schema_error_lines,
 )
 from .releases import Release, matrix
 from .values import PLACEHOLDER, check_package, check_path, check_unit
@@ -44,12 +44,11 @@ APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bak
 KEYED_LISTS = {"files": "path", "users": "name"}
 
 
-class ProfileErrors(InputError):
+class ProfileErrors(SchemaErrors):
     """All schema errors of one input, one line each."""
 
     def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines), hint="fix the file(s) above; see README 'Profile reference'")
-        self.lines = lines
+        super().__init__(lines, hint="fix the file(s) above; see README 'Profile reference'")
 
 
 @dataclass(frozen=True)
