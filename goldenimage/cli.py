@@ -73,7 +73,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_base(args: argparse.Namespace) -> int:
-    from .bake.base import build_base, fetch_base
+    from .bake.base_image import build_base, fetch_base
     from .model.disk_layout import DiskLayout
     from .model.releases import matrix
 

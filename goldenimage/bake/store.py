@@ -1,4 +1,4 @@
-"""The artifact store: content keys, artifact names, manifests and checksums, atomic publication.
+"""The artifact store: content keys, artifact names, manifests and checksums, the atomic commit of an artifact.
 
 An artifact is three files in images/: NAME.qcow2, NAME.qcow2.sha256 and NAME.manifest.json, where NAME
 is <profile>-debian<N>-<date>-<key>. The manifest is renamed into place last: an artifact is complete
@@ -145,7 +145,7 @@ def resolve(target: str, debian: int | str | None = None, directory: Path | None
 
 @contextmanager
 def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Path]:
-    """A hidden work directory inside images/ (same filesystem, so publication is a rename);
+    """A hidden work directory inside images/ (same filesystem, so the commit is a rename);
     removed whatever happens."""
     directory = directory or images_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Pa
         shutil.rmtree(work, ignore_errors=True)
 
 
-def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | None = None) -> Artifact:
+def commit(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | None = None) -> Artifact:
     """Move a finished qcow2 into the store with its .sha256 and manifest; the manifest goes last.
 
     If anything fails midway, what was already moved is removed again: no half artifact stays.

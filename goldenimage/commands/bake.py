@@ -10,7 +10,7 @@ from typing import Any
 
 from ..bake import store
 from ..bake.accel import detect_accelerator
-from ..bake.base import BaseImage, base_key, build_base, fetch_base, resolve_mirror
+from ..bake.base_image import BaseImage, base_key, build_base, fetch_base, resolve_mirror
 from ..bake.packer_build import packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
 from ..core.errors import GoldenError, InputError
@@ -122,7 +122,7 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
             _report_vm_installs(base, guest)
             manifest = _manifest(profile, key, base, guest, accel, started)
             with step("Publishing the artifact"):
-                artifact = store.publish(qcow2, manifest, store.artifact_name(profile, key, started))
+                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 

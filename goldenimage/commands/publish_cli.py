@@ -28,7 +28,7 @@ def _s3(args: argparse.Namespace) -> Any:
 
 def _cmd_publish(args: argparse.Namespace) -> int:
     from ..bake import store
-    from ..publish.base import publish
+    from ..publish.publisher import publish
 
     artifact = store.resolve(args.image, args.debian)
     if args.keep is not None and args.keep < 1:

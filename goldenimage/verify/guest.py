@@ -18,7 +18,7 @@ GUEST_USER = "debian"  # the cloud image's default user, given our key by the se
 VERIFY_SERVER_ID = 7
 
 
-def host_settings(roles: list[str]) -> dict[str, Any]:
+def standalone_settings(roles: list[str]) -> dict[str, Any]:
     """First-boot settings for a lone verify VM: the role runs standalone on the QEMU user network."""
     if "sql-replica" in roles:
         # a replica alone has no primary to follow: boot it without cluster settings (first boot then
@@ -26,12 +26,12 @@ def host_settings(roles: list[str]) -> dict[str, Any]:
         return {}
     settings: dict[str, Any] = {"address": "10.0.2.15", "network": "10.0.2.0/24"}
     if "sql-primary" in roles:
-        # not 1, MariaDB's default: the suite can then tell first boot's server_id from one the bake left
+        # not 1, MariaDB's default: test_sql_primary can then tell first boot's server_id from one the bake left
         settings["mariadb"] = {"server_id": VERIFY_SERVER_ID, "replication_password": uuid.uuid4().hex}
     return settings
 
 
 def make_seed(directory: Path, name: str, key: SSHKey, roles: list[str]) -> Path:
-    user_data = render_host_user_data(name, host_settings(roles), ssh_authorized_keys=[key.public])
+    user_data = render_host_user_data(name, standalone_settings(roles), ssh_authorized_keys=[key.public])
     meta = render_meta_data(f"verify-{uuid.uuid4().hex[:12]}", name)
     return write_seed_iso(directory / f"{name}-seed.iso", user_data, meta)

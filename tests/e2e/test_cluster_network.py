@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.bake.base import build_base
+from goldenimage.bake.base_image import build_base
 from goldenimage.model.releases import matrix
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster

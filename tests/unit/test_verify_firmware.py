@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from goldenimage.bake.base import BaseImage
+from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
 from goldenimage.commands.verify import clone_firmwares
 

@@ -252,7 +252,7 @@ def prepare_rootfs(root: Path, release: Release, flavour: str) -> None:
     if release.network_renderers:
         cloud_cfg["system_info"] = {"network": {"renderers": list(release.network_renderers)}}
     cfg = root / "etc/cloud/cloud.cfg.d/01_goldenimage.cfg"
-    cfg.write_text("# written by goldenimage.bake.base\n" + yaml.safe_dump(cloud_cfg, sort_keys=False))
+    cfg.write_text("# written by goldenimage.bake.base_image\n" + yaml.safe_dump(cloud_cfg, sort_keys=False))
     # mmdebstrap copies the build host's hostname and resolver: neither belongs in an image
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
