@@ -73,18 +73,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_base(args: argparse.Namespace) -> int:
-    from .bake.base_image import build_base, fetch_base
+    from .bake.base_image import build_base, check_official_base, fetch_base
     from .model.disk_layout import DiskLayout
     from .model.releases import matrix
 
     release = matrix().get(args.debian)
     layout = DiskLayout(args.layout)
     if args.base_url:
-        if not args.base_checksum:
-            parser_error("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)")
-        if layout is not DiskLayout.SINGLE:
-            parser_error(f"--layout {layout} builds from the mirror: --base-url takes the image as it is")
-        base = fetch_base(args.base_url, args.base_checksum, release)
+        base = fetch_base(args.base_url, check_official_base(args.base_checksum, layout, "--layout"), release)
     else:
         base = build_base(release, mirror=args.mirror, flavour=args.kernel, force=args.force, layout=layout)
     print(base.path)
@@ -112,12 +108,6 @@ def release_number(value: str) -> int:
     from .model.releases import matrix
 
     return matrix().get(value).number
-
-
-def parser_error(message: str) -> None:
-    from .core.errors import InputError
-
-    raise InputError(message)
 
 
 def _add_base_options(p: argparse.ArgumentParser) -> None:

@@ -165,6 +165,20 @@ def build_base(
             return _commit(qcow2, final, key, release.number, "mmdebstrap")
 
 
+def check_official_base(checksum: str | None, layout: DiskLayout, wanted_by: str) -> str:
+    """The rules of `--base-url`, checked before anything is built or fetched: a checksum is given, and the layout
+    is the single root filesystem an official cloud image has. Returns the checksum."""
+    if not checksum:
+        raise InputError("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)",
+                         hint="take the checksum from the image's SHA512SUMS file")
+    if layout is not DiskLayout.SINGLE:
+        raise InputError(
+            f"{wanted_by} wants the {layout} disk layout, but an official cloud image (--base-url) has one partition",
+            hint="leave out --base-url: the base is then built from the Debian mirror with that layout",
+        )
+    return checksum
+
+
 def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:
     """Download an official Debian cloud image, verify "sha256:HEX" or "sha512:HEX" before use, cache it.
 

@@ -10,13 +10,11 @@ from typing import Any
 
 from ..bake import store
 from ..bake.accel import detect_accelerator
-from ..bake.base_image import BaseImage, base_key, build_base, fetch_base, resolve_mirror
+from ..bake.base_image import BaseImage, base_key, build_base, check_official_base, fetch_base, resolve_mirror
 from ..bake.packer_build import packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
-from ..core.errors import GoldenError, InputError
 from ..core.log import info, step
 from ..core.run import require, run
-from ..model.disk_layout import DiskLayout
 from ..model.profiles import ResolvedProfile, resolve
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from .render import bake_user_data, render
@@ -49,16 +47,8 @@ def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_chec
     """The base image for the profile's release and disk layout: an official image by URL + checksum (one
     partition; the VM pass installs the packages), or mirror-built with every package of the profile in it."""
     if base_url:
-        if not base_checksum:
-            raise GoldenError("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)",
-                              hint="take the checksum from the image's SHA512SUMS file")
-        if profile.disk_layout is not DiskLayout.SINGLE:
-            raise InputError(
-                f"profile {profile.name} wants the {profile.disk_layout} disk layout, but an official cloud image "
-                "(--base-url) has one partition",
-                hint="leave out --base-url: the base is then built from the Debian mirror with that layout",
-            )
-        return fetch_base(base_url, base_checksum, profile.release)
+        checksum = check_official_base(base_checksum, profile.disk_layout, f"profile {profile.name}")
+        return fetch_base(base_url, checksum, profile.release)
     return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
                       extra_packages=profile.base_packages, packages=layer_packages(profile),
                       compression=LAYER_COMPRESSION)
