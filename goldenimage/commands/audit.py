@@ -24,9 +24,10 @@ from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
+from ..core.ssh_keys import ephemeral_keypair
 from ..model.releases import matrix
 from ..verify.guest import GUEST_USER, make_seed
-from ..verify.vm import SSH_OPTIONS, VM, ephemeral_keypair
+from ..verify.vm import SSH_OPTIONS, VM
 
 GUEST_OUT = "/run/golden-audit/out"
 OSCAP_RESULTS = "oscap-results.xml"

@@ -16,9 +16,10 @@ from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
+from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
 from ..verify.guest import GUEST_USER, make_seed
-from ..verify.vm import VM, SSHKey, ephemeral_keypair
+from ..verify.vm import VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
 SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"

@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..core.ssh_keys import SSHKey
 from ..render.seed import write_seed_iso
 from ..render.userdata import render_host_user_data, render_meta_data
-from .vm import SSHKey
 
 GUEST_USER = "debian"  # the cloud image's default user, given our key by the seed
 
