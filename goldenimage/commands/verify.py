@@ -16,9 +16,9 @@ from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
-from ..core.ssh_keys import SSHKey, ephemeral_keypair
+from ..core.ssh_keys import ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, make_seed
+from ..verify.guest import GUEST_USER, boot_clone
 from ..verify.vm import VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
@@ -56,21 +56,6 @@ def clone_firmwares(manifest: dict[str, Any]) -> tuple[str, str]:
     return ("bios" if "bios" in firmware else uefi or "bios"), uefi or "bios"
 
 
-def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
-          status_ok: tuple[int, ...], firmware: str = "bios") -> VM:
-    seed = make_seed(directory, name, key, roles)
-    vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
-            workdir=directory / name, firmware=firmware)
-    vm.start()
-    try:
-        vm.wait_for_ssh(timeout=600)
-        vm.wait_cloud_init(timeout=900)
-    except BaseException:
-        vm.stop()
-        raise
-    return vm
-
-
 def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path) -> int:
     """Run testinfra over SSH against the guest; returns pytest's exit status (output shown)."""
     config = directory / "ssh_config"
@@ -98,7 +83,8 @@ def verify(target: str, debian: int | str | None = None) -> None:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
         with step(f"Booting two clones ({' and '.join(firmwares)})"), ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok, fw)
+            futures = [pool.submit(boot_clone, artifact.qcow2, directory, f"verify-{i}", key, roles,
+                                   release.status_wait_ok, firmware=fw)
                        for i, fw in enumerate(firmwares, start=1)]
             vms: list[VM] = []
             errors: list[BaseException] = []

@@ -4,12 +4,14 @@ and the first-boot seed that gives it our SSH key and standalone role settings."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.ssh_keys import SSHKey
 from ..render.seed import write_seed_iso
 from ..render.userdata import render_host_user_data, render_meta_data
+from .vm import VM
 
 GUEST_USER = "debian"  # the cloud image's default user, given our key by the seed
 
@@ -29,6 +31,24 @@ def standalone_settings(roles: list[str]) -> dict[str, Any]:
         # not 1, MariaDB's default: test_sql_primary can then tell first boot's server_id from one the bake left
         settings["mariadb"] = {"server_id": VERIFY_SERVER_ID, "replication_password": uuid.uuid4().hex}
     return settings
+
+
+def boot_clone(image: Path, directory: Path, name: str, key: SSHKey, roles: list[str], status_ok: tuple[int, ...],
+               *, firmware: str = "bios", workdir: Path | None = None, extra_args: Sequence[str] = (),
+               ssh_timeout: float = 600, cloud_init_timeout: float = 900) -> VM:
+    """Boot a throw-away clone of an artifact with a fresh seed and wait for SSH and cloud-init; the VM is
+    running when this returns (the caller stops it) and stopped when the wait fails."""
+    seed = make_seed(directory, name, key, roles)
+    vm = VM(image, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
+            workdir=workdir or directory / name, firmware=firmware, extra_args=list(extra_args))
+    vm.start()
+    try:
+        vm.wait_for_ssh(timeout=ssh_timeout)
+        vm.wait_cloud_init(timeout=cloud_init_timeout)
+    except BaseException:
+        vm.stop()
+        raise
+    return vm
 
 
 def make_seed(directory: Path, name: str, key: SSHKey, roles: list[str]) -> Path:
