@@ -99,7 +99,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .commands.verify import verify
 
-    verify(args.target, args.debian)
+    verify(args.target, args.debian, all_firmwares=args.all_firmwares)
     return 0
 
 
@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
     p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
+    p.add_argument("--all-firmwares", action="store_true",
+                   help="one clone per firmware the artifact boots (BIOS, UEFI, UEFI with Secure Boot) instead of "
+                        "two (BIOS, and UEFI with Secure Boot)")
     p.set_defaults(func=_cmd_verify)
 
     from .commands.cluster_cli import add_parser as add_cluster_parser

@@ -1,4 +1,4 @@
-"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove."""
+"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     remove = sub.add_parser("lb-remove", parents=[common], help="(lb) take a node added by lb-add out again")
     remove.add_argument("name")
     remove.add_argument("--backend")
+    sub.add_parser("galera-health", parents=[common],
+                   help="(sql-galera) serve this node's health to the load balancers (a service, never returns)")
     return p
 
 
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             data = agent.Status(args.root).load()
             sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
             return 0 if data is None or data.get("result") != "failed" else 1
+        if command == "galera-health":
+            from . import galera_health
+
+            return galera_health.serve(args.root.rstrip("/") + galera_health.CONF)
         ctx = context(args.root)
         if command == "run":
             return agent.run(ctx, rerun=args.rerun)

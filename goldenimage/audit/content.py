@@ -10,7 +10,10 @@ kinds of documented change, made with lxml on the parsed XML and cached by the s
   retargeted to the guest's codename, so the rule asks for the guest's own release's official sources;
 * the NTP unit: from Debian 12 the ntp package is ntpsec, whose unit ntpsec.service carries the alias
   ntp.service; systemd reports the unit, and multi-user.target's dependency on it, by its own name, so
-  service_ntp_enabled's checks also accept ntpsec.service (release variable ntp_service).
+  service_ntp_enabled's checks also accept ntpsec.service (release variable ntp_service);
+* the NTP package: Debian 13 has no `ntp` package at all, not even the transitional one of Debian 12, so
+  where the release's ntp_package is ntpsec, the package checks (package_ntp_installed, the one inside
+  service_ntp_enabled, and the "ntp is installed" applicability check) also accept the ntpsec package.
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ PROFILE_TITLE = "ANSSI DAT-NT28 high"
 #: The newest release the installed ssg-debian has content for; later releases use a widened copy of it.
 NEWEST_CONTENT = 11
 #: Bumped when the widening changes, so that cached copies made by older code are not reused.
-WIDEN_VERSION = 2
+WIDEN_VERSION = 3
 #: What service_ntp_enabled looks for (OVAL item id -> element holding the unit name), and the pattern that
 #: also accepts ntpsec's own unit name.
 NTP_UNIT_ITEMS = {
     "oval:ssg-obj_service_running_ntp:obj:1": ("unit", r"^ntp(sec)?\.(socket|service)$"),
     "oval:ssg-state_systemd_ntp_on:ste:1": ("dependency", r"^ntp(sec)?\.service$"),
 }
+#: The package name the content's dpkginfo objects look for, and the pattern that also accepts ntpsec.
+NTP_PACKAGE, NTP_PACKAGE_PATTERN = "ntp", r"^(ntp|ntpsec)$"
 
 NS = {
     "ds": "http://scap.nist.gov/schema/scap/source/1.2",
@@ -101,7 +106,8 @@ def content_for(release: Release, *, ssg_dir: Path = SSG_DIR, cache: Path | None
     content_codename = matrix().get(content_release).codename
     tree = etree.parse(str(source))
     changes = widen(tree, content_release, content_codename, release.number, release.codename,
-                    ntp_unit=release.template_vars.get("ntp_service", "ntp"))
+                    ntp_unit=release.template_vars.get("ntp_service", "ntp"),
+                    ntp_package=release.template_vars.get("ntp_package", "ntp"))
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(out, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
     try:
@@ -120,13 +126,32 @@ def _parse_change(line: str) -> Change:
 
 
 def widen(tree: etree._ElementTree, content_number: int, content_codename: str, guest_number: int,
-          guest_codename: str, ntp_unit: str = "ntp") -> list[Change]:
+          guest_codename: str, ntp_unit: str = "ntp", ntp_package: str = "ntp") -> list[Change]:
     """Edit a Debian `content_number` datastream in place so it evaluates on a `guest_number` guest."""
     root = tree.getroot()
     changes = _widen_platform(root, content_number, guest_number)
     changes += _retarget_codename(root, content_codename, guest_codename)
     if ntp_unit != "ntp":
         changes += _widen_ntp_unit(root)
+    if ntp_package != NTP_PACKAGE:
+        changes += _widen_ntp_package(root)
+    return changes
+
+
+def _widen_ntp_package(root: etree._Element) -> list[Change]:
+    """Every dpkginfo object asking for the `ntp` package also accepts ntpsec."""
+    changes = []
+    for obj in root.iter():
+        if not isinstance(obj.tag, str) or etree.QName(obj).localname != "dpkginfo_object":
+            continue
+        name = next((el for el in obj if isinstance(el.tag, str) and etree.QName(el).localname == "name"), None)
+        if name is not None and name.text == NTP_PACKAGE and name.get("operation") in (None, "equals"):
+            name.text = NTP_PACKAGE_PATTERN
+            name.set("operation", "pattern match")
+            changes.append(Change(str(obj.get("id")), NTP_PACKAGE, NTP_PACKAGE_PATTERN))
+    if not changes:
+        raise GoldenError("the SCAP content has no dpkginfo object for the ntp package: its layout changed",
+                          hint="update goldenimage/audit/content.py for the new ssg-debian")
     return changes
 
 

@@ -1,13 +1,14 @@
 """`golden verify`: boot the final artifact (never the build VM) twice on fresh overlays with fresh
 first-boot seeds, one clone under BIOS and one under UEFI (Secure Boot enforced when the artifact boots it),
-wait for SSH and cloud-init, and run the role's testinfra suites over SSH on both."""
+or once per firmware it boots (`--all-firmwares`: BIOS, UEFI, UEFI with Secure Boot), wait for SSH and
+cloud-init, and run the role's testinfra suites over SSH on every clone."""
 
 from __future__ import annotations
 
 import json
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, boot_clone
-from ..verify.vm import VM
+from ..core.ssh_keys import SSHKey
+from ..verify.guest import GUEST_USER, make_seed
+from ..verify.vm import FIRMWARES, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
 SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
@@ -48,20 +50,79 @@ def identity(vm: VM) -> Identity:
     return Identity(tuple(keys), machine_id)
 
 
-def clone_firmwares(manifest: dict[str, Any]) -> tuple[str, str]:
+def clone_firmwares(manifest: dict[str, Any], every: bool = False) -> tuple[str, ...]:
     """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
-    enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice."""
+    enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice.
+    With `every`, one clone per firmware the artifact boots, in the order bios, uefi, uefi-secureboot
+    (still two clones at least: the hygiene suite compares two)."""
     firmware = manifest.get("firmware") or ["bios"]
+    if every:
+        clones = tuple(f for f in FIRMWARES if f in firmware)
+        return clones if len(clones) > 1 else (clones or ("bios",)) * 2
     uefi = next((f for f in ("uefi-secureboot", "uefi") if f in firmware), None)
     return ("bios" if "bios" in firmware else uefi or "bios"), uefi or "bios"
+
+
+def others(identities: list[Identity]) -> list[Identity]:
+    """The clone each clone's hygiene suite is compared with: the next one, the last with the first."""
+    return identities[1:] + identities[:1]
+
+
+def _names(items: tuple[str, ...]) -> str:
+    return " and ".join(items) if len(items) <= 2 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
+          status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
+    seed = make_seed(directory, name, key, roles)
+    vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
+            workdir=directory / name, firmware=firmware)
+    if started is not None:
+        started.append(vm)  # so that an interrupt in the main thread can stop it while it boots
+    vm.start()
+    try:
+        # 20 minutes: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
+        vm.wait_for_ssh(timeout=1200)
+        vm.wait_cloud_init(timeout=900)
+    except BaseException:
+        vm.stop()
+        raise
+    return vm
+
+
+def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
+    """The booted clones and the boot errors, every boot begun waited for (a failed boot cancels those not
+    begun yet). Ctrl-C or SIGTERM while waiting
+    cancels the boots not begun and stops the guests already started (their boot threads then fail at
+    once instead of waiting out their SSH and cloud-init timeouts), then propagates."""
+    vms: list[VM] = []
+    errors: list[BaseException] = []
+    try:
+        for future in futures:
+            try:
+                vms.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - every clone must be stopped, then re-raise
+                errors.append(exc)
+                for queued in futures:  # verify fails now: no clone that has not begun booting is worth it
+                    queued.cancel()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        for vm in started:
+            vm.stop()
+        raise
+    return vms, errors
 
 
 def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path) -> int:
     """Run testinfra over SSH against the guest; returns pytest's exit status (output shown)."""
     config = directory / "ssh_config"
+    # testinfra runs every command over a new ssh unless a ControlPath lets its ControlMaster=auto share one
+    # connection: a key exchange costs a TCG guest seconds (19 s each on a loaded 2-core host, 2 s shared)
     config.write_text(
         "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
         "  IdentitiesOnly yes\n  ConnectTimeout 20\n"
+        f"  ControlMaster auto\n  ControlPath {directory}/cm-%C\n  ControlPersist 60\n"
     )
     argv = [sys.executable, "-m", "pytest", "-q", "-c", str(SUITES_DIR / "pytest.ini"), "--sudo",
             f"--hosts=ssh://{GUEST_USER}@127.0.0.1:{vm.ssh_port}", f"--ssh-config={config}",
@@ -70,35 +131,31 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
     return proc.returncode
 
 
-def verify(target: str, debian: int | str | None = None) -> None:
-    """Boot the artifact twice (BIOS and UEFI), compare identities, run the suites on both clones;
-    GoldenError on failure."""
+def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False) -> None:
+    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, compare
+    identities, run the suites on every clone; GoldenError on failure."""
     artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
-    firmwares = clone_firmwares(manifest)
+    firmwares = clone_firmwares(manifest, every=all_firmwares)
     with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
-        with step(f"Booting two clones ({' and '.join(firmwares)})"), ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(boot_clone, artifact.qcow2, directory, f"verify-{i}", key, roles,
-                                   release.status_wait_ok, firmware=fw)
-                       for i, fw in enumerate(firmwares, start=1)]
-            vms: list[VM] = []
-            errors: list[BaseException] = []
-            for future in futures:
-                try:
-                    vms.append(future.result())
-                except BaseException as exc:  # noqa: BLE001 - both VMs must be stopped, then re-raise
-                    errors.append(exc)
+        started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end
         try:
+            # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
+            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
+                    ThreadPoolExecutor(max_workers=2) as pool:
+                futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok,
+                                       fw, started) for i, fw in enumerate(firmwares, start=1)]
+                vms, errors = collect_boots(futures, started)
             if errors:
                 raise errors[0]
             identities = [identity(vm) for vm in vms]
             failed = []
-            for vm, other in zip(vms, reversed(identities), strict=True):
+            for vm, other in zip(vms, others(identities), strict=True):
                 env = {
                     "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
                                                          "machine_id": other.machine_id}),
@@ -112,7 +169,7 @@ def verify(target: str, debian: int | str | None = None) -> None:
             if failed:
                 raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
-            info(f"verified {artifact.qcow2.name} ({', '.join(firmwares)})")
+            info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
         finally:
-            for vm in vms:
+            for vm in started:
                 vm.stop()

@@ -138,3 +138,16 @@ def stop(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout=grace)
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """Kill a spawned command and its process group at once (SIGKILL: no chance to clean up)."""
+    if proc.poll() is not None:
+        return
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

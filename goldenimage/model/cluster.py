@@ -10,7 +10,7 @@
       replication_password: generate     # default `generate` when the cluster has sql hosts
       keepalived_password: generate      # default `generate` when a load balancer has a virtual_address
       plesk_license: {env: PLESK_LICENSE_KEY}   # required when a host has the plesk role
-    databases: [shop]               # created on every sql-primary
+    databases: [shop]               # created on every sql-primary (and by the sql-galera nodes)
     db_users: [{name: shop, database: shop, password: generate}]
     vhosts: [{server_name: www.example.com}]    # optional: Apache vhosts of every web host
     hosts:
@@ -19,14 +19,16 @@
       - {name: nfs1, profile: nfs, address: 10.10.0.30, exports: [/srv/nfs/www]}
       - {name: web1, profile: web, address: 10.10.0.21, lb: lb1, nfs: nfs1}
       - {name: lb1, profile: lb, address: 10.10.0.10, virtual_address: 10.10.0.5}
+      # every sql-galera host is a node of one Galera cluster; an lb host with `arbitrator: true` runs garbd
+      - {name: db1, profile: sql-galera, address: 10.10.0.11}
 
 Host keys: name (a lower-case host name), profile (a name in profiles/, or a path relative to the cluster
 file: it gives the host its roles), address; optional mac (default: interface.mac_prefix + the address's last
 bytes) and server_id (MariaDB; default: the address's host part in the network, 11 for 10.10.0.11). By role:
 primary (sql-replica: its sql-primary host), lb (web: the load balancer whose pool it joins), nfs (web: an
 nfs host, or {host, export, mount}), exports (nfs: paths, or {path, options}), virtual_address (lb: a
-floating address; load balancers sharing one form a keepalived group). A role key on a host without that
-role is refused.
+floating address; load balancers sharing one form a keepalived group), arbitrator (lb: true to run the
+Galera arbitrator). A role key on a host without that role is refused.
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ class Host(StrictModel):
     nfs: Annotated[NfsMount | None, BeforeValidator(_nfs_mount)] = None  # web: shared docroot
     exports: list[Annotated[Export, BeforeValidator(_export)]] = []  # nfs
     virtual_address: IPv4Address | None = None  # lb: floating address held by keepalived
+    arbitrator: bool = False  # lb: runs garbd, the Galera arbitrator (the third vote of two sql-galera hosts)
 
     @field_validator("name")
     @classmethod

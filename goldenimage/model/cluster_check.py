@@ -16,7 +16,7 @@ Roles = dict[str, tuple[Role, ...]]
 
 #: Host keys that only a host of this role takes.
 ROLE_KEYS = (("primary", Role.SQL_REPLICA), ("lb", Role.WEB), ("nfs", Role.WEB), ("exports", Role.NFS),
-             ("virtual_address", Role.LB))
+             ("virtual_address", Role.LB), ("arbitrator", Role.LB))
 
 
 def profile_argument(profile: str, base_dir: Path) -> str:
@@ -148,9 +148,28 @@ class _Checker:
         self.cluster_keys()
         return self.errors
 
+    def galera(self) -> None:
+        """Every sql-galera host is a node of one cluster: at least two, and an odd number of votes with the
+        arbitrators, or a node's death leaves the other without a majority (no writes anywhere)."""
+        nodes = [h for h in self.cluster.hosts if Role.SQL_GALERA in self.roles.get(h.name, ())]
+        arbitrators = [h for h in self.cluster.hosts if h.arbitrator and Role.LB in self.roles.get(h.name, ())]
+        if not nodes:
+            if arbitrators:
+                self.error("hosts", f"{arbitrators[0].name} is a Galera arbitrator, but no host has the sql-galera "
+                                    "role")
+            return
+        where = f"hosts[{self.cluster.hosts.index(nodes[0])}]"
+        if len(nodes) < 2:
+            self.error(where, f"{nodes[0].name} is the only sql-galera host: a Galera cluster needs two nodes or more")
+        elif (len(nodes) + len(arbitrators)) % 2 == 0:
+            hint = "add `arbitrator: true` to an lb host" if not arbitrators else "remove an arbitrator"
+            self.error(where, f"{len(nodes)} sql-galera nodes and {len(arbitrators)} arbitrator(s) make an even number "
+                              f"of votes: one death can leave no majority ({hint})")
+
     def cluster_keys(self) -> None:
         cluster = self.cluster
         everyone = {r for rs in self.roles.values() for r in rs}
+        self.galera()
         if cluster.uplink is not None:
             if cluster.interface is None:
                 self.error("uplink", "needs interface (network-config is written only when interface is set)")

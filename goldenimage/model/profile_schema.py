@@ -41,13 +41,16 @@ class Role(StrEnum):
     WEB = "web"
     SQL_PRIMARY = "sql-primary"
     SQL_REPLICA = "sql-replica"
+    SQL_GALERA = "sql-galera"
     LB = "lb"
     NFS = "nfs"
     PLESK = "plesk"
     HARDENED = "hardened"
 
 
-SQL_ROLES = frozenset({Role.SQL_PRIMARY, Role.SQL_REPLICA})
+SQL_ROLES = frozenset({Role.SQL_PRIMARY, Role.SQL_REPLICA, Role.SQL_GALERA})
+#: The roles of asynchronous replication (a replication account, a primary and its replicas).
+REPLICATION_ROLES = frozenset({Role.SQL_PRIMARY, Role.SQL_REPLICA})
 
 #: Accounts a profile may not declare: root is never baked, and the build account is the bake's own.
 RESERVED_USERS = frozenset({"root", "golden-build"})

@@ -8,7 +8,7 @@ schema_error_lines), so that a misspelt `settings.web.helth_path` never reaches 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +44,11 @@ class MariadbSettings(StrictModel):
     port: Port | None = None
     replication_user: SqlIdent | None = None
     binlog_expire_days: Annotated[int, Field(ge=0, le=99)] | None = None
+
+
+class GaleraSettings(StrictModel):
+    sst_method: Literal["rsync", "mariabackup"] | None = None
+    health_port: Port | None = None
 
 
 class LbSettings(StrictModel):
@@ -89,6 +94,7 @@ class Settings(StrictModel):
 
     web: WebSettings | None = None
     mariadb: MariadbSettings | None = None
+    galera: GaleraSettings | None = None
     lb: LbSettings | None = None
     nfs: NfsSettings | None = None
     plesk: PleskSettings | None = None

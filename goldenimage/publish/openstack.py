@@ -116,9 +116,15 @@ class OpenStackPublisher:
     def find(self, content_key: str) -> PublishedImage | None:
         with _sdk_errors("looking for the image"):
             for image in self.conn.image.images(tag=f"golden-key-{content_key}"):
-                if image.status == "active":
-                    return self._published(image)
+                published = self._published(image)
+                if image.status == "active" and published.boot == self.boot:
+                    return published
         return None
+
+    @property
+    def boot(self) -> str:
+        """The firmware Nova boots this publisher's images with."""
+        return "uefi" if self.settings.uefi else "bios"
 
     def upload(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> PublishedImage:
         if self.settings.uefi:
@@ -197,6 +203,7 @@ class OpenStackPublisher:
         log.debug("glance image %s: status %s, checksum %s", image.id, image.status, image.checksum)
         return PublishedImage(id=image.id, name=image.name, profile=props.get("golden_profile", ""), content_key=key,
                               created=image.created_at or "",
+                              boot="uefi" if props.get("hw_firmware_type") == "uefi" else "bios",
                               extra={"checksum": image.checksum, "os_hash_algo": image.hash_algo,
                                      "os_hash_value": image.hash_value, "golden_sha256": props.get("golden_sha256")})
 

@@ -92,8 +92,9 @@ class ProxmoxPublisher:
     # --- Publisher ---------------------------------------------------------------------------------
 
     def find(self, content_key: str) -> PublishedImage | None:
+        boot = "uefi" if self.settings.uefi else "bios"
         for image in self._templates(f"golden-key-{content_key}"):
-            if image.content_key == content_key:
+            if image.content_key == content_key and image.boot == boot:
                 return image
         return None
 
@@ -214,7 +215,7 @@ class ProxmoxPublisher:
             return None
         return PublishedImage(id=str(vmid), name=str(config.get("name", "")), profile=meta.get("profile", ""),
                               content_key=meta["content_key"], created=meta.get("published", ""),
-                              extra={"node": node})
+                              boot="uefi" if config.get("bios") == "ovmf" else "bios", extra={"node": node})
 
     def _wait(self, upid: str, what: str, mismatch: bool = False) -> None:
         def finished() -> dict[str, Any] | None:

@@ -60,6 +60,9 @@ class PublishedImage:
     profile: str
     content_key: str
     created: str  # sortable (ISO 8601 or a zero-padded number): newest last
+    #: The firmware the target boots it with ("bios" or "uefi"): the same artifact may be published once
+    #: for each, and a publish reuses only the image of the firmware asked for.
+    boot: str = "bios"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -124,7 +127,8 @@ class Publisher(Protocol):
     target: str
 
     def find(self, content_key: str) -> PublishedImage | None:
-        """The complete image with this content key on the target, if any."""
+        """The complete image with this content key on the target, booted with the firmware this publisher
+        sets (its `--uefi`), if any."""
 
     def upload(self, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> PublishedImage:
         """Upload and register the artifact; on failure leave nothing registered."""
@@ -158,7 +162,8 @@ def publish(publisher: Publisher, artifact: Artifact, keep: int | None = None) -
     with step(f"Publishing {facts.name} to {publisher.target}"):
         existing = publisher.find(facts.content_key)
         if existing is not None:
-            info(f"already published as {existing.id} (content key {facts.content_key}): nothing uploaded")
+            info(f"already published as {existing.id} (content key {facts.content_key}, boots {existing.boot}): "
+                 "nothing uploaded")
             image, uploaded = existing, False
         else:
             with UploadProgress(f"{facts.name}.qcow2", facts.size_bytes) as progress:

@@ -33,6 +33,10 @@ from .userdata import render_host_user_data, render_meta_data
 HOSTS_FILE = "hosts.json"
 BACKEND = "web"
 WEB_PORT = 80
+SQL_BACKEND = "sql"
+SQL_PORT = 3306
+#: The Galera nodes' health endpoint (firstboot galera-health), which HAProxy's SQL checks ask.
+GALERA_HEALTH_PORT = 9200
 #: The agent's own default, written out so that host.json says what is exported and how.
 EXPORT_OPTIONS = "rw,sync,no_subtree_check,root_squash"
 FRONTENDS = [{"name": "www", "bind": f"*:{WEB_PORT}", "backend": BACKEND}]
@@ -77,6 +81,15 @@ def _lb_group(cluster: Cluster, roles: Roles, lb: Host) -> list[Host]:
     return [h for h in cluster.hosts if h.virtual_address == lb.virtual_address and Role.LB in roles[h.name]]
 
 
+def galera_nodes(cluster: Cluster, roles: Roles) -> list[Host]:
+    """The sql-galera hosts, in file order: one Galera cluster (the first bootstraps it)."""
+    return [h for h in cluster.hosts if Role.SQL_GALERA in roles[h.name]]
+
+
+def galera_arbitrators(cluster: Cluster, roles: Roles) -> list[Host]:
+    return [h for h in cluster.hosts if h.arbitrator and Role.LB in roles[h.name]]
+
+
 def _lb_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[str, str]) -> dict[str, Any]:
     group = _lb_group(cluster, roles, host)
     names = {h.name for h in group}
@@ -86,6 +99,16 @@ def _lb_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[str
         "frontends": [dict(f) for f in FRONTENDS],
         "backends": [{"name": BACKEND, "port": WEB_PORT, "servers": servers}],
     }
+    nodes = galera_nodes(cluster, roles)
+    if nodes:
+        # Writes go to one node at a time (the others are backups): no two writers, no certification conflicts.
+        settings["frontends"].append({"name": SQL_BACKEND, "bind": f"*:{SQL_PORT}", "backend": SQL_BACKEND,
+                                      "mode": "tcp"})
+        settings["backends"].append({
+            "name": SQL_BACKEND, "mode": "tcp", "port": SQL_PORT, "check_port": GALERA_HEALTH_PORT,
+            "health_path": "/", "servers": [{"name": h.name, "address": str(h.address)} for h in nodes]})
+        if host.arbitrator:
+            settings["arbitrator"] = {"group": cluster.name, "nodes": [str(h.address) for h in nodes]}
     if host.virtual_address is not None:
         keepalived: dict[str, Any] = {
             "virtual_address": f"{host.virtual_address}/{cluster.network.prefixlen}",
@@ -120,11 +143,12 @@ def _web_settings(cluster: Cluster, host: Host, by_name: Mapping[str, Host]) -> 
 
 def _mariadb_settings(cluster: Cluster, host: Host, mine: tuple[Role, ...], by_name: Mapping[str, Host],
                       values: Mapping[str, str]) -> dict[str, Any]:
-    mariadb: dict[str, Any] = {
-        "server_id": server_id(cluster, host),
-        "replication_password": values["replication_password"],
-    }
-    if Role.SQL_PRIMARY in mine:
+    mariadb: dict[str, Any] = {"server_id": server_id(cluster, host)}
+    if "replication_password" in values:
+        mariadb["replication_password"] = values["replication_password"]
+    if Role.SQL_GALERA in mine:
+        mariadb.pop("replication_password", None)  # Galera replicates without an account
+    if Role.SQL_PRIMARY in mine or Role.SQL_GALERA in mine:
         mariadb["databases"] = list(cluster.databases)
         users = []
         for user in cluster.db_users:
@@ -145,6 +169,15 @@ def host_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[st
     settings: dict[str, Any] = {"hostname": host.name, "address": str(host.address), "network": str(cluster.network)}
     if any(r in SQL_ROLES for r in mine):
         settings["mariadb"] = _mariadb_settings(cluster, host, mine, by_name, values)
+    if Role.SQL_GALERA in mine:
+        nodes = galera_nodes(cluster, roles)
+        settings["galera"] = {
+            "cluster_name": cluster.name,
+            "nodes": [str(h.address) for h in nodes],
+            "arbitrators": [str(h.address) for h in galera_arbitrators(cluster, roles)],
+            "bootstrap": host is nodes[0],
+            "health_port": GALERA_HEALTH_PORT,
+        }
     if Role.WEB in mine:
         web = _web_settings(cluster, host, by_name)
         if web:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..core.errors import InputError
 from ..model.cluster import Cluster, SecretSource
 from ..model.cluster_check import Roles
-from ..model.profile_schema import SQL_ROLES, Role
+from ..model.profile_schema import REPLICATION_ROLES, Role
 
 SECRETS_FILE = "secrets.json"
 #: Letters and digits only: safe unquoted in SQL literals, option files, keepalived.conf and shell words.
@@ -35,7 +35,7 @@ def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]
     everyone = {r for rs in roles.values() for r in rs}
     declared = cluster.secrets
     needs = {
-        "replication_password": bool(everyone & SQL_ROLES),
+        "replication_password": bool(everyone & REPLICATION_ROLES),
         "keepalived_password": any(h.virtual_address is not None and Role.LB in roles.get(h.name, ())
                                    for h in cluster.hosts),
         "plesk_license": False,  # never generated: check.py reports a plesk host without one

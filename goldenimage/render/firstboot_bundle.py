@@ -3,8 +3,11 @@ wrapper and systemd unit) and the bake commands that enable it."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
+import threading
+import tokenize
 import zipapp
 import zipfile
 from pathlib import Path
@@ -31,15 +34,46 @@ TIMEOUT_START_SEC = 3600
 _ENTRY = "import sys\nfrom golden_firstboot.__main__ import main\n\nsys.exit(main())\n"
 
 
+#: CPython 3.11's AST constructor is not safe in parallel threads (`golden validate --jobs`): one parse at a time.
+_PARSE_LOCK = threading.Lock()
+
+
+def compact_source(text: str) -> str:
+    """The module without its comments, its module docstring and all but the first line of other docstrings.
+
+    Every image's user-data carries the agent, and OpenStack takes 64 KiB of it: the prose stays in the source
+    tree, the code and each step's one-line description (`Step.doc`, shown by `status`) go into images."""
+    with _PARSE_LOCK:
+        tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, int, str]] = []
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.COMMENT:
+            edits.append((*token.start, *token.end, ""))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                doc = first.value.value.strip().splitlines()
+                keep = "" if isinstance(node, ast.Module) or not doc else doc[0]
+                edits.append((first.lineno, first.col_offset, first.end_lineno or first.lineno,
+                              first.end_col_offset or 0, repr(keep)))
+    for row, col, end_row, end_col, replacement in sorted(edits, reverse=True):
+        lines[row - 1:end_row] = [lines[row - 1][:col] + replacement + lines[end_row - 1][end_col:]]
+    return "".join(line if line.strip() else "\n" for line in (ln.rstrip() + "\n" for ln in lines))
+
+
 def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
-    """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode."""
+    """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode; each module
+    compacted (compact_source)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         entries = [("__main__.py", _ENTRY.encode())]
         for path in sorted(package_dir.rglob("*.py")):
             if "__pycache__" not in path.parts:
                 name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
-                entries.append((name, path.read_bytes()))
+                entries.append((name, compact_source(path.read_text()).encode()))
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED

@@ -15,7 +15,7 @@ from types import TracebackType
 from ..bake.accel import detect_accelerator
 from ..core.errors import CommandError, GoldenError
 from ..core.log import info, log
-from ..core.run import require, run, spawn, stop
+from ..core.run import kill, require, run, spawn, stop
 from ..core.ssh_keys import SSHKey
 
 SSH_OPTIONS = (
@@ -98,6 +98,7 @@ class VM:
         self.accel = ""
         self.started_at = 0.0
         self._proc: subprocess.Popen[str] | None = None
+        self._stopped = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class VM:
     def start(self) -> VM:
         """Create the overlay and start QEMU in the background."""
         require("qemu-system-x86_64", "qemu-img", purpose="to boot a VM")
+        self._stopped = False
         if not self.image.is_file():
             raise GoldenError(f"no image to boot at {self.image}")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,10 @@ class VM:
                 raise GoldenError(f"no {template}: cannot boot a {self.firmware} guest", hint="apt-get install ovmf")
             shutil.copyfile(template, self.efi_vars)
         self.accel = detect_accelerator()
+        return self._launch()
+
+    def _launch(self) -> VM:
+        """Start QEMU on the existing overlay, on a free SSH port."""
         for _ in range(PORT_ATTEMPTS):
             # the free port may be taken between our check and QEMU's bind: then pick another one
             self.ssh_port = free_port()
@@ -182,7 +188,9 @@ class VM:
         ]  # fmt: skip
 
     def stop(self) -> None:
-        """Kill QEMU (its whole process group) and remove the overlay; safe to call twice."""
+        """Kill QEMU (its whole process group) and remove the overlay; safe to call twice, and from another
+        thread while one waits for the guest (the wait then fails at its next poll)."""
+        self._stopped = True
         if self._proc is not None:
             stop(self._proc, grace=5.0)
             self._proc = None
@@ -190,6 +198,20 @@ class VM:
         self.efi_vars.unlink(missing_ok=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def power_off(self) -> None:
+        """Pull the plug: QEMU killed at once (SIGKILL, no shutdown in the guest); the disk stays for power_on()."""
+        if self._proc is not None:
+            kill(self._proc)
+        self._proc = None
+
+    def power_on(self) -> VM:
+        """Boot the guest again from the disk it left at power_off() (its data, its first-boot state)."""
+        if self.running:
+            raise GoldenError(f"{self.name}: already running")
+        if not self.overlay.is_file():
+            raise GoldenError(f"{self.name}: no disk to boot again at {self.overlay}")
+        return self._launch()
 
     @property
     def running(self) -> bool:
@@ -262,6 +284,8 @@ class VM:
         )
 
     def _check_alive(self) -> None:
+        if self._stopped:
+            raise self.boot_error("stopped while waiting for it")
         if self._proc is not None and self._proc.poll() is not None:
             try:
                 qemu_out = self.qemu_log.read_text(errors="replace").strip()[-1000:]

@@ -93,6 +93,22 @@ def test_uefi_for_a_bios_only_artifact_is_refused_before_any_image(glance: OpenS
     assert cloud.sent("POST", "/image/v2/images") == [] and cloud.images == {}
 
 
+def test_uefi_publish_of_an_artifact_published_for_bios_makes_a_uefi_image(
+        glance: OpenStackPublisher, cloud: FakeOpenStack, make_artifact: Callable[..., Artifact]) -> None:
+    # the content key alone is not the image: Nova would boot the BIOS one with SeaBIOS
+    artifact = make_artifact()
+    bios = publish(glance, artifact)
+    uefi = OpenStackPublisher(OpenStackSettings(cloud="fake", uefi=True))
+    first_uefi = publish(uefi, artifact)
+    assert first_uefi.uploaded and first_uefi.image.id != bios.image.id and first_uefi.image.boot == "uefi"
+    assert cloud.images[first_uefi.image.id]["hw_firmware_type"] == "uefi"
+    assert "hw_firmware_type" not in cloud.images[bios.image.id]
+    again_uefi, again_bios = publish(uefi, artifact), publish(glance, artifact)
+    assert (again_uefi.uploaded, again_uefi.image.id) == (False, first_uefi.image.id)
+    assert (again_bios.uploaded, again_bios.image.id) == (False, bios.image.id)
+    assert len(cloud.sent("POST", "/image/v2/images")) == 2
+
+
 def test_second_publish_uploads_nothing(glance: OpenStackPublisher, cloud: FakeOpenStack,
                                         make_artifact: Callable[..., Artifact]) -> None:
     artifact = make_artifact()

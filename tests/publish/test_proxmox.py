@@ -81,6 +81,20 @@ def test_second_publish_uploads_nothing(pve: tuple[FakeProxmox, Path],
     assert len(fake.sent("POST", f"/api2/json/nodes/{fake.node}/storage/local/upload")) == 1
 
 
+def test_uefi_publish_of_an_artifact_published_for_bios_makes_a_uefi_template(
+        pve: tuple[FakeProxmox, Path], make_artifact: Callable[..., Artifact]) -> None:
+    fake, _ = pve
+    artifact = make_artifact()
+    bios = publish(publisher_for(pve), artifact)
+    first_uefi = publish(publisher_for(pve, uefi=True), artifact)
+    assert first_uefi.uploaded and first_uefi.image.id != bios.image.id and first_uefi.image.boot == "uefi"
+    assert fake.vms[int(first_uefi.image.id)]["bios"] == "ovmf" and "bios" not in fake.vms[int(bios.image.id)]
+    again_uefi, again_bios = publish(publisher_for(pve, uefi=True), artifact), publish(publisher_for(pve), artifact)
+    assert (again_uefi.uploaded, again_uefi.image.id) == (False, first_uefi.image.id)
+    assert (again_bios.uploaded, again_bios.image.id) == (False, bios.image.id)
+    assert len(fake.sent("POST", f"/api2/json/nodes/{fake.node}/storage/local/upload")) == 2
+
+
 def test_bad_token(pve: tuple[FakeProxmox, Path], make_artifact: Callable[..., Artifact]) -> None:
     with pytest.raises(CredentialsError) as err:
         publish(publisher_for(pve, secret="wrong-secret"), make_artifact())

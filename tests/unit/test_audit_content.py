@@ -83,11 +83,40 @@ def test_no_rule_of_the_profile_names_bullseye_once_widened(widened12):
         assert "bookworm" in after[rule] and after[rule] == before[rule].replace("bullseye", "bookworm")
 
 
-def test_debian_13_is_retargeted_to_trixie(cache):
-    c = content_for(matrix().get(13), cache=cache)
-    [widened] = _platform_patterns(c.path, "cpe:/o:debian:debian_linux:11")
+@pytest.fixture(scope="module")
+def widened13(cache):
+    return content_for(matrix().get(13), cache=cache)
+
+
+def test_debian_13_is_retargeted_to_trixie(widened13):
+    [widened] = _platform_patterns(widened13.path, "cpe:/o:debian:debian_linux:11")
     assert re.search(widened, "13.1") and not re.search(widened, "12.11")
-    assert any("trixie" in ch.after for ch in c.changes)
+    assert any("trixie" in ch.after for ch in widened13.changes)
+
+
+def _ntp_package_names(path: Path) -> dict[str, tuple[str, str | None]]:
+    """Every dpkginfo object's package name and its operation, for objects about ntp."""
+    root = etree.parse(str(path)).getroot()
+    found = {}
+    for obj in root.iter("{*}dpkginfo_object"):
+        name = obj.find("{*}name")
+        if name is not None and "ntp" in (name.text or "") and "ntpdate" not in (name.text or ""):
+            found[obj.get("id")] = (name.text, name.get("operation"))
+    return found
+
+
+def test_on_debian_13_the_ntp_package_checks_accept_ntpsec(widened12, widened13):
+    # trixie has no ntp package, transitional or not: package_ntp_installed and the service rule's own
+    # package check would fail on a host running ntpsec, the NTP daemon Debian ships
+    before, after12, after13 = (_ntp_package_names(c) for c in (widened13.source, widened12.path, widened13.path))
+    assert {"oval:ssg-obj_test_package_ntp_installed:obj:1", "oval:ssg-obj_test_env_has_ntp_installed:obj:1"} \
+        <= set(before)
+    assert all(name == "ntp" for name, _ in before.values())
+    assert after12 == before  # Debian 12 installs the transitional ntp package: its content keeps the name
+    assert set(after13) == set(before)
+    for name, operation in after13.values():
+        assert operation == "pattern match"
+        assert re.search(name, "ntp") and re.search(name, "ntpsec") and not re.search(name, "ntpdate")
 
 
 @pytest.mark.parametrize("number", [10, 11])
@@ -98,13 +127,14 @@ def test_debian_10_and_11_use_their_own_content_unchanged(number, cache):
     assert len(selected_rules(etree.parse(str(c.path)).getroot(), PROFILE_ID)) > 0
 
 
-def test_every_change_is_listed_in_the_readme(widened12):
+def test_every_change_is_listed_in_the_readme(widened12, widened13):
     readme = README.read_text()
     section = readme[readme.index("## Audit"):]
     section = section[: section.index("\n## ", 1)]
     rows = [line for line in section.splitlines() if line.startswith(("| `obj_", "| `state_"))]
     listed = {re.match(r"\| `([^`]+)`", row).group(1) for row in rows}
-    changed = {re.fullmatch(r"oval:ssg-(.+):(obj|ste):\d+", c.item).group(1) for c in widened12.changes}
+    changed = {re.fullmatch(r"oval:ssg-(.+):(obj|ste):\d+", c.item).group(1)
+               for c in widened12.changes + widened13.changes}
     assert listed == changed, "README's Audit section must list every change the audit makes, and only those"
 
 

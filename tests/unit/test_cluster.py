@@ -314,7 +314,8 @@ def test_unknown_key_is_rejected(tmp_path: Path) -> None:
 def test_unknown_profile_is_rejected(tmp_path: Path) -> None:
     (line,) = problems(tmp_path, with_host(3, profile="webserver"))
     assert line.startswith("cluster.yaml: hosts[3].profile: profile 'webserver': no file ")
-    assert line.endswith("; known profiles: banking-hardened, lb, nfs, plesk, sql-primary, sql-replica, web")
+    assert line.endswith("; known profiles: banking-hardened, lb, nfs, plesk, sql-galera, sql-primary, sql-replica, "
+                         "web")
 
 
 def test_unknown_role_in_a_profile_file_is_rejected(tmp_path: Path) -> None:

@@ -76,3 +76,19 @@ def test_unit_timeout_covers_the_agents_retry_budget():
 
     waits = 5  # primary port, dump, replication threads, NFS mount, health endpoint
     assert bundle.TIMEOUT_START_SEC > waits * RetryPolicy().budget() + 600
+
+
+def test_compacted_agent_keeps_code_and_step_lines_and_parses_under_python_3_7() -> None:
+    import ast
+    import io
+    import zipfile
+
+    pyz = bundle.build_zipapp()
+    archive = zipfile.ZipFile(io.BytesIO(pyz[pyz.index(b"PK"):]))
+    galera = archive.read("golden_firstboot/roles/galera.py").decode()
+    for name in archive.namelist():
+        compile(ast.parse(archive.read(name).decode(), feature_version=(3, 7)), name, "exec")
+    assert "#" not in "".join(line for line in galera.splitlines() if line.lstrip().startswith("#"))
+    assert "'The galera section, checked.'" in galera  # a step's first docstring line stays: status shows it
+    assert "def may_bootstrap(ctx: Context, galera: dict[str, Any]) -> bool:" in galera
+    assert len(pyz) < sum(len(p.read_bytes()) for p in bundle.PACKAGE_DIR.rglob("*.py")) / 2

@@ -10,10 +10,10 @@ from goldenimage.model.profile_schema import Role
 from goldenimage.model.profiles import list_profiles, merge, resolve
 from tests.conftest import EXAMPLES
 
-ALL = ["banking-hardened", "lb", "nfs", "plesk", "sql-primary", "sql-replica", "web"]
+ALL = ["banking-hardened", "lb", "nfs", "plesk", "sql-galera", "sql-primary", "sql-replica", "web"]
 
 
-def test_the_seven_profiles_are_listed_and_base_is_not():
+def test_the_eight_profiles_are_listed_and_base_is_not():
     assert list_profiles() == ALL
 
 

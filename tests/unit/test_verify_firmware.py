@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
+from pathlib import Path
+
 import pytest
 
 from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
-from goldenimage.commands.verify import clone_firmwares
+from goldenimage.commands.verify import Identity, clone_firmwares, collect_boots, others
+from goldenimage.core.errors import GoldenError
+from goldenimage.verify.vm import VM
 
 
 @pytest.mark.parametrize(("firmware", "expected"), [
@@ -21,9 +26,79 @@ def test_clone_firmwares(firmware: list[str] | None, expected: tuple[str, str]) 
     assert clone_firmwares(manifest) == expected
 
 
+@pytest.mark.parametrize(("firmware", "expected"), [
+    (["bios", "uefi", "uefi-secureboot"], ("bios", "uefi", "uefi-secureboot")),
+    (["uefi-secureboot", "bios"], ("bios", "uefi-secureboot")),
+    (["bios"], ("bios", "bios")),
+    (None, ("bios", "bios")),
+])
+def test_all_firmwares_boots_one_clone_per_firmware_and_two_at_least(firmware: list[str] | None,
+                                                                     expected: tuple[str, ...]) -> None:
+    manifest = {} if firmware is None else {"firmware": firmware}
+    assert clone_firmwares(manifest, every=True) == expected
+
+
+def test_each_clone_is_compared_with_another_one() -> None:
+    clones = [Identity((f"key{i}",), f"id{i}") for i in range(3)]
+    assert others(clones) == [clones[1], clones[2], clones[0]]
+    assert others(clones[:2]) == [clones[1], clones[0]]
+
+
 def test_built_bases_boot_everything_and_downloaded_ones_bios_only(tmp_path: object) -> None:
     built = BaseImage(path=tmp_path, sha256="0" * 64, key="k", release=12, source="mmdebstrap")  # type: ignore[arg-type]
     fetched = BaseImage(path=tmp_path, sha256="0" * 64, key="k", release=12,  # type: ignore[arg-type]
                         source="https://cloud.debian.org/images/x.qcow2")
     assert built.firmware == FIRMWARE == ("bios", "uefi", "uefi-secureboot")
     assert fetched.firmware == ("bios",)
+
+
+class _FakeVM:
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+class _FakeFuture:
+    def __init__(self, outcome: object) -> None:
+        self.outcome, self.cancelled = outcome, False
+
+    def result(self) -> object:
+        if self.cancelled:
+            raise CancelledError()
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+def test_a_failed_boot_is_collected_the_others_waited_for_and_the_queued_ones_cancelled() -> None:
+    vm, queued = _FakeVM(), _FakeFuture(_FakeVM())
+    booting = _FakeFuture(vm)
+    booting.cancel = lambda: False  # type: ignore[method-assign]  # already running: cannot be cancelled
+    vms, errors = collect_boots([_FakeFuture(GoldenError("no SSH")), booting, queued], [vm])  # type: ignore[list-item]
+    assert vms == [vm] and vm.stopped == 0  # stopped later, with every started clone
+    assert str(errors[0]) == "no SSH" and queued.cancelled and isinstance(errors[1], CancelledError)
+
+
+def test_an_interrupt_while_clones_boot_stops_every_started_guest_at_once() -> None:
+    # Ctrl-C or SIGTERM (which golden turns into KeyboardInterrupt) in the main thread: the boots must not
+    # be waited out (up to 25 minutes of SSH and cloud-init timeouts) with their guests running
+    booting, queued = _FakeVM(), _FakeFuture(None)
+    futures = [_FakeFuture(KeyboardInterrupt()), _FakeFuture(booting), queued]
+    with pytest.raises(KeyboardInterrupt):
+        collect_boots(futures, [booting])  # type: ignore[arg-type]
+    assert booting.stopped == 1 and queued.cancelled
+
+
+def test_a_guest_stopped_from_another_thread_ends_its_wait_at_once(tmp_path: Path) -> None:
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"")
+    vm = VM(image, workdir=tmp_path / "vm", name="stopped")
+    vm.stop()  # what collect_boots does to a clone still booting when verify is interrupted
+    with pytest.raises(GoldenError, match="stopped while waiting"):
+        vm.wait_for_ssh(timeout=600)

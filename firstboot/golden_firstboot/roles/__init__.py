@@ -7,18 +7,20 @@ records the system after everything else has changed it."""
 from __future__ import annotations
 
 from ..steps import Step
-from . import common, hardened, lb, mariadb, nfs, plesk, sql_primary, sql_replica, web
+from . import common, galera, hardened, lb, mariadb, nfs, plesk, sql_primary, sql_replica, web
 
 STEPS: list[Step] = [
     *common.STEPS,
     *mariadb.FIRST,
     *hardened.BEFORE_MARIADB,
     *mariadb.STEPS,
+    *galera.STEPS,
     *sql_primary.STEPS,
     *sql_replica.STEPS,
     *nfs.STEPS,
     *web.STEPS,
     *lb.STEPS,
+    *galera.LB_STEPS,
     *plesk.STEPS,
     *hardened.LAST,
 ]

@@ -1,6 +1,7 @@
 """lb: HAProxy frontends and backends from the settings, health-checked on the web health endpoint; spare
 `dynN` server slots that `golden-firstboot lb-add/lb-remove` fill and empty through the runtime API (no
-restart, no reload); an optional keepalived instance for a floating address."""
+restart, no reload); an optional keepalived instance for a floating address (VRRP to unicast peers,
+nopreempt: the address moves only when its holder fails); an optional TCP pool for a Galera cluster."""
 
 from __future__ import annotations
 
@@ -47,24 +48,48 @@ def slots(settings: dict[str, Any], backend: dict[str, Any]) -> list[str]:
 
 
 def render_haproxy(settings: dict[str, Any], pool: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """conf.d/golden-cluster.cfg from the lb settings and the slots filled by lb-add (pool)."""
+    """conf.d/golden-cluster.cfg from the lb settings and the slots filled by lb-add (pool).
+
+    A backend in `mode: tcp` (the SQL pool) is checked over HTTP on its servers' `check_port`, sends every
+    connection to its first healthy server (the others are `backup`), and cuts the sessions of a server marked
+    down, so that clients reconnect to the one taking over."""
     health = settings.get("health_path", "/healthz")
     out = ["# goldenimage first boot: cluster frontends and backends (written by golden-firstboot).",
            "# dynN slots are spare: `golden-firstboot lb-add NAME ADDRESS` fills one at run time.", ""]
     for frontend in settings.get("frontends") or []:
         out += ["frontend {}".format(frontend["name"]),
-                "    bind {}".format(frontend["bind"]),
-                "    default_backend {}".format(frontend["backend"]), ""]
+                "    bind {}".format(frontend["bind"])]
+        if frontend.get("mode") == "tcp":
+            out += ["    mode tcp", "    option tcplog", "    timeout client 1h"]
+        out += ["    default_backend {}".format(frontend["backend"]), ""]
     for backend in settings.get("backends") or []:
         port = int(backend.get("port", 80))
-        out += ["backend {}".format(backend["name"]),
-                "    balance {}".format(backend.get("balance", "roundrobin")),
-                "    option httpchk GET {}".format(backend.get("health_path", health)),
-                "    http-check expect status 200",
-                "    default-server inter 2s fall 2 rise 2"]
-        for server in backend.get("servers") or []:
-            out.append("    server {} {}:{} check".format(server["name"], server["address"],
-                                                          int(server.get("port", port))))
+        tcp = backend.get("mode") == "tcp"
+        out += ["backend {}".format(backend["name"])]
+        if tcp:
+            out += ["    mode tcp",
+                    "    option httpchk GET {}".format(backend.get("health_path", "/")),
+                    "    http-check expect status 200",
+                    "    timeout connect 3s",
+                    "    timeout server 1h",
+                    "    default-server inter 2s fall 2 rise 3 on-marked-down shutdown-sessions port {}".format(
+                        int(backend.get("check_port", 9200)))]
+        else:
+            out += ["    balance {}".format(backend.get("balance", "roundrobin")),
+                    "    option httpchk GET {}".format(backend.get("health_path", health)),
+                    "    http-check expect status 200",
+                    # A node that died without a word answers no SYN: the request goes to another one.
+                    "    option redispatch 1",
+                    "    retries 2",
+                    "    timeout connect 2s",
+                    "    default-server inter 2s fall 2 rise 2"]
+        for index, server in enumerate(backend.get("servers") or []):
+            backup = "  backup" if tcp and index > 0 else ""
+            out.append("    server {} {}:{} check{}".format(server["name"], server["address"],
+                                                            int(server.get("port", port)), backup))
+        if tcp:
+            out.append("")
+            continue
         filled = pool.get(backend["name"], {})
         for slot in slots(settings, backend):
             member = filled.get(slot)
@@ -83,15 +108,20 @@ def load_pool(ctx: Context) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _validate(settings: dict[str, Any]) -> None:
-    names = {b.get("name") for b in settings.get("backends") or []}
+    modes = {b.get("name"): b.get("mode", "http") for b in settings.get("backends") or []}
     for index, frontend in enumerate(settings.get("frontends") or []):
         for key in ("name", "bind", "backend"):
             if not frontend.get(key):
                 raise SettingsError(f"{HOST}: lb.frontends[{index}].{key}: missing")
-        if frontend["backend"] not in names:
+        if frontend["backend"] not in modes:
             raise SettingsError(f"{HOST}: lb.frontends[{index}].backend: no backend named {frontend['backend']!r}",
                                 hint="add it to lb.backends")
+        if frontend.get("mode", "http") != modes[frontend["backend"]]:
+            raise SettingsError(f"{HOST}: lb.frontends[{index}].mode: {frontend.get('mode', 'http')!r} differs from "
+                                f"backend {frontend['backend']}'s {modes[frontend['backend']]!r}")
     for index, backend in enumerate(settings.get("backends") or []):
+        if backend.get("mode", "http") not in ("http", "tcp"):
+            raise SettingsError(f"{HOST}: lb.backends[{index}].mode: {backend.get('mode')!r} is not http or tcp")
         for s_index, server in enumerate(backend.get("servers") or []):
             if not server.get("name") or not server.get("address"):
                 raise SettingsError(f"{HOST}: lb.backends[{index}].servers[{s_index}]: needs name and address")
@@ -123,14 +153,18 @@ def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
     lines = [
         "# goldenimage first boot: floating address for the load balancer (written by golden-firstboot).",
         "global_defs {", "    enable_script_security", "    script_user root", "}", "",
-        "vrrp_script golden_haproxy {", '    script "/bin/systemctl is-active --quiet haproxy"',
-        "    interval 2", "    fall 2", "    rise 2", "}", "",
+        # HAProxy tracked through the kernel's process events, not a script: on a starved host a forked
+        # `systemctl is-active` missed its timeout and threw both load balancers into FAULT (no address at all).
+        "vrrp_track_process golden_haproxy {", "    process haproxy", "    quorum 1", "    delay 2", "}", "",
         "vrrp_instance golden_vip {",
         "    state BACKUP",
+        # The address stays where it is when a load balancer with a higher priority comes back: no flap.
+        "    nopreempt",
         "    interface {}".format(kad.get("interface", "eth0")),
         "    virtual_router_id {}".format(int(kad.get("router_id", 51))),
         "    priority {}".format(int(kad.get("priority", 100))),
-        "    advert_int 1",
+        # 2 s adverts: a backup takes over after about 7 s of silence, and a busy master is not taken for dead.
+        "    advert_int 2",
     ]
     peers = kad.get("peers") or []
     if peers and address:
@@ -140,7 +174,7 @@ def render_keepalived(kad: dict[str, Any], address: str | None) -> str:
         "    authentication {", "        auth_type PASS", "        auth_pass {}".format(str(kad["password"])[:8]),
         "    }",
         "    virtual_ipaddress {", "        {}".format(kad["virtual_address"]), "    }",
-        "    track_script {", "        golden_haproxy", "    }",
+        "    track_process {", "        golden_haproxy", "    }",
         "}",
     ]
     return "\n".join(lines) + "\n"

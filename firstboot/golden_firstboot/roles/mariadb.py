@@ -1,4 +1,4 @@
-"""What the sql-primary and sql-replica roles share: SQL through the root socket, accounts that are
+"""What the sql-primary, sql-replica and sql-galera roles share: SQL through the root socket, accounts that are
 compared before they are changed, and the host's own server_id and address."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import ipaddress
 from ..services import restart, wait_serving
 from ..steps import Context, step
 
-SQL_ROLES = ("sql-primary", "sql-replica")
+SQL_ROLES = ("sql-primary", "sql-replica", "sql-galera")
 HOST_CNF = "/etc/mysql/mariadb.conf.d/61-golden-host.cnf"
 # Installed by hardened first boot: this server encrypts its data at rest.
 ENCRYPTION_CNF = "/etc/mysql/mariadb.conf.d/70-golden-encryption.cnf"

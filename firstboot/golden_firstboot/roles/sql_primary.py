@@ -1,5 +1,6 @@
 """sql-primary: the replication account (password from the host settings, never baked), databases and
-application users from the settings."""
+application users from the settings. A Galera node runs the databases and users steps too, once Synced: Galera
+replicates them, and each step compares before it acts."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def replication_user(ctx: Context) -> bool:
     return ensure_account(ctx, user, host, ctx.get("mariadb.replication_password"), check, REPLICATION_GRANT)
 
 
-@step("sql-primary.databases", roles=["sql-primary"], activate=["mariadb.databases"])
+@step("sql-primary.databases", roles=["sql-primary", "sql-galera"], activate=["mariadb.databases"])
 def databases(ctx: Context) -> bool:
     """Create the databases the settings name that the server does not have yet."""
     wanted = [str(d) for d in ctx.get("mariadb.databases") or []]
@@ -37,7 +38,7 @@ def databases(ctx: Context) -> bool:
     return True
 
 
-@step("sql-primary.users", roles=["sql-primary"], activate=["mariadb.users"])
+@step("sql-primary.users", roles=["sql-primary", "sql-galera"], activate=["mariadb.users"])
 def users(ctx: Context) -> bool:
     """Application accounts, each with all privileges on its own database."""
     changed = False

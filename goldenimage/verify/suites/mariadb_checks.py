@@ -1,4 +1,4 @@
-"""Checks shared by the sql-primary and sql-replica suites (imported into both, collected in each)."""
+"""Checks shared by the sql-primary, sql-replica and sql-galera suites (imported into each, collected in each)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 def test_packages(host):
     assert host.package("haproxy").is_installed
     assert host.package("keepalived").is_installed
+    assert host.package("galera-arbitrator-4").is_installed
 
 
 def test_haproxy_running_enabled_and_config_valid(host):
@@ -27,3 +28,7 @@ def test_health_monitor(host):
 
 def test_keepalived_not_enabled_by_default(host):
     assert not host.service("keepalived").is_enabled
+
+
+def test_galera_arbitrator_not_enabled_by_default(host):
+    assert not host.service("garb").is_enabled

@@ -1,0 +1,429 @@
+"""The HA drill shared by `make test-ha` (tests/e2e/test_ha.py) and bench/ha: examples/cluster-ha.yaml booted on
+a private network with a load client; a bounded request stream to the virtual address while the active load
+balancer, a web node and the SQL node taking writes are killed (QEMU killed: no shutdown) and booted again,
+one at a time. The figures (failed requests, longest outage, time back in service) come from the client's log.
+
+`sql_infrastructure` is the short drill: the load balancer pair and the Galera pair alone (no web tier), a
+client guest writing through the mysql client to VIP:3306; it kills the active load balancer and the SQL
+writer. Five guests, no web or nfs image.
+
+Knobs (environment, for shorter runs): HA_RATE (requests/s, 5), HA_DWELL (seconds the stream runs between
+events, 30), HA_MAX_SECONDS (the stream's hard limit, 2400), HA_IMAGES=latest (boot the newest artifacts of
+images/ as they are, instead of baking the current tree: for a run right after a change that does not touch
+what the guests run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from goldenimage.bake import store
+from goldenimage.commands.bake import bake
+from goldenimage.render.cluster import render_cluster
+from goldenimage.render.seed import write_seed_iso
+from goldenimage.render.userdata import render_host_user_data, render_meta_data
+from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
+from goldenimage.verify.vm import VM, ephemeral_keypair
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_SCRIPT = Path(__file__).with_name("ha_client.py")
+VIRTUAL_ADDRESS = "10.10.0.5"
+CLIENT = {"name": "client", "profile": "nfs", "address": "10.10.0.40", "exports": ["/srv/nfs/unused"]}
+PHASE_FILE = "/tmp/ha-phase"
+STOP_FILE = "/tmp/ha-stop"
+CLIENT_LOG = "/tmp/ha-client.log"
+POLL = 3.0
+BOOT_TIMEOUT = 1800.0
+BACK_TIMEOUT = 1200.0
+SQL_MEMORY = 1024
+OTHER_MEMORY = 768
+
+
+def knob(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def image(profile: str) -> Path:
+    if os.environ.get("HA_IMAGES") == "latest":
+        found = store.latest(profile, 12)
+        if found is None:
+            raise AssertionError(f"HA_IMAGES=latest: no {profile} artifact in images/")
+        return found.qcow2
+    return bake(profile, 12).qcow2
+
+
+# --- the figures, from the client's log ----------------------------------------------------------------------
+
+
+@dataclass
+class PhaseFigures:
+    """One failure as the client saw it."""
+
+    phase: str
+    requests: int = 0
+    failed: int = 0
+    longest_outage: float = 0.0
+    back_in_service: float | None = None  # seconds from power-on until the node served again
+    notes: list[str] = field(default_factory=list)
+
+
+def outages(records: list[dict[str, Any]]) -> list[float]:
+    """Each run of consecutive failed requests (in start order): seconds from its first failed request's start
+    to the start of the next successful one (or to the last failure's end when none followed)."""
+    ordered = sorted(records, key=lambda r: r["began"])
+    spans, first = [], None
+    for record in ordered:
+        if record["status"] != 200:
+            if first is None:
+                first = record["began"]
+        elif first is not None:
+            spans.append(record["began"] - first)
+            first = None
+    if first is not None:
+        last = ordered[-1]
+        spans.append(last["began"] + last["took"] - first)
+    return spans
+
+
+def figures(records: list[dict[str, Any]], phases: list[str]) -> list[PhaseFigures]:
+    """Per phase: requests, failures, longest outage (a run of failures that starts in a phase counts there)."""
+    out = []
+    for phase in phases:
+        mine = [r for r in records if r["phase"] == phase]
+        fig = PhaseFigures(phase, requests=len(mine), failed=sum(r["status"] != 200 for r in mine))
+        fig.longest_outage = max(outages(mine), default=0.0)
+        out.append(fig)
+    return out
+
+
+def acknowledged_ids(records: list[dict[str, Any]]) -> set[int]:
+    return {r["id"] for r in records if r["kind"] == "write" and r["status"] == 200 and "id" in r}
+
+
+def success_rate(records: list[dict[str, Any]]) -> float:
+    return sum(r["status"] == 200 for r in records) / len(records) if records else 0.0
+
+
+# --- the infrastructure -----------------------------------------------------------------------------------------
+
+INSERT_PHP = """<?php
+// goldenimage HA drill: one row inserted through the load balancers' SQL address; its id is the acknowledgement.
+header('Content-Type: text/plain');
+header('Cache-Control: no-store');
+mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);
+try {
+    $db = mysqli_init();
+    $db->options(MYSQLI_OPT_CONNECT_TIMEOUT, 3);
+    $db->real_connect('%(vip)s', 'shop', '%(password)s', 'shop', 3306);
+    $db->query("INSERT INTO ha_log (web) VALUES ('" . gethostname() . "')");
+    $id = $db->insert_id;
+    $node = $db->query('SELECT @@hostname')->fetch_row()[0];
+    echo "id=$id node=$node\\n";
+} catch (Throwable $e) {
+    http_response_code(503);
+    echo "error\\n";
+}
+"""
+
+READ_PHP = """<?php
+header('Content-Type: text/plain');
+header('Cache-Control: no-store');
+mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);
+try {
+    $db = mysqli_init();
+    $db->options(MYSQLI_OPT_CONNECT_TIMEOUT, 3);
+    $db->real_connect('%(vip)s', 'shop', '%(password)s', 'shop', 3306);
+    $row = $db->query('SELECT COUNT(*), @@hostname FROM ha_log')->fetch_row();
+    echo "count=$row[0] node=$row[1]\\n";
+} catch (Throwable $e) {
+    http_response_code(503);
+    echo "error\\n";
+}
+"""
+
+
+@dataclass
+class Drill:
+    net: ClusterNet
+    rendered: Path
+    hosts: dict[str, dict[str, Any]]
+    log: Callable[[str], None] = print
+    #: the short drill's target (mysql://...); the full drill's is the web tier on the virtual address
+    sql_url: str | None = None
+
+    def __getitem__(self, name: str) -> VM:
+        return self.net[name]
+
+    def sh(self, name: str, command: str, check: bool = True, timeout: float = 120) -> str:
+        return self.net[name].ssh(command, check=check, timeout=timeout).stdout
+
+    def sql(self, name: str, query: str) -> str:
+        return self.net[name].ssh(["sudo", "mysql", "-N", "-B", "-e", query], timeout=120).stdout.strip()
+
+    def holder(self) -> str | None:
+        """The load balancer holding the virtual address."""
+        for name in ("lb1", "lb2"):
+            if self.net[name].running:
+                out = self.sh(name, "ip -4 -o addr show", check=False, timeout=60)
+                if f" {VIRTUAL_ADDRESS}/" in out:
+                    return name
+        return None
+
+    def client_get(self, url: str) -> tuple[int, str]:
+        out = self.sh("client", f"curl -s -m 5 -o /dev/stdout -w ' %{{http_code}}' {url}", check=False, timeout=60)
+        body, _, code = out.rpartition(" ")
+        return (int(code) if code.isdigit() else 0), body
+
+    def wait(self, what: str, ready: Callable[[], bool], timeout: float = BACK_TIMEOUT) -> float:
+        """Poll ready() (bounded); the seconds it took. AssertionError when it never came."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            try:
+                if ready():
+                    return time.monotonic() - start
+            except Exception as exc:  # noqa: BLE001 -- a guest still booting refuses SSH: keep polling
+                self.log(f"{what}: not yet ({type(exc).__name__})")
+            time.sleep(POLL)
+        raise AssertionError(f"{what}: not after {timeout:.0f}s")
+
+    def phase(self, name: str) -> None:
+        self.sh("client", f"echo {name} > {PHASE_FILE}")
+        self.log(f"phase {name}")
+
+
+def cluster_spec(public_key: str) -> dict[str, Any]:
+    spec = yaml.safe_load((ROOT / "examples" / "cluster-ha.yaml").read_text())
+    spec["ssh_authorized_keys"] = [public_key]
+    spec["hosts"].append(dict(CLIENT))
+    return spec
+
+
+@contextmanager
+def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Drill]:
+    """examples/cluster-ha.yaml + the client, baked (or reused), rendered, booted, first boot done everywhere,
+    the drill's table and PHP pages in place. Every guest is stopped on the way out."""
+    images = {name: image(name) for name in ("sql-galera", "lb", "web", "nfs")}
+    key = ephemeral_keypair(tmp)
+    (tmp / "cluster.yaml").write_text(yaml.safe_dump(cluster_spec(key.public), sort_keys=False))
+    rendered = tmp / "rendered"
+    render_cluster(tmp / "cluster.yaml", rendered)
+    hosts = json.loads((rendered / "hosts.json").read_text())
+    with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
+        for name, host in hosts.items():
+            net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
+            net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
+                                 host.get("uplink_mac")))
+        net.wait_for_ssh(timeout=BOOT_TIMEOUT)
+        drill = Drill(net, rendered, hosts, log)
+        for name in hosts:
+            wait_firstboot(drill, name)
+        prepare(drill)
+        yield drill
+
+
+def wait_firstboot(drill: Drill, name: str, timeout: float = BOOT_TIMEOUT) -> None:
+    def done() -> bool:
+        out = drill.sh(name, "sudo golden-firstboot status --json", check=False, timeout=60).strip()
+        data = json.loads(out) if out.startswith("{") else {}
+        if data.get("result") == "failed":
+            journal = drill.sh(name, "sudo journalctl -b -u golden-firstboot --no-pager | tail -n 40", check=False)
+            raise AssertionError(f"{name}: first boot failed:\n{journal}")
+        return data.get("result") == "done"
+
+    drill.wait(f"{name}: first boot", done, timeout)
+
+
+def prepare(drill: Drill) -> None:
+    """The drill's table (through db1: Galera carries it to db2) and its two PHP pages on the shared docroot."""
+    password = json.loads((drill.rendered / "secrets.json").read_text())["db_users.shop"]
+    drill.sql("db1", "CREATE TABLE IF NOT EXISTS shop.ha_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                     "web VARCHAR(32), at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP(3))")
+    values = {"vip": VIRTUAL_ADDRESS, "password": password}
+    for page, text in (("insert.php", INSERT_PHP), ("read.php", READ_PHP)):
+        drill.net["nfs1"].ssh(f"sudo mkdir -p /srv/nfs/www/ha && sudo tee /srv/nfs/www/ha/{page} >/dev/null",
+                              input=text % values)
+    drill.sh("nfs1", "sudo chmod -R a+rX /srv/nfs/www/ha")
+    drill.wait("the write page through the virtual address",
+               lambda: drill.client_get(f"http://{VIRTUAL_ADDRESS}/ha/insert.php")[0] == 200, 300)
+
+
+SQL_HOSTS = ("db1", "db2", "lb1", "lb2")
+
+
+def client_seed(directory: Path, public_key: str) -> Path:
+    """The short drill's client: a sql-galera image with no cluster settings (its own MariaDB stays standalone,
+    it only lends its mysql client), on the cluster network at the client's address."""
+    address = CLIENT["address"]
+    user_data = render_host_user_data("client", {"address": address, "network": "10.10.0.0/24"},
+                                      ssh_authorized_keys=[public_key])
+    network = yaml.safe_dump({"version": 2, "ethernets": {
+        "eth0": {"match": {"macaddress": "52:54:00:20:00:28"}, "set-name": "eth0", "dhcp4": True},
+        "eth1": {"match": {"macaddress": "52:54:00:10:00:28"}, "set-name": "eth1", "addresses": [f"{address}/24"]},
+    }}, sort_keys=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_seed_iso(directory / "seed.iso", user_data, render_meta_data("ha-client-1", "client"), network)
+
+
+@contextmanager
+def sql_infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Drill]:
+    """The short drill: lb1, lb2 (garbd), db1, db2 of examples/cluster-ha.yaml and a mysql client guest."""
+    images = {name: image(name) for name in ("sql-galera", "lb")}
+    key = ephemeral_keypair(tmp)
+    spec = yaml.safe_load((ROOT / "examples" / "cluster-ha.yaml").read_text())
+    spec["ssh_authorized_keys"] = [key.public]
+    spec["hosts"] = [h for h in spec["hosts"] if h["name"] in SQL_HOSTS]
+    (tmp / "cluster.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    rendered = tmp / "rendered"
+    render_cluster(tmp / "cluster.yaml", rendered)
+    hosts = json.loads((rendered / "hosts.json").read_text())
+    with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
+        for name, host in hosts.items():
+            net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
+            net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
+                                 host.get("uplink_mac")))
+        net.memory_mib = OTHER_MEMORY
+        net.boot(ClusterHost("client", images["sql-galera"], client_seed(tmp / "client", key.public),
+                             "52:54:00:10:00:28", "52:54:00:20:00:28"))
+        net.wait_for_ssh(timeout=BOOT_TIMEOUT)
+        drill = Drill(net, rendered, hosts, log)
+        for name in hosts:
+            wait_firstboot(drill, name)
+        drill.sql("db1", "CREATE TABLE IF NOT EXISTS shop.ha_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                         "web VARCHAR(32), at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP(3))")
+        drill.sql_url = "mysql://shop:{}@{}/shop".format(
+            json.loads((rendered / "secrets.json").read_text())["db_users.shop"], VIRTUAL_ADDRESS)
+        yield drill
+
+
+def start_client(drill: Drill, rate: float, max_seconds: float) -> None:
+    client = drill.net["client"]
+    client.ssh("cat > /tmp/ha_client.py", input=CLIENT_SCRIPT.read_text())
+    target = drill.sql_url or f"http://{VIRTUAL_ADDRESS}"
+    client.ssh(f"rm -f {STOP_FILE} {CLIENT_LOG}; echo steady > {PHASE_FILE}; "
+               f"nohup python3 /tmp/ha_client.py '{target}' {rate} {max_seconds:.0f} {CLIENT_LOG} "
+               f"{PHASE_FILE} {STOP_FILE} >/tmp/ha-client.out 2>&1 </dev/null &")
+
+
+def stop_client(drill: Drill) -> list[dict[str, Any]]:
+    drill.sh("client", f"touch {STOP_FILE}")
+    time.sleep(20)  # the requests in flight finish (each is bounded at 5 s)
+    text = drill.sh("client", f"cat {CLIENT_LOG}", timeout=300)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# --- the failures ------------------------------------------------------------------------------------------------
+
+
+def lb_failure(drill: Drill, dwell: float) -> tuple[str, float]:
+    """Kill the load balancer holding the address; the other takes it; the killed one returns as backup."""
+    active = drill.holder()
+    assert active, "no load balancer holds the virtual address"
+    other = "lb2" if active == "lb1" else "lb1"
+    drill.phase(f"lb:{active}")
+    drill[active].power_off()
+    drill.wait(f"{other} takes {VIRTUAL_ADDRESS}", lambda: drill.holder() == other, 120)
+    time.sleep(dwell)
+    drill[active].power_on()
+    started = time.monotonic()
+
+    def back() -> bool:
+        out = drill.sh(active, "systemctl is-active haproxy keepalived; ip -4 -o addr show", check=False, timeout=60)
+        return out.splitlines()[:2] == ["active", "active"] and f" {VIRTUAL_ADDRESS}/" not in out
+
+    drill.wait(f"{active} back as backup", back)
+    back_after = time.monotonic() - started
+    time.sleep(dwell)
+    # nopreempt: the address stayed where it went
+    assert drill.holder() == other, f"the virtual address moved back to {drill.holder()} (a flap)"
+    return active, back_after
+
+
+def web_failure(drill: Drill, dwell: float, name: str = "web1") -> tuple[str, float]:
+    drill.phase(f"web:{name}")
+    drill[name].power_off()
+    time.sleep(dwell)
+    drill[name].power_on()
+    started = time.monotonic()
+
+    def back() -> bool:
+        seen = {drill.client_get(f"http://{VIRTUAL_ADDRESS}/healthz")[1].strip() for _ in range(6)}
+        return f"ok {name}" in seen
+
+    drill.wait(f"{name} back in the pool", back)
+    back_after = time.monotonic() - started
+    time.sleep(dwell)
+    return name, back_after
+
+
+def writer(drill: Drill) -> str:
+    """The SQL node taking writes now, as the load balancers route a new connection."""
+    if drill.sql_url:
+        password = drill.sql_url.split(":", 2)[2].rsplit("@", 1)[0]
+        out = drill.net["client"].ssh(f"MYSQL_PWD={password} mysql -h {VIRTUAL_ADDRESS} -u shop -N -B "
+                                      "-e 'SELECT @@hostname'", timeout=60).stdout
+        return out.strip()
+    code, body = drill.client_get(f"http://{VIRTUAL_ADDRESS}/ha/read.php")
+    assert code == 200, f"read page answered {code}"
+    return body.split("node=", 1)[1].split()[0]
+
+
+def sql_failure(drill: Drill, dwell: float) -> tuple[str, float]:
+    """Kill the node taking writes; writes move to the other; the killed one rejoins (IST) and is Synced."""
+    active = writer(drill)
+    drill.phase(f"sql:{active}")
+    drill[active].power_off()
+    time.sleep(dwell)
+    drill[active].power_on()
+    started = time.monotonic()
+    address = drill.hosts[active]["address"]
+
+    def back() -> bool:
+        code, _ = drill.client_get(f"http://{address}:9200/")
+        return code == 200 and drill.sql(active, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                                                 "WHERE VARIABLE_NAME = 'wsrep_local_state_comment'") == "Synced"
+
+    drill.wait(f"{active} Synced again", back)
+    back_after = time.monotonic() - started
+    time.sleep(dwell)
+    return active, back_after
+
+
+def run_drill(drill: Drill) -> tuple[list[dict[str, Any]], list[PhaseFigures], dict[str, set[int]]]:
+    """The stream and the failures (three; two in the short drill, which has no web tier); (client records,
+    figures per failure, ids found on each SQL node)."""
+    rate, dwell = knob("HA_RATE", 5), knob("HA_DWELL", 30)
+    start_client(drill, rate, knob("HA_MAX_SECONDS", 2400))
+    time.sleep(dwell)
+    back: dict[str, float] = {}
+    failures = (lb_failure, sql_failure) if drill.sql_url else (lb_failure, web_failure, sql_failure)
+    for failure in failures:
+        name, seconds = failure(drill, dwell)
+        back[f"{failure.__name__.split('_')[0]}:{name}"] = seconds
+    drill.phase("end")
+    records = stop_client(drill)
+    figs = figures(records, list(back))
+    for fig in figs:
+        fig.back_in_service = back[fig.phase]
+    found = {}
+    for name in ("db1", "db2"):
+        ids = drill.sql(name, "SELECT id FROM shop.ha_log")
+        found[name] = {int(v) for v in ids.split()}
+    return records, figs, found
+
+
+def table(records: list[dict[str, Any]], figs: list[PhaseFigures]) -> str:
+    lines = [f"{'failure':<12} {'requests':>8} {'failed':>6} {'longest outage':>15} {'back in service':>16}"]
+    for fig in figs:
+        back = f"{fig.back_in_service:.0f} s" if fig.back_in_service is not None else "-"
+        lines.append(f"{fig.phase:<12} {fig.requests:>8} {fig.failed:>6} {fig.longest_outage:>13.1f} s {back:>16}")
+    lines.append(f"overall: {len(records)} requests, {success_rate(records) * 100:.2f} % answered 200, "
+                 f"{len(acknowledged_ids(records))} writes acknowledged")
+    return "\n".join(lines)
