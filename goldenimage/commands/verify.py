@@ -17,9 +17,8 @@ from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
-from ..core.ssh_keys import ephemeral_keypair
+from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..core.ssh_keys import SSHKey
 from ..verify.guest import GUEST_USER, make_seed
 from ..verify.vm import FIRMWARES, VM
 
