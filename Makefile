@@ -67,9 +67,10 @@ audit: host-tools venv ## Boot the newest PROFILE artifact and score it: OpenSCA
 	$(GOLDEN) audit $(PROFILE) --debian $(DEBIAN) $(ARGS)
 
 .PHONY: lint
-lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check goldenimage tests
+lint: venv ## ruff and mypy, the first-boot agent included (ruff for Python 3.7; mypy's oldest, 3.10)
+	$(VENV)/bin/ruff check goldenimage tests firstboot setup.py
 	$(VENV)/bin/mypy
+	MYPYPATH=firstboot $(VENV)/bin/mypy --python-version 3.10 -p golden_firstboot
 
 .PHONY: test-fast
 test-fast: venv ## Fast tests only (no virtual machines)

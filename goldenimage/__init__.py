@@ -7,7 +7,8 @@ reads every import and enforces it, with no exceptions:
 ========== ============== ==========================================================================
 layer      package        what lives there
 ========== ============== ==========================================================================
-core       core           errors, run (every external command), log, paths, output dirs, fs helpers
+core       core           errors, run (every external command), log, paths + shipped data, output dirs,
+                          fs helpers, SSH key pairs, the strict schema base and its error lines
 model      model          releases, values, role settings, disk layouts, profiles + schema, clusters
 producers  render         cloud-init user-data and seed, Packer templates, first-boot bundle, checks
 producers  bake           base and disk builders, Packer runs, accelerator, the artifact store

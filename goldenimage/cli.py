@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from .core.errors import GoldenError
-from .core.log import console, setup_logging
+from .core.log import setup_logging
+from .core.paths import PROFILES_ENV
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .core.log import console
     from .model.profiles import describe, list_profiles, supported_releases
 
     table = Table(title="goldenimage profiles", show_lines=False)
@@ -70,18 +73,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_base(args: argparse.Namespace) -> int:
-    from .bake.base import build_base, fetch_base
+    from .bake.base_image import build_base, check_official_base, fetch_base
     from .model.disk_layout import DiskLayout
     from .model.releases import matrix
 
     release = matrix().get(args.debian)
     layout = DiskLayout(args.layout)
     if args.base_url:
-        if not args.base_checksum:
-            parser_error("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)")
-        if layout is not DiskLayout.SINGLE:
-            parser_error(f"--layout {layout} builds from the mirror: --base-url takes the image as it is")
-        base = fetch_base(args.base_url, args.base_checksum, release)
+        base = fetch_base(args.base_url, check_official_base(args.base_checksum, layout, "--layout"), release)
     else:
         base = build_base(release, mirror=args.mirror, flavour=args.kernel, force=args.force, layout=layout)
     print(base.path)
@@ -111,14 +110,10 @@ def release_number(value: str) -> int:
     return matrix().get(value).number
 
 
-def parser_error(message: str) -> None:
-    from .core.errors import InputError
-
-    raise InputError(message)
-
-
 def _add_base_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debian", help="Debian release: 10, 11, 12 or 13 (default 12)")
+    from .model.releases import release_help
+
+    p.add_argument("--debian", help=release_help())
     p.add_argument("--mirror", help="Debian mirror URL for the base image (default: the release's; $GOLDEN_MIRROR)")
     p.add_argument("--base-url", help="start from an official Debian cloud image at this URL instead")
     p.add_argument("--base-checksum", help="checksum of --base-url: sha256:HEX or sha512:HEX (required with it)")
@@ -126,8 +121,14 @@ def _add_base_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .model.releases import release_help
+    from .render.targets import TARGET_NAMES
+
     parser = argparse.ArgumentParser(prog="golden", description="Golden images for Debian server fleets.")
     parser.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
+    parser.add_argument("--profiles-dir", type=Path, metavar="DIR",
+                        help=f"your profiles and role fragments, searched before the shipped ones "
+                             f"(default: ${PROFILES_ENV}, else ./profiles when it exists)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("profiles", help="list the profiles, their roles and what they are")
@@ -135,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="write the Packer template, user-data and seed for a profile")
     p.add_argument("profile", help="profile name (profiles/NAME.yaml) or path to a profile file")
-    p.add_argument("--debian", help="Debian release: 10, 11, 12 or 13 (default 12)")
-    p.add_argument("--target", choices=["qemu", "proxmox", "openstack"], default="qemu")
+    p.add_argument("--debian", help=release_help())
+    p.add_argument("--target", choices=TARGET_NAMES, default="qemu")
     p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
     p.add_argument("--out", help="output directory (default rendered/PROFILE-debianN-TARGET)")
     p.set_defaults(func=_cmd_render)
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profiles", nargs="*", help="profiles to check (default: all)")
     p.add_argument("--all", action="store_true", help="every profile")
     p.add_argument("--debian", action="append", help="only this release (repeatable)")
-    p.add_argument("--target", action="append", choices=["qemu", "proxmox", "openstack"])
+    p.add_argument("--target", action="append", choices=TARGET_NAMES)
     p.add_argument("--overlay", action="append", default=[], type=Path)
     p.set_defaults(func=_cmd_validate)
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
-    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
     p.add_argument("--all-firmwares", action="store_true",
                    help="one clone per firmware the artifact boots (BIOS, UEFI, UEFI with Secure Boot) instead of "
                         "two (BIOS, and UEFI with Secure Boot)")
@@ -193,10 +194,22 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _say(message: str, markup: bool = False) -> None:
+    """One line on stderr (rich is imported only when there is something to say)."""
+    from .core.log import console
+
+    console.print(message, markup=markup, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug)
+    if args.profiles_dir is not None:
+        if not args.profiles_dir.is_dir():
+            _say(f"golden: error: --profiles-dir {args.profiles_dir}: no such directory")
+            return 2
+        os.environ[PROFILES_ENV] = str(args.profiles_dir.resolve())
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -205,19 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     except GoldenError as exc:
         if args.debug:
             raise
-        console.print(f"[red]golden: error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        _say(f"[red]golden: error:[/red] {exc.message}", markup=True)
         if exc.hint:
-            console.print(f"  hint: {exc.hint}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"  hint: {exc.hint}")
         return exc.exit_status
     except OSError as exc:
         # Anything the file system refuses that no module turned into a GoldenError: one line, no traceback.
         if args.debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        console.print(f"golden: error: {exc.strerror or exc}{where}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"golden: error: {exc.strerror or exc}{where}")
         return 1
     except KeyboardInterrupt:
-        console.print("golden: interrupted")
+        _say("golden: interrupted")
         return 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

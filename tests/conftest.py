@@ -23,7 +23,3 @@ def write_yaml(tmp_path: Path):
         return path
 
     return write
-
-# tests/infra holds the testinfra suites that `golden verify` runs against a booted image over SSH;
-# collected here they would test this machine instead.
-collect_ignore = ["infra"]

@@ -18,7 +18,6 @@ kinds of documented change, made with lxml on the parsed XML and cached by the s
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 from lxml import etree
 
 from ..core.errors import GoldenError
-from ..core.fs import write_atomic
+from ..core.fs import sha256_file, write_atomic
 from ..core.paths import cache_dir
 from ..core.run import require, run
 from ..model.releases import Release, matrix
@@ -88,14 +87,6 @@ def source_datastream(number: int, ssg_dir: Path = SSG_DIR) -> Path:
         raise GoldenError(f"no SCAP content for Debian {number}: {path} is missing",
                           hint="apt-get install ssg-debian (or: sudo make deps)")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def content_for(release: Release, *, ssg_dir: Path = SSG_DIR, cache: Path | None = None) -> Content:

@@ -292,7 +292,7 @@ def kernel_version(root: Path) -> str:
 def grub_cfg(fs_uuid: str, kver: str, release: Release) -> str:
     """A minimal grub.cfg: serial and VGA console, root found by filesystem UUID."""
     return f"""\
-# written by goldenimage.bake.base; update-grub inside the image replaces it
+# written by goldenimage.bake.base_image; update-grub inside the image replaces it
 set timeout=1
 serial --unit=0 --speed=115200
 terminal_input serial console

@@ -17,7 +17,7 @@ from ..core.run import run
 from ..model.profiles import ResolvedProfile, size_mib
 from ..render.firstboot_bundle import build_zipapp
 from ..render.userdata import cloud_config_json
-from .base import BaseImage, extract_layer_tree
+from .base_image import BaseImage, extract_layer_tree
 from .disk import assemble_disk
 
 #: The first-boot agent's state: a VM pass on the converged disk boots with it present (the agent must not run

@@ -1,4 +1,4 @@
-"""The artifact store: content keys, artifact names, manifests and checksums, atomic publication.
+"""The artifact store: content keys, artifact names, manifests and checksums, the atomic commit of an artifact.
 
 An artifact is three files in images/: NAME.qcow2, NAME.qcow2.sha256 and NAME.manifest.json, where NAME
 is <profile>-debian<N>-<date>-<key>. The manifest is renamed into place last: an artifact is complete
@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import SOURCE_ROOT, __version__
-from ..core.fs import canonical_json, write_atomic
-from ..core.paths import images_dir
+from .. import __version__
+from ..core.errors import InputError
+from ..core.fs import canonical_json, sha256_file, write_atomic
+from ..core.paths import images_dir, shipped
 from ..model.profiles import ResolvedProfile
+from ..model.releases import matrix
 
 KEY_LENGTH = 16
 #: The in-image agent's sources: a change there is a change of every image.
-FIRSTBOOT_DIR = SOURCE_ROOT / "firstboot"
+FIRSTBOOT_DIR = shipped("firstboot")
 
 
 @dataclass(frozen=True)
@@ -123,17 +125,27 @@ def from_path(path: Path) -> Artifact | None:
     return _complete(path.with_name(name + ".manifest.json"))
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def resolve(target: str, debian: int | str | None = None, directory: Path | None = None) -> Artifact:
+    """What verify, audit and publish act on: an artifact by path (its qcow2 or manifest), or the newest of a
+    profile for a release (the matrix's default when none is given); InputError when there is none."""
+    path = Path(target)
+    if target.endswith((".qcow2", ".json")) or "/" in target or path.exists():
+        artifact = from_path(path)
+        if artifact is None:
+            raise InputError(f"{target}: not a complete goldenimage artifact (qcow2 + .sha256 + manifest.json)",
+                             hint="golden build PROFILE writes one into images/")
+        return artifact
+    release = matrix().get(debian)
+    artifact = latest(target, release.number, directory)
+    if artifact is None:
+        raise InputError(f"no artifact of profile {target} for Debian {release.number} in images/",
+                         hint=f"bake it first: make image PROFILE={target} DEBIAN={release.number}")
+    return artifact
 
 
 @contextmanager
 def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Path]:
-    """A hidden work directory inside images/ (same filesystem, so publication is a rename);
+    """A hidden work directory inside images/ (same filesystem, so the commit is a rename);
     removed whatever happens."""
     directory = directory or images_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -144,7 +156,7 @@ def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Pa
         shutil.rmtree(work, ignore_errors=True)
 
 
-def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | None = None) -> Artifact:
+def commit(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | None = None) -> Artifact:
     """Move a finished qcow2 into the store with its .sha256 and manifest; the manifest goes last.
 
     If anything fails midway, what was already moved is removed again: no half artifact stays.
@@ -153,7 +165,7 @@ def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | 
     final = directory / f"{name}.qcow2"
     sha_file = directory / f"{name}.qcow2.sha256"
     manifest_file = directory / f"{name}.manifest.json"
-    digest = sha256_of(qcow2)
+    digest = sha256_file(qcow2)
     manifest = {**manifest, "image": {**manifest.get("image", {}), "file": final.name, "sha256": digest,
                                       "size_bytes": qcow2.stat().st_size}}
     moved: list[Path] = []

@@ -10,6 +10,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
+from ..core.ssh_keys import ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, find_artifact, make_seed
-from ..verify.vm import SSH_OPTIONS, VM, ephemeral_keypair
+from ..verify.guest import GUEST_USER, boot_clone
+from ..verify.vm import SSH_OPTIONS, VM
 
 GUEST_OUT = "/run/golden-audit/out"
 OSCAP_RESULTS = "oscap-results.xml"
@@ -109,7 +111,7 @@ def _as_artifact(target: store.Artifact | Path | str, debian: int | str | None) 
         return target
     if isinstance(target, Path):
         target = str(target) if "/" in str(target) else f"./{target}"
-    return find_artifact(target, debian)
+    return store.resolve(target, debian)
 
 
 def _wait_for_first_boot(vm: VM, timeout: float = 1200.0) -> str:
@@ -181,15 +183,13 @@ def audit_artifact(
                 info(escape(f"content: {change.line()}"))
         key = ephemeral_keypair(directory)
         name = f"audit-{uuid.uuid4().hex[:6]}"
-        seed = make_seed(directory, name, key, roles)
-        vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=release.status_wait_ok,
-                name=name, workdir=directory / "vm",
-                extra_args=["-drive", f"file={disk.iso},if=virtio,format=raw,readonly=on"])
-        with vm:
+        with ExitStack() as running:
             t = time.monotonic()
             with step("Booting a throw-away clone"):
-                vm.wait_for_ssh(timeout=900)
-                vm.wait_cloud_init(timeout=900)
+                vm = boot_clone(artifact.qcow2, directory, name, key, roles, release.status_wait_ok,
+                                workdir=directory / "vm", ssh_timeout=900,
+                                extra_args=["-drive", f"file={disk.iso},if=virtio,format=raw,readonly=on"])
+                running.callback(vm.stop)
                 firstboot = _wait_for_first_boot(vm)
                 info(f"first boot: {firstboot}")
             seconds["boot"] = time.monotonic() - t

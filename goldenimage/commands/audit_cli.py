@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from ..audit.content import PROFILE_TITLE
-from ..audit.oscap import Result
 from ..core.errors import GoldenError
+from ..model.releases import release_help
 
-RESULT_STYLE = {Result.PASS: "green", Result.FAIL: "red", Result.ERROR: "magenta", Result.NOTAPPLICABLE: "dim"}
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def print_report(report: Any, console: Console | None = None) -> None:
     """The rule table and the totals, on stdout."""
+    # imported here: the parser (every `golden` start) needs none of them
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..audit.content import PROFILE_TITLE
+    from ..audit.oscap import Result
+
+    result_style = {Result.PASS: "green", Result.FAIL: "red", Result.ERROR: "magenta", Result.NOTAPPLICABLE: "dim"}
     console = console or Console(width=max(110, Console().width))
     if report.scan:
         table = Table(title=f"{PROFILE_TITLE} on {report.artifact}")
@@ -26,7 +31,7 @@ def print_report(report: Any, console: Console | None = None) -> None:
         table.add_column("title")
         table.add_column("result")
         for rule in report.scan.rules:
-            style = RESULT_STYLE.get(rule.result, "yellow")
+            style = result_style.get(rule.result, "yellow")
             table.add_row(rule.name, escape(rule.title), f"[{style}]{rule.result}[/{style}]")
         console.print(table)
         others = ", ".join(f"{n} {k}" for k, n in sorted(report.scan.counts().items()) if k != "pass")
@@ -75,7 +80,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--min-rules or --min-lynis is given and missed (exit 1).",
     )
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
-    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON to PATH")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="keep the raw results in DIR (oscap-results.xml, lynis-report.dat, lynis.log)")

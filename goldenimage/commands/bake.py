@@ -10,13 +10,20 @@ from typing import Any
 
 from ..bake import native, store
 from ..bake.accel import detect_accelerator
-from ..bake.base import BaseImage, base_key, build_base, build_layer_tree, fetch_base, resolve_mirror
+from ..bake.base_image import (
+    BaseImage,
+    base_key,
+    build_base,
+    build_layer_tree,
+    check_official_base,
+    fetch_base,
+    resolve_mirror,
+)
 from ..bake.packer_build import packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
-from ..core.errors import GoldenError, InputError
+from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.run import require, run
-from ..model.disk_layout import DiskLayout
 from ..model.profiles import ResolvedProfile, resolve
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from ..render.userdata import render_vm_pass_user_data
@@ -63,16 +70,8 @@ def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_chec
     """The base image for the profile's release and disk layout: an official image by URL + checksum (one
     partition; the VM pass installs the packages), or mirror-built with every package of the profile in it."""
     if base_url:
-        if not base_checksum:
-            raise GoldenError("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)",
-                              hint="take the checksum from the image's SHA512SUMS file")
-        if profile.disk_layout is not DiskLayout.SINGLE:
-            raise InputError(
-                f"profile {profile.name} wants the {profile.disk_layout} disk layout, but an official cloud image "
-                "(--base-url) has one partition",
-                hint="leave out --base-url: the base is then built from the Debian mirror with that layout",
-            )
-        return fetch_base(base_url, base_checksum, profile.release)
+        checksum = check_official_base(base_checksum, profile.disk_layout, f"profile {profile.name}")
+        return fetch_base(base_url, checksum, profile.release)
     return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
                       extra_packages=profile.base_packages, packages=layer_packages(profile),
                       compression=LAYER_COMPRESSION)
@@ -139,7 +138,7 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
             manifest["route"] = {"name": "vm", "native": ["package layer (mmdebstrap)"],
                                  "vm": ["cloud-init (user-data)", "cleanup"]}
             with step("Publishing the artifact"):
-                artifact = store.publish(qcow2, manifest, store.artifact_name(profile, key, started))
+                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 
@@ -210,7 +209,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
                 seconds["convert"] = time.monotonic() - clock
                 clock = time.monotonic()
                 rendered = render(profile, Target.QEMU, work / "render", content_key=key, vm_pass_only=True)
-                vm_guest, accel = _vm_pass(rendered, disk, store.sha256_of(disk), work, memory)
+                vm_guest, accel = _vm_pass(rendered, disk, sha256_file(disk), work, memory)
                 guest.update(packages=vm_guest.get("packages", guest["packages"]),
                              kernels=vm_guest.get("kernels", guest["kernels"]))
                 guest["vm_pass_dpkg"] = vm_guest.get("vm_pass_dpkg", [])
@@ -232,7 +231,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
             manifest["converge"] = {"summary": report[-1] if report else "", "changes": report[:-1]}
             manifest["after_layer_dpkg"] = guest.get("after_layer_dpkg", [])
             with step("Publishing the artifact"):
-                artifact = store.publish(qcow2, manifest, store.artifact_name(profile, key, started))
+                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 

@@ -5,31 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..bake.store import Artifact
 from ..core.errors import InputError
+from ..model.releases import release_help
+
+if TYPE_CHECKING:
+    from ..bake.store import Artifact
 
 TARGETS = ("openstack", "ovh-dedicated", "proxmox", "s3")
-
-
-def resolve_artifact(image: str, debian: str | None) -> Artifact:
-    """A path to an artifact's qcow2 or manifest, or a profile name (its newest artifact)."""
-    from ..bake import store
-
-    path = Path(image)
-    if path.suffix in (".qcow2", ".json") or path.exists():
-        artifact = store.from_path(path)
-        if artifact is None:
-            raise InputError(f"{image}: not a complete artifact (qcow2, .sha256 and manifest.json)",
-                             hint="golden build PROFILE writes one into images/")
-        return artifact
-    release = int(debian or 12)
-    artifact = store.latest(image, release)
-    if artifact is None:
-        raise InputError(f"no artifact of profile {image} for Debian {release} in the store",
-                         hint=f"golden build {image} --debian {release}")
-    return artifact
 
 
 def _s3(args: argparse.Namespace) -> Any:
@@ -43,9 +27,10 @@ def _s3(args: argparse.Namespace) -> Any:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from ..publish.base import publish
+    from ..bake import store
+    from ..publish.publisher import publish
 
-    artifact = resolve_artifact(args.image, args.debian)
+    artifact = store.resolve(args.image, args.debian)
     if args.keep is not None and args.keep < 1:
         raise InputError("--keep must be 1 or more (the image just published always stays)")
     if args.to == "ovh-dedicated":
@@ -97,7 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "chain, OVH_*/ovh.conf, PROXMOX_URL/PROXMOX_TOKEN_ID/PROXMOX_TOKEN_SECRET).")
     p.add_argument("image", metavar="IMAGE", help="a profile (its newest artifact) or a path to an artifact's qcow2")
     p.add_argument("--to", required=True, choices=TARGETS, help="where to publish")
-    p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
+    p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
     p.add_argument("--keep", type=int, metavar="N",
                    help="then remove all but the N newest images of the profile there (never one in use)")
     p.add_argument("--uefi", action="store_true",

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..bake.packer_cli import supports_required_plugins
 from ..core.errors import InputError
 from ..core.outdir import check_replaceable, mark, replace_dir
-from ..core.run import require, run
+from ..core.ssh_keys import ephemeral_keypair
 from ..model.profiles import ResolvedProfile
 from ..render.firstboot_bundle import bundle_commands, bundle_files
 from ..render.packer_template import (
@@ -51,10 +51,8 @@ class Rendered:
 
 def make_build_key(directory: Path) -> tuple[Path, str]:
     """An ephemeral ed25519 key pair for the build account; (private key path, public key line)."""
-    require("ssh-keygen", purpose="to make the ephemeral build key")
-    key = directory / BUILD_KEY
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "golden-build (ephemeral)", "-f", key])
-    return key, (directory / f"{BUILD_KEY}.pub").read_text().strip()
+    key = ephemeral_keypair(directory, BUILD_KEY, comment="golden-build (ephemeral)")
+    return key.private, key.public
 
 
 def bake_user_data(profile: ResolvedProfile, build_public_key: str | None, content_key: str | None = None,

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import SOURCE_ROOT
 from ..bake import store
 from ..core.errors import GoldenError
 from ..core.log import info, step
 from ..core.run import run
+from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, find_artifact, make_seed
-from ..verify.vm import FIRMWARES, VM, SSHKey, ephemeral_keypair
+from ..verify.guest import GUEST_USER, make_seed
+from ..verify.vm import FIRMWARES, VM
 
-INFRA_DIR = SOURCE_ROOT / "tests" / "infra"
+#: The testinfra suites, shipped in the package (package data, not a Python package).
+SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ class Identity:
 def suites_for(roles: list[str]) -> list[Path]:
     """The testinfra suites that apply: the base and hygiene suites, then one per role."""
     names = ["test_base.py", "test_hygiene.py"] + [f"test_{r.replace('-', '_')}.py" for r in roles]
-    missing = [n for n in names if not (INFRA_DIR / n).is_file()]
+    missing = [n for n in names if not (SUITES_DIR / n).is_file()]
     if missing:
-        raise GoldenError(f"no testinfra suite {', '.join(missing)} in {INFRA_DIR}")
-    return [INFRA_DIR / n for n in names]
+        raise GoldenError(f"no testinfra suite {', '.join(missing)} in {SUITES_DIR}")
+    return [SUITES_DIR / n for n in names]
 
 
 def identity(vm: VM) -> Identity:
@@ -122,7 +123,7 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
         "  IdentitiesOnly yes\n  ConnectTimeout 20\n"
         f"  ControlMaster auto\n  ControlPath {directory}/cm-%C\n  ControlPersist 60\n"
     )
-    argv = [sys.executable, "-m", "pytest", "-q", "-c", str(INFRA_DIR / "pytest.ini"), "--sudo",
+    argv = [sys.executable, "-m", "pytest", "-q", "-c", str(SUITES_DIR / "pytest.ini"), "--sudo",
             f"--hosts=ssh://{GUEST_USER}@127.0.0.1:{vm.ssh_port}", f"--ssh-config={config}",
             f"--ssh-identity-file={vm.key}", *[str(s) for s in suites]]
     proc = run(argv, check=False, capture=False, env=env, timeout=1800)
@@ -132,7 +133,7 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False) -> None:
     """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, compare
     identities, run the suites on every clone; GoldenError on failure."""
-    artifact = find_artifact(target, debian)
+    artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])

@@ -1,7 +1,8 @@
-"""File helpers every layer uses: atomic writes and the canonical JSON that content keys hash."""
+"""File helpers every layer uses: atomic writes, file digests and the canonical JSON that content keys hash."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,3 +26,12 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's content, hex, read in 1 MiB blocks (images are gigabytes)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

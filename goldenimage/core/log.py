@@ -7,11 +7,27 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("goldenimage")
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@cache
+def _stderr_console() -> Console:
+    from rich.console import Console  # on first use: `golden --help` starts without rich
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def __getattr__(name: str) -> Any:
+    """`console`, the shared stderr console (rich), made on first import of the name (PEP 562)."""
+    if name == "console":
+        return _stderr_console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 _depth = 0
 
 
@@ -29,19 +45,19 @@ def step(title: str) -> Iterator[None]:
     """Announce a step, nest inner steps under it, and print its elapsed time (or its failure)."""
     global _depth
     indent = "  " * _depth
-    console.print(f"{indent}[bold]▶[/bold] {title}")
+    _stderr_console().print(f"{indent}[bold]▶[/bold] {title}")
     start = time.monotonic()
     _depth += 1
     try:
         yield
     except BaseException:
         _depth -= 1
-        console.print(f"{indent}[red]✗[/red] {title} [dim]failed after {time.monotonic() - start:.1f}s[/dim]")
+        _stderr_console().print(f"{indent}[red]✗[/red] {title} [dim]failed after {time.monotonic() - start:.1f}s[/dim]")
         raise
     _depth -= 1
-    console.print(f"{indent}[green]✓[/green] {title} [dim]{time.monotonic() - start:.1f}s[/dim]")
+    _stderr_console().print(f"{indent}[green]✓[/green] {title} [dim]{time.monotonic() - start:.1f}s[/dim]")
 
 
 def info(message: str) -> None:
     """A progress line at the current step depth."""
-    console.print("  " * _depth + message)
+    _stderr_console().print("  " * _depth + message)

@@ -38,10 +38,9 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from ..core.errors import InputError
-from .profile_schema import schema_error_lines
+from ..core.schema import SchemaErrors, StrictModel, schema_error_lines
 from .profiles import display_path, read_yaml_mapping
 from .values import DNS_NAME, HOST_LABEL, MAC, MAC_PREFIX, SshPublicKey, check_one_line, check_path
 
@@ -56,16 +55,11 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CLEAR_SECRET = "a secret in clear is refused: write `generate`, {env: VARIABLE} or {file: PATH}"
 
 
-class ClusterErrors(InputError):
+class ClusterErrors(SchemaErrors):
     """Every problem of a cluster file, one line each ('FILE: KEY: problem')."""
 
     def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines), hint="fix the cluster file; examples/cluster.yaml shows every key")
-        self.lines = lines
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+        super().__init__(lines, hint="fix the cluster file; examples/cluster.yaml shows every key")
 
 
 def _secret_source(value: Any) -> Any:
@@ -77,7 +71,7 @@ def _secret_source(value: Any) -> Any:
     return value
 
 
-class SecretSource(_Strict):
+class SecretSource(StrictModel):
     """Where a secret comes from: generated once (kept in DIR/secrets.json), the environment, or a file."""
 
     generate: bool = False
@@ -116,7 +110,7 @@ def _absolute(value: str) -> str:
     return check_path(value)
 
 
-class Nic(_Strict):
+class Nic(StrictModel):
     """A NIC found by MAC address: the host's MAC is mac_prefix followed by the last bytes of its address."""
 
     mac_prefix: str
@@ -140,13 +134,13 @@ class Nic(_Strict):
         return v
 
 
-class Secrets(_Strict):
+class Secrets(StrictModel):
     replication_password: Secret | None = None
     keepalived_password: Secret | None = None
     plesk_license: Secret | None = None
 
 
-class DbUser(_Strict):
+class DbUser(StrictModel):
     """An application account on every sql-primary, with all privileges on its database."""
 
     name: str
@@ -162,7 +156,7 @@ class DbUser(_Strict):
         return v
 
 
-class Vhost(_Strict):
+class Vhost(StrictModel):
     server_name: str
     aliases: list[str] = []
     document_root: str | None = None
@@ -187,7 +181,7 @@ class Vhost(_Strict):
         return None if v is None else _absolute(v)
 
 
-class Export(_Strict):
+class Export(StrictModel):
     path: str
     options: str | None = None  # default: rw,sync,no_subtree_check,root_squash
 
@@ -204,7 +198,7 @@ class Export(_Strict):
         return v
 
 
-class NfsMount(_Strict):
+class NfsMount(StrictModel):
     """The shared docroot of a web host: an nfs host's export (default its first), mounted on `mount`."""
 
     host: str
@@ -225,7 +219,7 @@ def _nfs_mount(value: Any) -> Any:
     return {"host": value} if isinstance(value, str) else value
 
 
-class Host(_Strict):
+class Host(StrictModel):
     name: str
     profile: str
     address: IPv4Address
@@ -251,7 +245,7 @@ class Host(_Strict):
         return None if v is None else v.lower()
 
 
-class Cluster(_Strict):
+class Cluster(StrictModel):
     name: str
     network: IPv4Network
     debian: int | None = None

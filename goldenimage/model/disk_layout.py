@@ -1,7 +1,7 @@
 """Disk layouts, the model: which filesystems a base image's disk has, their sizes and mount options, and
 where each partition goes on the disk (LAYOUTS, plan_disk). bake.disk assembles disks from these plans;
 profiles and the Packer template read the layout names and sizes. A change here that alters the disk must bump
-bake.base.RECIPE_VERSION, which keys the base image cache.
+bake.base_image.RECIPE_VERSION, which keys the base image cache.
 """
 
 from __future__ import annotations

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from enum import StrEnum
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, field_validator, model_validator
 
+from ..core.schema import StrictModel
 from .disk_layout import DiskLayout
 from .role_settings import Settings
 from .values import (
@@ -23,6 +22,7 @@ from .values import (
     OneLine,
     Owner,
     PackageName,
+    ShellLine,
     SshPublicKey,
     SysctlKey,
     SysctlValue,
@@ -63,11 +63,7 @@ PGP_KEY = re.compile(r"-----BEGIN PGP PUBLIC KEY BLOCK-----\n[A-Za-z0-9+/=:\s.,(
                      r"-----END PGP PUBLIC KEY BLOCK-----\n?")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FileSpec(_Strict):
+class FileSpec(StrictModel):
     """A file written into the image at bake time."""
 
     path: TemplatedPath
@@ -76,7 +72,7 @@ class FileSpec(_Strict):
     permissions: Mode = "0644"
 
 
-class UserSpec(_Strict):
+class UserSpec(StrictModel):
     """A local account baked into the image (no password; keys only)."""
 
     name: UserName
@@ -94,7 +90,7 @@ class UserSpec(_Strict):
         return v
 
 
-class AptSource(_Strict):
+class AptSource(StrictModel):
     """An extra apt repository: a one-line `deb ...` entry and, optionally, its signing key (ASCII armour)."""
 
     source: str
@@ -125,7 +121,7 @@ def _source_name(value: str) -> str:
     return value
 
 
-class AptSpec(_Strict):
+class AptSpec(StrictModel):
     """Where packages come from. Mirrors are settings: an internal mirror or a snapshot."""
 
     mirror: Url | None = None
@@ -134,7 +130,7 @@ class AptSpec(_Strict):
     sources: dict[Annotated[str, AfterValidator(_source_name)], AptSource] = {}
 
 
-class SystemSpec(_Strict):
+class SystemSpec(StrictModel):
     locale: Locale | None = None
     timezone: TimeZone | None = None
     ntp_servers: list[NtpServer] | None = None
@@ -143,7 +139,7 @@ class SystemSpec(_Strict):
     keyboard: Keyboard | None = None
 
 
-class Fragment(_Strict):
+class Fragment(StrictModel):
     """Content shared by profiles, role fragments and overlays."""
 
     description: OneLine | None = None
@@ -161,10 +157,10 @@ class Fragment(_Strict):
     system: SystemSpec = SystemSpec()
     settings: Settings = Settings()
     # Shell, one command per item (the profile author's own): one line each.
-    bake_commands: list[OneLine] = []
+    bake_commands: list[ShellLine] = []
     # Bake commands that need a running system (update-grub, an installer that talks to systemd): the local
     # native bake runs them in a VM pass after the rest; cloud-init runs them after bake_commands.
-    vm_bake_commands: list[OneLine] = []
+    vm_bake_commands: list[ShellLine] = []
     # Paths removed at the end of the bake because every clone must make its own (keys, certificates).
     instance_unique: list[GlobPath] = []
 
@@ -218,62 +214,3 @@ class ProfileFile(Fragment):
 
 class OverlayFile(Fragment):
     """A customer overlay: changes a profile without copying it."""
-
-
-def known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the model accepts at `loc` (the mapping holding an unknown key), for a "did you mean" hint."""
-    current: Any = model
-    for part in loc:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return []
-            current = field.annotation
-        elif get_origin(current) in (list, dict):
-            current = get_args(current)[-1]
-        else:
-            return []
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _unwrap(tp: Any) -> Any:
-    """X from X | None and Annotated[X, ...]; lists and dicts are left for the caller to step into."""
-    while True:
-        if get_origin(tp) is Annotated:
-            tp = get_args(tp)[0]
-            continue
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if get_origin(tp) in (Union, UnionType) and len(args) == 1:
-            tp = args[0]
-            continue
-        return tp
-
-
-def schema_error_lines(path: str, exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
-    """One line per schema error: 'FILE: KEY: problem', as cloud-init reports all errors at once."""
-    lines = []
-    for err in exc.errors():
-        loc = []
-        for part in err["loc"]:
-            if isinstance(part, int):
-                loc.append(f"[{part}]")
-            else:
-                loc.append(("." if loc else "") + str(part))
-        key = "".join(loc) or "(top level)"
-        msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
-        if not loc and (m := re.fullmatch(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): (.*)", msg)):
-            key, msg = m[1], m[2]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt?)"
-            if model is not None:
-                close = difflib.get_close_matches(str(err["loc"][-1]), known_keys(model, err["loc"][:-1]), n=1)
-                if close:
-                    msg = f"unknown key: did you mean {close[0]!r}?"
-        elif err["type"] == "enum":
-            msg = f"unknown value {str(err.get('input'))[:80]!r}: {err['msg'].lower()}"
-        lines.append(f"{path}: {key}: {msg}")
-    return lines

@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .. import SOURCE_ROOT
 from ..core.errors import InputError
+from ..core.paths import find_profile_file, profile_dirs
+from ..core.schema import SchemaErrors, schema_error_lines
 from .disk_layout import DiskLayout, layout_size_mib
 from .profile_schema import (
     FILE_NAME,
@@ -33,13 +34,10 @@ from .profile_schema import (
     ProfileFile,
     Role,
     RoleFragment,
-    schema_error_lines,
 )
 from .releases import Release, matrix
 from .values import PLACEHOLDER, check_package, check_path, check_unit
 
-PROFILES_DIR = SOURCE_ROOT / "profiles"
-ROLES_DIR = PROFILES_DIR / "roles"
 DEFAULT_DISK_SIZE = "4G"
 DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
@@ -48,12 +46,11 @@ APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bak
 KEYED_LISTS = {"files": "path", "users": "name"}
 
 
-class ProfileErrors(InputError):
+class ProfileErrors(SchemaErrors):
     """All schema errors of one input, one line each."""
 
     def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines), hint="fix the file(s) above; see README 'Profile reference'")
-        self.lines = lines
+        super().__init__(lines, hint="fix the file(s) above; see README 'Profile reference'")
 
 
 @dataclass(frozen=True)
@@ -167,6 +164,11 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def _searched(relative: str) -> str:
+    """Where a file was looked for: profiles/web.yaml, or each profile folder's in turn."""
+    return " nor ".join(display_path(d / relative) for d in profile_dirs())
+
+
 def profile_path(name_or_path: str) -> Path:
     """profiles/NAME.yaml for a name; a path to a .yaml file is taken as it is.
 
@@ -180,21 +182,21 @@ def profile_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise InputError(f"{name_or_path}: no such profile file")
         return path
-    path = PROFILES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
+    found = find_profile_file(f"{name_or_path}.yaml")
+    if found is None:
         raise InputError(
-            f"profile {name_or_path!r}: no file {display_path(path)}",
+            f"profile {name_or_path!r}: no file {_searched(f'{name_or_path}.yaml')}",
             hint=f"known profiles: {', '.join(list_profiles())}",
         )
-    return path
+    return found
 
 
 def list_profiles() -> list[str]:
-    """Names of the buildable profiles in profiles/ (abstract ones such as base are left out)."""
+    """Names of the buildable profiles in the profile folders (abstract ones such as base are left out)."""
     names = []
-    for path in sorted(PROFILES_DIR.glob("*.yaml")):
-        if path.name == "releases.yaml":
-            continue
+    for stem in sorted({p.stem for d in profile_dirs() for p in d.glob("*.yaml")} - {"releases"}):
+        path = find_profile_file(f"{stem}.yaml")
+        assert path is not None
         if not read_yaml_mapping(path).get("abstract", False):
             names.append(path.stem)
     return names
@@ -246,7 +248,7 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
         # A parent beside the profile first (customer profile trees), then the project's profiles/.
         parent_path = path.parent / f"{parent}.yaml"
         if not parent_path.is_file():
-            parent_path = PROFILES_DIR / f"{parent}.yaml"
+            parent_path = find_profile_file(f"{parent}.yaml") or parent_path
         if not parent_path.is_file():
             raise InputError(f"{display_path(path)}: extends: no profile named {parent!r}")
         for item in _chain(parent_path, (*seen, resolved)):
@@ -257,9 +259,9 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
 
 
 def _role_fragment(role: Role) -> tuple[Path, dict[str, Any]]:
-    path = ROLES_DIR / f"{role}.yaml"
-    if not path.is_file():
-        raise InputError(f"role {role!r} has no fragment file {display_path(path)}")
+    path = find_profile_file(f"roles/{role}.yaml")
+    if path is None:
+        raise InputError(f"role {role!r} has no fragment file {_searched(f'roles/{role}.yaml')}")
     return path, _validate(path, RoleFragment)
 
 

@@ -6,45 +6,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import SOURCE_ROOT
 from ..core.errors import InputError
+from ..core.paths import find_profile_file, shipped
 
-RELEASES_FILE = SOURCE_ROOT / "profiles" / "releases.yaml"
-
-
-class _CloudInitQuirks(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str
-    clean_machine_id: bool
-    status_wait_ok: list[int]
-    network_renderers: list[str] = []
-
-
-class _ReleaseModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    codename: str
-    archived: bool
-    mirror: str
-    security_mirror: str
-    suites: list[str]
-    security_suite: str
-    components: list[str]
-    kernel: dict[str, str]
-    base_packages: list[str] = []
-    vars: dict[str, str]
-    cloud_init: _CloudInitQuirks
-
-
-class _MatrixModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    default: int
-    base_packages: list[str] = []
-    releases: dict[int, _ReleaseModel]
+if TYPE_CHECKING:
+    from .release_schema import ReleaseModel
 
 
 @dataclass(frozen=True)
@@ -110,7 +80,7 @@ class Matrix:
         return iter(self.releases[n] for n in sorted(self.releases))
 
 
-def _to_release(number: int, m: _ReleaseModel, base_packages: list[str]) -> Release:
+def _to_release(number: int, m: ReleaseModel, base_packages: list[str]) -> Release:
     return Release(
         number=number,
         codename=m.codename,
@@ -130,11 +100,16 @@ def _to_release(number: int, m: _ReleaseModel, base_packages: list[str]) -> Rele
     )
 
 
-def load_matrix(path: Path = RELEASES_FILE) -> Matrix:
-    """Read and validate the release matrix file."""
+def load_matrix(path: Path | None = None) -> Matrix:
+    """Read and validate the release matrix file (default: releases.yaml of the profile folders)."""
+    path = path or find_profile_file("releases.yaml") or shipped("profiles") / "releases.yaml"
+    from pydantic import ValidationError  # here, not at the top: `golden --help` needs no pydantic
+
+    from .release_schema import MatrixModel
+
     try:
         raw: Any = yaml.safe_load(path.read_text())
-        model = _MatrixModel.model_validate(raw)
+        model = MatrixModel.model_validate(raw)
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read the release matrix: {exc}") from exc
     except ValidationError as exc:
@@ -151,3 +126,19 @@ def load_matrix(path: Path = RELEASES_FILE) -> Matrix:
 def matrix() -> Matrix:
     """The project's release matrix, read once."""
     return load_matrix()
+
+
+def release_help(what: str = "Debian release") -> str:
+    """A `--debian` help string from the matrix file: "Debian release: 10, 11, 12 or 13 (default 12)".
+
+    Read without validation (no pydantic: the parser is built on every start); a command that uses the
+    matrix validates it and reports what is wrong."""
+    path = find_profile_file("releases.yaml") or shipped("profiles") / "releases.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+        numbers = [str(n) for n in sorted(int(n) for n in raw["releases"])]
+        default = raw["default"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return f"{what} (see {path})"
+    listed = f"{', '.join(numbers[:-1])} or {numbers[-1]}" if len(numbers) > 1 else numbers[0]
+    return f"{what}: {listed} (default {default})"

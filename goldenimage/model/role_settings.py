@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..core.schema import StrictModel
 from .values import AbsPath, Url
 
 SQL_IDENT = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -34,43 +35,39 @@ UrlPath = Annotated[str, _check(URL_PATH, "a URL path such as '/healthz'")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WebSettings(_Section):
+class WebSettings(StrictModel):
     health_path: UrlPath | None = None
     document_root: AbsPath | None = None
 
 
-class MariadbSettings(_Section):
+class MariadbSettings(StrictModel):
     port: Port | None = None
     replication_user: SqlIdent | None = None
     binlog_expire_days: Annotated[int, Field(ge=0, le=99)] | None = None
 
 
-class GaleraSettings(_Section):
+class GaleraSettings(StrictModel):
     sst_method: Literal["rsync", "mariabackup"] | None = None
     health_port: Port | None = None
 
 
-class LbSettings(_Section):
+class LbSettings(StrictModel):
     keepalived: bool | None = None
     health_path: UrlPath | None = None
     max_servers: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 
-class NfsSettings(_Section):
+class NfsSettings(StrictModel):
     export_root: AbsPath | None = None
 
 
-class PleskSettings(_Section):
+class PleskSettings(StrictModel):
     installer_url: Url | None = None
     release: Token | None = None
     installation_type: Token | None = None
 
 
-class HardenedSettings(_Section):
+class HardenedSettings(StrictModel):
     aide_init: bool | None = None
 
 
@@ -92,7 +89,7 @@ class FirstbootSettings(BaseModel):
         return data
 
 
-class Settings(_Section):
+class Settings(StrictModel):
     """`settings`: a section per role (sql-primary and sql-replica share `mariadb`), and `firstboot`."""
 
     web: WebSettings | None = None

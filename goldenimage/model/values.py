@@ -9,6 +9,7 @@ type is a pydantic `Annotated[str, ...]`, so that a refusal reads 'FILE: KEY: pr
 from __future__ import annotations
 
 import re
+import shlex
 from functools import cache
 from ipaddress import ip_address
 from pathlib import Path
@@ -215,6 +216,16 @@ def check_one_line(value: str) -> str:
     return value
 
 
+def check_shell_line(value: str) -> str:
+    """A shell command line (bake_commands): one line whose quotes are balanced, as the rendered checks require."""
+    check_one_line(value)
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"{_shown(value)}: unbalanced quoting ({exc})") from None
+    return value
+
+
 def check_ip(value: str) -> str:
     try:
         ip_address(value)
@@ -242,3 +253,4 @@ Locale = Annotated[str, AfterValidator(check_locale)]
 TimeZone = Annotated[str, AfterValidator(check_time_zone)]
 Keyboard = Annotated[str, AfterValidator(check_keyboard)]
 OneLine = Annotated[str, AfterValidator(check_one_line)]
+ShellLine = Annotated[str, AfterValidator(check_shell_line)]

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..bake.store import Artifact
 from ..core.log import log
-from .base import (
+from .publisher import (
     ChecksumMismatch,
     CredentialsError,
     HashingReader,

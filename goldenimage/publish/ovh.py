@@ -22,7 +22,7 @@ from typing import Any
 
 from ..bake.store import Artifact
 from ..core.log import info, step
-from .base import CredentialsError, ImageFacts, PublishError, PublishResult, publish, wait_until
+from .publisher import CredentialsError, ImageFacts, PublishError, PublishResult, publish, wait_until
 from .s3 import S3Publisher
 
 BYOI_RAM_RESERVE = 3 * 1024**3

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..bake.store import Artifact
 from ..core.log import info, log
 from ..render.proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
-from .base import (
+from .publisher import (
     ChecksumMismatch,
     CredentialsError,
     HashingReader,

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from ..bake.store import Artifact
 from ..core.log import console, info, log
-from .base import (
+from .publisher import (
     ChecksumMismatch,
     CredentialsError,
     ImageFacts,

@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .. import SOURCE_ROOT
+from ..core.paths import shipped
 
-PACKAGE_DIR = SOURCE_ROOT / "firstboot" / "golden_firstboot"
+PACKAGE_DIR = shipped("firstboot") / "golden_firstboot"
 ZIPAPP_PATH = "/usr/local/lib/golden/golden-firstboot.pyz"
 WRAPPER_PATH = "/usr/local/sbin/golden-firstboot"
 UNIT_NAME = "golden-firstboot.service"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import gzip
 from dataclasses import dataclass
-from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..core.errors import InputError
 from ..model.disk_layout import DiskLayout
 from ..model.profiles import ResolvedProfile
 from .proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
+from .targets import Target
 from .userdata import BUILD_USER
 
 SOURCE_NAME = "golden"
@@ -40,12 +40,6 @@ PLUGINS = {
     "proxmox": ("github.com/hashicorp/proxmox", ">= 1.2.4, < 2.0.0"),
     "openstack": ("github.com/hashicorp/openstack", ">= 1.1.0, < 2.0.0"),
 }
-
-
-class Target(StrEnum):
-    QEMU = "qemu"
-    PROXMOX = "proxmox"
-    OPENSTACK = "openstack"
 
 
 @dataclass(frozen=True)

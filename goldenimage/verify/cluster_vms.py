@@ -17,8 +17,9 @@ from types import TracebackType
 
 from ..core.errors import GoldenError
 from ..core.log import info
+from ..core.ssh_keys import SSHKey
 from .l2switch import MAC_PATTERN, MAX_LIFETIME, L2Switch
-from .vm import VM, SSHKey
+from .vm import VM
 
 #: The QEMU netdev id of the cluster NIC (the user-mode NIC is n0).
 CLUSTER_NETDEV = "cl0"

@@ -9,7 +9,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +16,7 @@ from ..bake.accel import detect_accelerator
 from ..core.errors import CommandError, GoldenError
 from ..core.log import info, log
 from ..core.run import kill, require, run, spawn, stop
+from ..core.ssh_keys import SSHKey
 
 SSH_OPTIONS = (
     "-o", "StrictHostKeyChecking=no",
@@ -38,22 +38,6 @@ OVMF = {
     "uefi-secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
 }
 FIRMWARES = ("bios", *OVMF)
-
-
-@dataclass(frozen=True)
-class SSHKey:
-    """An ephemeral key pair: the private key file and the public key line."""
-
-    private: Path
-    public: str
-
-
-def ephemeral_keypair(directory: Path, name: str = "id_ed25519") -> SSHKey:
-    """Generate an ed25519 key pair without a passphrase in `directory` (a temp dir the caller owns)."""
-    require("ssh-keygen", purpose="to make a key for the test VM")
-    private = Path(directory) / name
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "goldenimage-verify", "-f", private])
-    return SSHKey(private=private, public=private.with_name(name + ".pub").read_text().strip())
 
 
 def free_port() -> int:

@@ -27,11 +27,12 @@ import yaml
 
 from goldenimage.bake import store
 from goldenimage.commands.bake import bake
+from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
-from goldenimage.verify.vm import VM, ephemeral_keypair
+from goldenimage.verify.vm import VM
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = Path(__file__).with_name("ha_client.py")

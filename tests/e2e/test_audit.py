@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from goldenimage.bake import store
 from goldenimage.commands.bake import bake
+from goldenimage.core.fs import sha256_file
 from goldenimage.core.run import run
 from tests.conftest import ROOT
 
@@ -83,7 +83,7 @@ def test_lynis_ran_in_full_from_the_tools_disk(audited):
 
 def test_the_artifact_is_not_written(audited):
     artifact, _, _, _ = audited
-    assert store.sha256_of(artifact.qcow2) == artifact.sha256()
+    assert sha256_file(artifact.qcow2) == artifact.sha256()
 
 
 def test_banking_hardened_meets_the_issue_targets_and_the_readme_explains_every_failing_rule(audited):

@@ -18,6 +18,7 @@ import pytest
 
 from goldenimage.bake import store
 from goldenimage.commands.bake import bake, layer_packages
+from goldenimage.core.fs import sha256_file
 from goldenimage.core.run import run
 from goldenimage.model.profiles import resolve
 from tests.conftest import ROOT
@@ -42,7 +43,7 @@ def test_bake_leaves_a_compressed_qcow2_its_checksum_and_a_manifest(web_artifact
     # zlib, which every consumer's qemu-img reads (the package layer below it is zstd: only ours reads that)
     assert info["format-specific"]["data"]["compression-type"] == "zlib"
     digest, name = web_artifact.sha256_file.read_text().split()
-    assert name == qcow2.name and digest == store.sha256_of(qcow2)
+    assert name == qcow2.name and digest == sha256_file(qcow2)
     manifest = web_artifact.manifest()
     assert manifest["content_key"] == web_artifact.key
     assert {"apache2", "php8.2-fpm", "cloud-init", "openssh-server"} <= set(manifest["packages"])

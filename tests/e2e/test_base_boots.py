@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from goldenimage.bake.base import BaseImage, build_base
+from goldenimage.bake.base_image import BaseImage, build_base
+from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.model.releases import matrix
 from goldenimage.render.seed import write_seed_iso
-from goldenimage.verify.vm import FIRMWARES, VM, ephemeral_keypair
+from goldenimage.verify.vm import FIRMWARES, VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.extended]
 

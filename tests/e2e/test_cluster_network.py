@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.bake.base import build_base
+from goldenimage.bake.base_image import build_base
+from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.model.releases import matrix
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster
-from goldenimage.verify.vm import VM, ephemeral_keypair
+from goldenimage.verify.vm import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.cluster, pytest.mark.extended]
 

@@ -18,9 +18,10 @@ import yaml
 
 from goldenimage.bake import store
 from goldenimage.commands.bake import bake
+from goldenimage.core.ssh_keys import SSHKey, ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
-from goldenimage.verify.vm import VM, SSHKey, ephemeral_keypair
+from goldenimage.verify.vm import VM
 from tests.conftest import EXAMPLES
 
 pytestmark = [pytest.mark.vm, pytest.mark.cluster]

@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from goldenimage.commands.bake import bake
+from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
-from goldenimage.verify.vm import VM, ephemeral_keypair
+from goldenimage.verify.vm import VM
 from tests.e2e.test_cluster_sql import assert_replicating, boot, render_sql_cluster, wait_firstboot
 from tests.e2e.test_cluster_web import CLUSTER, through_lb
 

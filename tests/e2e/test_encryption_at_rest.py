@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from goldenimage.commands.bake import bake
+from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster
-from goldenimage.verify.vm import VM, ephemeral_keypair
+from goldenimage.verify.vm import VM
 from tests.conftest import EXAMPLES
 from tests.e2e.test_cluster_sql import wait_firstboot
 

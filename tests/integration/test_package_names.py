@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from goldenimage.bake.base import base_packages, resolve_mirror
+from goldenimage.bake.base_image import base_packages, resolve_mirror
 from goldenimage.model.profiles import list_profiles, resolve, supported_releases
 from goldenimage.model.releases import Release, matrix
 from tests.conftest import EXAMPLES

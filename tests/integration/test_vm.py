@@ -10,7 +10,8 @@ import pytest
 
 from goldenimage.core.errors import GoldenError
 from goldenimage.core.run import run
-from goldenimage.verify.vm import VM, ephemeral_keypair
+from goldenimage.core.ssh_keys import ephemeral_keypair
+from goldenimage.verify.vm import VM
 
 needs_qemu = pytest.mark.skipif(
     not (shutil.which("qemu-system-x86_64") and shutil.which("qemu-img")), reason="needs QEMU"

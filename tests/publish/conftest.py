@@ -51,7 +51,7 @@ def make_artifact(tmp_path: Path, raw_disk: Path) -> Callable[..., Artifact]:
             "packages": {"cloud-init": "22.4.2"},
             "firmware": list(firmware),
         }
-        return store.publish(qcow2, manifest, f"{profile}-debian12-{date}-{key}", images)
+        return store.commit(qcow2, manifest, f"{profile}-debian12-{date}-{key}", images)
 
     return make
 

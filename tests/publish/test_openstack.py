@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from goldenimage.bake.store import Artifact
-from goldenimage.publish import base
-from goldenimage.publish.base import (
+from goldenimage.publish import publisher
+from goldenimage.publish.openstack import OpenStackPublisher, OpenStackSettings
+from goldenimage.publish.publisher import (
     ChecksumMismatch,
     CredentialsError,
     InterruptedUpload,
@@ -18,7 +19,6 @@ from goldenimage.publish.base import (
     QuotaError,
     publish,
 )
-from goldenimage.publish.openstack import OpenStackPublisher, OpenStackSettings
 
 from .fakes.openstack import TOKEN, FakeOpenStack
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 
 @pytest.fixture
 def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenStack]:
-    monkeypatch.setattr(base, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(publisher, "RETRY_BACKOFF_S", 0.01)
     with FakeOpenStack() as fake:
         yield fake
         assert fake.errors == [], fake.errors

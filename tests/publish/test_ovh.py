@@ -11,9 +11,9 @@ import boto3
 import pytest
 
 from goldenimage.bake.store import Artifact
-from goldenimage.publish import base, ovh
-from goldenimage.publish.base import CredentialsError, PublishError
+from goldenimage.publish import ovh, publisher
 from goldenimage.publish.ovh import OvhDedicated, OvhSettings, deploy
+from goldenimage.publish.publisher import CredentialsError, PublishError
 from goldenimage.publish.s3 import S3Publisher, S3Settings
 
 from .fakes.ovh import AK, AS, CK, SERVER, FakeOvh
@@ -24,7 +24,7 @@ USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/golden/host.json\n    c
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOvh]:
     monkeypatch.setattr(ovh, "TASK_POLL_S", 0.01)
-    monkeypatch.setattr(base, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(publisher, "RETRY_BACKOFF_S", 0.01)
     with FakeOvh() as fake:
         monkeypatch.setenv("OVH_ENDPOINT", f"{fake.url}/1.0")
         monkeypatch.setenv("OVH_APPLICATION_KEY", AK)

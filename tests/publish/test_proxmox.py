@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from goldenimage.bake.store import Artifact
-from goldenimage.publish import base, proxmox
-from goldenimage.publish.base import ChecksumMismatch, CredentialsError, PublishError, publish
+from goldenimage.publish import proxmox, publisher
 from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings, api_host
+from goldenimage.publish.publisher import ChecksumMismatch, CredentialsError, PublishError, publish
 
 from .fakes.proxmox import SECRET, TOKEN_ID, USER, FakeProxmox
 from .fakes.tls import localhost_tls
@@ -21,7 +21,7 @@ from .fakes.tls import localhost_tls
 @pytest.fixture
 def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeProxmox, Path]]:
     monkeypatch.setattr(proxmox, "TASK_POLL_S", 0.01)
-    monkeypatch.setattr(base, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(publisher, "RETRY_BACKOFF_S", 0.01)
     context, ca = localhost_tls(tmp_path)
     with FakeProxmox(context) as fake:
         yield fake, ca

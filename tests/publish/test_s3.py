@@ -16,9 +16,9 @@ import requests
 from botocore.exceptions import EndpointConnectionError
 
 from goldenimage.bake.store import Artifact
-from goldenimage.publish import base
+from goldenimage.publish import publisher
 from goldenimage.publish import s3 as s3_module
-from goldenimage.publish.base import (
+from goldenimage.publish.publisher import (
     ChecksumMismatch,
     CredentialsError,
     InterruptedUpload,
@@ -40,11 +40,11 @@ def bucket(moto_endpoint: str, aws_env: None) -> str:
 
 @pytest.fixture
 def s3(moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> S3Publisher:
-    monkeypatch.setattr(base, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(publisher, "RETRY_BACKOFF_S", 0.01)
     return S3Publisher(S3Settings(bucket=bucket, endpoint_url=moto_endpoint, part_size=PART))
 
 
-def _metadata(facts: base.ImageFacts) -> dict[str, str]:
+def _metadata(facts: publisher.ImageFacts) -> dict[str, str]:
     """What a publish killed after its first parts left on the unfinished upload."""
     return {"golden-sha256": facts.sha256, "golden-content-key": facts.content_key, "golden-profile": facts.profile}
 
@@ -104,7 +104,7 @@ def test_interrupted_part_is_retried(s3: S3Publisher, make_artifact: Callable[..
 def test_interrupted_upload_resumes_from_the_parts_already_sent(
         s3: S3Publisher, make_artifact: Callable[..., Artifact], monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = make_artifact()
-    facts = base.ImageFacts.of(artifact)
+    facts = publisher.ImageFacts.of(artifact)
     key = s3.key_of(facts)
     # A publish killed after part 1: its multipart upload is still open on the server.
     upload = s3.s3.create_multipart_upload(Bucket=s3.settings.bucket, Key=key, Metadata={
@@ -180,7 +180,7 @@ def test_checksum_sha256_reported_by_the_service_is_compared(
         s3: S3Publisher, make_artifact: Callable[..., Artifact], monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = make_artifact()
     image = publish(s3, artifact).image
-    facts = base.ImageFacts.of(artifact)
+    facts = publisher.ImageFacts.of(artifact)
     real = s3.s3.head_object
     reported = {"ChecksumSHA256": "AAAA-3"}
     monkeypatch.setattr(s3.s3, "head_object", lambda **kw: {**real(**kw), **reported})
@@ -211,7 +211,7 @@ def test_no_checksum_headers_on_uploads(s3: S3Publisher, make_artifact: Callable
 def test_resume_pages_through_the_listed_parts(s3: S3Publisher, make_artifact: Callable[..., Artifact],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = make_artifact()
-    facts = base.ImageFacts.of(artifact)
+    facts = publisher.ImageFacts.of(artifact)
     key = s3.key_of(facts)
     upload = s3.s3.create_multipart_upload(Bucket=s3.settings.bucket, Key=key, Metadata=_metadata(facts))
     data = artifact.qcow2.read_bytes()
@@ -232,7 +232,7 @@ def test_resume_pages_through_the_listed_parts(s3: S3Publisher, make_artifact: C
 def test_listed_parts_with_opaque_etags_are_sent_again(s3: S3Publisher, make_artifact: Callable[..., Artifact],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = make_artifact()
-    facts = base.ImageFacts.of(artifact)
+    facts = publisher.ImageFacts.of(artifact)
     key = s3.key_of(facts)
     upload = s3.s3.create_multipart_upload(Bucket=s3.settings.bucket, Key=key, Metadata=_metadata(facts))
     s3.s3.upload_part(Bucket=s3.settings.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,

@@ -19,7 +19,7 @@ from botocore.config import Config
 
 from goldenimage.bake.store import Artifact
 from goldenimage.commands.publish_cli import add_parser
-from goldenimage.publish.base import CredentialsError, publish
+from goldenimage.publish.publisher import CredentialsError, publish
 from goldenimage.publish.s3 import S3Publisher, S3Settings
 
 from .conftest import SigV4Server
@@ -95,7 +95,7 @@ def test_republish_uploads_nothing(creds: SigV4Server, bucket: str, make_artifac
 
 def test_interrupted_upload_resumes_there(creds: SigV4Server, bucket: str, make_artifact: Callable[..., Artifact],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from goldenimage.publish.base import ImageFacts
+    from goldenimage.publish.publisher import ImageFacts
 
     artifact = make_artifact()
     publisher = s3_for(creds, bucket)

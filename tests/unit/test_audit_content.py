@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from goldenimage.audit import content as content_mod
 from goldenimage.audit.content import NS, PROFILE_ID, _oval_index, content_for, oval_closure, selected_rules
+from goldenimage.core.fs import sha256_file
 from goldenimage.model.releases import matrix
 from tests.conftest import ROOT
 
@@ -59,7 +59,7 @@ def test_debian_12_gets_a_copy_of_the_debian_11_content(widened12, cache):
     assert widened12.source.name == "ssg-debian11-ds.xml"
     assert widened12.content_release == 11 and widened12.guest_release == 12
     assert widened12.path.is_relative_to(cache) and widened12.path != widened12.source
-    assert content_mod.sha256_file(widened12.source)[:16] in widened12.path.name
+    assert sha256_file(widened12.source)[:16] in widened12.path.name
 
 
 def test_the_platform_check_accepts_the_guest_release_and_still_11(widened12):

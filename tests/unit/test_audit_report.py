@@ -87,4 +87,5 @@ def test_audit_of_a_profile_without_an_artifact_says_how_to_bake_it(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "goldenimage.cli", "audit", "web", "--debian", "12"], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
     assert proc.returncode == 2
-    assert "no artifact of web for Debian 12" in proc.stderr and "make image PROFILE=web DEBIAN=12" in proc.stderr
+    assert "no artifact of profile web for Debian 12" in proc.stderr
+    assert "make image PROFILE=web DEBIAN=12" in proc.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake import base
-from goldenimage.bake.base import BaseImage, fetch_base
+from goldenimage.bake import base_image as base
+from goldenimage.bake.base_image import BaseImage, fetch_base
 from goldenimage.commands.bake import get_base
 from goldenimage.core.errors import GoldenError, InputError
 from goldenimage.model.disk_layout import DiskLayout

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.bake.base import DATASOURCES, prepare_rootfs
+from goldenimage.bake.base_image import DATASOURCES, prepare_rootfs
 from goldenimage.model.releases import matrix
 
 

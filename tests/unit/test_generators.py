@@ -21,10 +21,13 @@ def _load(text: str) -> dict:
 
 
 def _snapshot(name: str, actual: str) -> None:
-    """Compare with tests/snapshots/NAME; GOLDEN_UPDATE_SNAPSHOTS=1 rewrites it (review the diff)."""
+    """Compare with tests/snapshots/NAME; GOLDEN_UPDATE_SNAPSHOTS=1 (re)writes it (review the diff). A missing
+    snapshot fails: a test that writes what it compares with would pass on anything."""
     path = SNAPSHOTS / name
-    if os.environ.get("GOLDEN_UPDATE_SNAPSHOTS") == "1" or not path.exists():
+    if os.environ.get("GOLDEN_UPDATE_SNAPSHOTS") == "1":
         path.write_text(actual)
+    if not path.exists():
+        pytest.fail(f"no snapshot {path}: run once with GOLDEN_UPDATE_SNAPSHOTS=1, review it and commit it")
     assert actual == path.read_text(), f"{name} changed: rerun with GOLDEN_UPDATE_SNAPSHOTS=1 and review git diff"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake.base import BaseImage, mmdebstrap_argv, prepare_rootfs
+from goldenimage.bake.base_image import BaseImage, mmdebstrap_argv, prepare_rootfs
 from goldenimage.commands import render
 from goldenimage.commands.bake import layer_key, layer_packages, profile_key
 from goldenimage.model.profiles import resolve
@@ -143,7 +143,7 @@ def test_guest_manifest_reports_what_dpkg_installed_during_the_vm_pass(tmp_path:
 
 def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.MonkeyPatch):
     import goldenimage.commands.bake as bake_module
-    from goldenimage.bake.base import base_key, resolve_mirror
+    from goldenimage.bake.base_image import base_key, resolve_mirror
 
     def fake_build_base(release, *, mirror=None, flavour="cloud", layout, extra_packages, packages, compression):
         key = base_key(release, resolve_mirror(release, mirror), flavour, layout, extra_packages, packages,

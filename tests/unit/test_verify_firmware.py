@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake.base import BaseImage
+from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
 from goldenimage.commands.verify import Identity, clone_firmwares, collect_boots, others
 from goldenimage.core.errors import GoldenError

@@ -48,7 +48,7 @@ def wait_primary(ctx: Context) -> bool:
 
 def _dump_complete(ctx: Context) -> bool:
     text = ctx.read(DUMP)
-    return bool(text) and DUMP_DONE in text[-300:]
+    return text is not None and DUMP_DONE in text[-300:]
 
 
 def _dump(ctx: Context) -> None:

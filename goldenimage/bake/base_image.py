@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import GoldenError, InputError
+from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.paths import cache_dir
 from ..core.run import require, run
@@ -213,6 +214,20 @@ def extract_layer_tree(layer: BaseImage, dest: Path) -> None:
          "-xpf", layer.path], timeout=1800)
 
 
+def check_official_base(checksum: str | None, layout: DiskLayout, wanted_by: str) -> str:
+    """The rules of `--base-url`, checked before anything is built or fetched: a checksum is given, and the layout
+    is the single root filesystem an official cloud image has. Returns the checksum."""
+    if not checksum:
+        raise InputError("--base-url needs --base-checksum (sha256:HEX or sha512:HEX)",
+                         hint="take the checksum from the image's SHA512SUMS file")
+    if layout is not DiskLayout.SINGLE:
+        raise InputError(
+            f"{wanted_by} wants the {layout} disk layout, but an official cloud image (--base-url) has one partition",
+            hint="leave out --base-url: the base is then built from the Debian mirror with that layout",
+        )
+    return checksum
+
+
 def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:
     """Download an official Debian cloud image, verify "sha256:HEX" or "sha512:HEX" before use, cache it.
 
@@ -300,7 +315,7 @@ def prepare_rootfs(root: Path, release: Release, flavour: str) -> None:
     if release.network_renderers:
         cloud_cfg["system_info"] = {"network": {"renderers": list(release.network_renderers)}}
     cfg = root / "etc/cloud/cloud.cfg.d/01_goldenimage.cfg"
-    cfg.write_text("# written by goldenimage.bake.base\n" + yaml.safe_dump(cloud_cfg, sort_keys=False))
+    cfg.write_text("# written by goldenimage.bake.base_image\n" + yaml.safe_dump(cloud_cfg, sort_keys=False))
     # mmdebstrap copies the build host's hostname and resolver: neither belongs in an image
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
@@ -390,20 +405,12 @@ def _cached(final: Path, key: str, release: int, source: str) -> BaseImage | Non
 def _commit(src: Path, final: Path, key: str, release: int, source: str, sha256: str | None = None) -> BaseImage:
     """Move a finished image into the cache, then write its .sha256 (the completeness mark)."""
     if sha256 is None:
-        sha256 = _sha256(src)
+        sha256 = sha256_file(src)
     sha_tmp = src.with_name(src.name + ".sha256")
     sha_tmp.write_text(f"{sha256}  {final.name}\n")
     os.replace(src, final)
     os.replace(sha_tmp, final.with_name(final.name + ".sha256"))
     return BaseImage(path=final, sha256=sha256, key=key, release=release, source=source)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(4 * 1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
