@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
     p.set_defaults(func=_cmd_verify)
 
+    from .apply.cli import add_parser as add_apply_parser
+
+    add_apply_parser(sub)
+
     from .cluster.cli import add_parser as add_cluster_parser
 
     add_cluster_parser(sub)

@@ -74,17 +74,17 @@ def _apt_config(profile: ResolvedProfile) -> dict[str, Any]:
     return apt
 
 
-def _users(profile: ResolvedProfile, build_key: str) -> list[dict[str, Any]]:
-    users: list[dict[str, Any]] = [
-        {
+def _users(profile: ResolvedProfile, build_key: str | None) -> list[dict[str, Any]]:
+    users: list[dict[str, Any]] = []
+    if build_key is not None:
+        users.append({
             "name": BUILD_USER,
             "gecos": "goldenimage build account (removed before shutdown)",
             "shell": "/bin/bash",
             "lock_passwd": True,
             "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "ssh_authorized_keys": [build_key],
-        }
-    ]
+        })
     for user in profile.content.get("users", []):
         entry: dict[str, Any] = {"name": user["name"], "shell": user.get("shell", "/bin/bash"), "lock_passwd": True}
         if user.get("groups"):
@@ -156,13 +156,15 @@ def purge_command(names: list[str]) -> str:
 
 def render_user_data(
     profile: ResolvedProfile,
-    build_key: str,
+    build_key: str | None,
     *,
     content_key: str | None = None,
     extra_files: list[dict[str, Any]] | None = None,
     extra_commands: list[str] | None = None,
 ) -> str:
-    """Bake-time user-data: apt sources, packages, files, sysctls, users, services, bake commands."""
+    """Bake-time user-data: apt sources, packages, files, sysctls, users, services, bake commands.
+
+    build_key None leaves out the build account: the user-data `golden apply` converges a running host to."""
     content = profile.content
     system = content.get("system", {})
     files, chowns = _write_files(profile, content_key, extra_files or [])
