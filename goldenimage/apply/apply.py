@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..cloudinit.userdata import render_user_data
 from ..errors import CommandError, GoldenError, InputError
 from ..firstboot_bundle import build_zipapp, bundle_commands, bundle_files
@@ -34,7 +36,8 @@ HOST_SETTINGS = "host.json"
 #: for cluster peers (the agent's own budget is about 8.5 minutes per wait).
 CONVERGE_TIMEOUT = 3600.0
 AGENT_TIMEOUT = 3600.0
-SUMMARY = re.compile(r"^changed: (\d+), unchanged: (\d+)\s*$")
+#: The engine's last line: `changed: N, unchanged: M` (`would change` with --check), maybe `, commands run: K`.
+SUMMARY = re.compile(r"^(?:changed|would change): (\d+), unchanged: (\d+)(?:, commands (?:run|to run): \d+)?\s*$")
 #: Keys of host settings whose string values are secrets (the agent's own list): never printed.
 SECRET_WORDS = ("password", "secret", "license_key", "licence_key", "token")
 #: Python 3.7 is the agent's floor (Debian 10).
@@ -128,8 +131,9 @@ def python_version(probe_output: str) -> tuple[int, int] | None:
 
 def apply_user_data(profile: ResolvedProfile) -> str:
     """What apply converges the host to: the bake's user-data for the profile and release, with the agent,
-    without the build account."""
-    return render_user_data(profile, None, extra_files=bundle_files(), extra_commands=bundle_commands())
+    without the build account; in JSON form (YAML's JSON subset), which the agent reads with its stdlib."""
+    user_data = render_user_data(profile, None, extra_files=bundle_files(), extra_commands=bundle_commands())
+    return "#cloud-config\n" + json.dumps(yaml.safe_load(user_data), indent=1) + "\n"
 
 
 def parse_converge(output: str) -> tuple[list[str], int, int]:

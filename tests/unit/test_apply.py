@@ -159,6 +159,8 @@ def test_host_release_comes_from_os_release():
 def test_converge_output_gives_changes_and_counts():
     assert parse_converge("file /etc/a: written\npackage x: installed\nchanged: 2, unchanged: 40\n") == (
         ["file /etc/a: written", "package x: installed"], 2, 40)
+    assert parse_converge("would change: file /etc/a\nwould change: 1, unchanged: 9, commands to run: 2\n") == (
+        ["would change: file /etc/a"], 1, 9)
     with pytest.raises(GoldenError, match="no summary"):
         parse_converge("Traceback ...\n")
 
