@@ -4,6 +4,7 @@ wrapper and systemd unit) and the bake commands that enable it."""
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import zipapp
 import zipfile
@@ -32,7 +33,11 @@ _ENTRY = "import sys\nfrom golden_firstboot.__main__ import main\n\nsys.exit(mai
 
 
 def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
-    """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode."""
+    """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode.
+
+    Entries are stored, not deflated: the user-data carries the whole zipapp gzip-compressed (`gz+b64`), one
+    solid stream that is a fifth smaller than per-file deflate (banking-hardened's OpenStack user-data must
+    stay under Nova's 64 KiB)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         entries = [("__main__.py", _ENTRY.encode())]
@@ -42,7 +47,7 @@ def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
                 entries.append((name, path.read_bytes()))
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
     buffer.seek(0)
@@ -105,7 +110,11 @@ def early_unit_file() -> str:
     ])
 
 
-def _entry(path: str, content: bytes, permissions: str) -> dict[str, Any]:
+def _entry(path: str, content: bytes, permissions: str, compress: bool = False) -> dict[str, Any]:
+    if compress:
+        packed = gzip.compress(content, compresslevel=9, mtime=0)
+        return {"path": path, "owner": "root:root", "permissions": permissions, "encoding": "gz+b64",
+                "content": base64.b64encode(packed).decode()}
     return {"path": path, "owner": "root:root", "permissions": permissions, "encoding": "b64",
             "content": base64.b64encode(content).decode()}
 
@@ -113,7 +122,7 @@ def _entry(path: str, content: bytes, permissions: str) -> dict[str, Any]:
 def bundle_files() -> list[dict[str, Any]]:
     """cloud-init write_files entries that install the agent."""
     return [
-        _entry(ZIPAPP_PATH, build_zipapp(), "0755"),
+        _entry(ZIPAPP_PATH, build_zipapp(), "0755", compress=True),
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
         _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),

@@ -20,7 +20,12 @@ from .builders.packer_template import (
     script_text,
 )
 from .cloudinit.seed import write_seed_iso
-from .cloudinit.userdata import render_host_user_data, render_meta_data, render_user_data
+from .cloudinit.userdata import (
+    render_host_user_data,
+    render_meta_data,
+    render_user_data,
+    render_vm_pass_user_data,
+)
 from .errors import InputError
 from .firstboot_bundle import bundle_commands, bundle_files
 from .outdir import check_replaceable, mark, replace_dir
@@ -52,10 +57,12 @@ def make_build_key(directory: Path) -> tuple[Path, str]:
     return key, (directory / f"{BUILD_KEY}.pub").read_text().strip()
 
 
-def bake_user_data(profile: ResolvedProfile, build_public_key: str, content_key: str | None = None) -> str:
-    """The bake-time user-data: the profile, plus the first-boot agent every image carries."""
+def bake_user_data(profile: ResolvedProfile, build_public_key: str | None, content_key: str | None = None,
+                   vm_commands: bool = True) -> str:
+    """The bake-time user-data: the profile, plus the first-boot agent every image carries (no build account
+    when `build_public_key` is None; without vm_bake_commands when `vm_commands` is False)."""
     return render_user_data(profile, build_public_key, content_key=content_key,
-                            extra_files=bundle_files(), extra_commands=bundle_commands())
+                            extra_files=bundle_files(), extra_commands=bundle_commands(), vm_commands=vm_commands)
 
 
 def base_name(profile: ResolvedProfile, target: Target) -> str:
@@ -70,10 +77,12 @@ def render(
     build_public_key: str | None = None,
     content_key: str | None = None,
     required_plugins: bool | None = None,
+    vm_pass_only: bool = False,
 ) -> Rendered:
     """Render `profile` for `target` into out_dir; files appear only once all are written.
 
-    out_dir is replaced whole, and only if golden wrote it (its marker) or it is empty: InputError otherwise."""
+    out_dir is replaced whole, and only if golden wrote it (its marker) or it is empty: InputError otherwise.
+    `vm_pass_only`: the user-data of the native bake's VM pass (the build account and vm_bake_commands)."""
     out_dir = Path(out_dir)
     check_replaceable(out_dir)
     if required_plugins is None:
@@ -90,7 +99,10 @@ def render(
         template, values = render_template(profile, target, required_plugins=required_plugins)
         (stage / f"{name}.pkr.json").write_text(json.dumps(template, indent=2) + "\n")
         (stage / f"{name}.pkrvars.json").write_text(json.dumps(values, indent=2) + "\n")
-        user_data = bake_user_data(profile, build_public_key, content_key)
+        if vm_pass_only:
+            user_data = render_vm_pass_user_data(profile, build_public_key)
+        else:
+            user_data = bake_user_data(profile, build_public_key, content_key)
         meta_data = render_meta_data(f"golden-bake-{uuid.uuid4().hex[:12]}", f"golden-{profile.name}")
         (stage / "user-data").write_text(user_data)
         if target is Target.OPENSTACK:

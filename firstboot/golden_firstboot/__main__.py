@@ -1,4 +1,4 @@
-"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove."""
+"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, converge."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def parser() -> argparse.ArgumentParser:
     remove = sub.add_parser("lb-remove", parents=[common], help="(lb) take a node added by lb-add out again")
     remove.add_argument("name")
     remove.add_argument("--backend")
+    converge = sub.add_parser(
+        "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
+        description="Apply the cloud-config goldenimage renders, with cloud-init's semantics, comparing before "
+                    "each change: to a tree (--root DIR: files written under DIR, commands chrooted, services "
+                    "enabled, never started; packages must be there) or to this host (the default: missing "
+                    "packages installed, services enabled and started). One line per change, then the summary.")
+    converge.add_argument("--user-data", required=True, metavar="FILE",
+                          help="the cloud-config, as JSON (optionally after a #cloud-config line)")
+    converge.add_argument("--root", default=argparse.SUPPRESS, metavar="DIR",
+                          help="converge the tree under DIR instead of this host")
+    converge.add_argument("--check", action="store_true", help="change nothing; report what would change")
+    converge.add_argument("--verbose", action="store_true", help="also list what is unchanged, and each command")
     return p
 
 
@@ -62,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             data = agent.Status(args.root).load()
             sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
             return 0 if data is None or data.get("result") != "failed" else 1
+        if command == "converge":
+            from . import converge
+
+            return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
         ctx = context(args.root, args.host_settings)
         if command == "run":
             return agent.run(ctx, rerun=args.rerun)

@@ -74,17 +74,19 @@ def _apt_config(profile: ResolvedProfile) -> dict[str, Any]:
     return apt
 
 
+def _build_user(build_key: str) -> dict[str, Any]:
+    return {
+        "name": BUILD_USER,
+        "gecos": "goldenimage build account (removed before shutdown)",
+        "shell": "/bin/bash",
+        "lock_passwd": True,
+        "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "ssh_authorized_keys": [build_key],
+    }
+
+
 def _users(profile: ResolvedProfile, build_key: str | None) -> list[dict[str, Any]]:
-    users: list[dict[str, Any]] = []
-    if build_key is not None:
-        users.append({
-            "name": BUILD_USER,
-            "gecos": "goldenimage build account (removed before shutdown)",
-            "shell": "/bin/bash",
-            "lock_passwd": True,
-            "sudo": "ALL=(ALL) NOPASSWD:ALL",
-            "ssh_authorized_keys": [build_key],
-        })
+    users: list[dict[str, Any]] = [] if build_key is None else [_build_user(build_key)]
     for user in profile.content.get("users", []):
         entry: dict[str, Any] = {"name": user["name"], "shell": user.get("shell", "/bin/bash"), "lock_passwd": True}
         if user.get("groups"):
@@ -161,10 +163,12 @@ def render_user_data(
     content_key: str | None = None,
     extra_files: list[dict[str, Any]] | None = None,
     extra_commands: list[str] | None = None,
+    vm_commands: bool = True,
 ) -> str:
     """Bake-time user-data: apt sources, packages, files, sysctls, users, services, bake commands.
 
-    build_key None leaves out the build account: the user-data `golden apply` converges a running host to."""
+    `build_key` None: no build account (the native bake and `golden apply` log in as no one). `vm_commands`
+    False leaves out `vm_bake_commands` (the native bake runs them in a VM pass of their own)."""
     content = profile.content
     system = content.get("system", {})
     files, chowns = _write_files(profile, content_key, extra_files or [])
@@ -200,12 +204,32 @@ def render_user_data(
     if content.get("remove_packages"):
         runcmd.append(purge_command(content["remove_packages"]))
     runcmd.extend(content.get("bake_commands", []))
+    if vm_commands:
+        runcmd.extend(content.get("vm_bake_commands", []))
     runcmd.extend(extra_commands or [])
     services = content.get("services", [])
     if services:
         runcmd.append(shlex.join(["systemctl", "enable", *services]))
     data["runcmd"] = runcmd
     return dump_cloud_config(data)
+
+
+def render_vm_pass_user_data(profile: ResolvedProfile, build_key: str) -> str:
+    """The user-data of the native bake's VM pass: the build account and the profile's `vm_bake_commands`
+    (everything else is already in the disk, converged natively)."""
+    data: dict[str, Any] = {
+        "manage_etc_hosts": True,
+        "users": [_build_user(build_key)],
+        "runcmd": list(profile.content.get("vm_bake_commands", [])),
+    }
+    return dump_cloud_config(data)
+
+
+def cloud_config_json(user_data: str) -> str:
+    """The same cloud-config as JSON (YAML's JSON subset: cloud-init reads it as cloud-config too), which the
+    first-boot agent's converge engine reads with the standard library alone."""
+    data = yaml.safe_load(user_data)
+    return "#cloud-config\n" + json.dumps(data, indent=1, sort_keys=False) + "\n"
 
 
 def render_meta_data(instance_id: str, hostname: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import os
 import shutil
 import subprocess
@@ -45,7 +46,8 @@ def test_bundle_files_install_the_agent_wrapper_and_unit():
     files = {f["path"]: f for f in bundle.bundle_files()}
     assert set(files) == {bundle.ZIPAPP_PATH, bundle.WRAPPER_PATH, bundle.UNIT_PATH, bundle.EARLY_UNIT_PATH}
     assert files[bundle.ZIPAPP_PATH]["permissions"] == "0755"
-    assert base64.b64decode(files[bundle.ZIPAPP_PATH]["content"]) == bundle.build_zipapp()
+    assert files[bundle.ZIPAPP_PATH]["encoding"] == "gz+b64"
+    assert gzip.decompress(base64.b64decode(files[bundle.ZIPAPP_PATH]["content"])) == bundle.build_zipapp()
     wrapper = base64.b64decode(files[bundle.WRAPPER_PATH]["content"]).decode()
     assert wrapper.startswith("#!/bin/sh\n") and bundle.ZIPAPP_PATH in wrapper
     unit = base64.b64decode(files[bundle.UNIT_PATH]["content"]).decode()
