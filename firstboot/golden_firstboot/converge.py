@@ -63,6 +63,8 @@ class Report:
         self.unchanged = 0
         self.commands = 0
         self.lines = []  # type: List[str]
+        #: files this converge changed (not in check mode): a live host reloads the services they configure
+        self.changed_paths = []  # type: List[str]
         self._out = out
 
     def _emit(self, line: str) -> None:
@@ -230,6 +232,7 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
     """Apply `data` to `host` in cloud-init's module order; report every change."""
     from . import converge_files as files
     from . import converge_system as system
+    from .converge_restart import restart_changed
 
     check_keys(data)
     policy = None if host.live or report.check else _block_service_starts(host)
@@ -260,6 +263,7 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
         system.commands(host, report, runcmd, "runcmd", always=needed)
         if needed and not report.check:
             _save_state(host, {"runcmd": digest})
+        restart_changed(host, report, report.changed_paths, runcmd)
     finally:
         if policy:
             os.unlink(policy)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Any, Dict, List
+from typing import Any
 
 #: Directories too general to say whose configuration a file is.
 TOO_GENERAL = {"/", "/etc", "/usr", "/usr/lib", "/usr/share", "/usr/local", "/usr/local/lib", "/usr/local/sbin",
@@ -20,13 +20,17 @@ UNIT_FILE = re.compile(r"^(?:/usr)?/lib/systemd/system/([^/@]+\.service)$")
 NEVER = ("golden-firstboot.service", "golden-firstboot-early.service")
 
 
+UNIT_TYPES = (".service", ".socket", ".timer", ".target", ".path", ".mount")
+
+
 def unit_name(name: str) -> str:
-    return name if "." in name else name + ".service"
+    """systemctl's reading of a name: `php8.2-fpm` is php8.2-fpm.service."""
+    return name if name.endswith(UNIT_TYPES) else name + ".service"
 
 
-def managed_services(runcmd: List[Any]) -> List[str]:
+def managed_services(runcmd: list[Any]) -> list[str]:
     """The units the cloud-config enables (`systemctl enable UNIT...` lines), the agent's own left out."""
-    units = []  # type: List[str]
+    units: list[str] = []
     for entry in runcmd:
         words = list(map(str, entry)) if isinstance(entry, list) else shlex.split(str(entry))
         if len(words) > 2 and words[:2] == ["systemctl", "enable"]:
@@ -39,16 +43,16 @@ class Owners:
 
     def __init__(self, host: Any) -> None:
         self.host = host
-        self._owners = {}  # type: Dict[str, List[str]]
-        self._units = {}  # type: Dict[str, List[str]]
+        self._owners: dict[str, list[str]] = {}
+        self._units: dict[str, list[str]] = {}
 
-    def packages(self, path: str) -> List[str]:
+    def packages(self, path: str) -> list[str]:
         """The packages owning the nearest owned directory above path ([] when none or too general)."""
         directory = os.path.dirname(path)
         while directory not in TOO_GENERAL:
             if directory not in self._owners:
                 result = self.host.run(["dpkg-query", "-S", directory], check=False)
-                found = []  # type: List[str]
+                found: list[str] = []
                 if result.returncode == 0:
                     for line in result.stdout.splitlines():
                         names, _, owned = line.rpartition(": ")
@@ -60,14 +64,14 @@ class Owners:
             directory = os.path.dirname(directory)
         return []
 
-    def units(self, package: str) -> List[str]:
+    def units(self, package: str) -> list[str]:
         if package not in self._units:
             result = self.host.run(["dpkg-query", "-L", package], check=False)
             self._units[package] = [m.group(1) for m in map(UNIT_FILE.match, result.stdout.splitlines()) if m]
         return self._units[package]
 
 
-def affected(owners: Owners, path: str, managed: List[str]) -> List[str]:
+def affected(owners: Owners, path: str, managed: list[str]) -> list[str]:
     """The managed units a change to path concerns."""
     drop_in = DROP_IN.match(path)
     if drop_in:
@@ -75,13 +79,13 @@ def affected(owners: Owners, path: str, managed: List[str]) -> List[str]:
         return [unit] if unit in managed else []
     if path.startswith(UNIT_DIRS):
         return []  # a unit file of its own: daemon-reload, and its next start uses it
-    found = []  # type: List[str]
+    found: list[str] = []
     for package in owners.packages(path):
         found += [u for u in owners.units(package) if u in managed and u not in found]
     return found
 
 
-def restart_changed(host: Any, report: Any, paths: List[str], runcmd: List[Any]) -> List[str]:
+def restart_changed(host: Any, report: Any, paths: list[str], runcmd: list[Any]) -> list[str]:
     """Reload (or restart, for units without reload) each running managed unit whose configuration changed;
     the units it reloaded. A live host only, never in check mode."""
     if not getattr(host, "live", False) or report.check or not paths:
@@ -90,7 +94,7 @@ def restart_changed(host: Any, report: Any, paths: List[str], runcmd: List[Any])
         host.systemctl("daemon-reload")
     managed = managed_services(runcmd)
     owners = Owners(host)
-    because = {}  # type: Dict[str, str]
+    because: dict[str, str] = {}
     for path in paths:
         for unit in affected(owners, path, managed):
             because.setdefault(unit, path)

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..cloudinit.userdata import render_user_data
+from ..cloudinit.userdata import cloud_config_json, render_user_data
 from ..errors import CommandError, GoldenError, InputError
 from ..firstboot_bundle import build_zipapp, bundle_commands, bundle_files
 from ..profiles import ResolvedProfile, resolve
@@ -132,8 +130,8 @@ def python_version(probe_output: str) -> tuple[int, int] | None:
 def apply_user_data(profile: ResolvedProfile) -> str:
     """What apply converges the host to: the bake's user-data for the profile and release, with the agent,
     without the build account; in JSON form (YAML's JSON subset), which the agent reads with its stdlib."""
-    user_data = render_user_data(profile, None, extra_files=bundle_files(), extra_commands=bundle_commands())
-    return "#cloud-config\n" + json.dumps(yaml.safe_load(user_data), indent=1) + "\n"
+    return cloud_config_json(render_user_data(profile, None, extra_files=bundle_files(),
+                                              extra_commands=bundle_commands()))
 
 
 def parse_converge(output: str) -> tuple[list[str], int, int]:
