@@ -16,8 +16,9 @@ TOO_GENERAL = {"/", "/etc", "/usr", "/usr/lib", "/usr/share", "/usr/local", "/us
 UNIT_DIRS = ("/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/")
 DROP_IN = re.compile(r"^/etc/systemd/system/([^/]+)\.d/[^/]+\.conf$")
 UNIT_FILE = re.compile(r"^(?:/usr)?/lib/systemd/system/([^/@]+\.service)$")
-#: The agent's own run-once units: restarting them would run first boot again.
-NEVER = ("golden-firstboot.service", "golden-firstboot-early.service")
+#: The agent's own run-once units: enabled, never started or restarted by a converge (that would run first
+#: boot without the host's settings; `golden apply` runs the agent itself).
+AGENT_UNITS = ("golden-firstboot.service", "golden-firstboot-early.service")
 
 
 UNIT_TYPES = (".service", ".socket", ".timer", ".target", ".path", ".mount")
@@ -34,7 +35,7 @@ def managed_services(runcmd: list[Any]) -> list[str]:
     for entry in runcmd:
         words = list(map(str, entry)) if isinstance(entry, list) else shlex.split(str(entry))
         if len(words) > 2 and words[:2] == ["systemctl", "enable"]:
-            units += [unit_name(w) for w in words[2:] if not w.startswith("-") and unit_name(w) not in NEVER]
+            units += [unit_name(w) for w in words[2:] if not w.startswith("-") and unit_name(w) not in AGENT_UNITS]
     return units
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .converge import ConvergeError, Host, Report
 from .converge_files import ensure_file
+from .converge_restart import AGENT_UNITS, unit_name
 
 SUDOERS = "/etc/sudoers.d/90-cloud-init-users"
 SSHD_CONFIG = "/etc/ssh/sshd_config"
@@ -337,6 +338,9 @@ def service(host: Host, report: Report, unit: str) -> None:
         report.change(f"service {unit} enabled")
         if not report.check:
             host.systemctl("enable", unit)
+    if host.live and unit_name(unit) in AGENT_UNITS:
+        # the agent's run-once units: `golden apply` runs the agent itself next, with the host's settings
+        return
     if host.live:
         if host.systemctl("is-active", unit, check=False).stdout.strip() == "active":
             report.same(f"service {unit} running")

@@ -82,3 +82,15 @@ def test_nothing_is_reloaded_in_check_mode_in_a_tree_or_without_changes():
         host = LiveHost({"apache2.service"})
         host.live = live
         assert restart_changed(host, Report(check=check), paths, RUNCMD) == [] and host.commands == []
+
+
+def test_a_live_converge_enables_the_agents_units_but_starts_only_the_services():
+    from golden_firstboot import converge_system
+
+    host = LiveHost(set())
+    report = Report(check=False)
+    converge_system.commands(host, report, RUNCMD[1:], "runcmd", always=False)
+    started = [c[2] for c in host.commands if c[:2] == ["systemctl", "start"]]
+    enabled = [c[2] for c in host.commands if c[:2] == ["systemctl", "enable"]]
+    assert started == ["ssh", "chrony", "apache2", "php8.2-fpm"]
+    assert "golden-firstboot.service" in enabled and "golden-firstboot-early.service" in enabled
