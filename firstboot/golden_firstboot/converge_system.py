@@ -16,6 +16,8 @@ from .converge_files import ensure_file
 from .converge_restart import AGENT_UNITS, unit_name
 
 SUDOERS = "/etc/sudoers.d/90-cloud-init-users"
+#: Seconds apt-get waits for dpkg's lock held by another apt (apt-daily on a freshly booted host).
+LOCK_TIMEOUT = 600
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 CHRONY_CONF = "/etc/chrony/chrony.conf"
 LOCALE_FILE = "/etc/default/locale"
@@ -313,9 +315,16 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
                             hint="the package layer installs the profile's packages; rebuild it")
     if not host.live:
         return
-    apt_env = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"]
+    # A live host may be running apt-daily or unattended-upgrades: wait for dpkg's lock (apt 1.9.11 and later;
+    # older apt ignores the option) instead of failing at once.
+    wait_lock = ["-o", f"DPkg::Lock::Timeout={LOCK_TIMEOUT}"]
+    apt_env = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"] + wait_lock
     if (update or upgrade or missing) and not report.check:
-        host.run(["apt-get", "-q", "update"])
+        if _dpkg_interrupted(host):
+            # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
+            report.note("dpkg was interrupted: dpkg --configure -a")
+            host.run(["dpkg", "--configure", "-a", "--force-confold"])
+        host.run(["apt-get", "-q"] + wait_lock + ["update"])
     if upgrade:
         sim = host.run(["apt-get", "-s", "-q", "upgrade"], check=False).stdout
         pending = [line.split()[1] for line in sim.splitlines() if line.startswith("Inst ")]
@@ -327,6 +336,12 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
         report.change(f"package {name} (installed)")
     if missing and not report.check:
         host.run(apt_env + ["install"] + missing)
+
+
+def _dpkg_interrupted(host: Host) -> bool:
+    """Whether dpkg stopped midway (its journal in /var/lib/dpkg/updates holds entries)."""
+    updates = host.path("/var/lib/dpkg/updates")
+    return os.path.isdir(updates) and any(name.isdigit() for name in os.listdir(updates))
 
 
 def service(host: Host, report: Report, unit: str) -> None:
