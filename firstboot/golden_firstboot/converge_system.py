@@ -18,6 +18,10 @@ from .converge_restart import AGENT_UNITS, unit_name
 SUDOERS = "/etc/sudoers.d/90-cloud-init-users"
 #: Seconds apt-get waits for dpkg's lock held by another apt (apt-daily on a freshly booted host).
 LOCK_TIMEOUT = 600
+# A live host may be running apt-daily or unattended-upgrades: wait for dpkg's lock (apt 1.9.11 and later;
+# older apt ignores the option) instead of failing at once.
+WAIT_LOCK = ["-o", f"DPkg::Lock::Timeout={LOCK_TIMEOUT}"]
+APT_GET = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"] + WAIT_LOCK
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 CHRONY_CONF = "/etc/chrony/chrony.conf"
 LOCALE_FILE = "/etc/default/locale"
@@ -270,6 +274,12 @@ def ntp(host: Host, report: Report, config: dict[str, Any]) -> None:
     client = config.get("ntp_client", "chrony")
     if client != "chrony":
         raise ConvergeError(f"ntp: ntp_client {client!r} is not handled by the converge engine (chrony only)")
+    if host.live and "chrony" not in installed_packages(host):
+        # cloud-init's ntp module installs its client when it is missing; the packages module comes later
+        report.change("package chrony (installed: the NTP client)")
+        if report.check:
+            return
+        _apt_install(host, ["chrony"], update=True)
     head = "# Welcome to the chrony configuration file. See chrony.conf(5) for more\n" \
            "# information about usuable directives.\n"
     pools, servers = list(config.get("pools") or []), list(config.get("servers") or [])
@@ -315,16 +325,13 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
                             hint="the package layer installs the profile's packages; rebuild it")
     if not host.live:
         return
-    # A live host may be running apt-daily or unattended-upgrades: wait for dpkg's lock (apt 1.9.11 and later;
-    # older apt ignores the option) instead of failing at once.
-    wait_lock = ["-o", f"DPkg::Lock::Timeout={LOCK_TIMEOUT}"]
-    apt_env = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"] + wait_lock
+    apt_env = APT_GET
     if (update or upgrade or missing) and not report.check:
         if _dpkg_interrupted(host):
             # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
             report.note("dpkg was interrupted: dpkg --configure -a")
             host.run(["dpkg", "--configure", "-a", "--force-confold"])
-        host.run(["apt-get", "-q"] + wait_lock + ["update"])
+        host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
     if upgrade:
         sim = host.run(["apt-get", "-s", "-q", "upgrade"], check=False).stdout
         pending = [line.split()[1] for line in sim.splitlines() if line.startswith("Inst ")]
@@ -336,6 +343,13 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
         report.change(f"package {name} (installed)")
     if missing and not report.check:
         host.run(apt_env + ["install"] + missing)
+
+
+def _apt_install(host: Host, names: list[str], update: bool) -> None:
+    """apt-get install on a live host (after apt-get update when asked)."""
+    if update:
+        host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
+    host.run(APT_GET + ["install"] + names)
 
 
 def _dpkg_interrupted(host: Host) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cloudinit.userdata import cloud_config_json, render_user_data
-from ..errors import CommandError, GoldenError, InputError
+from ..errors import GoldenError, InputError
 from ..firstboot_bundle import build_zipapp, bundle_commands, bundle_files
 from ..profiles import ResolvedProfile, resolve
 from ..releases import matrix
@@ -248,11 +248,15 @@ class HostApply:
         argv = ["python3", f"{remote}/{AGENT}", "converge", "--user-data", f"{remote}/{USER_DATA}"]
         if self.check:
             argv.append("--check")
-        try:
-            proc = self.transport.run(argv, timeout=CONVERGE_TIMEOUT, secrets=self.secrets)
-        except CommandError as exc:
-            raise GoldenError(f"converge failed (exit {exc.returncode}): {exc.stderr_tail or exc.cmdline}") from None
-        self._record(*parse_converge(redact(proc.stdout, self.secrets)))
+        proc = self.transport.run(argv, timeout=CONVERGE_TIMEOUT, check=False, secrets=self.secrets)
+        output = redact(proc.stdout, self.secrets)
+        if proc.returncode != 0:
+            # what the engine changed before it stopped is reported, then why it stopped
+            self._record([line.rstrip() for line in output.splitlines() if line.strip()], 0, 0)
+            lines = [line.removeprefix("golden-firstboot: ") for line in proc.stderr.strip().splitlines()]
+            detail = redact(" ".join(line.strip() for line in lines[-6:]), self.secrets) or "no output"
+            raise GoldenError(f"converge failed (exit {proc.returncode}): {detail}")
+        self._record(*parse_converge(output))
 
     def _role_steps(self, remote: str) -> None:
         argv = ["python3", f"{remote}/{AGENT}", "--rerun", "run"]

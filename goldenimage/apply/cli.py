@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import GoldenError, InputError
 
 
 def _ssh_options(args: argparse.Namespace) -> Any:
@@ -47,10 +47,10 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     with step(f"{verb} {args.profile} on {target}"), SSHTransport(target, options) as transport:
         report = apply_host(target.host, args.profile, transport, overlays=tuple(args.overlay), check=args.check,
                             settings=settings)
-    _print_report(report, args.check)
-    if not report.ok:
-        print(f"FAILED: {report.error}", flush=True)
-        return 1
+        _print_report(report, args.check)
+        if not report.ok:
+            raise GoldenError(f"{target}: {report.error}", hint="what changed before it stopped is listed above; "
+                                                                "fix the cause and apply again: it converges")
     print(f"{'would change' if args.check else 'changed'}: {report.changed}, unchanged: {report.unchanged}")
     return 0
 

@@ -171,12 +171,13 @@ class FakeHost:
     """A transport to a pretend host: answers the commands apply runs, records them and the files shipped."""
 
     def __init__(self, target: SSHTarget, release: int = 12, converge: str = "changed: 0, unchanged: 3\n",
-                 agent_rc: int = 0, unreachable: bool = False) -> None:
+                 agent_rc: int = 0, unreachable: bool = False, converge_rc: int = 0) -> None:
         self.target = target
         self.release = release
         self.converge = converge
         self.agent_rc = agent_rc
         self.unreachable = unreachable
+        self.converge_rc = converge_rc
         self.commands: list[tuple[list[str], bool]] = []
         self.shipped: dict[str, str | bytes] = {}
         self.closed = False
@@ -193,7 +194,10 @@ class FakeHost:
         elif argv[0] == "mktemp":
             out = "/tmp/golden-apply.abcd1234\n"
         elif "converge" in argv:
-            out = self.converge
+            out, rc = self.converge, self.converge_rc
+            if rc:
+                err = "golden-firstboot: error: command failed (exit 1): systemctl enable chrony\n" \
+                      "  Failed to enable unit: Unit file chrony.service does not exist.\n"
         elif "--rerun" in argv:
             rc = self.agent_rc
             err = "golden-firstboot: step mariadb.primary: x\n"
@@ -253,6 +257,14 @@ def test_check_ships_no_settings_runs_no_role_steps_and_passes_check():
     assert report.summary(check=True) == "h: would change: 1, unchanged: 9"
     assert "--check" in host.ran("converge")[0] and not host.ran("run")
     assert not any(name.endswith("host.json") for name in host.shipped)
+
+
+def test_a_converge_that_stops_reports_what_it_changed_and_why_and_runs_no_role_steps():
+    host = FakeHost(SSHTarget("h"), converge="changed: file /etc/apt/sources.list (content)\n", converge_rc=1)
+    report = apply_host("h", "web", host)
+    assert report.changes == ["changed: file /etc/apt/sources.list (content)"]
+    assert "converge failed (exit 1)" in report.error and "chrony.service does not exist" in report.error
+    assert not host.ran("run") and host.commands[-1][0][:2] == ["rm", "-rf"]
 
 
 def test_failed_role_steps_are_the_hosts_error_without_its_secrets():
