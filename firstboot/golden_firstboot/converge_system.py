@@ -331,7 +331,7 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
             # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
             report.note("dpkg was interrupted: dpkg --configure -a")
             host.run(["dpkg", "--configure", "-a", "--force-confold"])
-        host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
+        _apt_update(host)
     if upgrade:
         sim = host.run(["apt-get", "-s", "-q", "upgrade"], check=False).stdout
         pending = [line.split()[1] for line in sim.splitlines() if line.startswith("Inst ")]
@@ -345,10 +345,17 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
         host.run(apt_env + ["install"] + missing)
 
 
+def _apt_update(host: Host) -> None:
+    """apt-get update on a live host, once per converge (the sources are converged before anything installs)."""
+    if not getattr(host, "apt_updated", False):
+        host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
+        host.apt_updated = True  # type: ignore[attr-defined]
+
+
 def _apt_install(host: Host, names: list[str], update: bool) -> None:
     """apt-get install on a live host (after apt-get update when asked)."""
     if update:
-        host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
+        _apt_update(host)
     host.run(APT_GET + ["install"] + names)
 
 
