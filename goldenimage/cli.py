@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import GoldenError
-from .log import console, setup_logging
+from .core.errors import GoldenError
+from .core.log import console, setup_logging
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
-    from .profiles import describe, list_profiles, supported_releases
+    from .model.profiles import describe, list_profiles, supported_releases
 
     table = Table(title="goldenimage profiles", show_lines=False)
     table.add_column("profile", style="bold")
@@ -31,10 +31,10 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .builders.packer_template import Target
-    from .outdir import check_replaceable, out_dir_arg
-    from .profiles import resolve
-    from .render import render
+    from .commands.render import render
+    from .core.outdir import check_replaceable, out_dir_arg
+    from .model.profiles import resolve
+    from .render.packer_template import Target
 
     out = out_dir_arg(args.out)
     if out is not None:
@@ -48,9 +48,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .builders.packer_template import Target
-    from .profiles import list_profiles
-    from .validate import validate_all
+    from .commands.validate import validate_all
+    from .model.profiles import list_profiles
+    from .render.packer_template import Target
 
     if args.all or not args.profiles:
         names = list_profiles()
@@ -70,9 +70,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_base(args: argparse.Namespace) -> int:
-    from .builders.base import build_base, fetch_base
-    from .builders.disk import DiskLayout
-    from .releases import matrix
+    from .bake.base import build_base, fetch_base
+    from .model.disk_layout import DiskLayout
+    from .model.releases import matrix
 
     release = matrix().get(args.debian)
     layout = DiskLayout(args.layout)
@@ -89,7 +89,7 @@ def _cmd_base(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .bake import bake
+    from .commands.bake import bake
 
     artifact = bake(args.profile, args.debian, tuple(args.overlay), force=args.force, base_url=args.base_url,
                     base_checksum=args.base_checksum, mirror=args.mirror)
@@ -98,7 +98,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify.verify import verify
+    from .commands.verify import verify
 
     verify(args.target, args.debian)
     return 0
@@ -106,13 +106,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def release_number(value: str) -> int:
     """A --debian value as a release number of the matrix; one-line InputError otherwise."""
-    from .releases import matrix
+    from .model.releases import matrix
 
     return matrix().get(value).number
 
 
 def parser_error(message: str) -> None:
-    from .errors import InputError
+    from .core.errors import InputError
 
     raise InputError(message)
 
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_options(p)
     p.add_argument("--kernel", choices=["cloud", "generic"], default="cloud",
                    help="cloud kernel (VMs) or generic (bare metal)")
-    from .builders.disk import DiskLayout
+    from .model.disk_layout import DiskLayout
 
     p.add_argument("--layout", choices=[str(x) for x in DiskLayout], default=str(DiskLayout.SINGLE),
                    help="disk layout: one root filesystem, or /var, /var/log, /var/log/audit, /home and /tmp apart")
@@ -170,19 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debian", help="Debian release of the profile's artifact (default 12)")
     p.set_defaults(func=_cmd_verify)
 
-    from .apply.cli import add_parser as add_apply_parser
+    from .commands.apply_cli import add_parser as add_apply_parser
 
     add_apply_parser(sub)
 
-    from .cluster.cli import add_parser as add_cluster_parser
+    from .commands.cluster_cli import add_parser as add_cluster_parser
 
     add_cluster_parser(sub)
 
-    from .publish.cli import add_parser as add_publish_parser
+    from .commands.publish_cli import add_parser as add_publish_parser
 
     add_publish_parser(sub)
 
-    from .audit.cli import add_parser as add_audit_parser
+    from .commands.audit_cli import add_parser as add_audit_parser
 
     add_audit_parser(sub)
     return parser

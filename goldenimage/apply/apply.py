@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cloudinit.userdata import cloud_config_json, render_user_data
-from ..errors import GoldenError, InputError
-from ..firstboot_bundle import build_zipapp, bundle_commands, bundle_files
-from ..profiles import ResolvedProfile, resolve
-from ..releases import matrix
+from ..core.errors import GoldenError, InputError
+from ..model.profiles import ResolvedProfile, resolve
+from ..model.releases import matrix
+from ..render.firstboot_bundle import build_zipapp, bundle_commands, bundle_files
+from ..render.userdata import cloud_config_json, render_user_data
 from .transport import Transport
 
 AGENT = "golden-firstboot.pyz"

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..cluster.check import profile_argument
-from ..cluster.render import HostPlan, plan, render_cluster
-from ..errors import GoldenError
+from ..core.errors import GoldenError
+from ..model.cluster_check import profile_argument
+from ..render.cluster import HostPlan, plan, render_cluster
 from .apply import HostReport, apply_host
 from .inventory import Inventory, load_inventory, match_cluster
 from .target import SSHTarget

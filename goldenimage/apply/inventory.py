@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..profiles import display_path, read_yaml_mapping
-from ..values import USER_NAME
+from ..core.errors import InputError
+from ..model.profiles import display_path, read_yaml_mapping
+from ..model.values import USER_NAME
 from .target import DEFAULT_USER, SSHTarget, TargetError, parse_target
 
 KEYS = ("user", "hosts")

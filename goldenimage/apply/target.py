@@ -6,7 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ..values import DNS_NAME, USER_NAME
+from ..model.values import DNS_NAME, USER_NAME
 
 DEFAULT_USER = "root"
 DEFAULT_PORT = 22

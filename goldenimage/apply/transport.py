@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import CommandError, GoldenError
-from ..run import STDERR_TAIL_LINES, require, run
+from ..core.errors import CommandError, GoldenError
+from ..core.run import STDERR_TAIL_LINES, require, run
 from .target import SSHTarget
 
 CONNECT_TIMEOUT = 15

@@ -1,1 +1,2 @@
-"""`golden audit`: OpenSCAP (ANSSI DAT-NT28) and Lynis inside a booted, throw-away clone of an artifact."""
+"""What `golden audit` runs inside a booted clone: SCAP content (ANSSI DAT-NT28), the guest tools disk, and the
+OpenSCAP and Lynis results (commands/audit.py boots the clone and drives them)."""

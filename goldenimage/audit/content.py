@@ -22,11 +22,11 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..errors import GoldenError
-from ..images.paths import cache_dir
-from ..images.store import write_atomic
-from ..releases import Release, matrix
-from ..run import require, run
+from ..core.errors import GoldenError
+from ..core.fs import write_atomic
+from ..core.paths import cache_dir
+from ..core.run import require, run
+from ..model.releases import Release, matrix
 
 SSG_DIR = Path("/usr/share/xml/scap/ssg/content")
 PROFILE_ID = "xccdf_org.ssgproject.content_profile_anssi_np_nt28_high"

@@ -22,9 +22,9 @@ from pathlib import Path, PurePosixPath
 
 import pycdlib
 
-from ..errors import GoldenError
-from ..images.paths import cache_dir
-from ..run import run
+from ..core.errors import GoldenError
+from ..core.paths import cache_dir
+from ..core.run import run
 from . import lynis
 from .content import Content
 

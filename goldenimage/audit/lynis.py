@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import GoldenError
+from ..core.errors import GoldenError
 
 #: Lynis settings for a guest without network: refreshing the apt lists (PKGS-7392) would wait minutes for a
 #: mirror the guest cannot reach and then carry on with the lists it has, which is what this does at once.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..errors import GoldenError
+from ..core.errors import GoldenError
 
 XCCDF_NS = "http://checklists.nist.gov/xccdf/1.2"
 NS = {"xccdf": XCCDF_NS}

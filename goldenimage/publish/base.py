@@ -20,9 +20,9 @@ from typing import Any, Protocol, TypeVar
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from ..errors import GoldenError
-from ..images.store import Artifact
-from ..log import console, info, log, step
+from ..bake.store import Artifact
+from ..core.errors import GoldenError
+from ..core.log import console, info, log, step
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..images.store import Artifact
-from ..log import log
+from ..bake.store import Artifact
+from ..core.log import log
 from .base import (
     ChecksumMismatch,
     CredentialsError,

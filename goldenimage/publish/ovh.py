@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..images.store import Artifact
-from ..log import info, step
+from ..bake.store import Artifact
+from ..core.log import info, step
 from .base import CredentialsError, ImageFacts, PublishError, PublishResult, publish, wait_until
 from .s3 import S3Publisher
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..builders.proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
-from ..images.store import Artifact
-from ..log import info, log
+from ..bake.store import Artifact
+from ..core.log import info, log
+from ..render.proxmox_hardware import HARDWARE, TASK_TIMEOUT_S, VM_STORAGE
 from .base import (
     ChecksumMismatch,
     CredentialsError,

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..images.store import Artifact
-from ..log import console, info, log
+from ..bake.store import Artifact
+from ..core.log import console, info, log
 from .base import (
     ChecksumMismatch,
     CredentialsError,

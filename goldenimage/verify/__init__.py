@@ -1,1 +1,2 @@
-"""Verify: boot an artifact under QEMU, wait for SSH, run the testinfra suite."""
+"""The VM harness verify, audit and the e2e tests share: boot a throw-away clone of an artifact under QEMU
+(vm), its first-boot seed and guest user (guest), and the cluster networks (l2switch, cluster_vms)."""

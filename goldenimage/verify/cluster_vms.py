@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import GoldenError
-from ..log import info
+from ..core.errors import GoldenError
+from ..core.log import info
 from .l2switch import MAC_PATTERN, MAX_LIFETIME, L2Switch
 from .vm import VM, SSHKey
 

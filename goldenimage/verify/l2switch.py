@@ -15,8 +15,8 @@ import threading
 import time
 from types import TracebackType
 
-from ..errors import GoldenError
-from ..log import log
+from ..core.errors import GoldenError
+from ..core.log import log
 
 LOOPBACK = "127.0.0.1"
 MAX_FRAME = 65535

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ..builders.accel import detect_accelerator
-from ..errors import CommandError, GoldenError
-from ..log import info, log
-from ..run import require, run, spawn, stop
+from ..bake.accel import detect_accelerator
+from ..core.errors import CommandError, GoldenError
+from ..core.log import info, log
+from ..core.run import require, run, spawn, stop
 
 SSH_OPTIONS = (
     "-o", "StrictHostKeyChecking=no",

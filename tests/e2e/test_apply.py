@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.builders.base import build_base
+from goldenimage.bake.base import build_base
 from goldenimage.cli import main
-from goldenimage.cloudinit.seed import write_seed_iso
-from goldenimage.cloudinit.userdata import render_host_user_data, render_meta_data
-from goldenimage.cluster.render import render_cluster
-from goldenimage.releases import matrix
+from goldenimage.commands.verify import INFRA_DIR
+from goldenimage.model.releases import matrix
+from goldenimage.render.cluster import render_cluster
+from goldenimage.render.seed import write_seed_iso
+from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.mirror_relay import apt_proxy_conf, guestfwd
-from goldenimage.verify.verify import INFRA_DIR
 from goldenimage.verify.vm import VM, SSHKey, ephemeral_keypair
 from tests.conftest import EXAMPLES
 from tests.e2e.test_cluster_sql import assert_replicating
@@ -79,7 +79,7 @@ def summary(out: str) -> tuple[int, int]:
 
 def run_web_suites(vm: VM, workdir: Path) -> int:
     """The web testinfra suites (and the base suite, less what reads an artifact) against the applied host."""
-    from goldenimage.run import run
+    from goldenimage.core.run import run
 
     config = workdir / "ssh_config"
     config.write_text("Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake import bake, layer_packages
-from goldenimage.images import store
-from goldenimage.profiles import resolve
-from goldenimage.run import run
+from goldenimage.bake import store
+from goldenimage.commands.bake import bake, layer_packages
+from goldenimage.core.run import run
+from goldenimage.model.profiles import resolve
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.vm

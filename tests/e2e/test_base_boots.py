@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from goldenimage.builders.base import BaseImage, build_base
-from goldenimage.cloudinit.seed import write_seed_iso
-from goldenimage.releases import matrix
+from goldenimage.bake.base import BaseImage, build_base
+from goldenimage.model.releases import matrix
+from goldenimage.render.seed import write_seed_iso
 from goldenimage.verify.vm import FIRMWARES, VM, ephemeral_keypair
 
 pytestmark = [pytest.mark.vm, pytest.mark.extended]

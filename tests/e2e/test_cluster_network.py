@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.builders.base import build_base
-from goldenimage.cloudinit.seed import write_seed_iso
-from goldenimage.releases import matrix
+from goldenimage.bake.base import build_base
+from goldenimage.model.releases import matrix
+from goldenimage.render.seed import write_seed_iso
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster
 from goldenimage.verify.vm import VM, ephemeral_keypair
 

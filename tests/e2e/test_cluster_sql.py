@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from goldenimage.bake import bake
-from goldenimage.cluster.render import render_cluster
-from goldenimage.images import store
+from goldenimage.bake import store
+from goldenimage.commands.bake import bake
+from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import VM, SSHKey, ephemeral_keypair
 from tests.conftest import EXAMPLES

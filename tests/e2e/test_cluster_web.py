@@ -14,8 +14,8 @@ from contextlib import ExitStack
 import pytest
 import yaml
 
-from goldenimage.bake import bake
-from goldenimage.cluster.render import render_cluster
+from goldenimage.commands.bake import bake
+from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import VM, ephemeral_keypair
 from tests.e2e.test_cluster_sql import wait_firstboot

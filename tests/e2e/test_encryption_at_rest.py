@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from goldenimage.bake import bake
-from goldenimage.cluster.render import render_cluster
+from goldenimage.commands.bake import bake
+from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster
 from goldenimage.verify.vm import VM, ephemeral_keypair
 from tests.conftest import EXAMPLES

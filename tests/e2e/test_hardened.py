@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from goldenimage.bake import bake
-from goldenimage.images import store
-from goldenimage.run import run
+from goldenimage.bake import store
+from goldenimage.commands.bake import bake
+from goldenimage.core.run import run
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.audit]

@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders.disk import (
-    BIOS_BOOT_START,
-    EFI_FILES,
-    ESP_START,
-    PART_OFFSET,
-    ROOT_OPTIONS,
-    SECTOR,
-    Mount,
-    assemble_disk,
-    bios_boot_code,
-    kernel_version,
-)
-from goldenimage.errors import GoldenError
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.bake.disk import EFI_FILES, assemble_disk, bios_boot_code, kernel_version
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
+from goldenimage.model.disk_layout import BIOS_BOOT_START, ESP_START, PART_OFFSET, ROOT_OPTIONS, SECTOR, Mount
+from goldenimage.model.releases import matrix
 
 HOST_GRUB = Path("/usr/lib/grub/i386-pc")
 pytestmark = pytest.mark.skipif(

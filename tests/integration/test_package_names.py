@@ -14,9 +14,9 @@ import urllib.request
 
 import pytest
 
-from goldenimage.builders.base import base_packages, resolve_mirror
-from goldenimage.profiles import list_profiles, resolve, supported_releases
-from goldenimage.releases import Release, matrix
+from goldenimage.bake.base import base_packages, resolve_mirror
+from goldenimage.model.profiles import list_profiles, resolve, supported_releases
+from goldenimage.model.releases import Release, matrix
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.mirror

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from goldenimage.builders.identity_stub import identity_stub
-from goldenimage.builders.packer_cli import validate
-from goldenimage.builders.packer_template import Target
-from goldenimage.profiles import list_profiles, resolve
-from goldenimage.render import render
-from goldenimage.validate import check_profile, cloud_init_schema
+from goldenimage.bake.identity_stub import identity_stub
+from goldenimage.bake.packer_cli import validate
+from goldenimage.commands.render import render
+from goldenimage.commands.validate import check_profile, cloud_init_schema
+from goldenimage.model.profiles import list_profiles, resolve
+from goldenimage.render.packer_template import Target
 from tests.conftest import EXAMPLES, ROOT
 
 
@@ -62,7 +62,7 @@ def test_cloud_init_schema_rejects_bad_user_data(tmp_path):
 def test_input_safety_check_fails_a_rendering_that_slipped_an_unsafe_value(tmp_path):
     # The check reads the rendered files themselves: a value the schema would refuse, put there after
     # rendering, is a FAIL.
-    from goldenimage.validate import input_safety
+    from goldenimage.commands.validate import input_safety
 
     rendered = render(resolve("web", 12), Target.QEMU, tmp_path / "r")
     assert input_safety(rendered, "web").ok
@@ -83,7 +83,7 @@ def test_make_validate_style_cli_reports_one_line_per_file():
 
 def test_packer_1_6_refuses_required_plugins_so_its_templates_go_without(tmp_path):
     # why the templates depend on the installed Packer: 1.6 rejects the block that 1.7+ needs
-    from goldenimage.builders.packer_cli import packer_version
+    from goldenimage.bake.packer_cli import packer_version
 
     if packer_version() >= (1, 7, 0):
         pytest.skip("the installed Packer understands required_plugins")

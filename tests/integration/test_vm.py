@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.errors import GoldenError
-from goldenimage.run import run
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
 from goldenimage.verify.vm import VM, ephemeral_keypair
 
 needs_qemu = pytest.mark.skipif(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.images import store
-from goldenimage.images.store import Artifact
-from goldenimage.run import run
+from goldenimage.bake import store
+from goldenimage.bake.store import Artifact
+from goldenimage.core.run import run
 
 SIZE_MIB = 12  # three S3 parts of 5 MiB: enough to interrupt and resume a multipart upload
 

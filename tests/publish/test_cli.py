@@ -9,9 +9,9 @@ from collections.abc import Callable
 import boto3
 import pytest
 
-from goldenimage.errors import InputError
-from goldenimage.images.store import Artifact
-from goldenimage.publish.cli import add_parser
+from goldenimage.bake.store import Artifact
+from goldenimage.commands.publish_cli import add_parser
+from goldenimage.core.errors import InputError
 
 
 def golden(*argv: str) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.images.store import Artifact
+from goldenimage.bake.store import Artifact
 from goldenimage.publish import base
 from goldenimage.publish.base import (
     ChecksumMismatch,

@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from goldenimage.images.store import Artifact
+from goldenimage.bake.store import Artifact
 from goldenimage.publish import base, ovh
 from goldenimage.publish.base import CredentialsError, PublishError
 from goldenimage.publish.ovh import OvhDedicated, OvhSettings, deploy

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.images.store import Artifact
+from goldenimage.bake.store import Artifact
 from goldenimage.publish import base, proxmox
 from goldenimage.publish.base import ChecksumMismatch, CredentialsError, PublishError, publish
 from goldenimage.publish.proxmox import ProxmoxPublisher, ProxmoxSettings, api_host
@@ -168,8 +168,8 @@ def _published_vm_settings(config: dict) -> dict[str, str]:
 
 def test_a_packer_made_template_has_the_hardware_of_a_published_one(pve: tuple[FakeProxmox, Path],
                                                                     make_artifact: Callable[..., Artifact]) -> None:
-    from goldenimage.builders.packer_template import Target, render_template
-    from goldenimage.profiles import resolve
+    from goldenimage.model.profiles import resolve
+    from goldenimage.render.packer_template import Target, render_template
 
     fake, _ = pve
     result = publish(publisher_for(pve), make_artifact())

@@ -15,7 +15,7 @@ import pytest
 import requests
 from botocore.exceptions import EndpointConnectionError
 
-from goldenimage.images.store import Artifact
+from goldenimage.bake.store import Artifact
 from goldenimage.publish import base
 from goldenimage.publish import s3 as s3_module
 from goldenimage.publish.base import (

@@ -17,9 +17,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from goldenimage.images.store import Artifact
+from goldenimage.bake.store import Artifact
+from goldenimage.commands.publish_cli import add_parser
 from goldenimage.publish.base import CredentialsError, publish
-from goldenimage.publish.cli import add_parser
 from goldenimage.publish.s3 import S3Publisher, S3Settings
 
 from .conftest import SigV4Server

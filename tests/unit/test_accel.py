@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from goldenimage.builders import accel
-from goldenimage.errors import InputError
+from goldenimage.bake import accel
+from goldenimage.core.errors import InputError
 
 
 @pytest.mark.parametrize("value", ["kvm", "tcg", "TCG "])

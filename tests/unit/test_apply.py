@@ -19,7 +19,7 @@ from goldenimage.apply.inventory import InventoryErrors, load_inventory, match_c
 from goldenimage.apply.target import SSHTarget, TargetError, parse_target
 from goldenimage.apply.transport import SSHOptions, SSHTransport, remote_command
 from goldenimage.cli import main
-from goldenimage.errors import GoldenError
+from goldenimage.core.errors import GoldenError
 from tests.conftest import EXAMPLES
 
 OS_RELEASE = {

@@ -11,7 +11,7 @@ from lxml import etree
 
 from goldenimage.audit import content as content_mod
 from goldenimage.audit.content import NS, PROFILE_ID, _oval_index, content_for, oval_closure, selected_rules
-from goldenimage.releases import matrix
+from goldenimage.model.releases import matrix
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
@@ -123,7 +123,7 @@ def test_the_widened_copy_is_reused_and_follows_the_source(tmp_path, widened12):
 
 
 def test_missing_content_says_which_package(tmp_path):
-    from goldenimage.errors import GoldenError
+    from goldenimage.core.errors import GoldenError
 
     with pytest.raises(GoldenError) as err:
         content_for(matrix().get(12), ssg_dir=tmp_path, cache=tmp_path)

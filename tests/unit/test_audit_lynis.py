@@ -15,8 +15,8 @@ import pytest
 
 from goldenimage.audit import lynis
 from goldenimage.audit.lynis import Finding, audit_argv, parse_report
-from goldenimage.errors import GoldenError
-from goldenimage.run import run
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
 
 TESTS = "AUTH-9262 FILE-6310 KRNL-6000 SSH-7408 PKGS-7392"
 

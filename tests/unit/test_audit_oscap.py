@@ -14,9 +14,9 @@ from lxml import etree
 
 from goldenimage.audit.content import PROFILE_ID, content_for, selected_rules
 from goldenimage.audit.oscap import EVAL_OK, Result, eval_argv, parse_results
-from goldenimage.errors import GoldenError
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
+from goldenimage.model.releases import matrix
 
 HOST_RELEASE = int(Path("/etc/debian_version").read_text().split(".")[0])
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from goldenimage.audit.audit import AuditReport
-from goldenimage.audit.cli import check_targets, print_report
 from goldenimage.audit.content import PROFILE_ID, content_for
 from goldenimage.audit.lynis import parse_report
 from goldenimage.audit.oscap import EVAL_OK, eval_argv, parse_results
-from goldenimage.errors import GoldenError
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.commands.audit import AuditReport
+from goldenimage.commands.audit_cli import check_targets, print_report
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
+from goldenimage.model.releases import matrix
 from tests.conftest import ROOT
 
 HOST_RELEASE = int(Path("/etc/debian_version").read_text().split(".")[0])

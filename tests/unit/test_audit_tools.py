@@ -17,8 +17,8 @@ from goldenimage.audit import guest_tools
 from goldenimage.audit.content import PROFILE_ID, content_for
 from goldenimage.audit.guest_tools import tools_disk
 from goldenimage.audit.oscap import EVAL_OK, eval_argv, parse_results
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.core.run import run
+from goldenimage.model.releases import matrix
 
 HOST_RELEASE = int(Path("/etc/debian_version").read_text().split(".")[0])
 

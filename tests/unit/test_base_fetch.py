@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake import get_base
-from goldenimage.builders import base
-from goldenimage.builders.base import BaseImage, fetch_base
-from goldenimage.builders.disk import DiskLayout
-from goldenimage.errors import GoldenError, InputError
-from goldenimage.profiles import resolve
-from goldenimage.releases import matrix
+from goldenimage.bake import base
+from goldenimage.bake.base import BaseImage, fetch_base
+from goldenimage.commands.bake import get_base
+from goldenimage.core.errors import GoldenError, InputError
+from goldenimage.model.disk_layout import DiskLayout
+from goldenimage.model.profiles import resolve
+from goldenimage.model.releases import matrix
 
 CONTENT = b"QFI\xfb" + b"not really a disk image, but bytes to hash" * 1000
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.builders.base import DATASOURCES, prepare_rootfs
-from goldenimage.releases import matrix
+from goldenimage.bake.base import DATASOURCES, prepare_rootfs
+from goldenimage.model.releases import matrix
 
 
 @pytest.fixture

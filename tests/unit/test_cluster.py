@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from goldenimage.cloudinit.userdata import image_info
-from goldenimage.cluster.cli import add_parser
-from goldenimage.cluster.model import ClusterErrors
-from goldenimage.cluster.render import render_cluster
-from goldenimage.errors import InputError
-from goldenimage.profiles import resolve
+from goldenimage.commands.cluster_cli import add_parser
+from goldenimage.core.errors import InputError
+from goldenimage.model.cluster import ClusterErrors
+from goldenimage.model.profiles import resolve
+from goldenimage.render.cluster import render_cluster
+from goldenimage.render.userdata import image_info
 from tests.conftest import EXAMPLES, ROOT, TEST_KEY
 from tests.unit.firstboot_fake import run_scenario
 from tests.unit.test_seed import read_iso
@@ -223,7 +223,7 @@ def test_network_config_renders_through_cloud_inits_own_eni_renderer(tmp_path: P
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="cloud-init is not installed")
 def test_every_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
-    from goldenimage.validate import cloud_init_schema
+    from goldenimage.commands.validate import cloud_init_schema
 
     out = render(tmp_path, cluster())
     for host in json.loads((out / "hosts.json").read_text()):
@@ -448,7 +448,8 @@ def test_golden_cluster_render_exits_2_with_one_line_when_wired_into_the_cli(tmp
     try:
         build_parser().parse_args(["cluster", "render", "x.yaml"])
     except SystemExit:
-        pytest.skip("`cluster` is not registered in goldenimage/cli.py yet (add_parser from goldenimage.cluster.cli)")
+        pytest.skip("`cluster` is not registered in goldenimage/cli.py yet "
+                    "(add_parser from goldenimage.commands.cluster_cli)")
     path = write(tmp_path, with_host(1, primary=None))
     proc = subprocess.run([sys.executable, "-m", "goldenimage.cli", "cluster", "render", str(path), "--out",
                            str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)

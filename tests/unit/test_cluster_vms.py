@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.errors import GoldenError
+from goldenimage.core.errors import GoldenError
 from goldenimage.verify import cluster_vms
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster
 

@@ -10,21 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders.disk import (
-    EFI_FILES,
-    LAYOUTS,
-    MIB,
-    DiskLayout,
-    Mount,
-    assemble_disk,
-    fstab,
-    layout_size_mib,
-    plan_disk,
-    split_tree,
-)
-from goldenimage.errors import GoldenError
-from goldenimage.releases import matrix
-from goldenimage.run import run
+from goldenimage.bake.disk import EFI_FILES, assemble_disk, fstab, split_tree
+from goldenimage.core.errors import GoldenError
+from goldenimage.core.run import run
+from goldenimage.model.disk_layout import LAYOUTS, MIB, DiskLayout, Mount, layout_size_mib, plan_disk
+from goldenimage.model.releases import matrix
 
 HOST_GRUB = Path("/usr/lib/grub/i386-pc")
 needs_tools = pytest.mark.skipif(

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from goldenimage import firstboot_bundle as bundle
+from goldenimage.render import firstboot_bundle as bundle
 
 
 def test_zipapp_is_byte_identical_for_the_same_sources(tmp_path):

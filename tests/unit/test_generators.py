@@ -9,9 +9,9 @@ import re
 import pytest
 import yaml
 
-from goldenimage.builders.packer_template import Target, render_template
-from goldenimage.cloudinit.userdata import BUILD_USER, render_host_user_data, render_user_data, sources_list
-from goldenimage.profiles import resolve
+from goldenimage.model.profiles import resolve
+from goldenimage.render.packer_template import Target, render_template
+from goldenimage.render.userdata import BUILD_USER, render_host_user_data, render_user_data, sources_list
 from tests.conftest import EXAMPLES, SNAPSHOTS, TEST_KEY
 
 

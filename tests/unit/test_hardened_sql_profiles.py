@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders.packer_template import Target, render_template
-from goldenimage.cluster.render import render_cluster
-from goldenimage.profiles import ResolvedProfile, resolve
+from goldenimage.model.profiles import ResolvedProfile, resolve
+from goldenimage.render.cluster import render_cluster
+from goldenimage.render.packer_template import Target, render_template
 from tests.conftest import EXAMPLES, ROOT
 
 sys.path.insert(0, str(ROOT / "firstboot"))

@@ -1,6 +1,6 @@
 """Input safety: hostile or malformed profiles, overlays and cluster files are refused with one line naming
 the file and the key, exit status 2, nothing written and no traceback; what is accepted renders into values
-that are one token for a shell and one line for a config parser (goldenimage.rendered_safety)."""
+that are one token for a shell and one line for a config parser (goldenimage.render.rendered_safety)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from goldenimage.cli import main
-from goldenimage.rendered_safety import check_host_user_data, check_template, check_user_data
+from goldenimage.render.rendered_safety import check_host_user_data, check_template, check_user_data
 from tests.conftest import EXAMPLES, TEST_KEY
 
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"

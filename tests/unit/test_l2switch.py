@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from goldenimage.errors import GoldenError
+from goldenimage.core.errors import GoldenError
 from goldenimage.verify.l2switch import LOOPBACK, L2Switch
 
 BROADCAST = b"\xff" * 6

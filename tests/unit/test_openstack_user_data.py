@@ -12,18 +12,18 @@ import subprocess
 
 import pytest
 
-from goldenimage.builders.packer_template import (
+from goldenimage.bake.store import KEY_LENGTH
+from goldenimage.commands.render import bake_user_data, render
+from goldenimage.commands.validate import cloud_init_schema
+from goldenimage.core.errors import InputError
+from goldenimage.model.profiles import list_profiles, resolve, supported_releases
+from goldenimage.render.packer_template import (
     NOVA_USER_DATA_MAX,
     OPENSTACK_USER_DATA,
     Target,
     openstack_user_data,
     render_template,
 )
-from goldenimage.errors import InputError
-from goldenimage.images.store import KEY_LENGTH
-from goldenimage.profiles import list_profiles, resolve, supported_releases
-from goldenimage.render import bake_user_data, render
-from goldenimage.validate import cloud_init_schema
 from tests.conftest import EXAMPLES, TEST_KEY
 
 EXAMPLE_PROFILES = [str(p) for p in sorted(EXAMPLES.glob("*.yaml")) if not p.name.startswith("cluster")]

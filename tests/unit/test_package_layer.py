@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage import render
-from goldenimage.bake import layer_key, layer_packages, profile_key
-from goldenimage.builders.base import BaseImage, mmdebstrap_argv, prepare_rootfs
-from goldenimage.profiles import resolve
+from goldenimage.bake.base import BaseImage, mmdebstrap_argv, prepare_rootfs
+from goldenimage.commands import render
+from goldenimage.commands.bake import layer_key, layer_packages, profile_key
+from goldenimage.model.profiles import resolve
 
 
 def test_layer_has_every_profile_package_and_nothing_removed():
@@ -88,7 +88,7 @@ def test_mmdebstrap_installs_the_layer_natively_with_recommends_from_every_suite
 
 
 def test_the_native_install_leaves_dpkg_and_apt_logs_empty(tmp_path: Path):
-    from goldenimage.releases import matrix
+    from goldenimage.model.releases import matrix
 
     root = tmp_path / "rootfs"
     for d in ("etc/cloud/cloud.cfg.d", "etc/ssh", "etc/default", "etc/apt", "var/lib/dbus", "var/log/apt"):
@@ -107,8 +107,8 @@ def test_guest_manifest_reports_what_dpkg_installed_during_the_vm_pass(tmp_path:
     import json
     import os
 
-    from goldenimage.builders.packer_template import script_text
-    from goldenimage.run import run
+    from goldenimage.core.run import run
+    from goldenimage.render.packer_template import script_text
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -142,8 +142,8 @@ def test_guest_manifest_reports_what_dpkg_installed_during_the_vm_pass(tmp_path:
 
 
 def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.MonkeyPatch):
-    import goldenimage.bake as bake_module
-    from goldenimage.builders.base import base_key, resolve_mirror
+    import goldenimage.commands.bake as bake_module
+    from goldenimage.bake.base import base_key, resolve_mirror
 
     def fake_build_base(release, *, mirror=None, flavour="cloud", layout, extra_packages, packages, compression):
         key = base_key(release, resolve_mirror(release, mirror), flavour, layout, extra_packages, packages,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.builders import packer_cli
-from goldenimage.builders.packer_build import packer_build
-from goldenimage.builders.packer_template import PLUGINS, Target
-from goldenimage.profiles import resolve
-from goldenimage.render import render
-from goldenimage.validate import check_profile
+from goldenimage.bake import packer_cli
+from goldenimage.bake.packer_build import packer_build
+from goldenimage.commands.render import render
+from goldenimage.commands.validate import check_profile
+from goldenimage.model.profiles import resolve
+from goldenimage.render.packer_template import PLUGINS, Target
 
 FAKE = Path(__file__).parent / "fixtures" / "fake-packer"
 
@@ -133,7 +133,7 @@ def test_plugins_are_pinned_below_the_next_major_release(target):
 
 
 def test_golden_validate_reports_a_missing_plugin_on_one_line_per_profile(fake_packer, monkeypatch):
-    from goldenimage.validate import validate_all
+    from goldenimage.commands.validate import validate_all
 
     monkeypatch.setenv("FAKE_PACKER_INIT_ERROR", "could not get releases")
     checks = list(validate_all(["nfs", "lb"], releases=[12], targets=[Target.QEMU], jobs=2))

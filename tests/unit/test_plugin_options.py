@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from goldenimage.builders.packer_template import PLUGINS, Target, render_template
-from goldenimage.profiles import resolve
+from goldenimage.model.profiles import resolve
+from goldenimage.render.packer_template import PLUGINS, Target, render_template
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "packer-plugin-options.json").read_text())
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from goldenimage.builders.disk import DiskLayout
-from goldenimage.errors import InputError
-from goldenimage.profile_schema import Role
-from goldenimage.profiles import list_profiles, merge, resolve
+from goldenimage.core.errors import InputError
+from goldenimage.model.disk_layout import DiskLayout
+from goldenimage.model.profile_schema import Role
+from goldenimage.model.profiles import list_profiles, merge, resolve
 from tests.conftest import EXAMPLES
 
 ALL = ["banking-hardened", "lb", "nfs", "plesk", "sql-primary", "sql-replica", "web"]

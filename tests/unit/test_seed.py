@@ -8,7 +8,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from goldenimage.cloudinit.seed import SEED_LABEL, write_seed_iso
+from goldenimage.render.seed import SEED_LABEL, write_seed_iso
 
 USER_DATA = "#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAA test]\n"
 META_DATA = "instance-id: i-test\nlocal-hostname: seedtest\n"

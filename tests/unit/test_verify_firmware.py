@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from goldenimage.builders.base import BaseImage
-from goldenimage.builders.disk import FIRMWARE
-from goldenimage.verify.verify import clone_firmwares
+from goldenimage.bake.base import BaseImage
+from goldenimage.bake.disk import FIRMWARE
+from goldenimage.commands.verify import clone_firmwares
 
 
 @pytest.mark.parametrize(("firmware", "expected"), [

@@ -1,0 +1,95 @@
+"""Run `packer build -machine-readable` with live progress; on failure, Packer's error and the guest's
+serial console tail; on Ctrl-C or any error, Packer and its QEMU are stopped (their process group)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from rich.markup import escape
+
+from ..core.errors import GoldenError
+from ..core.log import console, info
+from ..core.run import require, spawn, stop
+from .packer_cli import init, packer_env, parse_machine_line
+
+TAIL_LINES = 40
+#: A bake that has not finished by then is stuck (TCG bakes here take minutes, not hours).
+BUILD_DEADLINE = 3 * 3600
+
+
+def _reader(stream, lines: queue.Queue[str | None]) -> None:  # type: ignore[no-untyped-def]
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def serial_tail(path: Path | None, n: int = TAIL_LINES) -> str:
+    """The last n lines of a serial console log, without terminal control noise."""
+    if path is None or not path.exists():
+        return ""
+    text = path.read_bytes().decode("utf-8", "replace").replace("\r", "")
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-n:])
+
+
+def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = None,
+                 title: str = "packer build", env: dict[str, str] | None = None) -> None:
+    """Run the build in the template's directory; raise GoldenError with the causes when it fails."""
+    require("packer", purpose="to bake images")
+    init(template)
+    argv = ["packer", "build", "-machine-readable", "-color=false", f"-var-file={var_file.name}", template.name]
+    proc = spawn(argv, cwd=template.parent, env=packer_env(env))
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    start = time.monotonic()
+    current = "starting"
+    errors: list[str] = []
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    try:
+        with console.status(f"{title}: {current}") as status:
+            while True:
+                try:
+                    raw = lines.get(timeout=1.0)
+                except queue.Empty:
+                    raw = ""
+                if raw is None:
+                    break
+                if time.monotonic() - start > BUILD_DEADLINE:
+                    raise GoldenError(f"{title}: no result after {BUILD_DEADLINE // 60} minutes; stopped")
+                parsed = parse_machine_line(raw) if raw else None
+                if parsed and parsed.type == "ui" and len(parsed.data) >= 2:
+                    kind, text = parsed.data[0], parsed.data[1].rstrip()
+                    for line in text.splitlines():
+                        tail.append(line)
+                    if kind == "say" and text.strip():
+                        current = text.strip().removeprefix("==> ").split(": ", 1)[-1]
+                        info(f"[dim]{_elapsed(start)}[/dim] {escape(current)}")
+                    elif kind == "message" and "golden: " in text:
+                        # our bake scripts' progress lines
+                        for line in text.splitlines():
+                            if "golden: " in line:
+                                info(f"[dim]{_elapsed(start)}[/dim] {escape(line.split('golden: ', 1)[1])}")
+                    elif kind == "error":
+                        errors.append(text.strip())
+                status.update(f"{title}: {escape(current)} [dim]({_elapsed(start)})[/dim]")
+        proc.wait()
+    except BaseException:
+        stop(proc, grace=30)
+        raise
+    if proc.returncode != 0:
+        detail = "\n".join(errors) or "\n".join(tail)
+        serial = serial_tail(serial_log)
+        message = f"{title} failed (packer exit {proc.returncode}):\n{detail}"
+        if serial:
+            message += "\n--- guest serial console (last lines) ---\n" + serial
+        raise GoldenError(message, hint="rerun with --debug for every command; the bake left nothing in images/")
+
+
+def _elapsed(start: float) -> str:
+    seconds = int(time.monotonic() - start)
+    return f"{seconds // 60}:{seconds % 60:02d}"

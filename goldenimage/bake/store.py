@@ -1,0 +1,170 @@
+"""The artifact store: content keys, artifact names, manifests and checksums, atomic publication.
+
+An artifact is three files in images/: NAME.qcow2, NAME.qcow2.sha256 and NAME.manifest.json, where NAME
+is <profile>-debian<N>-<date>-<key>. The manifest is renamed into place last: an artifact is complete
+when its manifest exists and names a qcow2 whose checksum file agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import SOURCE_ROOT, __version__
+from ..core.fs import canonical_json, write_atomic
+from ..core.paths import images_dir
+from ..model.profiles import ResolvedProfile
+
+KEY_LENGTH = 16
+#: The in-image agent's sources: a change there is a change of every image.
+FIRSTBOOT_DIR = SOURCE_ROOT / "firstboot"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A complete artifact in the store."""
+
+    qcow2: Path
+    sha256_file: Path
+    manifest_file: Path
+    key: str
+
+    @property
+    def name(self) -> str:
+        return self.qcow2.name.removesuffix(".qcow2")
+
+    def manifest(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.manifest_file.read_text())
+        return data
+
+    def sha256(self) -> str:
+        return self.sha256_file.read_text().split()[0]
+
+
+def tree_digest(root: Path) -> str:
+    """A digest of every file under root (names and contents), ignoring caches."""
+    h = hashlib.sha256()
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(root)).encode() + b"\0")
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def content_key(profile: ResolvedProfile, *, base_sha256: str, template: dict[str, Any], user_data: str,
+                scripts: dict[str, str]) -> str:
+    """The hash that decides whether a bake is needed: resolved profile (overlays included), release,
+    base image checksum, rendered template and user-data, bake scripts and the first-boot code."""
+    data = {
+        "profile": profile.to_dict(),
+        "release": {"number": profile.release.number, "vars": dict(profile.release.vars)},
+        "base_sha256": base_sha256,
+        "template": template,
+        "user_data": user_data,
+        "scripts": scripts,
+        "firstboot": tree_digest(FIRSTBOOT_DIR),
+        "goldenimage": __version__,
+    }
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:KEY_LENGTH]
+
+
+def artifact_name(profile: ResolvedProfile, key: str, when: float | None = None) -> str:
+    date = time.strftime("%Y%m%d", time.gmtime(when))
+    return f"{profile.name}-debian{profile.release.number}-{date}-{key}"
+
+
+def _complete(manifest_file: Path) -> Artifact | None:
+    """The artifact a manifest describes, if its qcow2 and checksum file are there and agree."""
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        qcow2 = manifest_file.with_name(manifest["image"]["file"])
+        sha_file = qcow2.with_name(qcow2.name + ".sha256")
+        if qcow2.is_file() and sha_file.read_text().split()[0] == manifest["image"]["sha256"]:
+            return Artifact(qcow2, sha_file, manifest_file, manifest["content_key"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return None
+
+
+def find(key: str, directory: Path | None = None) -> Artifact | None:
+    """A complete artifact with this content key, if the store has one."""
+    directory = directory or images_dir()
+    for manifest_file in sorted(directory.glob(f"*-{key}.manifest.json"), reverse=True):
+        artifact = _complete(manifest_file)
+        if artifact and artifact.key == key:
+            return artifact
+    return None
+
+
+def latest(profile: str, debian: int, directory: Path | None = None) -> Artifact | None:
+    """The newest complete artifact of a profile and release."""
+    directory = directory or images_dir()
+    found = []
+    for manifest_file in directory.glob(f"{profile}-debian{debian}-*.manifest.json"):
+        artifact = _complete(manifest_file)
+        if artifact:
+            found.append((manifest_file.stat().st_mtime, artifact))
+    return max(found, key=lambda t: t[0])[1] if found else None
+
+
+def from_path(path: Path) -> Artifact | None:
+    """The complete artifact a qcow2 or manifest path belongs to."""
+    name = path.name.removesuffix(".qcow2").removesuffix(".manifest.json")
+    return _complete(path.with_name(name + ".manifest.json"))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Path]:
+    """A hidden work directory inside images/ (same filesystem, so publication is a rename);
+    removed whatever happens."""
+    directory = directory or images_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".partial-{prefix}-", dir=directory))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(qcow2: Path, manifest: dict[str, Any], name: str, directory: Path | None = None) -> Artifact:
+    """Move a finished qcow2 into the store with its .sha256 and manifest; the manifest goes last.
+
+    If anything fails midway, what was already moved is removed again: no half artifact stays.
+    """
+    directory = directory or images_dir()
+    final = directory / f"{name}.qcow2"
+    sha_file = directory / f"{name}.qcow2.sha256"
+    manifest_file = directory / f"{name}.manifest.json"
+    digest = sha256_of(qcow2)
+    manifest = {**manifest, "image": {**manifest.get("image", {}), "file": final.name, "sha256": digest,
+                                      "size_bytes": qcow2.stat().st_size}}
+    moved: list[Path] = []
+    try:
+        os.replace(qcow2, final)
+        moved.append(final)
+        write_atomic(sha_file, f"{digest}  {final.name}\n")
+        moved.append(sha_file)
+        write_atomic(manifest_file, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise
+    return Artifact(final, sha_file, manifest_file, manifest["content_key"])

@@ -1,1 +1,0 @@
-"""Builders: base images, Packer templates per target, the Packer runner, KVM/TCG choice."""

@@ -1,1 +1,0 @@
-"""Cloud-init: user-data rendering and the NoCloud seed ISO. (Never importable as `cloudinit`.)"""

@@ -1,0 +1,2 @@
+"""Commands: what `golden` runs (render, validate, bake, verify, audit, publish, cluster), built on the
+layers below."""

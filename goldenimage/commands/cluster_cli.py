@@ -1,0 +1,40 @@
+"""`golden cluster`: argument parsing only; the work is in cluster.render."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from ..core.outdir import out_dir_arg
+    from ..model.cluster import load_cluster
+    from ..render.cluster import render_cluster
+
+    out = out_dir_arg(args.out)
+    if out is None:
+        out = Path("rendered") / f"cluster-{load_cluster(args.file).name}"
+    for host in render_cluster(args.file, out):
+        print(host.line())  # names, addresses, roles and paths only: never a secret
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `golden cluster render FILE --out DIR` on the `golden` command's subparsers."""
+    cluster = subparsers.add_parser("cluster", help="render or apply a whole cluster from one file")
+    sub = cluster.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "render",
+        help="write each host's user-data, meta-data, network-config and seed ISO",
+        description="Validate a cluster file and write DIR/<host>/{user-data,meta-data,network-config,seed.iso}, "
+        "DIR/hosts.json and DIR/secrets.json (0600: generated secrets, reused by the next render).",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="the cluster file (see examples/cluster.yaml)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory, replaced whole (default rendered/cluster-NAME)")
+    p.set_defaults(func=_cmd_render)
+    from .apply_cli import add_cluster_apply_parser
+
+    add_cluster_apply_parser(sub)
+    return cluster

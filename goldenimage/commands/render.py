@@ -1,0 +1,136 @@
+"""Write everything a bake needs into one directory: Packer template and values, user-data, meta-data,
+the NoCloud seed ISO, the bake scripts, an ephemeral build key, and an example first-boot user-data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bake.packer_cli import supports_required_plugins
+from ..core.errors import InputError
+from ..core.outdir import check_replaceable, mark, replace_dir
+from ..core.run import require, run
+from ..model.profiles import ResolvedProfile
+from ..render.firstboot_bundle import bundle_commands, bundle_files
+from ..render.packer_template import (
+    OPENSTACK_USER_DATA,
+    SCRIPTS,
+    Target,
+    openstack_user_data,
+    render_template,
+    script_text,
+)
+from ..render.seed import write_seed_iso
+from ..render.userdata import (
+    render_host_user_data,
+    render_meta_data,
+    render_user_data,
+    render_vm_pass_user_data,
+)
+
+BUILD_KEY = "build_key"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The files of one rendering."""
+
+    directory: Path
+    template: Path
+    var_file: Path
+    user_data: Path
+    meta_data: Path
+    seed_iso: Path
+    firstboot_example: Path
+    build_key: Path
+
+
+def make_build_key(directory: Path) -> tuple[Path, str]:
+    """An ephemeral ed25519 key pair for the build account; (private key path, public key line)."""
+    require("ssh-keygen", purpose="to make the ephemeral build key")
+    key = directory / BUILD_KEY
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "golden-build (ephemeral)", "-f", key])
+    return key, (directory / f"{BUILD_KEY}.pub").read_text().strip()
+
+
+def bake_user_data(profile: ResolvedProfile, build_public_key: str | None, content_key: str | None = None,
+                   vm_commands: bool = True) -> str:
+    """The bake-time user-data: the profile, plus the first-boot agent every image carries (no build account
+    when `build_public_key` is None; without vm_bake_commands when `vm_commands` is False)."""
+    return render_user_data(profile, build_public_key, content_key=content_key,
+                            extra_files=bundle_files(), extra_commands=bundle_commands(), vm_commands=vm_commands)
+
+
+def base_name(profile: ResolvedProfile, target: Target) -> str:
+    return f"{profile.name}-debian{profile.release.number}-{target.value}"
+
+
+def render(
+    profile: ResolvedProfile,
+    target: Target,
+    out_dir: Path,
+    *,
+    build_public_key: str | None = None,
+    content_key: str | None = None,
+    required_plugins: bool | None = None,
+    vm_pass_only: bool = False,
+) -> Rendered:
+    """Render `profile` for `target` into out_dir; files appear only once all are written.
+
+    out_dir is replaced whole, and only if golden wrote it (its marker) or it is empty: InputError otherwise.
+    `vm_pass_only`: the user-data of the native bake's VM pass (the build account and vm_bake_commands)."""
+    out_dir = Path(out_dir)
+    check_replaceable(out_dir)
+    if required_plugins is None:
+        required_plugins = supports_required_plugins()
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
+    try:
+        if build_public_key is None:
+            _, build_public_key = make_build_key(stage)
+        name = base_name(profile, target)
+        template, values = render_template(profile, target, required_plugins=required_plugins)
+        (stage / f"{name}.pkr.json").write_text(json.dumps(template, indent=2) + "\n")
+        (stage / f"{name}.pkrvars.json").write_text(json.dumps(values, indent=2) + "\n")
+        if vm_pass_only:
+            user_data = render_vm_pass_user_data(profile, build_public_key)
+        else:
+            user_data = bake_user_data(profile, build_public_key, content_key)
+        meta_data = render_meta_data(f"golden-bake-{uuid.uuid4().hex[:12]}", f"golden-{profile.name}")
+        (stage / "user-data").write_text(user_data)
+        if target is Target.OPENSTACK:
+            (stage / OPENSTACK_USER_DATA).write_bytes(openstack_user_data(profile, user_data))
+        (stage / "meta-data").write_text(meta_data)
+        write_seed_iso(stage / "seed.iso", user_data, meta_data)
+        scripts = stage / "scripts"
+        scripts.mkdir()
+        for script in SCRIPTS:
+            (scripts / script).write_text(script_text(script))
+            (scripts / script).chmod(0o755)
+        example = render_host_user_data(
+            f"{profile.name}-1", profile.example_settings, ssh_authorized_keys=["ssh-ed25519 AAAA... you@example"]
+        )
+        (stage / "firstboot-user-data.example").write_text(example)
+        mark(stage, "golden render")
+        stage.chmod(0o755)
+        replace_dir(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Rendered(
+        directory=out_dir,
+        template=out_dir / f"{name}.pkr.json",
+        var_file=out_dir / f"{name}.pkrvars.json",
+        user_data=out_dir / "user-data",
+        meta_data=out_dir / "meta-data",
+        seed_iso=out_dir / "seed.iso",
+        firstboot_example=out_dir / "firstboot-user-data.example",
+        build_key=out_dir / BUILD_KEY,
+    )
+

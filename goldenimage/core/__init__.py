@@ -1,0 +1,1 @@
+"""Core: errors, running external commands, logging, cache and image paths, output directories."""

@@ -1,1 +1,0 @@
-"""Artifact store: where images and caches live, content keys, naming, manifests, atomic writes."""

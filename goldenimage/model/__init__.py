@@ -1,0 +1,1 @@
+"""Model: releases, value types, role settings, disk layouts, profiles and their schema, clusters."""

@@ -1,0 +1,153 @@
+"""The Debian release matrix (profiles/releases.yaml) as typed, frozen data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .. import SOURCE_ROOT
+from ..core.errors import InputError
+
+RELEASES_FILE = SOURCE_ROOT / "profiles" / "releases.yaml"
+
+
+class _CloudInitQuirks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    clean_machine_id: bool
+    status_wait_ok: list[int]
+    network_renderers: list[str] = []
+
+
+class _ReleaseModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    codename: str
+    archived: bool
+    mirror: str
+    security_mirror: str
+    suites: list[str]
+    security_suite: str
+    components: list[str]
+    kernel: dict[str, str]
+    base_packages: list[str] = []
+    vars: dict[str, str]
+    cloud_init: _CloudInitQuirks
+
+
+class _MatrixModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default: int
+    base_packages: list[str] = []
+    releases: dict[int, _ReleaseModel]
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Debian release: where its packages live and the names that differ from the others."""
+
+    number: int
+    codename: str
+    archived: bool
+    mirror: str
+    security_mirror: str
+    suites: tuple[str, ...]
+    security_suite: str
+    components: tuple[str, ...]
+    kernels: MappingProxyType[str, str]
+    vars: MappingProxyType[str, str]
+    cloud_init_version: str
+    clean_machine_id: bool
+    status_wait_ok: tuple[int, ...]
+    #: cloud-init's network renderers in order of preference; empty keeps cloud-init's own order.
+    network_renderers: tuple[str, ...] = ()
+    #: Packages of the base image besides the kernel: the shared list, then this release's own.
+    base_packages: tuple[str, ...] = ()
+    template_vars: MappingProxyType[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        tv = {"debian": str(self.number), "codename": self.codename, **self.vars}
+        object.__setattr__(self, "template_vars", MappingProxyType(tv))
+
+    @property
+    def name(self) -> str:
+        return f"Debian {self.number} ({self.codename})"
+
+    def kernel(self, flavour: str) -> str:
+        try:
+            return self.kernels[flavour]
+        except KeyError:
+            raise InputError(
+                f"unknown kernel flavour {flavour!r} for Debian {self.number}",
+                hint=f"choose one of: {', '.join(sorted(self.kernels))}",
+            ) from None
+
+
+@dataclass(frozen=True)
+class Matrix:
+    default: int
+    releases: MappingProxyType[int, Release]
+
+    def get(self, number: int | str | None) -> Release:
+        """The release numbered `number` (the default when None); InputError if unsupported."""
+        if number is None:
+            number = self.default
+        try:
+            key = int(str(number).removeprefix("debian"))
+            return self.releases[key]
+        except (ValueError, KeyError):
+            raise InputError(
+                f"unsupported Debian release {number!r}",
+                hint=f"supported releases: {', '.join(str(n) for n in sorted(self.releases))}",
+            ) from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.releases[n] for n in sorted(self.releases))
+
+
+def _to_release(number: int, m: _ReleaseModel, base_packages: list[str]) -> Release:
+    return Release(
+        number=number,
+        codename=m.codename,
+        archived=m.archived,
+        mirror=m.mirror,
+        security_mirror=m.security_mirror,
+        suites=tuple(m.suites),
+        security_suite=m.security_suite,
+        components=tuple(m.components),
+        kernels=MappingProxyType(dict(m.kernel)),
+        vars=MappingProxyType(dict(m.vars)),
+        cloud_init_version=m.cloud_init.version,
+        clean_machine_id=m.cloud_init.clean_machine_id,
+        status_wait_ok=tuple(m.cloud_init.status_wait_ok),
+        network_renderers=tuple(m.cloud_init.network_renderers),
+        base_packages=tuple(base_packages + m.base_packages),
+    )
+
+
+def load_matrix(path: Path = RELEASES_FILE) -> Matrix:
+    """Read and validate the release matrix file."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+        model = _MatrixModel.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read the release matrix: {exc}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise InputError(f"{path}: {key}: {err['msg']}") from exc
+    releases = {n: _to_release(n, r, model.base_packages) for n, r in model.releases.items()}
+    if model.default not in releases:
+        raise InputError(f"{path}: default: release {model.default} is not in the matrix")
+    return Matrix(default=model.default, releases=MappingProxyType(releases))
+
+
+@cache
+def matrix() -> Matrix:
+    """The project's release matrix, read once."""
+    return load_matrix()
