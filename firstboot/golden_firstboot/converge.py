@@ -193,7 +193,7 @@ def load_user_data(path: str) -> dict[str, Any]:
     except ValueError as exc:
         raise ConvergeError(
             f"{path} is not cloud-config in JSON form",
-            hint="convert it: golden writes it with goldenimage.cloudinit.userdata.cloud_config_json",
+            hint="convert it: golden writes it with goldenimage.render.userdata.cloud_config_json",
         ) from exc
     if not isinstance(data, dict):
         raise ConvergeError(f"{path}: a cloud-config is a mapping")

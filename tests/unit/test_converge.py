@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from goldenimage.cloudinit.userdata import cloud_config_json
-from goldenimage.firstboot_bundle import ZIPAPP_PATH, build_zipapp
-from goldenimage.profiles import list_profiles, resolve, supported_releases
-from goldenimage.render import bake_user_data
+from goldenimage.commands.render import bake_user_data
+from goldenimage.model.profiles import list_profiles, resolve, supported_releases
+from goldenimage.render.firstboot_bundle import ZIPAPP_PATH, build_zipapp
+from goldenimage.render.userdata import cloud_config_json
 from tests.conftest import ROOT
 from tests.unit import firstboot_fake  # noqa: F401  (puts the agent on sys.path)
 
