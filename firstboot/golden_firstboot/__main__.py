@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
             return 0 if data is None or data.get("result") != "failed" else 1
         if command == "converge":
-            from . import converge
+            try:
+                from . import converge
+            except ImportError:
+                raise FirstbootError("this agent carries no converge engine (the one installed in images)",
+                                     hint="golden apply and the native bake ship a zipapp with it") from None
 
             return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
         ctx = context(args.root, args.host_settings)
