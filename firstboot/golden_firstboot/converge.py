@@ -42,9 +42,25 @@ HANDLED = {
 APT_SOURCE_KEYS = {"source", "key"}
 #: Where the engine records the commands it ran (their digest): a converge that changes nothing runs none.
 STATE_PATH = "/var/lib/golden/converge.json"
-CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: In a tree, commands find this directory first on PATH: its systemctl does what systemd's own does in a chroot.
+SHIM_DIR = "/run/golden-converge"
+CHROOT_PATH = SHIM_DIR + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: In a tree, maintainer scripts and init scripts called by commands must not start services on the build host.
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
+#: systemctl in a tree with nothing mounted cannot tell it is in a chroot (no /proc): unit-file verbs run
+#: offline (SYSTEMD_OFFLINE=1), verbs that need a running manager are ignored as in a chroot.
+SYSTEMCTL_SHIM = """#!/bin/sh
+# golden-firstboot converge: systemctl in a tree (no running system), as systemd behaves in a chroot
+for arg in "$@"; do
+  case "$arg" in
+    -*) ;;
+    enable|disable|reenable|preset|preset-all|mask|unmask|link|revert|add-wants|add-requires|set-default|\
+get-default|is-enabled|list-unit-files|cat|edit|help) exec /bin/systemctl "$@" ;;
+    *) echo "systemctl $arg: ignored in a tree (no running system)" >&2; exit 0 ;;
+  esac
+done
+exec /bin/systemctl "$@"
+"""
 
 
 class ConvergeError(FirstbootError):
@@ -144,7 +160,7 @@ class Host:
         if self.live:
             return self.runner.run(argv, input=input, check=check, env=env)
         prefix = ["chroot", self.root, "/usr/bin/env", "-i", "PATH=" + CHROOT_PATH, "HOME=/root",
-                  "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]
+                  "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive", "SYSTEMD_OFFLINE=1"]
         return self.runner.run(prefix + list(argv), input=input, check=check)
 
     def systemctl(self, *args: str, check: bool = True) -> Result:
@@ -235,7 +251,7 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
     from .converge_restart import restart_changed
 
     check_keys(data)
-    policy = None if host.live or report.check else _block_service_starts(host)
+    shims = [] if host.live or report.check else _tree_shims(host)
     try:
         system.commands(host, report, data.get("bootcmd") or [], "bootcmd", always=True)
         entries = data.get("write_files") or []
@@ -265,20 +281,34 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
             _save_state(host, {"runcmd": digest})
         restart_changed(host, report, report.changed_paths, runcmd)
     finally:
-        if policy:
-            os.unlink(policy)
+        for path in reversed(shims):
+            if os.path.isdir(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
     return report
 
 
-def _block_service_starts(host: Host) -> str | None:
-    """policy-rc.d answering 101 while commands run in the tree (removed after); None when one is there."""
-    path = host.path(POLICY_RC_D)
-    if os.path.lexists(path) or not os.path.isdir(os.path.dirname(path)):
-        return None
-    with open(path, "w") as handle:
-        handle.write("#!/bin/sh\n# golden-firstboot converge: no service starts in a tree\nexit 101\n")
-    os.chmod(path, 0o755)
-    return path
+def _tree_shims(host: Host) -> list[str]:
+    """While commands run in the tree: policy-rc.d answering 101 (no service starts) and the systemctl shim;
+    the paths made, removed after (an existing policy-rc.d is left as it is)."""
+    made = []
+    policy = host.path(POLICY_RC_D)
+    if not os.path.lexists(policy) and os.path.isdir(os.path.dirname(policy)):
+        with open(policy, "w") as handle:
+            handle.write("#!/bin/sh\n# golden-firstboot converge: no service starts in a tree\nexit 101\n")
+        os.chmod(policy, 0o755)
+        made.append(policy)
+    shim_dir = host.path(SHIM_DIR)
+    if os.path.isdir(os.path.dirname(shim_dir)) and not os.path.lexists(shim_dir):
+        os.mkdir(shim_dir, 0o755)
+        made.append(shim_dir)
+        shim = os.path.join(shim_dir, "systemctl")
+        with open(shim, "w") as handle:
+            handle.write(SYSTEMCTL_SHIM)
+        os.chmod(shim, 0o755)
+        made.append(shim)
+    return made
 
 
 def _load_state(host: Host) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from .disk import FIRMWARE, assemble_disk, set_grub_defaults
 RECIPE_VERSION = 5  # 4: package layers (issue 11); 5: GPT, BIOS boot partition and ESP, shim + signed GRUB
 
 MMDEBSTRAP_TIMEOUT = 1800
+#: The file form of a package layer kept as a tree (build_layer_tree).
+TREE_FORM = "tree.tar.zst"
 #: qcow2 cluster compressions: zlib is read by every qemu-img; zstd needs QEMU 5.1+ built with it.
 COMPRESSIONS = ("zlib", "zstd")
 DOWNLOAD_TIMEOUT = 30  # per socket operation
@@ -75,7 +77,8 @@ def base_packages(release: Release, flavour: str = "cloud") -> tuple[str, ...]:
 
 
 def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = DiskLayout.SINGLE,
-             extra_packages: Sequence[str] = (), packages: Sequence[str] = (), compression: str = "zlib") -> str:
+             extra_packages: Sequence[str] = (), packages: Sequence[str] = (), compression: str = "zlib",
+             form: str = "qcow2") -> str:
     """Content key of a built base: release data, mirror, flavour, package lists, disk layout and recipe version.
 
     Only what changes the installed packages goes in: a profile's files, settings or first-boot agent do not,
@@ -104,6 +107,8 @@ def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = D
         data["packages_layer"] = sorted(set(packages))
     if compression != "zlib":
         data["compression"] = compression
+    if form != "qcow2":  # the package layer as a tree (a tarball), for the native bake
+        data["form"] = form
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -162,6 +167,50 @@ def build_base(
                 run(["qemu-img", "convert", "-c", "-o", f"compression_type={compression}", "-O", "qcow2", raw, qcow2],
                     timeout=1800)
             return _commit(qcow2, final, key, release.number, "mmdebstrap")
+
+
+def build_layer_tree(
+    release: Release,
+    *,
+    mirror: str | None = None,
+    flavour: str = "cloud",
+    layout: DiskLayout = DiskLayout.SINGLE,
+    extra_packages: Sequence[str] = (),
+    packages: Sequence[str] = (),
+) -> BaseImage:
+    """The package layer as a tree, cached as a zstd tarball (owners, modes, xattrs kept): the same
+    mmdebstrap call and preparation as build_base, without the disk. The native bake copies it, converges
+    the profile into the copy and assembles the disk from that. Needs root."""
+    require(*REQUIRED_TOOLS, "tar", "zstd", purpose="to build a package layer")
+    if os.geteuid() != 0:
+        raise GoldenError("building a package layer needs root (mmdebstrap --mode=root writes device nodes and owners)",
+                          hint="run as root")
+    mirror = resolve_mirror(release, mirror)
+    key = base_key(release, mirror, flavour, layout, extra_packages, packages, form=TREE_FORM)
+    final = base_dir() / f"debian{release.number}-{flavour}-{key}.{TREE_FORM}"
+    with _locked(final):
+        cached = _cached(final, key, release.number, "mmdebstrap")
+        if cached:
+            info(f"package layer cached: {final}")
+            return cached
+        with step(f"Building the {release.name} package layer ({flavour}, {len(packages)} profile packages)"), \
+                _tempdir() as tmp:
+            root = tmp / "rootfs"
+            with step(f"mmdebstrap {release.codename} from {mirror}"):
+                _mmdebstrap(release, mirror, flavour, root, extra_packages, packages)
+                prepare_rootfs(root, release, flavour)
+            tarball = tmp / "layer.tar.zst"
+            with step("Saving the tree (tar, zstd)"):
+                run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-I", "zstd -T0 -3",
+                     "-C", root, "-cf", tarball, "."], timeout=1800)
+            return _commit(tarball, final, key, release.number, "mmdebstrap")
+
+
+def extract_layer_tree(layer: BaseImage, dest: Path) -> None:
+    """Copy a package layer's tree into `dest` (a new directory), owners, modes and xattrs as they were."""
+    dest.mkdir(mode=0o755)
+    run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-I", "zstd -T0", "-C", dest,
+         "-xpf", layer.path], timeout=1800)
 
 
 def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:

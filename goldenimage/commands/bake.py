@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bake import store
+from ..bake import native, store
 from ..bake.accel import detect_accelerator
-from ..bake.base import BaseImage, base_key, build_base, fetch_base, resolve_mirror
+from ..bake.base import BaseImage, base_key, build_base, build_layer_tree, fetch_base, resolve_mirror
 from ..bake.packer_build import packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
 from ..core.errors import GoldenError, InputError
@@ -19,6 +19,7 @@ from ..core.run import require, run
 from ..model.disk_layout import DiskLayout
 from ..model.profiles import ResolvedProfile, resolve
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
+from ..render.userdata import render_vm_pass_user_data
 from .render import bake_user_data, render
 
 #: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
@@ -42,6 +43,19 @@ def layer_key(profile: ResolvedProfile, mirror: str | None = None, flavour: str 
     recipe version; never its files, settings, services or first-boot agent."""
     return base_key(profile.release, resolve_mirror(profile.release, mirror), flavour, profile.disk_layout,
                     profile.base_packages, layer_packages(profile), LAYER_COMPRESSION)
+
+
+def native_route(profile: ResolvedProfile, base_url: str | None = None) -> bool:
+    """The native bake (converge into the package layer's tree, no VM unless vm_bake_commands) for a
+    mirror-built base; an official image (--base-url) or a profile with its own apt sources (packages only
+    the VM configures) keeps the VM pass with cloud-init."""
+    return not base_url and not profile.content.get("apt", {}).get("sources")
+
+
+def get_layer_tree(profile: ResolvedProfile, mirror: str | None = None, flavour: str = "cloud") -> BaseImage:
+    """The profile's package layer as a tree (the native bake's starting point), built or from the cache."""
+    return build_layer_tree(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
+                            extra_packages=profile.base_packages, packages=layer_packages(profile))
 
 
 def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_checksum: str | None = None,
@@ -76,6 +90,23 @@ def profile_key(profile: ResolvedProfile, base: BaseImage) -> str:
     )
 
 
+def native_key(profile: ResolvedProfile, layer: BaseImage) -> str:
+    """The content key of the native bake of `profile` on its package layer tree: the profile, the layer,
+    the user-data the engine converges, the native recipe (this module's native steps and the disk), the VM
+    pass's template and user-data when the profile has vm_bake_commands, and the first-boot agent (its
+    converge engine included)."""
+    vm_pass = bool(profile.content.get("vm_bake_commands"))
+    template: dict[str, Any] = {"route": "native"}
+    user_data = bake_user_data(profile, None, vm_commands=False)
+    scripts = {"native.py": Path(native.__file__).read_text()}
+    if vm_pass:
+        template["vm_pass"], _ = render_template(profile, Target.QEMU, required_plugins=supports_required_plugins())
+        user_data += render_vm_pass_user_data(profile, KEY_PLACEHOLDER)
+        scripts.update({name: script_text(name) for name in SCRIPTS})
+    return store.content_key(profile, base_sha256=layer.sha256, template=template, user_data=user_data,
+                             scripts=scripts)
+
+
 def _qemu_version() -> str:
     out = run(["qemu-system-x86_64", "--version"]).stdout
     return out.splitlines()[0] if out else "unknown"
@@ -89,6 +120,8 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
     require("packer", "qemu-system-x86_64", "qemu-img", "ssh-keygen",
             purpose="to bake images (or run: make deps)")
     title = f"Baking {profile.name} on {profile.release.name}"
+    if native_route(profile, base_url):
+        return _bake_native(profile, title, force=force, mirror=mirror, memory=memory)
     with step(title):
         base = get_base(profile, base_url=base_url, base_checksum=base_checksum, mirror=mirror)
         key = profile_key(profile, base)
@@ -99,28 +132,105 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
         started = time.time()
         with store.staging(prefix=key) as work:
             rendered = render(profile, Target.QEMU, work / "render", content_key=key)
-            accel = detect_accelerator()
-            values = json.loads(rendered.var_file.read_text())
-            serial_log = work / "serial.log"
-            values.update(
-                base_image=str(base.path),
-                base_checksum=f"sha256:{base.sha256}",
-                seed_iso=str(rendered.seed_iso),
-                output_directory=str(work / "output"),
-                accelerator=accel,
-                memory=memory,
-                serial_log=str(serial_log),
-                manifest_dir=str(work),
-                ssh_private_key_file=str(rendered.build_key),
-                scripts_dir=str(rendered.directory / "scripts"),
-            )
-            rendered.var_file.write_text(json.dumps(values, indent=2) + "\n")
-            info(f"accelerator {accel}; base {base.path.name}; content key {key}")
-            packer_build(rendered.template, rendered.var_file, serial_log=serial_log, title="packer build")
-            qcow2 = work / "output" / f"{values['image_name']}.qcow2"
-            guest = json.loads((work / MANIFEST_FILE).read_text())
+            guest, accel = _vm_pass(rendered, base.path, base.sha256, work, memory)
+            qcow2 = work / "output" / f"{json.loads(rendered.var_file.read_text())['image_name']}.qcow2"
             _report_vm_installs(base, guest)
             manifest = _manifest(profile, key, base, guest, accel, started)
+            manifest["route"] = {"name": "vm", "native": ["package layer (mmdebstrap)"],
+                                 "vm": ["cloud-init (user-data)", "cleanup"]}
+            with step("Publishing the artifact"):
+                artifact = store.publish(qcow2, manifest, store.artifact_name(profile, key, started))
+        info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
+        return artifact
+
+
+def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
+    """Packer boots `disk` with the rendered seed, runs the bake scripts and writes work/output/NAME.qcow2
+    (zlib); returns the guest manifest and the accelerator."""
+    accel = detect_accelerator()
+    values = json.loads(rendered.var_file.read_text())
+    serial_log = work / "serial.log"
+    values.update(
+        base_image=str(disk),
+        base_checksum=f"sha256:{disk_sha256}",
+        seed_iso=str(rendered.seed_iso),
+        output_directory=str(work / "output"),
+        accelerator=accel,
+        memory=memory,
+        serial_log=str(serial_log),
+        manifest_dir=str(work),
+        ssh_private_key_file=str(rendered.build_key),
+        scripts_dir=str(rendered.directory / "scripts"),
+    )
+    rendered.var_file.write_text(json.dumps(values, indent=2) + "\n")
+    info(f"accelerator {accel}; disk {disk.name}")
+    packer_build(rendered.template, rendered.var_file, serial_log=serial_log, title="packer build")
+    return json.loads((work / MANIFEST_FILE).read_text()), accel
+
+
+def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: str | None,
+                 memory: int) -> store.Artifact:
+    """Package layer tree -> copy -> converge -> hygiene -> disk -> compression, natively; a VM pass on that
+    disk only for the profile's vm_bake_commands."""
+    with step(title):
+        layer = get_layer_tree(profile, mirror=mirror)
+        key = native_key(profile, layer)
+        cached = store.find(key)
+        if cached and not force:
+            info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
+            return cached
+        started = time.time()
+        seconds: dict[str, float] = {}
+        vm_commands = list(profile.content.get("vm_bake_commands", []))
+        info(f"native bake; layer {layer.path.name}; content key {key}"
+             + (f"; a VM pass for {len(vm_commands)} vm_bake_commands" if vm_commands else "; no VM"))
+        with store.staging(prefix=key) as work:
+            root = work / "root"
+            clock = time.monotonic()
+            native.copy_layer(layer, root)
+            seconds["copy"] = time.monotonic() - clock
+            clock = time.monotonic()
+            report = native.converge_tree(root, bake_user_data(profile, None, content_key=key, vm_commands=False),
+                                          work)
+            seconds["converge"] = time.monotonic() - clock
+            guest = native.tree_manifest(root)
+            clock = time.monotonic()
+            native.clean_tree(root, profile)
+            if vm_commands:
+                native.mark_firstboot_done(root)
+            seconds["hygiene"] = time.monotonic() - clock
+            clock = time.monotonic()
+            raw = native.assemble(root, profile, work)
+            seconds["disk"] = time.monotonic() - clock
+            clock = time.monotonic()
+            name = f"{profile.name}-debian{profile.release.number}"
+            accel = None
+            if vm_commands:
+                disk = native.to_qcow2(raw, work / "converged.qcow2", profile, None)
+                seconds["convert"] = time.monotonic() - clock
+                clock = time.monotonic()
+                rendered = render(profile, Target.QEMU, work / "render", content_key=key, vm_pass_only=True)
+                vm_guest, accel = _vm_pass(rendered, disk, store.sha256_of(disk), work, memory)
+                guest.update(packages=vm_guest.get("packages", guest["packages"]),
+                             kernels=vm_guest.get("kernels", guest["kernels"]))
+                guest["vm_pass_dpkg"] = vm_guest.get("vm_pass_dpkg", [])
+                qcow2 = work / "output" / f"{name}.qcow2"
+                seconds["vm_pass"] = time.monotonic() - clock
+            else:
+                qcow2 = native.to_qcow2(raw, work / "output" / f"{name}.qcow2", profile, "zlib")
+                seconds["compression"] = time.monotonic() - clock
+            manifest = _manifest(profile, key, layer, guest, accel or "none (no VM)", started)
+            if not vm_commands:
+                manifest["build"]["packer"] = None  # installed here, not used
+            manifest["route"] = {
+                "name": "native",
+                "native": ["package layer (mmdebstrap)", "copy", "converge", "hygiene", "disk assembly",
+                           "compression" if not vm_commands else "conversion"],
+                "vm": ["vm_bake_commands", "cleanup", "compression"] if vm_commands else [],
+                "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            }
+            manifest["converge"] = {"summary": report[-1] if report else "", "changes": report[:-1]}
+            manifest["after_layer_dpkg"] = guest.get("after_layer_dpkg", [])
             with step("Publishing the artifact"):
                 artifact = store.publish(qcow2, manifest, store.artifact_name(profile, key, started))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")

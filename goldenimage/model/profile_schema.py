@@ -159,6 +159,9 @@ class Fragment(_Strict):
     settings: Settings = Settings()
     # Shell, one command per item (the profile author's own): one line each.
     bake_commands: list[OneLine] = []
+    # Bake commands that need a running system (update-grub, an installer that talks to systemd): the local
+    # native bake runs them in a VM pass after the rest; cloud-init runs them after bake_commands.
+    vm_bake_commands: list[OneLine] = []
     # Paths removed at the end of the bake because every clone must make its own (keys, certificates).
     instance_unique: list[GlobPath] = []
 

@@ -2,7 +2,8 @@
 
 Merge rules (later wins; order: roles, then the extends chain from the root down, then
 `with_roles` additions, then overlays in the order given):
-- lists of names (packages, base_packages, remove_packages, services, bake_commands, instance_unique, roles)
+- lists of names (packages, base_packages, remove_packages, services, bake_commands, vm_bake_commands,
+  instance_unique, roles)
   append, keeping the first occurrence;
 - lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
 - maps (settings, sysctls, system, apt, apt.sources) deep-merge;
@@ -42,7 +43,8 @@ ROLES_DIR = PROFILES_DIR / "roles"
 DEFAULT_DISK_SIZE = "4G"
 DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
-APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bake_commands", "instance_unique", "roles")
+APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bake_commands", "vm_bake_commands",
+                "instance_unique", "roles")
 KEYED_LISTS = {"files": "path", "users": "name"}
 
 

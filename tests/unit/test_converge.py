@@ -254,7 +254,7 @@ def test_apply_to_a_tree_writes_what_cloud_init_would(acme):
     assert any(c.startswith("a2enmod") for c in shell) and any(c.startswith("sysctl") for c in shell)
     wants = {p.name for p in (tree / "etc/systemd/system/multi-user.target.wants").iterdir()}
     assert {"apache2", "golden-firstboot.service", "chrony"} <= wants
-    assert not (tree / "usr/sbin/policy-rc.d").exists()
+    assert not (tree / "usr/sbin/policy-rc.d").exists() and not (tree / "run/golden-converge").exists()
     assert not any(c[0] in ("systemctl",) and c[1] == "start" for c in runner.commands)
 
 
@@ -356,3 +356,24 @@ def test_cli_in_the_zipapp_checks_a_tree_without_changing_it(acme, tmp_path):
     proc = subprocess.run([sys.executable, str(app), "converge", "--user-data", str(bad), "--root", str(tree)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "not cloud-config in JSON form" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["daemon-reload"], ["--quiet", "restart", "apache2"], ["start", "x.service"]])
+def test_systemctl_in_a_tree_ignores_what_needs_a_running_manager(tmp_path, argv):
+    shim = tmp_path / "systemctl"
+    shim.write_text(converge.SYSTEMCTL_SHIM)
+    proc = subprocess.run(["sh", str(shim), *argv], capture_output=True, text=True)
+    assert proc.returncode == 0 and "ignored in a tree" in proc.stderr
+
+
+def test_commands_in_a_tree_run_offline_with_the_shim_first_on_path(tmp_path):
+    tree = make_tree(tmp_path / "tree", [])
+    (tree / "run").mkdir()
+    runner = FakeTree(tree)
+    seen = []
+    runner.execute = lambda args, *rest: seen.append(args) or Result(0, "")  # type: ignore[method-assign]
+    converge.converge({"runcmd": ["systemctl daemon-reload"]}, converge.Host(str(tree), runner),
+                      converge.Report(False))
+    env = dict(a.split("=", 1) for a in seen[0][4:] if "=" in a and not a.startswith("/"))
+    assert env["SYSTEMD_OFFLINE"] == "1" and env["PATH"].startswith(converge.SHIM_DIR + ":")
+    assert not (tree / "run/golden-converge").exists()

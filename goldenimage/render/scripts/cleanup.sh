@@ -18,6 +18,8 @@ truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 
 rm -f /etc/ssh/ssh_host_*
+# The native bake's VM pass boots with first boot marked done, so that the agent leaves the build VM alone.
+rm -f /var/lib/golden/firstboot.done /var/lib/golden/firstboot.json
 # Unquoted on purpose: each is a glob. The schema allows no space or shell character in them, and no
 # pattern wider than a file name in a directory two levels deep.
 for p in ${GOLDEN_INSTANCE_UNIQUE:-}; do rm -rf -- $p; done
