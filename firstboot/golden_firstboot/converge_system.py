@@ -12,16 +12,11 @@ import socket
 from typing import Any
 
 from .converge import ConvergeError, Host, Report
+from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted
 from .converge_files import ensure_file
 from .converge_restart import AGENT_UNITS, unit_name
 
 SUDOERS = "/etc/sudoers.d/90-cloud-init-users"
-#: Seconds apt-get waits for dpkg's lock held by another apt (apt-daily on a freshly booted host).
-LOCK_TIMEOUT = 600
-# A live host may be running apt-daily or unattended-upgrades: wait for dpkg's lock (apt 1.9.11 and later;
-# older apt ignores the option) instead of failing at once.
-WAIT_LOCK = ["-o", f"DPkg::Lock::Timeout={LOCK_TIMEOUT}"]
-APT_GET = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"] + WAIT_LOCK
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 CHRONY_CONF = "/etc/chrony/chrony.conf"
 LOCALE_FILE = "/etc/default/locale"
@@ -279,7 +274,7 @@ def ntp(host: Host, report: Report, config: dict[str, Any]) -> None:
         report.change("package chrony (installed: the NTP client)")
         if report.check:
             return
-        _apt_install(host, ["chrony"], update=True)
+        apt_install(host, ["chrony"], update=True)
     head = "# Welcome to the chrony configuration file. See chrony.conf(5) for more\n" \
            "# information about usuable directives.\n"
     pools, servers = list(config.get("pools") or []), list(config.get("servers") or [])
@@ -327,11 +322,11 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
         return
     apt_env = APT_GET
     if (update or upgrade or missing) and not report.check:
-        if _dpkg_interrupted(host):
+        if dpkg_interrupted(host):
             # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
             report.note("dpkg was interrupted: dpkg --configure -a")
             host.run(["dpkg", "--configure", "-a", "--force-confold"])
-        _apt_update(host)
+        apt_update(host)
     if upgrade:
         sim = host.run(["apt-get", "-s", "-q", "upgrade"], check=False).stdout
         pending = [line.split()[1] for line in sim.splitlines() if line.startswith("Inst ")]
@@ -343,26 +338,6 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
         report.change(f"package {name} (installed)")
     if missing and not report.check:
         host.run(apt_env + ["install"] + missing)
-
-
-def _apt_update(host: Host) -> None:
-    """apt-get update on a live host, once per converge (the sources are converged before anything installs)."""
-    if not getattr(host, "apt_updated", False):
-        host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
-        host.apt_updated = True  # type: ignore[attr-defined]
-
-
-def _apt_install(host: Host, names: list[str], update: bool) -> None:
-    """apt-get install on a live host (after apt-get update when asked)."""
-    if update:
-        _apt_update(host)
-    host.run(APT_GET + ["install"] + names)
-
-
-def _dpkg_interrupted(host: Host) -> bool:
-    """Whether dpkg stopped midway (its journal in /var/lib/dpkg/updates holds entries)."""
-    updates = host.path("/var/lib/dpkg/updates")
-    return os.path.isdir(updates) and any(name.isdigit() for name in os.listdir(updates))
 
 
 def service(host: Host, report: Report, unit: str) -> None:
