@@ -259,7 +259,8 @@ class HostApply:
         self._record(*parse_converge(output))
 
     def _role_steps(self, remote: str) -> None:
-        argv = ["python3", f"{remote}/{AGENT}", "--rerun", "run"]
+        # options after the command: argparse resets `--rerun` given before it
+        argv = ["python3", f"{remote}/{AGENT}", "run", "--rerun"]
         if self.settings is not None:
             argv += ["--host-settings", f"{remote}/{HOST_SETTINGS}"]
         proc = self.transport.run(argv, timeout=AGENT_TIMEOUT, check=False, secrets=self.secrets)

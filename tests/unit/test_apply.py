@@ -21,6 +21,7 @@ from goldenimage.apply.transport import SSHOptions, SSHTransport, remote_command
 from goldenimage.cli import main
 from goldenimage.core.errors import GoldenError
 from tests.conftest import EXAMPLES
+from tests.unit import firstboot_fake  # noqa: F401  (puts the agent on sys.path)
 
 OS_RELEASE = {
     11: 'PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nID=debian\nVERSION_ID="11"\nVERSION_CODENAME=bullseye\n',
@@ -236,7 +237,10 @@ def test_apply_renders_for_the_hosts_release_converges_then_runs_the_role_steps(
     converge, = host.ran("converge")
     assert converge[:2] == ["python3", "/tmp/golden-apply.abcd1234/golden-firstboot.pyz"] and "--check" not in converge
     run, = host.ran("run")
-    assert run[-4:] == ["--rerun", "run", "--host-settings", "/tmp/golden-apply.abcd1234/host.json"]
+    assert run[-4:] == ["run", "--rerun", "--host-settings", "/tmp/golden-apply.abcd1234/host.json"]
+    from golden_firstboot.__main__ import parser  # the agent reads these as a rerun with the settings file
+
+    assert parser().parse_args(run[2:]).rerun is True
     # the probe and mktemp run as the login user; everything else as root; the temporary directory goes
     assert [root for argv, root in host.commands if argv[0] in ("sh", "mktemp")] == [False, False]
     assert host.commands[-1] == (["rm", "-rf", "--", "/tmp/golden-apply.abcd1234"], True)
