@@ -78,7 +78,7 @@ class Report:
         self.changed = 0
         self.unchanged = 0
         self.commands = 0
-        self.lines = []  # type: List[str]
+        self.lines: list[str] = []
         self._out = out
 
     def _emit(self, line: str) -> None:
@@ -129,7 +129,7 @@ class Host:
         if self.live:
             return path
         parts = [p for p in path.split("/") if p]
-        resolved = []  # type: List[str]
+        resolved: list[str] = []
         hops = 0
         while parts:
             part = parts.pop(0)
