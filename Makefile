@@ -95,7 +95,7 @@ test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per gue
 
 .PHONY: test-extended
 test-extended: host-tools venv ## VM tests kept out of CI for time: base boots per firmware, encryption at rest, more cluster cases
-	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha'
+	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply'
 
 .PHONY: test-all
 test-all: host-tools venv ## Every test there is (hours under TCG)
@@ -103,12 +103,16 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-ha
 test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; kills the active lb, a web node and the SQL writer under load (HA_RATE, HA_DWELL, HA_MAX_SECONDS)
 	$(VENV)/bin/pytest -m ha -v -s
+
+.PHONY: test-apply
+test-apply: host-tools venv ## golden apply to bare guests (the base image + an SSH key): web and the SQL pair on Debian 12, web on 11
+	$(VENV)/bin/pytest -m apply -v
 
 .PHONY: test-audit
 test-audit: host-tools venv ## banking-hardened: verify (hardened suite) and the audit end to end, ANSSI >= 45/50, Lynis >= 80 (~45 min under TCG)

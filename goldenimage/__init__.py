@@ -15,7 +15,8 @@ producers  bake           base and disk builders, Packer runs, accelerator, the 
 services   verify         the VM harness (boot a clone, its seed, wait, SSH), L2 switch, cluster VMs
 services   audit          SCAP content, guest tools, OpenSCAP and Lynis results
 services   publish        publish targets (OpenStack, S3, Proxmox, OVH)
-commands   commands       render, validate, bake, verify, audit, publish and cluster commands
+services   apply          a running host over SSH: transport, inventory, converge and role steps, clusters
+commands   commands       render, validate, bake, verify, audit, publish, apply and cluster commands
 commands   cli            the `golden` front door (argparse)
 ========== ============== ==========================================================================
 
@@ -32,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("core",)),
     ("model", ("model",)),
     ("producers", ("render", "bake")),
-    ("services", ("verify", "audit", "publish")),
+    ("services", ("verify", "audit", "publish", "apply")),
     ("commands", ("commands", "cli")),
 )
 

@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "two (BIOS, and UEFI with Secure Boot)")
     p.set_defaults(func=_cmd_verify)
 
+    from .commands.apply_cli import add_parser as add_apply_parser
+
+    add_apply_parser(sub)
+
     from .commands.cluster_cli import add_parser as add_cluster_parser
 
     add_cluster_parser(sub)

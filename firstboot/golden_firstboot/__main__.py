@@ -17,11 +17,14 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--rerun", action="store_true", default=argparse.SUPPRESS,
                         help="run again although first boot has completed")
     common.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # tests: a fake root
+    common.add_argument("--host-settings", metavar="FILE", default=argparse.SUPPRESS,
+                        help="this host's cluster settings from FILE instead of /etc/golden/host.json, which "
+                             "then holds a copy (root only) for later runs (`golden apply` uses it)")
     p = argparse.ArgumentParser(
         prog="golden-firstboot", parents=[common],
         description="Finish this golden image's role on its first boot, from /etc/golden/image.json and "
                     "/etc/golden/host.json. Runs once; every step checks before it acts.")
-    p.set_defaults(rerun=False, root="/")
+    p.set_defaults(rerun=False, root="/", host_settings=None)
     p.add_argument("--version", action="version", version="golden-firstboot " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the first-boot steps (the default)")
@@ -54,9 +57,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def context(root: str) -> Context:
+def context(root: str, host_settings: str | None = None) -> Context:
     image = agent.load_json(root, agent.IMAGE_INFO, required=True)
-    host = agent.load_json(root, agent.HOST_SETTINGS, required=False)
+    if host_settings:
+        host = agent.install_host_settings(root, host_settings)
+    else:
+        host = agent.load_json(root, agent.HOST_SETTINGS, required=False)
     if not host:
         log(f"{agent.HOST_SETTINGS} is absent or empty: only steps that need no cluster settings run")
     return Context(image, host, root=root)
@@ -75,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return galera_health.serve(args.root.rstrip("/") + galera_health.CONF)
         if command == "converge":
-            from . import converge
+            try:
+                from . import converge
+            except ImportError:
+                raise FirstbootError("this agent carries no converge engine (the one installed in images)",
+                                     hint="golden apply and the native bake ship a zipapp with it") from None
 
             return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
-        ctx = context(args.root)
+        ctx = context(args.root, args.host_settings)
         if command == "run":
             return agent.run(ctx, rerun=args.rerun)
         if command == "early":

@@ -45,6 +45,24 @@ def load_json(root: str, path: str, required: bool) -> dict[str, Any]:
     return data
 
 
+def install_host_settings(root: str, source: str) -> dict[str, Any]:
+    """The settings in `source` (a file outside the image: `golden apply` ships one), copied to host.json
+    (0600, rewritten only when it differs) so that later runs, the early unit and `status` read the same."""
+    try:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+        data = json.loads(text)
+    except OSError as exc:
+        raise SettingsError(f"{source}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SettingsError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{source}: must hold a JSON object")
+    write_file(os.path.join(root, HOST_SETTINGS.lstrip("/")), json.dumps(data, indent=2, sort_keys=True) + "\n",
+               0o600)
+    return data
+
+
 class Status:
     """The status file: rewritten atomically at every transition, so a crash leaves the last state."""
 

@@ -78,7 +78,9 @@ class Report:
         self.changed = 0
         self.unchanged = 0
         self.commands = 0
-        self.lines: list[str] = []
+        self.lines = []  # type: list[str]
+        #: files this converge changed (not in check mode): a live host reloads the services they configure
+        self.changed_paths = []  # type: list[str]
         self._out = out
 
     def _emit(self, line: str) -> None:
@@ -129,7 +131,7 @@ class Host:
         if self.live:
             return path
         parts = [p for p in path.split("/") if p]
-        resolved: list[str] = []
+        resolved = []  # type: list[str]
         hops = 0
         while parts:
             part = parts.pop(0)
@@ -246,6 +248,7 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
     """Apply `data` to `host` in cloud-init's module order; report every change."""
     from . import converge_files as files
     from . import converge_system as system
+    from .converge_restart import restart_changed
 
     check_keys(data)
     shims = [] if host.live or report.check else _tree_shims(host)
@@ -276,6 +279,7 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
         system.commands(host, report, runcmd, "runcmd", always=needed)
         if needed and not report.check:
             _save_state(host, {"runcmd": digest})
+        restart_changed(host, report, report.changed_paths, runcmd)
     finally:
         for path in reversed(shims):
             if os.path.isdir(path):

@@ -77,6 +77,7 @@ def ensure_file(host: Host, report: Report, path: str, data: bytes, mode: int = 
     report.change("{} {} ({})".format(what, path, ", ".join(reasons)))
     if report.check:
         return True
+    report.changed_paths.append(path)
     if current == target:
         os.chmod(real, mode)
         os.chown(real, uid, gid)

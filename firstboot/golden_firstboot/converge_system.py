@@ -12,7 +12,9 @@ import socket
 from typing import Any
 
 from .converge import ConvergeError, Host, Report
+from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted
 from .converge_files import ensure_file
+from .converge_restart import AGENT_UNITS, unit_name
 
 SUDOERS = "/etc/sudoers.d/90-cloud-init-users"
 SSHD_CONFIG = "/etc/ssh/sshd_config"
@@ -267,6 +269,12 @@ def ntp(host: Host, report: Report, config: dict[str, Any]) -> None:
     client = config.get("ntp_client", "chrony")
     if client != "chrony":
         raise ConvergeError(f"ntp: ntp_client {client!r} is not handled by the converge engine (chrony only)")
+    if host.live and "chrony" not in installed_packages(host):
+        # cloud-init's ntp module installs its client when it is missing; the packages module comes later
+        report.change("package chrony (installed: the NTP client)")
+        if report.check:
+            return
+        apt_install(host, ["chrony"], update=True)
     head = "# Welcome to the chrony configuration file. See chrony.conf(5) for more\n" \
            "# information about usuable directives.\n"
     pools, servers = list(config.get("pools") or []), list(config.get("servers") or [])
@@ -312,9 +320,13 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
                             hint="the package layer installs the profile's packages; rebuild it")
     if not host.live:
         return
-    apt_env = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"]
+    apt_env = APT_GET
     if (update or upgrade or missing) and not report.check:
-        host.run(["apt-get", "-q", "update"])
+        if dpkg_interrupted(host):
+            # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
+            report.note("dpkg was interrupted: dpkg --configure -a")
+            host.run(["dpkg", "--configure", "-a", "--force-confold"])
+        apt_update(host)
     if upgrade:
         sim = host.run(["apt-get", "-s", "-q", "upgrade"], check=False).stdout
         pending = [line.split()[1] for line in sim.splitlines() if line.startswith("Inst ")]
@@ -337,6 +349,9 @@ def service(host: Host, report: Report, unit: str) -> None:
         report.change(f"service {unit} enabled")
         if not report.check:
             host.systemctl("enable", unit)
+    if host.live and unit_name(unit) in AGENT_UNITS:
+        # the agent's run-once units: `golden apply` runs the agent itself next, with the host's settings
+        return
     if host.live:
         if host.systemctl("is-active", unit, check=False).stdout.strip() == "active":
             report.same(f"service {unit} running")

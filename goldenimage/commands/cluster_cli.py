@@ -22,7 +22,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `golden cluster render FILE --out DIR` on the `golden` command's subparsers."""
-    cluster = subparsers.add_parser("cluster", help="render a whole cluster's first-boot data from one file")
+    cluster = subparsers.add_parser("cluster", help="render or apply a whole cluster from one file")
     sub = cluster.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "render",
@@ -34,4 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="output directory, replaced whole (default rendered/cluster-NAME)")
     p.set_defaults(func=_cmd_render)
+    from .apply_cli import add_cluster_apply_parser
+
+    add_cluster_apply_parser(sub)
     return cluster

@@ -65,9 +65,16 @@ def compact_source(text: str) -> str:
     return "".join(line if line.strip() else "\n" for line in (ln.rstrip() + "\n" for ln in lines))
 
 
-def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
+#: The converge engine's modules: `golden apply` and the native bake run the engine from a zipapp they ship
+#: themselves, so the agent an image carries leaves them out (banking-hardened's OpenStack user-data, which
+#: carries the agent, must stay under Nova's 64 KiB).
+ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_restart.py", "converge_system.py")
+
+
+def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True) -> bytes:
     """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode; each module
-    compacted (compact_source).
+    compacted (compact_source); without the converge engine's modules when `engine` is false (the agent
+    installed into images).
 
     Entries are stored, not deflated: the user-data carries the whole zipapp gzip-compressed (`gz+b64`), one
     solid stream that is a fifth smaller than per-file deflate (banking-hardened's OpenStack user-data must
@@ -76,7 +83,7 @@ def build_zipapp(package_dir: Path = PACKAGE_DIR) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         entries = [("__main__.py", _ENTRY.encode())]
         for path in sorted(package_dir.rglob("*.py")):
-            if "__pycache__" not in path.parts:
+            if "__pycache__" not in path.parts and (engine or path.name not in ENGINE_MODULES):
                 name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
                 entries.append((name, compact_source(path.read_text()).encode()))
         for name, data in entries:
@@ -156,7 +163,7 @@ def _entry(path: str, content: bytes, permissions: str, compress: bool = False) 
 def bundle_files() -> list[dict[str, Any]]:
     """cloud-init write_files entries that install the agent."""
     return [
-        _entry(ZIPAPP_PATH, build_zipapp(), "0755", compress=True),
+        _entry(ZIPAPP_PATH, build_zipapp(engine=False), "0755", compress=True),
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
         _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),

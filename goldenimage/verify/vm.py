@@ -72,6 +72,7 @@ class VM:
         extra_args: Sequence[str] = (),
         mac: str | None = None,
         firmware: str = "bios",
+        netdev_options: Sequence[str] = (),
     ) -> None:
         if firmware not in FIRMWARES:
             raise GoldenError(f"unknown firmware {firmware!r} for a VM", hint=f"one of: {', '.join(FIRMWARES)}")
@@ -88,6 +89,10 @@ class VM:
         self.restrict = restrict
         self.extra_args = tuple(extra_args)
         self.mac = mac  # of the user-mode NIC: network-config may match it
+        #: more options of the user-mode netdev (a guestfwd to the mirror relay); commas are QEMU's separators
+        if any("," in option for option in netdev_options):
+            raise GoldenError("a user-mode netdev option cannot contain a comma")
+        self.netdev_options = tuple(netdev_options)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.overlay = self.workdir / f"{name}-overlay.qcow2"
@@ -153,6 +158,7 @@ class VM:
         netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
         if self.restrict:
             netdev += ",restrict=on"
+        netdev += "".join("," + option for option in self.netdev_options)
         argv = [
             "qemu-system-x86_64",
             "-name", self.name,

@@ -504,3 +504,35 @@ def test_give_up_on_skips_the_remaining_attempts():
     with pytest.raises(KeyError):
         retry(action, "x", RetryPolicy(attempts=5, delay=1), sleep=sleeps.append, give_up_on=(KeyError,))
     assert calls == [1] and sleeps == []
+
+
+def test_snakeoil_rsa_pair_from_ssl_cert_on_an_applied_host_is_replaced_once_by_the_ecdsa_pair(tmp_path):
+    import subprocess
+
+    from golden_firstboot.roles.web import is_rsa_key
+
+    keys = {}
+    for kind, options in (("rsa", ["-newkey", "rsa:2048"]), ("ec", ["-newkey", "ec", "-pkeyopt",
+                                                                    "ec_paramgen_curve:prime256v1"])):
+        subprocess.run(["openssl", "req", "-x509", *options, "-nodes", "-subj", "/CN=x", "-days", "1",
+                        "-keyout", str(tmp_path / f"{kind}.key"), "-out", str(tmp_path / f"{kind}.pem")],
+                       check=True, capture_output=True)
+        keys[kind] = (tmp_path / f"{kind}.key").read_text()
+    assert is_rsa_key(keys["rsa"]) and not is_rsa_key(keys["ec"]) and not is_rsa_key("-----BEGIN PRIVATE KEY-----\n")
+    scenario = load_fixture("web")
+    root = tmp_path / "root"
+    make_root(str(root), scenario)
+    (root / "etc/ssl/private").mkdir(parents=True, exist_ok=True)
+    (root / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
+    (root / "etc/ssl/private/ssl-cert-snakeoil.key").write_text(keys["rsa"])
+    (root / "etc/ssl/certs/ssl-cert-snakeoil.pem").write_text((tmp_path / "rsa.pem").read_text())
+    fake = FakeHost(str(root), scenario["facts"])
+    ctx = fake.context(scenario["image"], scenario["host"])
+    assert agent.run_early(ctx) == 0
+    assert [c.split()[0] for c in fake.commands] == ["openssl", "systemctl"]
+    assert "try-reload-or-restart apache2.service" in fake.commands[1]
+    # the fake's openssl wrote a key that is not RSA: from now on the pair is kept
+    fake.commands = []
+    assert agent.run_early(ctx) == 0 and fake.commands == []
+    (root / "etc/ssl/private/ssl-cert-snakeoil.key").write_text(keys["ec"])
+    assert agent.run_early(ctx) == 0 and fake.commands == []

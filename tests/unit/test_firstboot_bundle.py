@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -47,7 +48,8 @@ def test_bundle_files_install_the_agent_wrapper_and_unit():
     assert set(files) == {bundle.ZIPAPP_PATH, bundle.WRAPPER_PATH, bundle.UNIT_PATH, bundle.EARLY_UNIT_PATH}
     assert files[bundle.ZIPAPP_PATH]["permissions"] == "0755"
     assert files[bundle.ZIPAPP_PATH]["encoding"] == "gz+b64"
-    assert gzip.decompress(base64.b64decode(files[bundle.ZIPAPP_PATH]["content"])) == bundle.build_zipapp()
+    assert gzip.decompress(base64.b64decode(files[bundle.ZIPAPP_PATH]["content"])) == \
+        bundle.build_zipapp(engine=False)
     wrapper = base64.b64decode(files[bundle.WRAPPER_PATH]["content"]).decode()
     assert wrapper.startswith("#!/bin/sh\n") and bundle.ZIPAPP_PATH in wrapper
     unit = base64.b64decode(files[bundle.UNIT_PATH]["content"]).decode()
@@ -98,3 +100,20 @@ def test_compacted_agent_keeps_code_and_step_lines_and_parses_under_python_3_7()
     compacted = sum(info.file_size for info in archive.infolist())
     assert compacted < source * 0.95  # comments and docstring prose left out
     assert len(gzip.compress(pyz)) < source / 2  # the user-data carries it gzip-compressed (gz+b64)
+
+
+def test_the_agent_in_images_leaves_the_converge_engine_out_and_says_so(tmp_path):
+    import zipfile
+
+    pyz = tmp_path / "image-agent.pyz"
+    pyz.write_bytes(bundle.build_zipapp(engine=False))
+    names = zipfile.ZipFile(pyz).namelist()
+    assert "golden_firstboot/agent.py" in names
+    assert not [n for n in names if n.rsplit("/", 1)[-1] in bundle.ENGINE_MODULES]
+    assert {f"golden_firstboot/{m}" for m in bundle.ENGINE_MODULES} <= set(zipfile.ZipFile(
+        io.BytesIO(bundle.build_zipapp())).namelist())
+    data = tmp_path / "ud.json"
+    data.write_text("{}")
+    proc = subprocess.run([sys.executable, str(pyz), "converge", "--user-data", str(data), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "carries no converge engine" in proc.stderr

@@ -3,6 +3,8 @@ health endpoint answering, which is what puts this node into its load balancer's
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from typing import Any
@@ -33,6 +35,22 @@ def mounted_from(ctx: Context, mount: str) -> str:
     return ""
 
 
+#: DER of the rsaEncryption algorithm identifier's OID (1.2.840.113549.1.1.1), early in a PKCS#8 RSA key.
+RSA_OID = bytes.fromhex("06092a864886f70d010101")
+
+
+def is_rsa_key(pem: str) -> bool:
+    """Whether a PEM private key is RSA (PKCS#1, or PKCS#8 naming rsaEncryption); False for anything else."""
+    if "BEGIN RSA PRIVATE KEY" in pem:
+        return True
+    body = "".join(line.strip() for line in pem.splitlines() if line.strip() and not line.startswith("-----"))
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    return RSA_OID in der[:32]
+
+
 def web_units(ctx: Context) -> list[str]:
     """Apache and the release's PHP-FPM: what answers the health endpoint."""
     php = (ctx.image.get("release_vars") or {}).get("php")
@@ -44,8 +62,13 @@ def snakeoil(ctx: Context) -> bool:
     """This instance's own self-signed pair for Apache's default TLS site (the image carries none): an ECDSA
     P-256 key, made in a fraction of a second even on a starved host, never under a unit's start timeout."""
     key, cert = ctx.path(SNAKEOIL_KEY), ctx.path(SNAKEOIL_CERT)
+    replacing = False
     if os.path.isfile(key) and os.path.getsize(key) and os.path.isfile(cert) and os.path.getsize(cert):
-        return False
+        if not is_rsa_key(ctx.read(SNAKEOIL_KEY) or ""):
+            return False
+        # A host converged by `golden apply` has the RSA pair ssl-cert's postinst made when the package was
+        # installed there: replaced once by the pair every image's clone has, then kept like theirs.
+        replacing = True
     name = ctx.hostname()
     os.makedirs(os.path.dirname(key), exist_ok=True)
     os.makedirs(os.path.dirname(cert), exist_ok=True)
@@ -61,7 +84,10 @@ def snakeoil(ctx: Context) -> bool:
     os.chmod(tmp_cert, 0o644)
     os.rename(tmp_cert, cert)
     os.rename(tmp_key, key)
-    ctx.log(f"made this instance's snakeoil certificate for {name} (ECDSA P-256)")
+    ctx.log(f"made this instance's snakeoil certificate for {name} (ECDSA P-256)"
+            + (", replacing ssl-cert's RSA pair" if replacing else ""))
+    if replacing:
+        ctx.run(["systemctl", "try-reload-or-restart", "apache2.service"])
     return True
 
 

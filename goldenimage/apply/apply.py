@@ -1,0 +1,283 @@
+"""`golden apply`: converge one running Debian host to a profile over SSH.
+
+The host's release is read from its /etc/os-release; the profile is resolved for it and rendered into the
+same cloud-init user-data a bake runs (without the build account), with the first-boot agent in it. The
+agent (a zipapp) and that user-data go to a private temporary directory on the host; the agent's `converge`
+applies the user-data live, with cloud-init's semantics, idempotently; then the agent's role steps run with
+the host's cluster settings (the host.json `golden cluster render` would put into its seed). Nothing an image
+alone needs runs (no machine-id or host-key reset, no cloud-init clean, no log cleanup): those live in the
+bake's cleanup script, never in the user-data."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import GoldenError, InputError
+from ..model.profiles import ResolvedProfile, resolve
+from ..model.releases import matrix
+from ..render.firstboot_bundle import build_zipapp, bundle_commands, bundle_files
+from ..render.userdata import cloud_config_json, render_user_data
+from .transport import Transport
+
+AGENT = "golden-firstboot.pyz"
+USER_DATA = "user-data"
+HOST_SETTINGS = "host.json"
+#: Installing a role's packages on a slow host (TCG guests take a quarter of an hour for web) and waiting
+#: for cluster peers (the agent's own budget is about 8.5 minutes per wait).
+CONVERGE_TIMEOUT = 3600.0
+AGENT_TIMEOUT = 3600.0
+#: The engine's last line: `changed: N, unchanged: M` (`would change` with --check), maybe `, commands run: K`.
+SUMMARY = re.compile(r"^(?:changed|would change): (\d+), unchanged: (\d+)(?:, commands (?:run|to run): \d+)?\s*$")
+#: Keys of host settings whose string values are secrets (the agent's own list): never printed.
+SECRET_WORDS = ("password", "secret", "license_key", "licence_key", "token")
+#: Python 3.7 is the agent's floor (Debian 10).
+PROBE = "cat /etc/os-release; python3 -c 'import sys; print(\"python=%d.%d\" % sys.version_info[:2])' || true"
+
+Phase = Callable[[str], None]
+
+
+@dataclass
+class HostReport:
+    """What apply did (or, with check, would do) on one host."""
+
+    name: str
+    target: str
+    release: int | None = None
+    changes: list[str] = field(default_factory=list)
+    changed: int = 0
+    unchanged: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self, check: bool = False) -> str:
+        if self.error is not None:
+            return f"{self.name}: FAILED: {self.error.splitlines()[0]}"
+        verb = "would change" if check else "changed"
+        return f"{self.name}: {verb}: {self.changed}, unchanged: {self.unchanged}"
+
+
+def find_secrets(node: Any, key: str = "") -> list[str]:
+    """Every string under a key that names a secret (the agent redacts the same ones)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found += find_secrets(v, str(k))
+    elif isinstance(node, list):
+        for item in node:
+            found += find_secrets(item, key)
+    elif isinstance(node, str) and node and any(word in key.lower() for word in SECRET_WORDS):
+        found.append(node)
+    return found
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """/etc/os-release as a dict (values unquoted as a shell would)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                continue
+            out[key.strip()] = words[0] if words else ""
+    return out
+
+
+def host_release(probe_output: str, where: str) -> int:
+    """The Debian release a host runs, from its os-release; GoldenError for anything else."""
+    info = parse_os_release(probe_output)
+    if info.get("ID") != "debian":
+        name = info.get("PRETTY_NAME") or info.get("ID") or "an unknown system"
+        raise GoldenError(f"{where}: runs {name}, not Debian", hint="golden apply converges Debian 10 to 13 hosts")
+    releases = {r.codename: r.number for r in matrix()}
+    version = info.get("VERSION_ID", "").split(".")[0]
+    if version.isdigit() and int(version) in releases.values():
+        return int(version)
+    if info.get("VERSION_CODENAME") in releases:
+        return releases[info["VERSION_CODENAME"]]
+    raise GoldenError(f"{where}: Debian {info.get('VERSION_ID') or info.get('VERSION_CODENAME') or '?'} "
+                      f"is not a release goldenimage supports",
+                      hint=f"supported: Debian {', '.join(str(n) for n in sorted(releases.values()))}")
+
+
+def python_version(probe_output: str) -> tuple[int, int] | None:
+    for line in probe_output.splitlines():
+        if line.startswith("python="):
+            major, minor = line.removeprefix("python=").split(".")
+            return int(major), int(minor)
+    return None
+
+
+def apply_user_data(profile: ResolvedProfile) -> str:
+    """What apply converges the host to: the bake's user-data for the profile and release, with the agent,
+    without the build account; in JSON form (YAML's JSON subset), which the agent reads with its stdlib."""
+    return cloud_config_json(render_user_data(profile, None, extra_files=bundle_files(),
+                                              extra_commands=bundle_commands()))
+
+
+def parse_converge(output: str) -> tuple[list[str], int, int]:
+    """(change lines, changed, unchanged) from the agent's converge output; GoldenError without a summary."""
+    changes: list[str] = []
+    for line in output.splitlines():
+        match = SUMMARY.match(line.strip())
+        if match:
+            return changes, int(match.group(1)), int(match.group(2))
+        if line.strip():
+            changes.append(line.rstrip())
+    raise GoldenError("the agent's converge printed no summary (changed: N, unchanged: M)",
+                      hint="run `golden apply --debug` and read its output")
+
+
+def parse_steps(status_json: str) -> tuple[list[str], int, int]:
+    """(change lines, changed, unchanged) of the role steps, from `golden-firstboot status --json`."""
+    try:
+        data = json.loads(status_json) or {}
+    except ValueError:
+        return [], 0, 0
+    changes, unchanged = [], 0
+    for step_id, entry in (data.get("steps") or {}).items():
+        if entry.get("state") != "done":
+            continue
+        if entry.get("changed"):
+            changes.append(f"role step {step_id}: {entry.get('description') or 'changed'}")
+        else:
+            unchanged += 1
+    return changes, len(changes), unchanged
+
+
+class HostApply:
+    """One host's apply: probe, render, ship, converge, role steps, clean up; every phase reported."""
+
+    def __init__(self, name: str, profile: str, transport: Transport, *, overlays: Sequence[Path] = (),
+                 check: bool = False, settings: Mapping[str, Any] | None = None,
+                 phase: Phase = lambda _: None) -> None:
+        self.name = name
+        self.profile = profile
+        self.transport = transport
+        self.overlays = tuple(overlays)
+        self.check = check
+        self.settings = dict(settings) if settings is not None else None
+        self.phase = phase
+        self.secrets = find_secrets(self.settings or {})
+        self.report = HostReport(name=name, target=str(transport.target))
+
+    def run(self) -> HostReport:
+        """Apply; the report carries the error instead of raising (input errors in the profile excepted)."""
+        started = time.monotonic()
+        try:
+            self._apply()
+        except InputError:
+            raise
+        except GoldenError as exc:
+            self.report.error = redact(exc.message, self.secrets)
+        finally:
+            self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _apply(self) -> None:
+        self.phase("connecting")
+        probe = self.transport.run(["sh", "-c", PROBE], root=False).stdout
+        release = host_release(probe, str(self.transport.target))
+        self.report.release = release
+        profile = resolve(self.profile, release, self.overlays)
+        user_data = apply_user_data(profile)
+        remote = self.transport.run(["mktemp", "-d", "/tmp/golden-apply.XXXXXXXX"], root=False).stdout.strip()
+        if not remote.startswith("/tmp/golden-apply."):
+            raise GoldenError(f"{self.transport.target}: mktemp gave {remote!r}")
+        try:
+            if python_version(probe) is None:
+                self._install_python()
+            self.phase("shipping the agent")
+            self._ship(remote, user_data)
+            self.phase("converging" if not self.check else "checking")
+            self._converge(remote)
+            if self.check:
+                return
+            self.phase("role steps")
+            self._role_steps(remote)
+        finally:
+            try:
+                self.transport.run(["rm", "-rf", "--", remote], check=False)
+            except GoldenError:
+                pass  # the host went away: the apply's own error says so
+
+    def _install_python(self) -> None:
+        """A host without python3 (a minimal install) gets Debian's python3 first: the agent needs it."""
+        if self.check:
+            self._record(["python3 (the agent's interpreter): would be installed"], 1, 0)
+            raise GoldenError(f"{self.transport.target}: python3 is not installed; --check cannot go further",
+                              hint="run golden apply without --check: it installs python3 first")
+        self.phase("installing python3")
+        self.transport.run(["sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+                            "apt-get install -y -q python3"], timeout=CONVERGE_TIMEOUT)
+        self._record(["package python3: installed (the agent's interpreter)"], 1, 0)
+
+    def _ship(self, remote: str, user_data: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="golden-apply-") as tmp:
+            local = Path(tmp)
+            files = [local / AGENT, local / USER_DATA]
+            (local / AGENT).write_bytes(build_zipapp())
+            (local / USER_DATA).write_text(user_data)
+            (local / USER_DATA).chmod(0o600)
+            if self.settings is not None and not self.check:
+                (local / HOST_SETTINGS).touch(mode=0o600)
+                (local / HOST_SETTINGS).write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
+                files.append(local / HOST_SETTINGS)
+            self.transport.put(files, remote)
+
+    def _converge(self, remote: str) -> None:
+        argv = ["python3", f"{remote}/{AGENT}", "converge", "--user-data", f"{remote}/{USER_DATA}"]
+        if self.check:
+            argv.append("--check")
+        proc = self.transport.run(argv, timeout=CONVERGE_TIMEOUT, check=False, secrets=self.secrets)
+        output = redact(proc.stdout, self.secrets)
+        if proc.returncode != 0:
+            # what the engine changed before it stopped is reported, then why it stopped
+            self._record([line.rstrip() for line in output.splitlines() if line.strip()], 0, 0)
+            lines = [line.removeprefix("golden-firstboot: ") for line in proc.stderr.strip().splitlines()]
+            detail = redact(" ".join(line.strip() for line in lines[-6:]), self.secrets) or "no output"
+            raise GoldenError(f"converge failed (exit {proc.returncode}): {detail}")
+        self._record(*parse_converge(output))
+
+    def _role_steps(self, remote: str) -> None:
+        # options after the command: argparse resets `--rerun` given before it
+        argv = ["python3", f"{remote}/{AGENT}", "run", "--rerun"]
+        if self.settings is not None:
+            argv += ["--host-settings", f"{remote}/{HOST_SETTINGS}"]
+        proc = self.transport.run(argv, timeout=AGENT_TIMEOUT, check=False, secrets=self.secrets)
+        status = self.transport.run(["python3", f"{remote}/{AGENT}", "status", "--json"], check=False)
+        self._record(*parse_steps(status.stdout))
+        if proc.returncode != 0:
+            lines = [line.removeprefix("golden-firstboot: ") for line in proc.stderr.splitlines()
+                     if line.startswith("golden-firstboot: error:") or line.startswith("golden-firstboot: hint:")]
+            detail = "; ".join(lines) or proc.stderr.strip()[-300:]
+            raise GoldenError(f"role steps failed (exit {proc.returncode}): {redact(detail, self.secrets)}")
+
+    def _record(self, changes: list[str], changed: int, unchanged: int) -> None:
+        self.report.changes += changes
+        self.report.changed += changed
+        self.report.unchanged += unchanged
+
+
+def apply_host(name: str, profile: str, transport: Transport, **kwargs: Any) -> HostReport:
+    """Converge (or with check=True, inspect) the host behind transport to profile; a HostReport."""
+    return HostApply(name, profile, transport, **kwargs).run()
