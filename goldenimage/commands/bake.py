@@ -21,12 +21,13 @@ from ..bake.base_image import (
 )
 from ..bake.packer_build import packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
+from ..core.errors import GoldenError
 from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.run import require, run
 from ..model.profiles import ResolvedProfile, resolve
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
-from ..render.userdata import render_vm_pass_user_data
+from ..render.userdata import VM_PASS_STRICT, render_vm_pass_user_data
 from .render import bake_user_data, render
 
 #: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
@@ -213,6 +214,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
                 guest.update(packages=vm_guest.get("packages", guest["packages"]),
                              kernels=vm_guest.get("kernels", guest["kernels"]))
                 guest["vm_pass_dpkg"] = vm_guest.get("vm_pass_dpkg", [])
+                guest["vm_pass_runcmd"] = check_vm_pass_ran(vm_commands, vm_guest)
                 qcow2 = work / "output" / f"{name}.qcow2"
                 seconds["vm_pass"] = time.monotonic() - clock
             else:
@@ -226,6 +228,8 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
                 "native": ["package layer (mmdebstrap)", "copy", "converge", "hygiene", "disk assembly",
                            "compression" if not vm_commands else "conversion"],
                 "vm": ["vm_bake_commands", "cleanup", "compression"] if vm_commands else [],
+                # what cloud-init's runcmd script held in the VM pass (it stops at the first failing line)
+                "vm_pass_runcmd": guest.get("vm_pass_runcmd", []),
                 "seconds": {k: round(v, 1) for k, v in seconds.items()},
             }
             manifest["converge"] = {"summary": report[-1] if report else "", "changes": report[:-1]}
@@ -234,6 +238,18 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
                 artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
+
+
+def check_vm_pass_ran(vm_commands: list[str], guest: dict[str, Any]) -> list[str]:
+    """The runcmd lines the VM pass's cloud-init ran (its guest manifest), checked to be the profile's
+    vm_bake_commands after `set -e`: a pass that ran something else (or nothing) fails the bake."""
+    ran = [str(line) for line in guest.get("runcmd", [])]
+    if ran != [VM_PASS_STRICT, *vm_commands]:
+        raise GoldenError(
+            f"the VM pass did not run the profile's vm_bake_commands: cloud-init's runcmd held {ran or 'nothing'}",
+            hint="the bake log above shows the output of the pass's cloud-init (wait-cloud-init.sh)",
+        )
+    return ran
 
 
 def _report_vm_installs(base: BaseImage, guest: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ IMAGE_INFO_PATH = "/etc/golden/image.json"
 HOST_SETTINGS_PATH = "/etc/golden/host.json"
 SYSCTL_PATH = "/etc/sysctl.d/60-golden.conf"
 CLOUD_CFG_PATH = "/etc/cloud/cloud.cfg.d/90-golden.cfg"
+#: The first runcmd line of the native bake's VM pass: its script stops at the first failing command.
+VM_PASS_STRICT = "set -e"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -216,11 +218,14 @@ def render_user_data(
 
 def render_vm_pass_user_data(profile: ResolvedProfile, build_key: str) -> str:
     """The user-data of the native bake's VM pass: the build account and the profile's `vm_bake_commands`
-    (everything else is already in the disk, converged natively)."""
+    (everything else is already in the disk, converged natively).
+
+    cloud-init runs runcmd as one /bin/sh script whose status is its last command's: `set -e` first, so that
+    a failing command (update-grub) fails the pass instead of being hidden by the next one (a chmod)."""
     data: dict[str, Any] = {
         "manage_etc_hosts": True,
         "users": [_build_user(build_key)],
-        "runcmd": list(profile.content.get("vm_bake_commands", [])),
+        "runcmd": [VM_PASS_STRICT, *profile.content.get("vm_bake_commands", [])],
     }
     return dump_cloud_config(data)
 

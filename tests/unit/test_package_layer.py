@@ -129,16 +129,67 @@ def test_guest_manifest_reports_what_dpkg_installed_during_the_vm_pass(tmp_path:
     script = tmp_path / "collect-manifest.sh"
     script.write_text(script_text("collect-manifest.sh"))
     out = tmp_path / "guest.json"
+    runcmd = tmp_path / "runcmd"
+    runcmd.write_text("#!/bin/sh\nset -e\nupdate-grub\n\nchmod 0600 /boot/grub/grub.cfg\n")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GOLDEN_DPKG_LOG": str(log),
-           "GOLDEN_GUEST_MANIFEST": str(out)}
+           "GOLDEN_GUEST_MANIFEST": str(out), "GOLDEN_RUNCMD": str(runcmd)}
     run(["sh", script], env=env)
     guest = json.loads(out.read_text())
     assert guest["vm_pass_dpkg"] == ["install htop:amd64 <none> 3.2.2-2",
                                      "upgrade curl:amd64 7.88.1-10 7.88.1-10+deb12u8"]
     assert guest["packages"] == {"apache2": "2.4.62-1", "linux-image-6.1": "6.1"}
+    assert guest["runcmd"] == ["set -e", "update-grub", "chmod 0600 /boot/grub/grub.cfg"]
     log.write_text("")
+    runcmd.unlink()
     run(["sh", script], env=env)
-    assert json.loads(out.read_text())["vm_pass_dpkg"] == []
+    guest = json.loads(out.read_text())
+    assert guest["vm_pass_dpkg"] == [] and guest["runcmd"] == []
+
+
+def _vm_pass_runcmd_script(user_data: str) -> str:
+    """The runcmd script cloud-init writes from `user_data` (its shellify: a shebang, then each string line
+    as it is)."""
+    import yaml
+
+    return "#!/bin/sh\n" + "".join(f"{line}\n" for line in yaml.safe_load(user_data)["runcmd"])
+
+
+def test_a_failing_vm_bake_command_fails_the_vm_pass_script(write_yaml, tmp_path: Path):
+    """cloud-init's runcmd script returns its last command's status: the VM pass's starts with `set -e`, so
+    a failing update-grub is not hidden by the chmod after it."""
+    from goldenimage.core.errors import CommandError
+    from goldenimage.core.run import run
+    from goldenimage.render.userdata import render_vm_pass_user_data
+
+    after = tmp_path / "ran-after-the-failure"
+    overlay = write_yaml("o.yaml", f"vm_bake_commands: ['false', 'touch {after}']\n")
+    script = tmp_path / "runcmd"
+    script.write_text(_vm_pass_runcmd_script(render_vm_pass_user_data(resolve("web", 12, [overlay]), "ssh-ed25519 K")))
+    with pytest.raises(CommandError):
+        run(["sh", script])
+    assert not after.exists()
+    overlay.write_text(f"vm_bake_commands: ['true', 'touch {after}']\n")
+    script.write_text(_vm_pass_runcmd_script(render_vm_pass_user_data(resolve("web", 12, [overlay]), "ssh-ed25519 K")))
+    run(["sh", script])
+    assert after.exists()
+
+
+def test_the_manifest_records_the_vm_pass_runcmd_and_refuses_another(write_yaml):
+    """The native bake takes the guest's runcmd as proof that the VM pass ran the profile's vm_bake_commands."""
+    from goldenimage.commands.bake import check_vm_pass_ran
+    from goldenimage.core.errors import GoldenError
+    from goldenimage.render.userdata import render_vm_pass_user_data
+
+    hardened = resolve("banking-hardened", 12)
+    commands = list(hardened.content["vm_bake_commands"])
+    assert "update-grub" in commands
+    ran = _vm_pass_runcmd_script(render_vm_pass_user_data(hardened, "ssh-ed25519 K")).splitlines()[1:]
+    assert check_vm_pass_ran(commands, {"runcmd": ran}) == ran
+    for other in ([], ran[1:], [*ran, "true"], [ran[0], *reversed(ran[1:])]):
+        with pytest.raises(GoldenError, match="did not run the profile's vm_bake_commands"):
+            check_vm_pass_ran(commands, {"runcmd": other})
+    with pytest.raises(GoldenError):
+        check_vm_pass_ran(commands, {})
 
 
 def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.MonkeyPatch):
