@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
-from ..model.profiles import display_path, read_yaml_mapping
+from ..core.yamlfile import display_path, read_yaml_mapping
 from ..model.values import USER_NAME
 from .target import DEFAULT_USER, SSHTarget, TargetError, parse_target
 

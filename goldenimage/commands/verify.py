@@ -19,7 +19,7 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, make_seed
+from ..verify.guest import GUEST_USER, boot_clone
 from ..verify.vm import FIRMWARES, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
@@ -73,20 +73,9 @@ def _names(items: tuple[str, ...]) -> str:
 
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
           status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
-    seed = make_seed(directory, name, key, roles)
-    vm = VM(artifact.qcow2, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
-            workdir=directory / name, firmware=firmware)
-    if started is not None:
-        started.append(vm)  # so that an interrupt in the main thread can stop it while it boots
-    vm.start()
-    try:
-        # 20 minutes: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
-        vm.wait_for_ssh(timeout=1200)
-        vm.wait_cloud_init(timeout=900)
-    except BaseException:
-        vm.stop()
-        raise
-    return vm
+    # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
+    return boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
+                      ssh_timeout=1200, started=started)
 
 
 def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:

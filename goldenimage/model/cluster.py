@@ -41,7 +41,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from ..core.schema import SchemaErrors, StrictModel, schema_error_lines
-from .profiles import display_path, read_yaml_mapping
+from ..core.yamlfile import display_path, read_yaml_mapping
 from .values import DNS_NAME, HOST_LABEL, MAC, MAC_PREFIX, SshPublicKey, check_one_line, check_path
 
 # RFC 1123 label, lower case: what cloud-init, /etc/hosts and MariaDB's report_host all accept.

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..core.errors import InputError
 from ..core.paths import find_profile_file, profile_dirs
 from ..core.schema import SchemaErrors, schema_error_lines
+from ..core.yamlfile import display_path, read_yaml_mapping
 from .disk_layout import DiskLayout, layout_size_mib
 from .profile_schema import (
     FILE_NAME,
@@ -98,55 +98,6 @@ class ResolvedProfile:
         }
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
-
-
-def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-        except TypeError:  # an unhashable key: construct_mapping reports it
-            break
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {str(key)[:80]!r} is given twice in one mapping", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping (empty: {}); one-line InputError otherwise.
-
-    Reading, decoding (UTF-8 only) and parsing errors, and a key given twice, all name the file."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except OSError as exc:
-        raise InputError(f"{display_path(path)}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{display_path(path)}: not UTF-8 text (byte {exc.start})",
-                         hint="save the file as UTF-8") from None
-    except RecursionError:
-        raise InputError(f"{display_path(path)}: not valid YAML: nested too deep") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise InputError(f"{display_path(path)}: not valid YAML{where}: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InputError(f"{display_path(path)}: (top level): expected a mapping of keys, got {type(raw).__name__}")
-    return raw
-
-
 def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     """Validate a file against its schema; return only the keys it sets (so defaults never override)."""
     raw = read_yaml_mapping(path)
@@ -155,13 +106,6 @@ def _validate(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     except ValidationError as exc:
         raise ProfileErrors(schema_error_lines(display_path(path), exc, model)) from None
     return parsed.model_dump(mode="json", exclude_unset=True)
-
-
-def display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _searched(relative: str) -> str:

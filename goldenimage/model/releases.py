@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ..core.errors import InputError
 from ..core.paths import find_profile_file, shipped
+from ..core.yamlfile import read_yaml_mapping
 
 if TYPE_CHECKING:
     from .release_schema import ReleaseModel
@@ -107,11 +108,9 @@ def load_matrix(path: Path | None = None) -> Matrix:
 
     from .release_schema import MatrixModel
 
+    raw = read_yaml_mapping(path)  # a key given twice (a release listed twice) is refused, naming the file
     try:
-        raw: Any = yaml.safe_load(path.read_text())
         model = MatrixModel.model_validate(raw)
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read the release matrix: {exc}") from exc
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])

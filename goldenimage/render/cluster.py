@@ -22,10 +22,10 @@ import yaml
 
 from ..core.errors import InputError
 from ..core.outdir import check_replaceable, mark, replace_dir
+from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from ..model.cluster_check import Roles, check, resolve_roles
 from ..model.profile_schema import SQL_ROLES, Role
-from ..model.profiles import display_path
 from .cluster_secrets import read_store, resolve_secrets, wanted, write_store
 from .seed import write_seed_iso
 from .userdata import render_host_user_data, render_meta_data

@@ -409,3 +409,18 @@ def test_any_mutated_cluster_file_is_refused_cleanly_or_renders_safely(data: dic
         if status == 0:
             for user_data in out.glob("*/user-data"):
                 assert check_host_user_data(user_data.read_text()) == []
+
+
+def test_a_release_matrix_with_a_release_given_twice_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """releases.yaml goes through the same reader as profiles: PyYAML alone would keep the last entry."""
+    from goldenimage.core.errors import InputError
+    from goldenimage.core.paths import shipped
+    from goldenimage.model.releases import load_matrix
+
+    shipped_matrix = (shipped("profiles") / "releases.yaml").read_text()
+    matrix_file = tmp_path / "releases.yaml"
+    matrix_file.write_text(shipped_matrix)
+    assert 12 in load_matrix(matrix_file).releases  # the shipped content as it is reads fine
+    matrix_file.write_text(shipped_matrix.replace("\nreleases:\n", "\nreleases:\n  12: {}\n", 1))
+    with pytest.raises(InputError, match=r"releases\.yaml: .*given twice"):
+        load_matrix(matrix_file)
