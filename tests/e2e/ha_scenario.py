@@ -325,6 +325,9 @@ def stop_client(drill: Drill) -> list[dict[str, Any]]:
 
 def lb_failure(drill: Drill, dwell: float) -> tuple[str, float]:
     """Kill the load balancer holding the address; the other takes it; the killed one returns as backup."""
+    # VRRP elects a master a few adverts after keepalived starts, which on a starved host can come after the
+    # first boot reported done: wait for one (bounded) instead of failing on the first look.
+    drill.wait("a load balancer holds the virtual address", lambda: drill.holder() is not None, 180)
     active = drill.holder()
     assert active, "no load balancer holds the virtual address"
     other = "lb2" if active == "lb1" else "lb1"
