@@ -7,10 +7,10 @@ import base64
 import gzip
 import os
 import stat
-import tempfile
 from typing import Any
 
 from .converge import ConvergeError, Host, Report
+from .system import replace_file
 
 #: cloud-init's write_files encodings.
 ENCODINGS = {
@@ -83,17 +83,7 @@ def ensure_file(host: Host, report: Report, path: str, data: bytes, mode: int = 
         os.chown(real, uid, gid)
         return True
     _makedirs(host, os.path.dirname(real))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".golden-converge-")
-    try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(target)
-        os.rename(tmp, real)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    replace_file(real, target, mode, (uid, gid), prefix=".golden-converge-")
     return True
 
 

@@ -164,13 +164,22 @@ def write_file(path: str, content: str, mode: int = 0o644) -> bool:
             os.chmod(path, mode)
             return True
         return False
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".golden-")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    replace_file(path, content.encode("utf-8"), mode)
+    return True
+
+
+def replace_file(path: str, data: bytes, mode: int, owner: tuple[int, int] | None = None,
+                 prefix: str = ".golden-") -> None:
+    """Write data to path through a temporary file in its directory, mode (and owner) set before the rename:
+    a reader sees the old file or the new one, never a part, and a secret is never readable by others."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=prefix)
     try:
+        if owner is not None:
+            os.fchown(fd, owner[0], owner[1])
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(tmp, path)
@@ -178,7 +187,6 @@ def write_file(path: str, content: str, mode: int = 0o644) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return True
 
 
 def remove_file(path: str) -> bool:

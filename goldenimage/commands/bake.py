@@ -125,9 +125,8 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
     with step(title):
         base = get_base(profile, base_url=base_url, base_checksum=base_checksum, mirror=mirror)
         key = profile_key(profile, base)
-        cached = store.find(key)
-        if cached and not force:
-            info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
+        cached = _from_store(key, force)
+        if cached:
             return cached
         started = time.time()
         with store.staging(prefix=key) as work:
@@ -142,6 +141,15 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
                 artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
+
+
+def _from_store(key: str, force: bool) -> store.Artifact | None:
+    """The artifact already baked under this content key, unless --force asks for a new one."""
+    cached = store.find(key)
+    if cached and not force:
+        info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
+        return cached
+    return None
 
 
 def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
@@ -175,9 +183,8 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
     with step(title):
         layer = get_layer_tree(profile, mirror=mirror)
         key = native_key(profile, layer)
-        cached = store.find(key)
-        if cached and not force:
-            info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
+        cached = _from_store(key, force)
+        if cached:
             return cached
         started = time.time()
         seconds: dict[str, float] = {}
