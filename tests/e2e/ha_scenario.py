@@ -207,21 +207,31 @@ def cluster_spec(public_key: str) -> dict[str, Any]:
     return spec
 
 
+def render_spec(tmp: Path, spec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Write the cluster file, render it; the rendered folder and its hosts.json."""
+    (tmp / "cluster.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    rendered = tmp / "rendered"
+    render_cluster(tmp / "cluster.yaml", rendered)
+    return rendered, json.loads((rendered / "hosts.json").read_text())
+
+
+def boot_hosts(net: ClusterNet, rendered: Path, hosts: dict[str, Any], images: dict[str, Path]) -> None:
+    """Boot every rendered host from its profile's image (Galera nodes get more memory)."""
+    for name, host in hosts.items():
+        net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
+        net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
+                             host.get("uplink_mac")))
+
+
 @contextmanager
 def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Drill]:
     """examples/cluster-ha.yaml + the client, baked (or reused), rendered, booted, first boot done everywhere,
     the drill's table and PHP pages in place. Every guest is stopped on the way out."""
     images = {name: image(name) for name in ("sql-galera", "lb", "web", "nfs")}
     key = ephemeral_keypair(tmp)
-    (tmp / "cluster.yaml").write_text(yaml.safe_dump(cluster_spec(key.public), sort_keys=False))
-    rendered = tmp / "rendered"
-    render_cluster(tmp / "cluster.yaml", rendered)
-    hosts = json.loads((rendered / "hosts.json").read_text())
+    rendered, hosts = render_spec(tmp, cluster_spec(key.public))
     with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
-        for name, host in hosts.items():
-            net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
-            net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
-                                 host.get("uplink_mac")))
+        boot_hosts(net, rendered, hosts, images)
         net.wait_for_ssh(timeout=BOOT_TIMEOUT)
         drill = Drill(net, rendered, hosts, log)
         for name in hosts:
@@ -281,15 +291,9 @@ def sql_infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterato
     spec = yaml.safe_load((ROOT / "examples" / "cluster-ha.yaml").read_text())
     spec["ssh_authorized_keys"] = [key.public]
     spec["hosts"] = [h for h in spec["hosts"] if h["name"] in SQL_HOSTS]
-    (tmp / "cluster.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    rendered = tmp / "rendered"
-    render_cluster(tmp / "cluster.yaml", rendered)
-    hosts = json.loads((rendered / "hosts.json").read_text())
+    rendered, hosts = render_spec(tmp, spec)
     with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
-        for name, host in hosts.items():
-            net.memory_mib = SQL_MEMORY if host["profile"] == "sql-galera" else OTHER_MEMORY
-            net.boot(ClusterHost(name, images[host["profile"]], rendered / name / "seed.iso", host["mac"],
-                                 host.get("uplink_mac")))
+        boot_hosts(net, rendered, hosts, images)
         net.memory_mib = OTHER_MEMORY
         net.boot(ClusterHost("client", images["sql-galera"], client_seed(tmp / "client", key.public),
                              "52:54:00:10:00:28", "52:54:00:20:00:28"))
