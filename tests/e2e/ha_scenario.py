@@ -10,7 +10,8 @@ writer. Five guests, no web or nfs image.
 Knobs (environment, for shorter runs): HA_RATE (requests/s, 5), HA_DWELL (seconds the stream runs between
 events, 30), HA_MAX_SECONDS (the stream's hard limit, 2400), HA_IMAGES=latest (boot the newest artifacts of
 images/ as they are, instead of baking the current tree: for a run right after a change that does not touch
-what the guests run)."""
+what the guests run), HA_LOGS (a folder for what the drill leaves to read afterwards: the client's records and
+each guest's journal of the units that matter; default: the test's temporary folder, logs/)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ BOOT_TIMEOUT = 1800.0
 BACK_TIMEOUT = 1200.0
 SQL_MEMORY = 1024
 OTHER_MEMORY = 768
+#: the units whose journal each guest leaves in HA_LOGS (a missing unit prints nothing)
+JOURNAL_UNITS = ("golden-firstboot", "mariadb", "golden-galera-health", "garbd", "haproxy", "keepalived",
+                 "apache2", "nfs-server", "remote-fs.target")
 
 
 def knob(name: str, default: float) -> float:
@@ -234,10 +238,37 @@ def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Dr
         boot_hosts(net, rendered, hosts, images)
         net.wait_for_ssh(timeout=BOOT_TIMEOUT)
         drill = Drill(net, rendered, hosts, log)
-        for name in hosts:
-            wait_firstboot(drill, name)
-        prepare(drill)
+        with kept_logs(drill, tmp):
+            for name in hosts:
+                wait_firstboot(drill, name)
+            prepare(drill)
+            yield drill
+
+
+def keep_logs(drill: Drill, folder: Path) -> None:
+    """What a failed (or passed) drill leaves to read: the client's records and, per running guest, the journal
+    of the units that matter since boot. Best effort: a guest that does not answer is noted, not fatal."""
+    folder.mkdir(parents=True, exist_ok=True)
+    units = " ".join(f"-u {unit}" for unit in JOURNAL_UNITS)
+    for name in list(drill.net.vms):
+        if not drill.net[name].running:
+            continue
+        try:
+            text = drill.sh(name, f"sudo journalctl -b -o short-monotonic --no-pager {units}", check=False, timeout=120)
+            if name == "client":
+                text += drill.sh(name, f"cat {CLIENT_LOG} 2>/dev/null", check=False, timeout=300)
+        except Exception as exc:  # noqa: BLE001 -- a starved or dead guest: say so and go on
+            text = f"(no journal: {type(exc).__name__}: {exc})\n"
+        (folder / f"{name}.log").write_text(text)
+    drill.log(f"logs of the drill: {folder}")
+
+
+@contextmanager
+def kept_logs(drill: Drill, tmp: Path) -> Iterator[Drill]:
+    try:
         yield drill
+    finally:
+        keep_logs(drill, Path(os.environ.get("HA_LOGS") or tmp / "logs"))
 
 
 def wait_firstboot(drill: Drill, name: str, timeout: float = BOOT_TIMEOUT) -> None:
@@ -299,13 +330,14 @@ def sql_infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterato
                              "52:54:00:10:00:28", "52:54:00:20:00:28"))
         net.wait_for_ssh(timeout=BOOT_TIMEOUT)
         drill = Drill(net, rendered, hosts, log)
-        for name in hosts:
-            wait_firstboot(drill, name)
-        drill.sql("db1", "CREATE TABLE IF NOT EXISTS shop.ha_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+        with kept_logs(drill, tmp):
+            for name in hosts:
+                wait_firstboot(drill, name)
+            drill.sql("db1", "CREATE TABLE IF NOT EXISTS shop.ha_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
                          "web VARCHAR(32), at TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP(3))")
-        drill.sql_url = "mysql://shop:{}@{}/shop".format(
-            json.loads((rendered / "secrets.json").read_text())["db_users.shop"], VIRTUAL_ADDRESS)
-        yield drill
+            drill.sql_url = "mysql://shop:{}@{}/shop".format(
+                json.loads((rendered / "secrets.json").read_text())["db_users.shop"], VIRTUAL_ADDRESS)
+            yield drill
 
 
 def start_client(drill: Drill, rate: float, max_seconds: float) -> None:
