@@ -24,8 +24,13 @@ SSH_OPTIONS = (
     "-o", "LogLevel=ERROR",
     "-o", "BatchMode=yes",
     "-o", "IdentitiesOnly=yes",
-    "-o", "ConnectTimeout=10",
+    # A starved TCG guest can take more than 10 s to send its banner; a dead one is found by the keepalives.
+    "-o", "ConnectTimeout=30",
+    "-o", "ServerAliveInterval=10",
+    "-o", "ServerAliveCountMax=6",
 )  # fmt: skip
+#: one SSH connection per guest, shared by every command (a handshake costs seconds in a starved TCG guest)
+CONTROL_PERSIST = 60
 SSH_POLL_INTERVAL = 3.0
 PORT_ATTEMPTS = 3
 SERIAL_TAIL_LINES = 40
@@ -99,6 +104,9 @@ class VM:
         self.serial_log = self.workdir / f"{name}-serial.log"
         self.qemu_log = self.workdir / f"{name}-qemu.log"
         self.efi_vars = self.workdir / f"{name}-efivars.fd"
+        # Short (a socket path has ~100 bytes at most), private, removed by stop(); %p: a guest booted again
+        # forwards another port, so its old connection is never reused.
+        self._control_dir = Path(tempfile.mkdtemp(prefix="gi-ssh-"))
         self.ssh_port = 0
         self.accel = ""
         self.started_at = 0.0
@@ -202,6 +210,8 @@ class VM:
             self._proc = None
         self.overlay.unlink(missing_ok=True)
         self.efi_vars.unlink(missing_ok=True)
+        self._close_connections()
+        shutil.rmtree(self._control_dir, ignore_errors=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -210,6 +220,13 @@ class VM:
         if self._proc is not None:
             kill(self._proc)
         self._proc = None
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        """End the shared SSH connections (their master processes outlive the commands by CONTROL_PERSIST)."""
+        for control in self._control_dir.glob("cm-*"):
+            run(["ssh", "-o", f"ControlPath={control}", "-O", "exit", "guest"], check=False, timeout=10)
+            control.unlink(missing_ok=True)
 
     def power_on(self) -> VM:
         """Boot the guest again from the disk it left at power_off() (its data, its first-boot state)."""
@@ -260,7 +277,9 @@ class VM:
     ) -> subprocess.CompletedProcess[str]:
         """Run `cmd` in the guest over SSH (a string goes to the remote shell as is)."""
         remote = cmd if isinstance(cmd, str) else shlex.join(cmd)
-        argv: list[str] = ["ssh", *SSH_OPTIONS, "-p", str(self.ssh_port)]
+        argv: list[str] = ["ssh", *SSH_OPTIONS, "-p", str(self.ssh_port),
+                           "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/cm-%p",
+                           "-o", f"ControlPersist={CONTROL_PERSIST}"]
         if self.key:
             argv += ["-i", str(self.key)]
         argv += [f"{self.user}@127.0.0.1", remote]

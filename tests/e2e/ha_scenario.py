@@ -47,6 +47,7 @@ BOOT_TIMEOUT = 1800.0
 BACK_TIMEOUT = 1200.0
 SQL_MEMORY = 1024
 OTHER_MEMORY = 768
+SSH_ATTEMPTS = 4
 #: the units whose journal each guest leaves in HA_LOGS (a missing unit prints nothing)
 JOURNAL_UNITS = ("golden-firstboot", "mariadb", "golden-galera-health", "garbd", "haproxy", "keepalived",
                  "apache2", "nfs-server", "remote-fs.target")
@@ -168,7 +169,17 @@ class Drill:
         return self.net[name]
 
     def sh(self, name: str, command: str, check: bool = True, timeout: float = 120) -> str:
-        return self.net[name].ssh(command, check=check, timeout=timeout).stdout
+        """Run a command on a guest; SSH itself failing (exit 255: a starved guest slow to answer) is retried a
+        few times, a failing command is not."""
+        for attempt in range(SSH_ATTEMPTS):
+            done = self.net[name].ssh(command, check=False, timeout=timeout)
+            if done.returncode != 255 or attempt == SSH_ATTEMPTS - 1:
+                break
+            self.log(f"{name}: ssh failed ({done.stderr.strip()[-120:]}), again")
+            time.sleep(5)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{name}: `{command}` exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
 
     def sql(self, name: str, query: str) -> str:
         return self.net[name].ssh(["sudo", "mysql", "-N", "-B", "-e", query], timeout=120).stdout.strip()
