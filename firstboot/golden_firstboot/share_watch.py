@@ -27,6 +27,7 @@ INTERVAL = 1.0
 PROBE_TIMEOUT = 3.0
 MOUNT_TIMEOUT = 30.0
 MOUNT_EVERY = 15.0
+FAILURES_BEFORE_DOWN = 2
 
 
 def mounted_source(mounts: str, mount: str) -> str:
@@ -61,6 +62,7 @@ class Watcher:
         self.killed = False
         self.last_mount = -1e9
         self.ok = False
+        self.failures = 0
         self.detail = "not probed yet"
 
     def _start(self, kind: str, argv: list[str]) -> None:
@@ -72,14 +74,25 @@ class Watcher:
             return
         self.kind, self.started, self.killed = kind, self.clock(), False
 
+    def _failed(self, why: str) -> None:
+        """A probe got no answer: down at the second one in a row (a starved host can miss one deadline)."""
+        self.failures += 1
+        if self.failures >= FAILURES_BEFORE_DOWN or not self.ok:
+            self.ok = False
+            self.detail = why + ("" if self.failures == 1 else f" ({self.failures} probes in a row)")
+        else:
+            self.detail = why + ": down if the next probe gets no answer either"
+
     def _reap(self) -> bool:
         """Handle the running child; True while it still runs (nothing new may start)."""
         code = self.child.poll()
         elapsed = self.clock() - self.started
         if code is not None:
             if self.kind == "probe" and not self.killed:
-                self.ok = code == 0
-                self.detail = "answering" if self.ok else f"statfs failed (exit status {code})"
+                if code == 0:
+                    self.ok, self.failures, self.detail = True, 0, "answering"
+                else:
+                    self._failed(f"statfs failed (exit status {code})")
             elif self.kind == "mount" and not self.killed and code != 0:
                 self.detail = f"not mounted: mount exited with status {code}"
             self.child = None
@@ -88,10 +101,12 @@ class Watcher:
         if not self.killed and elapsed >= limit:
             self.child.kill()  # SIGKILL: interrupts the NFS client's killable waits
             self.killed = True
-            self.ok = False
-            self.detail = (f"no answer from the server within {limit:g} s (probe killed)"
-                           if self.kind == "probe" else f"mount did not finish within {limit:g} s (killed)")
-        elif self.killed:
+            if self.kind == "probe":
+                self._failed(f"no answer from the server within {limit:g} s (probe killed)")
+            else:
+                self.ok, self.detail = False, f"mount did not finish within {limit:g} s (killed)"
+        elif self.killed and elapsed >= 2 * limit:
+            # no new probe can start while this one lingers: that is a second failure
             self.ok = False
             self.detail = f"a killed {self.kind} has not exited yet ({elapsed:.0f} s): the share is not answering"
         return True
