@@ -1,11 +1,13 @@
-"""apt on a live host for the converge engine: one `apt-get update` per converge, dpkg's lock waited for, an
+"""apt on a live host for the converge engine: `apt-get update` only when something must be installed or the
+sources changed since the engine's last update (at most once per converge), dpkg's lock waited for, an
 interrupted dpkg finished first."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
-from .converge import Host
+from .converge import Host, load_state, save_state
 
 #: Seconds apt-get waits for dpkg's lock held by another apt (apt-daily on a freshly booted host).
 LOCK_TIMEOUT = 600
@@ -15,11 +17,50 @@ WAIT_LOCK = ["-o", f"DPkg::Lock::Timeout={LOCK_TIMEOUT}"]
 APT_GET = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"] + WAIT_LOCK
 
 
+#: What apt fetches from: the sources and the keys that sign them (files directly in these directories).
+SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/trusted.gpg.d", "/etc/apt/trusted.gpg")
+LISTS = "/var/lib/apt/lists"
+#: The converge state's key for the digest of SOURCES at the engine's last successful apt-get update.
+STATE_KEY = "apt_sources"
+
+
+def sources_digest(host: Host) -> str:
+    """A digest of every apt source and key file on the host (names and contents)."""
+    digest = hashlib.sha256()
+    for top in SOURCES:
+        path = host.path(top)
+        files = [path] if os.path.isfile(path) else \
+            sorted(os.path.join(path, n) for n in os.listdir(path)) if os.path.isdir(path) else []
+        for name in files:
+            if os.path.isfile(name):
+                with open(name, "rb") as handle:
+                    data = handle.read()
+                digest.update(f"{top}/{os.path.basename(name)}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def lists_present(host: Host) -> bool:
+    """Whether apt has package lists at all (a host whose lists were cleaned has none)."""
+    path = host.path(LISTS)
+    return os.path.isdir(path) and any("_Packages" in name for name in os.listdir(path))
+
+
+def lists_current(host: Host) -> bool:
+    """Whether the package lists were fetched by the engine from the sources the host has now: no source or key
+    changed (by this converge, by hand, or by a converge killed before its update) since its last update."""
+    return lists_present(host) and load_state(host).get(STATE_KEY) == sources_digest(host)
+
+
 def apt_update(host: Host) -> None:
-    """apt-get update on a live host, once per converge (the sources are converged before anything installs)."""
+    """apt-get update on a live host, once per converge (the sources are converged before anything installs);
+    the sources it read are recorded, so a later converge with nothing to install can skip it."""
     if not getattr(host, "apt_updated", False):
+        digest = sources_digest(host)
         host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
         host.apt_updated = True  # type: ignore[attr-defined]
+        state = load_state(host)
+        state[STATE_KEY] = digest
+        save_state(host, state)
 
 
 def apt_install(host: Host, names: list[str], update: bool) -> None:
