@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from goldenimage.bake.base_image import build_base
 from goldenimage.cli import main
 from goldenimage.commands.verify import SUITES_DIR
+from goldenimage.core.run import kill, spawn
 from goldenimage.core.ssh_keys import SSHKey, ephemeral_keypair
 from goldenimage.model.releases import matrix
 from goldenimage.render.cluster import render_cluster
@@ -92,6 +94,27 @@ def run_web_suites(vm: VM, workdir: Path) -> int:
     return run(argv, check=False, capture=False, timeout=1800).returncode
 
 
+def apply_killed_while_dpkg_works(argv: list[str], vm: VM, others: list[VM], timeout: float = 2400.0) -> None:
+    """`golden ARGV` in a process of its own, killed (SIGKILL, its ssh clients with it) once dpkg is working on
+    `vm`; then the agent still running on each guest is killed too, as when the operator's machine and the
+    session die at once. dpkg is left wherever it was."""
+    proc = spawn([sys.executable, "-c", "import sys; from goldenimage.cli import main; sys.exit(main(sys.argv[1:]))",
+                  *argv], stdout=None, stderr=None)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if vm.ssh("pgrep -x dpkg || true", check=False).stdout.strip():
+                break
+            time.sleep(5)
+        assert proc.poll() is None, "the apply finished before dpkg was seen working: nothing was interrupted"
+        assert time.monotonic() < deadline, "dpkg never started on the guest"
+    finally:
+        kill(proc)
+    for guest in (vm, *others):
+        # [g]: the pattern does not match pkill's own command line (nor sudo's)
+        guest.ssh("sudo pkill -KILL -f '[g]olden-firstboot.pyz converge' || true", check=False)
+
+
 @pytest.fixture
 def key(tmp_path: Path) -> SSHKey:
     return ephemeral_keypair(tmp_path)
@@ -145,7 +168,7 @@ def sql_cluster(tmp_path: Path, key: SSHKey) -> Iterator[tuple[Path, dict, Path]
     yield tmp_path / "cluster.yaml", json.loads((seeds / "hosts.json").read_text()), seeds
 
 
-def test_cluster_apply_sql_pair_to_bare_hosts_replicates(sql_cluster, key, tmp_path, capsys):
+def test_cluster_apply_sql_pair_to_bare_hosts_killed_midway_then_rerun_replicates(sql_cluster, key, tmp_path, capsys):
     cluster_file, hosts, seeds = sql_cluster
     with ExitStack() as stack:
         switch = stack.enter_context(L2Switch())
@@ -162,6 +185,9 @@ def test_cluster_apply_sql_pair_to_bare_hosts_replicates(sql_cluster, key, tmp_p
             name: f"127.0.0.1:{vm.ssh_port}" for name, vm in vms.items()}}))
         args = ["cluster", "apply", str(cluster_file), "--inventory", str(inventory), "--out", str(tmp_path / "state"),
                 *ssh_args(vms["db1"], tmp_path / "known_hosts")]
+        # an apply killed midway (while dpkg installs MariaDB's packages on db1), then run again: it converges
+        apply_killed_while_dpkg_works(args, vms["db1"], [vms["db2"]])
+        print(vms["db1"].ssh("sudo dpkg --audit; ls /var/lib/dpkg/updates", check=False).stdout)
         status, out = golden(capsys, *args)
         assert status == 0, out
         assert "2 of 2 host(s) ok" in out
