@@ -81,10 +81,13 @@ def bare_guest(stack: ExitStack, release: int, name: str, key: SSHKey, workdir: 
 
 
 def golden(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """`golden ARGV` in this process: (exit status, stdout)."""
+    """`golden ARGV` in this process: (exit status, stdout); its wall time is printed (a figure for the README,
+    never asserted)."""
+    started = time.monotonic()
     status = main(list(argv))
     out = capsys.readouterr().out
     sys.stdout.write(out)  # shown with -s and in failure reports
+    sys.stdout.write(f"[golden {' '.join(argv[:2])}: exit {status} after {time.monotonic() - started:.0f} s]\n")
     return status, out
 
 
