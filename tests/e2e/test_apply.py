@@ -86,8 +86,9 @@ def golden(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     started = time.monotonic()
     status = main(list(argv))
     out = capsys.readouterr().out
-    sys.stdout.write(out)  # shown with -s and in failure reports
-    sys.stdout.write(f"[golden {' '.join(argv[:2])}: exit {status} after {time.monotonic() - started:.0f} s]\n")
+    with capsys.disabled():  # shown with -s; written to the captured stdout, it would be part of the next call's
+        sys.stdout.write(out)
+        sys.stdout.write(f"[golden {' '.join(argv[:2])}: exit {status} after {time.monotonic() - started:.0f} s]\n")
     return status, out
 
 
