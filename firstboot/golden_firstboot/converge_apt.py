@@ -4,8 +4,11 @@ interrupted dpkg finished first."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import time
+from typing import Callable
 
 from .converge import Host, load_state, save_state
 
@@ -68,6 +71,41 @@ def apt_install(host: Host, names: list[str], update: bool) -> None:
     if update:
         apt_update(host)
     host.run(APT_GET + ["install"] + names)
+
+
+#: dpkg's locks (fcntl record locks): the frontend's (apt, dpkg 1.20+) and the database's.
+DPKG_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock")
+LOCK_POLL = 5.0
+
+
+def dpkg_busy(host: Host) -> bool:
+    """Whether another process holds one of dpkg's locks (a dpkg or apt still running, e.g. one an apply that
+    was killed started: it goes on without the agent)."""
+    for name in DPKG_LOCKS:
+        try:
+            fd = os.open(host.path(name), os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
+def wait_dpkg_idle(host: Host, timeout: float = LOCK_TIMEOUT,
+                   sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Wait (at most timeout seconds) until no process holds dpkg's locks; whether it is free. dpkg itself,
+    unlike apt-get, has no lock timeout: `dpkg --configure -a` fails at once while another dpkg runs."""
+    deadline = time.monotonic() + timeout
+    while dpkg_busy(host):
+        if time.monotonic() >= deadline:
+            return False
+        sleep(LOCK_POLL)
+    return True
 
 
 def dpkg_interrupted(host: Host) -> bool:

@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from .converge import ConvergeError, Host, Report
-from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted, lists_current
+from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted, lists_current, wait_dpkg_idle
 from .converge_files import ensure_file
 from .converge_restart import AGENT_UNITS, unit_name
 
@@ -325,9 +325,12 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
     if not host.live:
         return
     if (update or upgrade or missing) and not report.check and dpkg_interrupted(host):
-        # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
-        report.note("dpkg was interrupted: dpkg --configure -a")
-        host.run(["dpkg", "--configure", "-a", "--force-confold"])
+        # an apply killed while dpkg worked: its dpkg may still be running (then it is waited for), or it
+        # stopped midway: finish what it started before asking apt for more
+        wait_dpkg_idle(host)
+        if dpkg_interrupted(host):
+            report.note("dpkg was interrupted: dpkg --configure -a")
+            host.run(["dpkg", "--configure", "-a", "--force-confold"])
     if (update or upgrade or missing) and not report.check and (missing or not lists_current(host)):
         apt_update(host)
     if upgrade:

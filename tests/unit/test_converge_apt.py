@@ -97,3 +97,45 @@ def test_apt_get_update_runs_when_the_host_has_no_package_lists(host):
 def test_check_mode_never_updates(host):
     report = packages(host, ["apache2"], check=True)
     assert host.updates() == 0 and report.changed == 1 and not any("install" in c for c in host.commands)
+
+
+def test_an_interrupted_dpkg_still_running_is_waited_for_before_dpkg_configure(host, monkeypatch):
+    """An apply killed while dpkg worked: the dpkg it started may still hold the lock when the next apply comes
+    (dpkg, unlike apt-get, does not wait for it): the converge waits, then finishes what is left."""
+    import subprocess
+    import sys
+
+    from golden_firstboot import converge_apt
+
+    monkeypatch.setattr(converge_apt, "LOCK_POLL", 0.1)
+    lock = host.tree / "var/lib/dpkg/lock-frontend"
+    lock.touch()
+    (host.tree / "var/lib/dpkg/updates/0001").write_text("Package: mariadb-server\n")
+    real_run = host.run
+
+    def run(argv: list[str], check: bool = True, input: str | None = None) -> Result:
+        if argv[:2] == ["dpkg", "--configure"]:
+            if converge_apt.dpkg_busy(host):  # what dpkg itself does with a held lock
+                result = Result(2, "", "dpkg: error: dpkg frontend lock was locked by another process")
+                if check:
+                    raise AssertionError(result.stderr)
+                return result
+            (host.tree / "var/lib/dpkg/updates/0001").unlink()
+        return real_run(argv, check, input)
+
+    host.run = run  # type: ignore[method-assign]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert converge_apt.dpkg_busy(host)
+        report = packages(host, ["apache2"])
+    finally:
+        holder.wait(timeout=30)
+    assert ["dpkg", "--configure", "-a", "--force-confold"] in host.commands
+    assert report.lines[0] == "note: dpkg was interrupted: dpkg --configure -a"
+    assert not converge_apt.dpkg_busy(host)
