@@ -174,7 +174,7 @@ def test_apply_web_to_a_bare_host_passes_the_web_suite_then_changes_nothing_and_
         status, out = golden(capsys, "apply", "web", *host)
         assert status == 0 and MANAGED in out, out
         # Apache's configuration changed: Apache is reloaded, PHP-FPM (which ships a file in the same directory) not
-        assert "reloaded apache2.service" in out and "php8.2-fpm.service" not in out, out
+        assert "reloaded apache2.service" in out and "reloaded php8.2-fpm" not in out, out
         assert vm.ssh(["sudo", "cat", MANAGED]).stdout == original
         headers = vm.ssh("curl -sI http://127.0.0.1/").stdout
         assert re.search(r"^Server: Apache\r?$", headers, re.MULTILINE), headers  # the restored file is in effect
