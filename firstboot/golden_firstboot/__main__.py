@@ -1,4 +1,5 @@
-"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, converge."""
+"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, share-watch,
+converge."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     remove.add_argument("--backend")
     sub.add_parser("galera-health", parents=[common],
                    help="(sql-galera) serve this node's health to the load balancers (a service, never returns)")
+    sub.add_parser("share-watch", parents=[common],
+                   help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
         description="Apply the cloud-config goldenimage renders, with cloud-init's semantics, comparing before "
@@ -80,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             from . import galera_health
 
             return galera_health.serve(args.root.rstrip("/") + galera_health.CONF)
+        if command == "share-watch":
+            from . import share_watch
+
+            root = args.root.rstrip("/")
+            return share_watch.serve(root + share_watch.CONF, root + share_watch.STATUS)
         if command == "converge":
             try:
                 from . import converge
