@@ -1,4 +1,5 @@
-"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, converge."""
+"""golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, share-watch,
+converge."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
     health = sub.add_parser("galera-health",
                             help="(sql-galera) serve this node's health to the load balancers (a service, never "
                                  "returns)")
-    for command in (run, early, status, add, remove, health):
+    share = sub.add_parser("share-watch",
+                           help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
+    for command in (run, early, status, add, remove, health, share):
         add_common(command, top=False)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
@@ -95,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             from . import galera_health
 
             return galera_health.serve(args.root.rstrip("/") + galera_health.CONF)
+        if command == "share-watch":
+            from . import share_watch
+
+            root = args.root.rstrip("/")
+            return share_watch.serve(root + share_watch.CONF, root + share_watch.STATUS)
         if command == "converge":
             try:
                 from . import converge

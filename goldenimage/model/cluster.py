@@ -10,6 +10,8 @@
       replication_password: generate     # default `generate` when the cluster has sql hosts
       keepalived_password: generate      # default `generate` when a load balancer has a virtual_address
       plesk_license: {env: PLESK_LICENSE_KEY}   # required when a host has the plesk role
+      galera_encryption_key: generate    # default `generate` when the sql-galera hosts are hardened (64 hex digits)
+      galera_tls: generate               # likewise: a PEM private key + certificate every Galera member shares
     databases: [shop]               # created on every sql-primary (and by the sql-galera nodes)
     db_users: [{name: shop, database: shop, password: generate}]
     vhosts: [{server_name: www.example.com}]    # optional: Apache vhosts of every web host
@@ -138,6 +140,8 @@ class Secrets(StrictModel):
     replication_password: Secret | None = None
     keepalived_password: Secret | None = None
     plesk_license: Secret | None = None
+    galera_encryption_key: Secret | None = None
+    galera_tls: Secret | None = None
 
 
 class DbUser(StrictModel):

@@ -165,6 +165,13 @@ class _Checker:
             hint = "add `arbitrator: true` to an lb host" if not arbitrators else "remove an arbitrator"
             self.error(where, f"{len(nodes)} sql-galera nodes and {len(arbitrators)} arbitrator(s) make an even number "
                               f"of votes: one death can leave no majority ({hint})")
+        hardened = [h for h in nodes if Role.HARDENED in self.roles.get(h.name, ())]
+        if hardened and len(hardened) != len(nodes):
+            plain = next(h for h in nodes if h not in hardened)
+            self.error(f"hosts[{self.cluster.hosts.index(plain)}]",
+                       f"{plain.name} is a plain sql-galera node, but {hardened[0].name} is hardened: a state transfer "
+                       "copies one node's files to another, so every node encrypts with the cluster's key, or none "
+                       "(give every sql-galera host a hardened profile)")
 
     def cluster_keys(self) -> None:
         cluster = self.cluster

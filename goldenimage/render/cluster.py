@@ -26,7 +26,7 @@ from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from ..model.cluster_check import Roles, check, resolve_roles
 from ..model.profile_schema import SQL_ROLES, Role
-from .cluster_secrets import read_store, resolve_secrets, wanted, write_store
+from .cluster_secrets import galera_hardened, read_store, resolve_secrets, wanted, write_store
 from .seed import write_seed_iso
 from .userdata import render_host_user_data, render_meta_data
 
@@ -109,6 +109,8 @@ def _lb_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[str
             "health_path": "/", "servers": [{"name": h.name, "address": str(h.address)} for h in nodes]})
         if host.arbitrator:
             settings["arbitrator"] = {"group": cluster.name, "nodes": [str(h.address) for h in nodes]}
+            if galera_hardened(cluster, roles):
+                settings["arbitrator"]["tls"] = values["galera_tls"]  # the group speaks TLS only
     if host.virtual_address is not None:
         keepalived: dict[str, Any] = {
             "virtual_address": f"{host.virtual_address}/{cluster.network.prefixlen}",
@@ -178,6 +180,11 @@ def host_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[st
             "bootstrap": host is nodes[0],
             "health_port": GALERA_HEALTH_PORT,
         }
+        if Role.HARDENED in mine:
+            # One key at rest for every node (a state transfer copies the donor's encrypted files as they are)
+            # and TLS between them (replication, IST, and rsync SST through stunnel).
+            settings["galera"]["encryption_key"] = values["galera_encryption_key"]
+            settings["galera"]["tls"] = values["galera_tls"]
     if Role.WEB in mine:
         web = _web_settings(cluster, host, by_name)
         if web:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import string
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.run import require, run
 from ..model.cluster import Cluster, SecretSource
 from ..model.cluster_check import Roles
 from ..model.profile_schema import REPLICATION_ROLES, Role
@@ -22,9 +25,54 @@ LENGTH = 32  # about 190 bits; keepalived's VRRP PASS reads the first 8 characte
 GENERATE = SecretSource(generate=True)
 
 
+#: MariaDB file_key_management: a key is 32, 48 or 64 hex digits (AES-128, -192, -256).
+HEX_KEY = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}")
+PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n[A-Za-z0-9+/=\n]+-----END \1-----")
+TLS_DAYS = 3650
+
+
 def generate_secret(length: int = LENGTH) -> str:
     """A new random secret from the system's CSPRNG."""
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def generate_encryption_key() -> str:
+    """A 256-bit key for MariaDB's file_key_management, in hex."""
+    return secrets.token_hex(32)
+
+
+def generate_tls_bundle(subject: str = "galera") -> str:
+    """A PEM private key (ECDSA P-256) followed by its self-signed certificate: the pair every member of one
+    Galera cluster presents and trusts (its own CA). Made in a private temporary directory; nothing logged."""
+    require("openssl", purpose="to make the Galera cluster's TLS certificate")
+    with tempfile.TemporaryDirectory(prefix="golden-tls-") as tmp:
+        key, cert = Path(tmp) / "key.pem", Path(tmp) / "cert.pem"
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-sha256", "-days", str(TLS_DAYS), "-subj", f"/CN={subject}", "-keyout", key, "-out", cert])
+        return key.read_text().strip() + "\n" + cert.read_text().strip() + "\n"
+
+
+def secret_problem(name: str, value: str) -> str | None:
+    """What makes `value` unusable as the secret `name` (never quoting it), or None."""
+    if name == "galera_encryption_key":
+        return None if HEX_KEY.fullmatch(value) else "not a key of 32, 48 or 64 hex digits (64: AES-256)"
+    if name == "galera_tls":
+        kinds = [m.group(1) for m in PEM_BLOCK.finditer(value.replace("\r\n", "\n"))]
+        if not any(k.endswith("PRIVATE KEY") for k in kinds) or "CERTIFICATE" not in kinds:
+            return "not PEM text with a private key and a certificate"
+        if any(ord(c) < 32 and c not in "\r\n" or ord(c) == 127 for c in value):
+            return "the PEM text holds a control character"
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # Secrets land in config lines on the hosts ([client] password=...): one line, never shown.
+        return "the secret holds a newline or control character (one line only)"
+    return None
+
+
+def galera_hardened(cluster: Cluster, roles: Roles) -> bool:
+    """Whether the cluster's Galera nodes are hardened: they then share a key at rest and speak TLS."""
+    return any(Role.SQL_GALERA in roles.get(h.name, ()) and Role.HARDENED in roles.get(h.name, ())
+               for h in cluster.hosts)
 
 
 def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]]:
@@ -39,6 +87,8 @@ def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]
         "keepalived_password": any(h.virtual_address is not None and Role.LB in roles.get(h.name, ())
                                    for h in cluster.hosts),
         "plesk_license": False,  # never generated: check.py reports a plesk host without one
+        "galera_encryption_key": galera_hardened(cluster, roles),
+        "galera_tls": galera_hardened(cluster, roles),
     }
     out: dict[str, tuple[str, SecretSource]] = {}
     for name, needed in needs.items():
@@ -76,6 +126,13 @@ def write_store(directory: Path, store: Mapping[str, str]) -> Path:
     return path
 
 
+#: Secrets that are not passwords: how each is made when the file says `generate`.
+GENERATORS: dict[str, Callable[[], str]] = {
+    "galera_encryption_key": generate_encryption_key,
+    "galera_tls": generate_tls_bundle,
+}
+
+
 def resolve_secrets(
     needed: Mapping[str, tuple[str, SecretSource]],
     store: Mapping[str, str],
@@ -94,7 +151,7 @@ def resolve_secrets(
     for name, (key, source) in needed.items():
         if source.generate:
             if not new_store.get(name):
-                new_store[name] = generate_secret()
+                new_store[name] = GENERATORS.get(name, generate_secret)()
             values[name] = new_store[name]
         elif source.env is not None:
             value = environ.get(source.env, "")
@@ -105,17 +162,17 @@ def resolve_secrets(
             path = Path(source.file).expanduser()
             path = path if path.is_absolute() else base_dir / path
             try:
-                value = path.read_text().strip()
+                value = path.read_text().strip() + ("\n" if name == "galera_tls" else "")
             except OSError as exc:
                 errors.append(f"{where}: {key}.file: cannot read {path}: {exc.strerror}")
                 continue
             except UnicodeDecodeError:
                 errors.append(f"{where}: {key}.file: {path} is not UTF-8 text")
                 continue
-            if not value:
+            if not value.strip():
                 errors.append(f"{where}: {key}.file: {path} is empty")
             values[name] = value
-        if any(ord(c) < 32 or ord(c) == 127 for c in values.get(name, "")):
-            # Secrets land in config lines on the hosts ([client] password=...): one line, never shown.
-            errors.append(f"{where}: {key}: the secret holds a newline or control character (one line only)")
+        problem = secret_problem(name, values[name]) if values.get(name, "").strip() else None
+        if problem:
+            errors.append(f"{where}: {key}: {problem}")
     return values, new_store, errors

@@ -152,7 +152,7 @@ def test_host_json_per_role_is_what_the_first_boot_agent_reads(tmp_path: Path) -
     ("db2", ["mariadb.running", "mariadb.host-config", "sql-replica.wait-primary", "sql-replica.seed",
              "sql-replica.replication-running"]),
     ("nfs1", ["nfs.exports"]),
-    ("web1", ["web.snakeoil", "web.nfs-mount", "web.health"]),
+    ("web1", ["web.snakeoil", "web.nfs-mount", "web.share-watch", "web.health"]),
     ("lb1", ["lb.haproxy", "lb.keepalived"]),
 ])
 def test_each_host_completes_its_first_boot_on_a_fake_host(tmp_path: Path, host: str, steps: list[str]) -> None:

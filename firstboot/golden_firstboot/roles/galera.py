@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Any
 
 from ..services import ensure_running, wait_serving
@@ -22,6 +23,45 @@ PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 SST_METHODS = ("rsync", "mariabackup")
 NO_STATE = ("", "00000000-0000-0000-0000-000000000000")
 SYNCED = "4"
+#: The cluster's TLS pair on a node (MariaDB and its SST scripts run as mysql) and on the arbitrator (nobody).
+NODE_TLS_DIR = "/etc/mysql/galera-tls"
+STUNNEL = "/usr/bin/stunnel"
+ARBITRATOR_TLS_DIR = "/etc/golden/galera-tls"
+PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END \1-----")
+
+
+def split_pem(bundle: str) -> tuple[str, str]:
+    """(private key, certificates) from the cluster's PEM text; the certificates are also the trusted CA."""
+    key = [m.group(0) for m in PEM_BLOCK.finditer(bundle) if m.group(1).endswith("PRIVATE KEY")]
+    certs = [m.group(0) for m in PEM_BLOCK.finditer(bundle) if m.group(1) == "CERTIFICATE"]
+    if len(key) != 1 or not certs:
+        raise SettingsError(f"{HOST}: galera TLS: not PEM text with one private key and a certificate",
+                            hint="golden cluster render writes it; render the cluster again")
+    return key[0] + "\n", "\n".join(certs) + "\n"
+
+
+def write_tls(ctx: Context, directory: str, bundle: str, user: str, group: str) -> tuple[bool, str, str]:
+    """The key (readable by `user` only, or its group when user is root) and the certificates in `directory`:
+    (changed, key path, certificate path)."""
+    key, certs = split_pem(bundle)
+    key_path, cert_path = directory + "/key.pem", directory + "/cert.pem"
+    changed = False
+    if not os.path.isdir(ctx.path(directory)):
+        os.makedirs(ctx.path(directory), 0o750)
+        changed = True
+    key_mode = 0o440 if user == "root" else 0o400
+    changed = ctx.write(key_path, key, key_mode) or changed
+    changed = ctx.write(cert_path, certs, 0o644) or changed
+    if changed:
+        os.chmod(ctx.path(directory), 0o750)
+        ctx.chown(ctx.path(directory), "root", group)
+        ctx.chown(ctx.path(key_path), user, group)
+    return changed, key_path, cert_path
+
+
+def tls_provider_options(key: str, cert: str) -> str:
+    """Galera's own TLS: group communication and IST; socket.ssl=YES: a peer without TLS is refused."""
+    return f"socket.ssl=YES;socket.ssl_key={key};socket.ssl_cert={cert};socket.ssl_ca={cert}"
 
 
 def _address(value: Any, key: str) -> str:
@@ -50,9 +90,11 @@ def settings(ctx: Context) -> dict[str, Any]:
     return galera
 
 
-def render_cnf(galera: dict[str, Any], hostname: str) -> str:
-    """62-golden-galera.cnf: wsrep on, the group's members (nodes and arbitrators), this node's identity."""
+def render_cnf(galera: dict[str, Any], hostname: str, tls: tuple[str, str] | None = None) -> str:
+    """62-golden-galera.cnf: wsrep on, the group's members (nodes and arbitrators), this node's identity; with
+    `tls` (key, certificate paths) every byte between the members is TLS, state transfers included."""
     members = ",".join(galera["nodes"] + galera["arbitrators"])
+    options = "pc.recovery=TRUE" + (";" + tls_provider_options(*tls) if tls else "")
     lines = [
         "# goldenimage first boot: this node's Galera group (written by golden-firstboot).",
         "[galera]",
@@ -64,11 +106,16 @@ def render_cnf(galera: dict[str, Any], hostname: str) -> str:
         f"wsrep_node_name          = {hostname}",
         "wsrep_sst_method         = {}".format(galera["sst_method"]),
         # pc.recovery: when every member of the last primary component comes back, it re-forms by itself.
-        "wsrep_provider_options   = \"pc.recovery=TRUE\"",
+        f"wsrep_provider_options   = \"{options}\"",
         "binlog_format            = ROW",
         "default_storage_engine   = InnoDB",
         "innodb_autoinc_lock_mode = 2",
     ]
+    if tls:
+        # wsrep_sst_rsync (and mariabackup) read [sst]: with a CA and VERIFY_CA the rsync SST runs through
+        # stunnel, and aborts rather than sending in clear when stunnel is missing.
+        lines += ["", "[sst]", f"tkey     = {tls[0]}", f"tcert    = {tls[1]}", f"tca      = {tls[1]}",
+                  "ssl-mode = VERIFY_CA", "encrypt  = 3"]
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +207,16 @@ def health(ctx: Context) -> bool:
 def cluster(ctx: Context) -> bool:
     """The Galera configuration, then this node bootstrapped (by the one allowed to) or joined; done when Synced."""
     galera = settings(ctx)
-    changed = ctx.write(GALERA_CNF, render_cnf(galera, ctx.get("hostname") or ctx.hostname()))
+    tls = None
+    changed = False
+    if galera.get("tls"):
+        if galera["sst_method"] == "rsync" and not ctx.exists(STUNNEL):
+            raise FirstbootError(f"galera.tls is set but {STUNNEL} is missing: an rsync state transfer could not be "
+                                 "encrypted", hint="this image lacks stunnel4: rebuild it from a profile with the "
+                                                   "hardened and sql-galera roles")
+        changed, key, cert = write_tls(ctx, NODE_TLS_DIR, str(galera["tls"]), "mysql", "mysql")
+        tls = (key, cert)
+    changed = ctx.write(GALERA_CNF, render_cnf(galera, ctx.get("hostname") or ctx.hostname(), tls)) or changed
     status = wsrep_status(ctx)
     if not changed and synced(status):
         return False
@@ -196,13 +252,18 @@ def arbitrator(ctx: Context) -> bool:
     if not all(c.isalnum() or c in "-_" for c in group):
         raise SettingsError(f"{HOST}: lb.arbitrator.group: {group[:80]!r} is not a word")
     workdir = "/var/lib/golden-garb"
-    text = "\n".join([
+    lines = [
         "# goldenimage first boot: this host is the Galera arbitrator (written by golden-firstboot).",
         'GALERA_NODES="{}"'.format(" ".join(f"{n}:4567" for n in nodes)),
         f'GALERA_GROUP="{group}"',
         f'WORK_DIR="{workdir}"',
-    ]) + "\n"
-    changed = ctx.write("/etc/default/garb", text)
+    ]
+    changed = False
+    if arb.get("tls"):
+        # The nodes speak TLS only: so does their third vote (garbd runs as nobody, group nogroup).
+        changed, key, cert = write_tls(ctx, ARBITRATOR_TLS_DIR, str(arb["tls"]), "root", "nogroup")
+        lines.append(f'GALERA_OPTIONS="{tls_provider_options(key, cert)}"')
+    changed = ctx.write("/etc/default/garb", "\n".join(lines) + "\n") or changed
     if not ctx.exists(workdir):
         os.makedirs(ctx.path(workdir), mode=0o750)
         ctx.chown(ctx.path(workdir), "nobody", "nogroup")

@@ -1,5 +1,5 @@
-"""hardened: MariaDB encryption at rest with a key made on this host (when a sql role is present), and the
-AIDE database initialised in the background once everything else is configured.
+"""hardened: MariaDB encryption at rest with a key made on this host, or the Galera cluster's key (when a sql
+role is present), and the AIDE database initialised in the background once everything else is configured.
 
 Encryption at rest, in three steps: the key (made once, never replaced), the settings (installed, MariaDB
 restarted until the server runs with every one of them), then what was on disk before them: InnoDB
@@ -62,7 +62,12 @@ def _mode(ctx: Context, absolute: str) -> int:
 @step("hardened.mariadb-keyfile", roles=["hardened"], when=_with_sql)
 def mariadb_keyfile(ctx: Context) -> bool:
     """This host's own encryption key: made once, when there is none, and never replaced (the data would be
-    lost with it)."""
+    lost with it). A Galera node takes its cluster's key (galera.encryption_key) instead: a state transfer
+    copies the donor's encrypted files, which only the same key reads."""
+    cluster_key = ctx.get("galera.encryption_key")
+    if cluster_key is not None and (not KEY_LINE.match("1;" + str(cluster_key)) or "\n" in str(cluster_key)):
+        raise SettingsError("host.json: galera.encryption_key: not a key of 32, 48 or 64 hex digits",
+                            hint="golden cluster render writes it; render the cluster again")
     changed = False
     if not os.path.isdir(ctx.path(KEY_DIR)):
         os.makedirs(ctx.path(KEY_DIR), 0o750)
@@ -76,8 +81,12 @@ def mariadb_keyfile(ctx: Context) -> bool:
             raise FirstbootError(
                 f"{KEY_FILE} is missing, but MariaDB's data is encrypted with it ({ENCRYPTION_CNF} is installed)",
                 hint="restore the key file from this host's backup; a new key cannot read the data")
-        ctx.write(KEY_FILE, new_keyfile(), 0o400)
-        ctx.log("made a new MariaDB encryption key in " + KEY_FILE)
+        if cluster_key is not None:
+            ctx.write(KEY_FILE, f"1;{str(cluster_key).lower()}\n", 0o400)
+            ctx.log("installed the Galera cluster's MariaDB encryption key in " + KEY_FILE)
+        else:
+            ctx.write(KEY_FILE, new_keyfile(), 0o400)
+            ctx.log("made a new MariaDB encryption key in " + KEY_FILE)
         changed = True
     else:
         problem = keyfile_problem(existing)
@@ -85,6 +94,11 @@ def mariadb_keyfile(ctx: Context) -> bool:
             raise FirstbootError(f"{KEY_FILE}: {problem}",
                                  hint="the key is never replaced by golden-firstboot: restore it from this host's "
                                       "backup, then `golden-firstboot --rerun`")
+        if cluster_key is not None and existing.strip().lower() != f"1;{str(cluster_key).lower()}":
+            raise FirstbootError(f"{KEY_FILE} is not the Galera cluster's key (galera.encryption_key)",
+                                 hint="the key is never replaced by golden-firstboot: this node's data may be "
+                                      "encrypted with it; a node that joins with another key cannot read what a "
+                                      "state transfer copies (boot a fresh node, or restore the cluster's key)")
         if _mode(ctx, KEY_FILE) != 0o400:
             os.chmod(ctx.path(KEY_FILE), 0o400)
             changed = True

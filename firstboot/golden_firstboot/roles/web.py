@@ -1,14 +1,17 @@
-"""web: the shared docroot from NFS when the settings name one, Apache vhosts from the settings, and the
-health endpoint answering, which is what puts this node into its load balancer's pool."""
+"""web: the shared docroot from NFS when the settings name one (and its watcher, which the health endpoint
+reads), Apache vhosts from the settings, and the health endpoint answering, which is what puts this node into
+its load balancer's pool."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 from typing import Any
 
+from .. import share_watch
 from ..services import ensure_running, wait_serving
 from ..steps import Context, step
 from ..system import HOST, FirstbootError, SettingsError
@@ -18,7 +21,10 @@ SNAKEOIL_CERT = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
 SITES_AVAILABLE = "/etc/apache2/sites-available"
 SITES_ENABLED = "/etc/apache2/sites-enabled"
 HOSTNAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*-]*$")
-NFS_OPTIONS = "rw,hard,_netdev,nofail"
+#: hard: a dead server never turns into silent I/O errors or corrupt writes (nfs(5)); the waits are killable, which
+#: the share watcher and PHP-FPM's request_terminate_timeout rely on. timeo=100 (10 s) rather than TCP's 60 s:
+#: requests waiting on a server that returns are sent again sooner.
+NFS_OPTIONS = "rw,hard,timeo=100,retrans=3,_netdev,nofail"
 
 
 def fstab_line(nfs: dict[str, Any], default_mount: str) -> str:
@@ -111,6 +117,48 @@ def nfs_mount(ctx: Context) -> bool:
     os.makedirs(ctx.path(mount), exist_ok=True)
     ctx.retry(lambda: ctx.run(["mount", mount]), f"mounting {source} on {mount}")
     return True
+
+
+SHARE_UNIT_PATH = "/etc/systemd/system/" + share_watch.UNIT
+
+
+def share_watch_unit() -> str:
+    """golden-share-watch.service: the watcher, restarted whenever it stops; its status directory goes with it
+    (no status file means no fresh answer: the health endpoint then fails, as it should)."""
+    return "\n".join([
+        "[Unit]",
+        "Description=goldenimage: watch the shared docroot (NFS) for the web health endpoint",
+        "After=network-online.target remote-fs.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "ExecStart=/usr/local/sbin/golden-firstboot share-watch",
+        "Restart=always",
+        "RestartSec=2",
+        "RuntimeDirectory=" + os.path.basename(share_watch.STATUS_DIR),
+        "RuntimeDirectoryMode=0755",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+@step("web.share-watch", roles=["web"], activate=["web.nfs"], require=["web.nfs.server", "web.nfs.export"])
+def share_watch_service(ctx: Context) -> bool:
+    """The watcher of the shared docroot (golden-share-watch.service), configured and running: the health
+    endpoint answers 503 while the share does not answer, and 200 again once it does, with no reboot."""
+    nfs = ctx.get("web.nfs")
+    mount = nfs.get("mount") or ctx.get("web.document_root", "/var/www/html")
+    conf = json.dumps({"mount": mount, "source": "{}:{}".format(nfs["server"], nfs["export"])}, sort_keys=True)
+    # Readable by all: health.php (www-data) only needs to know that this host's docroot is a share.
+    changed = ctx.write(share_watch.CONF, conf + "\n", 0o644)
+    if ctx.write(SHARE_UNIT_PATH, share_watch_unit()):
+        ctx.run(["systemctl", "daemon-reload"])
+        changed = True
+    if changed and ctx.run(["systemctl", "is-active", "--quiet", share_watch.UNIT], check=False).returncode == 0:
+        ctx.run(["systemctl", "restart", share_watch.UNIT])
+    return ensure_running(ctx, share_watch.UNIT) or changed
 
 
 def vhost_file(server_name: str) -> str:
@@ -206,4 +254,4 @@ def health(ctx: Context) -> bool:
     return changed
 
 
-STEPS = [snakeoil, nfs_mount, vhosts, health]
+STEPS = [snakeoil, nfs_mount, share_watch_service, vhosts, health]
