@@ -11,40 +11,55 @@ from . import __version__, agent
 from .steps import Context
 from .system import FirstbootError, log
 
+#: Options accepted before or after the command, with their values when given nowhere.
+COMMON_DEFAULTS = {"rerun": False, "root": "/", "host_settings": None}
 
-def parser() -> argparse.ArgumentParser:
-    # Options accepted before or after the command: SUPPRESS keeps a subcommand from resetting them.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--rerun", action="store_true", default=argparse.SUPPRESS,
+
+def add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, added to each parser as its own actions: argparse's `parents` shares one
+    action object between parsers, so the top parser's defaults became the subcommand's and a `--rerun` given
+    before the command was reset by it. A subcommand's copy has no default (SUPPRESS): it sets a value only
+    when the option comes after the command."""
+    def default(name: str) -> object:
+        return COMMON_DEFAULTS[name] if top else argparse.SUPPRESS
+
+    parser.add_argument("--rerun", action="store_true", default=default("rerun"),
                         help="run again although first boot has completed")
-    common.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # tests: a fake root
-    common.add_argument("--host-settings", metavar="FILE", default=argparse.SUPPRESS,
+    parser.add_argument("--root", default=default("root"), help=argparse.SUPPRESS)  # tests: a fake root
+    parser.add_argument("--host-settings", metavar="FILE", default=default("host_settings"),
                         help="this host's cluster settings from FILE instead of /etc/golden/host.json, which "
                              "then holds a copy (root only) for later runs (`golden apply` uses it)")
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="golden-firstboot", parents=[common],
+        prog="golden-firstboot",
         description="Finish this golden image's role on its first boot, from /etc/golden/image.json and "
                     "/etc/golden/host.json. Runs once; every step checks before it acts.")
-    p.set_defaults(rerun=False, root="/", host_settings=None)
+    add_common(p, top=True)
     p.add_argument("--version", action="version", version="golden-firstboot " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="run the first-boot steps (the default)")
-    sub.add_parser("early", parents=[common],
-                   help="make this instance's keys and certificates (every boot, before the services that use them)")
-    status = sub.add_parser("status", parents=[common], help="print each step's state")
+    run = sub.add_parser("run", help="run the first-boot steps (the default)")
+    early = sub.add_parser("early",
+                           help="make this instance's keys and certificates (every boot, before the services that "
+                                "use them)")
+    status = sub.add_parser("status", help="print each step's state")
     status.add_argument("--json", action="store_true", help="the status file as it is")
-    add = sub.add_parser("lb-add", parents=[common], help="(lb) put a web node into a spare backend slot")
+    add = sub.add_parser("lb-add", help="(lb) put a web node into a spare backend slot")
     add.add_argument("name")
     add.add_argument("address")
     add.add_argument("--port", type=int)
     add.add_argument("--backend")
-    remove = sub.add_parser("lb-remove", parents=[common], help="(lb) take a node added by lb-add out again")
+    remove = sub.add_parser("lb-remove", help="(lb) take a node added by lb-add out again")
     remove.add_argument("name")
     remove.add_argument("--backend")
-    sub.add_parser("galera-health", parents=[common],
-                   help="(sql-galera) serve this node's health to the load balancers (a service, never returns)")
-    sub.add_parser("share-watch", parents=[common],
-                   help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
+    health = sub.add_parser("galera-health",
+                            help="(sql-galera) serve this node's health to the load balancers (a service, never "
+                                 "returns)")
+    share = sub.add_parser("share-watch",
+                           help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
+    for command in (run, early, status, add, remove, health, share):
+        add_common(command, top=False)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
         description="Apply the cloud-config goldenimage renders, with cloud-init's semantics, comparing before "

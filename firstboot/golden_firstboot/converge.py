@@ -272,13 +272,15 @@ def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
         files.write_files(host, report, [e for e in entries if e.get("defer")])
         runcmd = data.get("runcmd") or []
         digest = hashlib.sha256(json.dumps(runcmd).encode()).hexdigest()
-        state = _load_state(host)
+        state = load_state(host)
         # runcmd is once per instance in cloud-init; here: again whenever this converge changed something
         # (the commands are idempotent by contract) or the list itself is new.
         needed = report.changed > 0 or state.get("runcmd") != digest
         system.commands(host, report, runcmd, "runcmd", always=needed)
         if needed and not report.check:
-            _save_state(host, {"runcmd": digest})
+            state = load_state(host)
+            state["runcmd"] = digest
+            save_state(host, state)
         restart_changed(host, report, report.changed_paths, runcmd)
     finally:
         for path in reversed(shims):
@@ -311,7 +313,8 @@ def _tree_shims(host: Host) -> list[str]:
     return made
 
 
-def _load_state(host: Host) -> dict[str, Any]:
+def load_state(host: Host) -> dict[str, Any]:
+    """The engine's state on the host (digests of what it last ran and fetched); {} when there is none."""
     try:
         with open(host.path(STATE_PATH), encoding="utf-8") as handle:
             data = json.load(handle)
@@ -320,7 +323,8 @@ def _load_state(host: Host) -> dict[str, Any]:
         return {}
 
 
-def _save_state(host: Host, state: dict[str, Any]) -> None:
+def save_state(host: Host, state: dict[str, Any]) -> None:
+    """Replace the engine's state (root only, written whole or not at all)."""
     path = host.path(STATE_PATH)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as handle:

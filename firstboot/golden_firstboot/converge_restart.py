@@ -1,7 +1,9 @@
 """On a live host (`golden apply`): after a converge, reload or restart the services whose configuration it
 changed, and only those. A service is affected by a changed file when the file is one of its drop-ins
-(/etc/systemd/system/UNIT.d/) or lies in a directory its package owns (dpkg), and only services the
-cloud-config enables are ever touched (never the whole of systemd because /etc/sysctl.d changed)."""
+(/etc/systemd/system/UNIT.d/), a file its package ships, or a new file in a directory its package owns (dpkg;
+of several owners, the one the path names: /etc/apache2/... is apache2's, not php8.2-fpm's, which ships a
+snippet there), and only services the cloud-config enables are ever touched (never the whole of systemd
+because /etc/sysctl.d changed)."""
 
 from __future__ import annotations
 
@@ -40,30 +42,39 @@ def managed_services(runcmd: list[Any]) -> list[str]:
 
 
 class Owners:
-    """Which packages own a path's directory, and which units a package ships (dpkg, asked once each)."""
+    """Which packages a changed path belongs to, and which units a package ships (dpkg, asked once each)."""
 
     def __init__(self, host: Any) -> None:
         self.host = host
         self._owners: dict[str, list[str]] = {}
         self._units: dict[str, list[str]] = {}
 
+    def owners(self, path: str) -> list[str]:
+        """The packages dpkg lists for path itself (a file or a directory they ship); [] when none."""
+        if path not in self._owners:
+            result = self.host.run(["dpkg-query", "-S", path], check=False)
+            found: list[str] = []
+            if result.returncode == 0:
+                for line in result.stdout.splitlines():
+                    names, _, owned = line.rpartition(": ")
+                    if owned.strip() == path:
+                        found += [n.strip().split(":")[0] for n in names.split(",") if n.strip()]
+            self._owners[path] = found
+        return self._owners[path]
+
     def packages(self, path: str) -> list[str]:
-        """The packages owning the nearest owned directory above path ([] when none or too general)."""
+        """Whose configuration path is: the packages shipping the file itself (a conffile edited), else those
+        owning its nearest owned directory ([] when none, or only a too general one). Several packages may ship
+        files into one directory (php8.2-fpm ships its Apache snippet into /etc/apache2/conf-available): when
+        some of them are named by a component of the path (apache2 in /etc/apache2/...), only those."""
+        found = self.owners(path)
         directory = os.path.dirname(path)
-        while directory not in TOO_GENERAL:
-            if directory not in self._owners:
-                result = self.host.run(["dpkg-query", "-S", directory], check=False)
-                found: list[str] = []
-                if result.returncode == 0:
-                    for line in result.stdout.splitlines():
-                        names, _, owned = line.rpartition(": ")
-                        if owned.strip() == directory:
-                            found += [n.strip().split(":")[0] for n in names.split(",") if n.strip()]
-                self._owners[directory] = found
-            if self._owners[directory]:
-                return self._owners[directory]
+        while not found and directory not in TOO_GENERAL:
+            found = self.owners(directory)
             directory = os.path.dirname(directory)
-        return []
+        parts = path.split("/")
+        named = [p for p in found if p in parts]
+        return named or found
 
     def units(self, package: str) -> list[str]:
         if package not in self._units:

@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from .converge import ConvergeError, Host, Report
-from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted
+from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted, lists_current, wait_dpkg_idle
 from .converge_files import ensure_file
 from .converge_restart import AGENT_UNITS, unit_name
 
@@ -302,7 +302,11 @@ def installed_packages(host: Host) -> set[str]:
 
 def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrade: bool) -> None:
     """cloud-init's package_update_upgrade_install. A tree: the packages must be there already (the package
-    layer installed them natively); a live host: apt-get installs what is missing, and upgrades."""
+    layer installed them natively); a live host: apt-get installs what is missing, and upgrades. On a live host
+    `update` (package_update, or sources changed) refreshes the lists only when they are not current: something
+    must be installed, or a source or key changed since the engine's last apt-get update (converge_apt); a
+    converge with every package installed and the same sources fetches nothing, and upgrades from the lists
+    the host has (apt-daily refreshes them)."""
     if not wanted and not host.live:
         return
     names = []
@@ -320,12 +324,14 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
                             hint="the package layer installs the profile's packages; rebuild it")
     if not host.live:
         return
-    apt_env = APT_GET
-    if (update or upgrade or missing) and not report.check:
+    if (update or upgrade or missing) and not report.check and dpkg_interrupted(host):
+        # an apply killed while dpkg worked: its dpkg may still be running (then it is waited for), or it
+        # stopped midway: finish what it started before asking apt for more
+        wait_dpkg_idle(host)
         if dpkg_interrupted(host):
-            # an apply killed while dpkg worked: finish what dpkg started before asking apt for more
             report.note("dpkg was interrupted: dpkg --configure -a")
             host.run(["dpkg", "--configure", "-a", "--force-confold"])
+    if (update or upgrade or missing) and not report.check and (missing or not lists_current(host)):
         apt_update(host)
     if upgrade:
         sim = host.run(["apt-get", "-s", "-q", "upgrade"], check=False).stdout
@@ -333,11 +339,11 @@ def packages(host: Host, report: Report, wanted: list[Any], update: bool, upgrad
         if pending:
             report.change("packages upgraded: {}".format(" ".join(pending)))
             if not report.check:
-                host.run(apt_env + ["upgrade"])
+                host.run(APT_GET + ["upgrade"])
     for name in missing:
         report.change(f"package {name} (installed)")
     if missing and not report.check:
-        host.run(apt_env + ["install"] + missing)
+        host.run(APT_GET + ["install"] + missing)
 
 
 def service(host: Host, report: Report, unit: str) -> None:

@@ -259,7 +259,6 @@ class HostApply:
         self._record(*parse_converge(output))
 
     def _role_steps(self, remote: str) -> None:
-        # options after the command: argparse resets `--rerun` given before it
         argv = ["python3", f"{remote}/{AGENT}", "run", "--rerun"]
         if self.settings is not None:
             argv += ["--host-settings", f"{remote}/{HOST_SETTINGS}"]

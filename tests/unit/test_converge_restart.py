@@ -13,7 +13,9 @@ from golden_firstboot.system import Result  # isort: skip
 RUNCMD = ["a2enmod -q ssl", "systemctl enable ssh chrony apache2 php8.2-fpm golden-firstboot.service "
           "golden-firstboot-early.service"]
 #: dpkg's view of this pretend host: directory -> owners, package -> its files
-OWNERS = {"/etc/apache2/conf-available": "apache2", "/etc/apache2": "apache2, apache2-data",
+#: (as on Debian 12 with web's packages: php8.2-fpm ships its Apache snippet into conf-available)
+OWNERS = {"/etc/apache2/conf-available": "apache2, php8.2-fpm", "/etc/apache2": "apache2, php8.2-fpm",
+          "/etc/apache2/sites-available/000-default.conf": "apache2",
           "/etc/sysctl.d": "procps, systemd", "/etc/ssh/sshd_config.d": "openssh-server",
           "/etc/php/8.2/fpm/pool.d": "php8.2-fpm"}
 FILES = {"apache2": ["/lib/systemd/system/apache2.service", "/lib/systemd/system/apache-htcacheclean.service",
@@ -65,6 +67,20 @@ def test_a_changed_file_reloads_the_running_service_whose_package_owns_its_direc
     # /etc/sysctl.d belongs to systemd too: its units are not the cloud-config's, so none is touched
     assert "systemd-journald.service" not in host.restarted()
     assert ["systemctl", "daemon-reload"] not in host.commands
+
+
+def test_a_file_in_a_directory_several_packages_share_reloads_only_the_package_the_path_names():
+    host = LiveHost({"apache2.service", "php8.2-fpm.service"})
+    done = restart_changed(host, Report(check=False), ["/etc/apache2/conf-available/zz-golden-security.conf"], RUNCMD)
+    assert done == ["apache2.service"]  # not php8.2-fpm, although it ships a file into conf-available
+    host = LiveHost({"apache2.service", "php8.2-fpm.service"})
+    done = restart_changed(host, Report(check=False), ["/etc/php/8.2/fpm/pool.d/www.conf"], RUNCMD)
+    assert done == ["php8.2-fpm.service"]
+    host = LiveHost({"apache2.service", "php8.2-fpm.service"})
+    done = restart_changed(host, Report(check=False), ["/etc/apache2/sites-available/000-default.conf"], RUNCMD)
+    assert done == ["apache2.service"]
+    assert ["dpkg-query", "-S", "/etc/apache2/sites-available/000-default.conf"] in host.commands
+    assert ["dpkg-query", "-S", "/etc/apache2/sites-available"] not in host.commands  # the file's own package
 
 
 def test_a_drop_in_reloads_systemd_then_its_unit_and_a_stopped_unit_is_left_to_start():

@@ -536,3 +536,24 @@ def test_snakeoil_rsa_pair_from_ssl_cert_on_an_applied_host_is_replaced_once_by_
     assert agent.run_early(ctx) == 0 and fake.commands == []
     (root / "etc/ssl/private/ssl-cert-snakeoil.key").write_text(keys["ec"])
     assert agent.run_early(ctx) == 0 and fake.commands == []
+
+
+@pytest.mark.parametrize("argv", [["--rerun", "run"], ["run", "--rerun"], ["--rerun"],
+                                  ["--rerun", "--host-settings", "/h.json", "run"],
+                                  ["--host-settings", "/h.json", "run", "--rerun"],
+                                  ["--root", "/r", "--rerun", "status"]])
+def test_the_agents_options_count_before_and_after_the_command(argv):
+    from golden_firstboot.__main__ import parser
+
+    args = parser().parse_args(argv)
+    assert args.rerun is True
+    assert args.host_settings == ("/h.json" if "/h.json" in argv else None)
+    assert args.root == ("/r" if "/r" in argv else "/")
+
+
+def test_the_agents_options_default_when_not_given():
+    from golden_firstboot.__main__ import parser
+
+    for argv in ([], ["run"], ["status", "--json"]):
+        args = parser().parse_args(argv)
+        assert (args.rerun, args.root, args.host_settings) == (False, "/", None)
