@@ -121,7 +121,10 @@ def test_interrupted_bake_stops_its_work_and_leaves_nothing_that_looks_complete(
     overlay.write_text(f"files:\n  - path: /etc/golden-interrupted\n    content: '{time.time()}'\n")
     env = {**os.environ, "GOLDEN_IMAGES_DIR": str(images)}
     proc = subprocess.Popen([sys.executable, "-m", "goldenimage.cli", "build", PROFILE, "--overlay", str(overlay)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # A run started in the background of a shell inherits SIGINT ignored, and Python then
+                            # installs no Ctrl-C handler: give the bake the terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not (images.exists() and list(images.glob(".partial-*/root"))):
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
