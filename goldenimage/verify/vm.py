@@ -106,7 +106,8 @@ class VM:
         self.efi_vars = self.workdir / f"{name}-efivars.fd"
         # Short (a socket path has ~100 bytes at most), private, removed by stop(); %p: a guest booted again
         # forwards another port, so its old connection is never reused.
-        self._control_dir = Path(tempfile.mkdtemp(prefix="gi-ssh-"))
+        # (made at the first ssh: a VM that never connects leaves nothing behind)
+        self._control: Path | None = None
         self.ssh_port = 0
         self.accel = ""
         self.started_at = 0.0
@@ -211,7 +212,9 @@ class VM:
         self.overlay.unlink(missing_ok=True)
         self.efi_vars.unlink(missing_ok=True)
         self._close_connections()
-        shutil.rmtree(self._control_dir, ignore_errors=True)
+        if self._control is not None:
+            shutil.rmtree(self._control, ignore_errors=True)
+            self._control = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -222,9 +225,16 @@ class VM:
         self._proc = None
         self._close_connections()
 
+    def _control_dir(self) -> Path:
+        if self._control is None:
+            self._control = Path(tempfile.mkdtemp(prefix="gi-ssh-"))
+        return self._control
+
     def _close_connections(self) -> None:
         """End the shared SSH connections (their master processes outlive the commands by CONTROL_PERSIST)."""
-        for control in self._control_dir.glob("cm-*"):
+        if self._control is None:
+            return
+        for control in self._control.glob("cm-*"):
             run(["ssh", "-o", f"ControlPath={control}", "-O", "exit", "guest"], check=False, timeout=10)
             control.unlink(missing_ok=True)
 
@@ -278,7 +288,7 @@ class VM:
         """Run `cmd` in the guest over SSH (a string goes to the remote shell as is)."""
         remote = cmd if isinstance(cmd, str) else shlex.join(cmd)
         argv: list[str] = ["ssh", *SSH_OPTIONS, "-p", str(self.ssh_port),
-                           "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/cm-%p",
+                           "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir()}/cm-%p",
                            "-o", f"ControlPersist={CONTROL_PERSIST}"]
         if self.key:
             argv += ["-i", str(self.key)]
