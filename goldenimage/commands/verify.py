@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..bake import store
-from ..core.errors import GoldenError
+from ..core.errors import GoldenError, InputError
 from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
@@ -49,12 +50,21 @@ def identity(vm: VM) -> Identity:
     return Identity(tuple(keys), machine_id)
 
 
-def clone_firmwares(manifest: dict[str, Any], every: bool = False) -> tuple[str, ...]:
+def clone_firmwares(manifest: dict[str, Any], every: bool = False, only: Sequence[str] = ()) -> tuple[str, ...]:
     """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
     enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice.
     With `every`, one clone per firmware the artifact boots, in the order bios, uefi, uefi-secureboot
-    (still two clones at least: the hygiene suite compares two)."""
+    (still two clones at least: the hygiene suite compares two). With `only`, one clone per firmware named
+    there (two of it when one is named), each of which the artifact must boot (InputError otherwise)."""
     firmware = manifest.get("firmware") or ["bios"]
+    if only:
+        unknown = [f for f in only if f not in firmware]
+        if unknown:
+            raise InputError(f"--firmware {', '.join(unknown)}: the artifact does not boot it "
+                             f"(its manifest says: {', '.join(firmware)})",
+                             hint=f"choose among {', '.join(f for f in FIRMWARES if f in firmware)}")
+        clones = tuple(f for f in FIRMWARES if f in only)
+        return clones if len(clones) > 1 else clones * 2
     if every:
         clones = tuple(f for f in FIRMWARES if f in firmware)
         return clones if len(clones) > 1 else (clones or ("bios",)) * 2
@@ -119,15 +129,17 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
     return proc.returncode
 
 
-def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False) -> None:
-    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, compare
-    identities, run the suites on every clone; GoldenError on failure."""
+def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
+           firmwares_only: Sequence[str] = ()) -> None:
+    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, or once per
+    firmware of `firmwares_only` (twice when one is named), compare identities, run the suites on every clone;
+    GoldenError on failure."""
     artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
-    firmwares = clone_firmwares(manifest, every=all_firmwares)
+    firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
     with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
