@@ -6,8 +6,10 @@ cloud-init, and run the role's testinfra suites over SSH on every clone."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,6 +131,27 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
     return proc.returncode
 
 
+def keep_console_logs(vms: list[VM], dest: Path) -> list[Path]:
+    """Copy each clone's serial console log (kernel, systemd, cloud-init and first-boot output, with the
+    guest's uptime on each kernel line) to `dest`, named for the clone and its firmware: verify's working
+    folder is removed at its end, and a failed boot (starved or stuck) is told apart only from the whole log."""
+    kept: list[Path] = []
+    for vm in vms:
+        if not vm.serial_log.is_file():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / f"{vm.name}-{vm.firmware}-serial.log"
+        shutil.copyfile(vm.serial_log, target)
+        kept.append(target)
+    return kept
+
+
+def console_logs_dir(artifact: store.Artifact) -> Path:
+    """Where a failed verify keeps its clones' console logs: beside the artifact, one folder per run."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return artifact.qcow2.parent / "verify-logs" / f"{artifact.name}-{stamp}"
+
+
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
            firmwares_only: Sequence[str] = ()) -> None:
     """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, or once per
@@ -170,6 +193,17 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
                 raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
             info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
+        except GoldenError as exc:
+            try:
+                kept = keep_console_logs(started, console_logs_dir(artifact))
+            except OSError as copy_error:  # an artifact in a read-only folder: the error itself matters more
+                info(f"console logs not kept: {copy_error}")
+                kept = []
+            if kept:  # the hint of a boot error named a console log in the working folder, removed below
+                exc.hint = "; ".join(filter(None, [
+                    f"console logs of the clones kept in {kept[0].parent}",
+                    None if exc.hint and exc.hint.startswith("full console log:") else exc.hint]))
+            raise
         finally:
             for vm in started:
                 vm.stop()
