@@ -22,7 +22,7 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, boot_clone
+from ..verify.guest import GUEST_USER, boot_clone, wait_for_first_boot
 from ..verify.vm import FIRMWARES, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
@@ -86,8 +86,17 @@ def _names(items: tuple[str, ...]) -> str:
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
           status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
     # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
-    return boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
-                      ssh_timeout=1200, started=started)
+    vm = boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
+                    ssh_timeout=1200, started=started)
+    try:
+        # the suites check a settled clone: the first-boot agent starts once cloud-init is done, and on a
+        # loaded host its steps (banking-hardened's update-grub: minutes under TCG) were still running
+        result = wait_for_first_boot(vm)
+    except BaseException:
+        vm.stop()
+        raise
+    info(f"{name}: first boot {result} after {time.monotonic() - vm.started_at:.0f}s")
+    return vm
 
 
 def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
