@@ -59,8 +59,8 @@ image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2
 	$(GOLDEN) build $(PROFILE) --debian $(DEBIAN) $(OVERLAY_ARGS)
 
 .PHONY: verify
-verify: host-tools venv ## Boot the newest PROFILE artifact fresh and run its testinfra suite
-	$(GOLDEN) verify $(PROFILE) --debian $(DEBIAN)
+verify: host-tools venv ## Boot the newest PROFILE artifact fresh and run its testinfra suite (ARGS=--firmware uefi, or --all-firmwares)
+	$(GOLDEN) verify $(PROFILE) --debian $(DEBIAN) $(ARGS)
 
 .PHONY: audit
 audit: host-tools venv ## Boot the newest PROFILE artifact and score it: OpenSCAP ANSSI DAT-NT28 high and Lynis (ARGS=--min-rules 45 --min-lynis 80)

@@ -99,7 +99,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .commands.verify import verify
 
-    verify(args.target, args.debian, all_firmwares=args.all_firmwares)
+    verify(args.target, args.debian, all_firmwares=args.all_firmwares, firmwares_only=args.firmware)
     return 0
 
 
@@ -123,6 +123,7 @@ def _add_base_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .model.releases import release_help
     from .render.targets import TARGET_NAMES
+    from .verify.vm import FIRMWARES
 
     parser = argparse.ArgumentParser(prog="golden", description="Golden images for Debian server fleets.")
     parser.add_argument("--debug", action="store_true", help="show commands run and tracebacks")
@@ -169,9 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
     p.add_argument("target", help="a profile (its newest artifact in images/) or a path to an artifact's qcow2")
     p.add_argument("--debian", help=release_help("Debian release of the profile's artifact"))
-    p.add_argument("--all-firmwares", action="store_true",
-                   help="one clone per firmware the artifact boots (BIOS, UEFI, UEFI with Secure Boot) instead of "
-                        "two (BIOS, and UEFI with Secure Boot)")
+    firmware = p.add_mutually_exclusive_group()
+    firmware.add_argument("--all-firmwares", action="store_true",
+                          help="one clone per firmware the artifact boots (BIOS, UEFI, UEFI with Secure Boot) "
+                               "instead of two (BIOS, and UEFI with Secure Boot)")
+    firmware.add_argument("--firmware", action="append", default=[], choices=FIRMWARES, metavar="FIRMWARE",
+                          help=f"boot clones under this firmware only ({', '.join(FIRMWARES)}; repeatable): one "
+                               "clone per firmware named, two when one is named (the hygiene suite compares two)")
     p.set_defaults(func=_cmd_verify)
 
     from .commands.apply_cli import add_parser as add_apply_parser

@@ -27,7 +27,7 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, boot_clone
+from ..verify.guest import GUEST_USER, boot_clone, wait_for_first_boot
 from ..verify.vm import SSH_OPTIONS, VM
 
 GUEST_OUT = "/run/golden-audit/out"
@@ -114,19 +114,6 @@ def _as_artifact(target: store.Artifact | Path | str, debian: int | str | None) 
     return store.resolve(target, debian)
 
 
-def _wait_for_first_boot(vm: VM, timeout: float = 1200.0) -> str:
-    """Wait until the boot has settled (first-boot agent included); the agent's result, or "absent"."""
-    vm.ssh("systemctl is-system-running --wait", check=False, timeout=timeout)
-    proc = vm.ssh("sudo -n golden-firstboot status --json", check=False, timeout=120)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return "absent"
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        return "unreadable"
-    return str((data or {}).get("result") or "not started")
-
-
 def _copy_back(vm: VM, names: list[str], directory: Path) -> None:
     """Copy files of the guest's output directory to `directory` on the host (scp over the SSH forward)."""
     argv: list[object] = ["scp", *SSH_OPTIONS, "-P", vm.ssh_port]
@@ -190,7 +177,7 @@ def audit_artifact(
                                 workdir=directory / "vm", ssh_timeout=900,
                                 extra_args=["-drive", f"file={disk.iso},if=virtio,format=raw,readonly=on"])
                 running.callback(vm.stop)
-                firstboot = _wait_for_first_boot(vm)
+                firstboot = wait_for_first_boot(vm)
                 info(f"first boot: {firstboot}")
             seconds["boot"] = time.monotonic() - t
             proc = vm.ssh(["sudo", "-n", "sh", "-c", mount_command(GUEST_USER)], check=False)

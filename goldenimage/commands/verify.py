@@ -6,20 +6,23 @@ cloud-init, and run the role's testinfra suites over SSH on every clone."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..bake import store
-from ..core.errors import GoldenError
+from ..core.errors import GoldenError, InputError
 from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, boot_clone
+from ..verify.guest import GUEST_USER, boot_clone, wait_for_first_boot
 from ..verify.vm import FIRMWARES, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
@@ -49,12 +52,21 @@ def identity(vm: VM) -> Identity:
     return Identity(tuple(keys), machine_id)
 
 
-def clone_firmwares(manifest: dict[str, Any], every: bool = False) -> tuple[str, ...]:
+def clone_firmwares(manifest: dict[str, Any], every: bool = False, only: Sequence[str] = ()) -> tuple[str, ...]:
     """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
     enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice.
     With `every`, one clone per firmware the artifact boots, in the order bios, uefi, uefi-secureboot
-    (still two clones at least: the hygiene suite compares two)."""
+    (still two clones at least: the hygiene suite compares two). With `only`, one clone per firmware named
+    there (two of it when one is named), each of which the artifact must boot (InputError otherwise)."""
     firmware = manifest.get("firmware") or ["bios"]
+    if only:
+        unknown = [f for f in only if f not in firmware]
+        if unknown:
+            raise InputError(f"--firmware {', '.join(unknown)}: the artifact does not boot it "
+                             f"(its manifest says: {', '.join(firmware)})",
+                             hint=f"choose among {', '.join(f for f in FIRMWARES if f in firmware)}")
+        clones = tuple(f for f in FIRMWARES if f in only)
+        return clones if len(clones) > 1 else clones * 2
     if every:
         clones = tuple(f for f in FIRMWARES if f in firmware)
         return clones if len(clones) > 1 else (clones or ("bios",)) * 2
@@ -74,8 +86,17 @@ def _names(items: tuple[str, ...]) -> str:
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
           status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
     # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
-    return boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
-                      ssh_timeout=1200, started=started)
+    vm = boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
+                    ssh_timeout=1200, started=started)
+    try:
+        # the suites check a settled clone: the first-boot agent starts once cloud-init is done, and on a
+        # loaded host its steps (banking-hardened's update-grub: minutes under TCG) were still running
+        result = wait_for_first_boot(vm)
+    except BaseException:
+        vm.stop()
+        raise
+    info(f"{name}: first boot {result} after {time.monotonic() - vm.started_at:.0f}s")
+    return vm
 
 
 def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
@@ -119,15 +140,38 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
     return proc.returncode
 
 
-def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False) -> None:
-    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, compare
-    identities, run the suites on every clone; GoldenError on failure."""
+def keep_console_logs(vms: list[VM], dest: Path) -> list[Path]:
+    """Copy each clone's serial console log (kernel, systemd, cloud-init and first-boot output, with the
+    guest's uptime on each kernel line) to `dest`, named for the clone and its firmware: verify's working
+    folder is removed at its end, and a failed boot (starved or stuck) is told apart only from the whole log."""
+    kept: list[Path] = []
+    for vm in vms:
+        if not vm.serial_log.is_file():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / f"{vm.name}-{vm.firmware}-serial.log"
+        shutil.copyfile(vm.serial_log, target)
+        kept.append(target)
+    return kept
+
+
+def console_logs_dir(artifact: store.Artifact) -> Path:
+    """Where a failed verify keeps its clones' console logs: beside the artifact, one folder per run."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return artifact.qcow2.parent / "verify-logs" / f"{artifact.name}-{stamp}"
+
+
+def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
+           firmwares_only: Sequence[str] = ()) -> None:
+    """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, or once per
+    firmware of `firmwares_only` (twice when one is named), compare identities, run the suites on every clone;
+    GoldenError on failure."""
     artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
-    firmwares = clone_firmwares(manifest, every=all_firmwares)
+    firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
     with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
@@ -158,6 +202,17 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
                 raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
             info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
+        except GoldenError as exc:
+            try:
+                kept = keep_console_logs(started, console_logs_dir(artifact))
+            except OSError as copy_error:  # an artifact in a read-only folder: the error itself matters more
+                info(f"console logs not kept: {copy_error}")
+                kept = []
+            if kept:  # the hint of a boot error named a console log in the working folder, removed below
+                exc.hint = "; ".join(filter(None, [
+                    f"console logs of the clones kept in {kept[0].parent}",
+                    None if exc.hint and exc.hint.startswith("full console log:") else exc.hint]))
+            raise
         finally:
             for vm in started:
                 vm.stop()

@@ -3,6 +3,7 @@ and the first-boot seed that gives it our SSH key and standalone role settings."
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,21 @@ def boot_clone(image: Path, directory: Path, name: str, key: SSHKey, roles: list
         vm.stop()
         raise
     return vm
+
+
+def wait_for_first_boot(vm: VM, timeout: float = 1200.0) -> str:
+    """Wait until the boot has settled, the first-boot agent included (it runs after cloud-init's final
+    stage, so `cloud-init status --wait` returns before it; it is in the boot's transaction, so systemd's
+    `is-system-running --wait` waits for it); the agent's result, or "absent"."""
+    vm.ssh("systemctl is-system-running --wait", check=False, timeout=timeout)
+    proc = vm.ssh("sudo -n golden-firstboot status --json", check=False, timeout=120)
+    if not proc.stdout.strip():  # exit status 1 with the status printed when the run failed
+        return "absent"
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        return "unreadable"
+    return str((data or {}).get("result") or "not started")
 
 
 def make_seed(directory: Path, name: str, key: SSHKey, roles: list[str]) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
 from goldenimage.commands.verify import Identity, clone_firmwares, collect_boots, others
-from goldenimage.core.errors import GoldenError
+from goldenimage.core.errors import GoldenError, InputError
 from goldenimage.verify.vm import VM
 
 
@@ -36,6 +36,36 @@ def test_all_firmwares_boots_one_clone_per_firmware_and_two_at_least(firmware: l
                                                                      expected: tuple[str, ...]) -> None:
     manifest = {} if firmware is None else {"firmware": firmware}
     assert clone_firmwares(manifest, every=True) == expected
+
+
+@pytest.mark.parametrize(("only", "expected"), [
+    (["uefi"], ("uefi", "uefi")),  # one firmware named: two clones of it, the hygiene suite compares two
+    (["uefi-secureboot", "bios"], ("bios", "uefi-secureboot")),
+    (["uefi", "uefi", "bios"], ("bios", "uefi")),
+])
+def test_firmware_option_boots_the_named_firmwares_only(only: list[str], expected: tuple[str, ...]) -> None:
+    manifest = {"firmware": ["bios", "uefi", "uefi-secureboot"]}
+    assert clone_firmwares(manifest, only=only) == expected
+
+
+def test_firmware_option_refuses_a_firmware_the_artifact_does_not_boot() -> None:
+    with pytest.raises(InputError, match="--firmware uefi: the artifact does not boot it"):
+        clone_firmwares({"firmware": ["bios"]}, only=["uefi"])
+    with pytest.raises(InputError, match="uefi-secureboot"):
+        clone_firmwares({}, only=["bios", "uefi-secureboot"])  # older manifests: BIOS only
+
+
+def test_cli_firmware_option_reaches_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    import goldenimage.commands.verify as verify_mod
+    from goldenimage.cli import build_parser
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(verify_mod, "verify", lambda target, debian, **kw: seen.update(target=target, **kw))
+    args = build_parser().parse_args(["verify", "banking-hardened", "--firmware", "uefi"])
+    assert args.func(args) == 0
+    assert seen == {"target": "banking-hardened", "all_firmwares": False, "firmwares_only": ["uefi"]}
+    with pytest.raises(SystemExit):  # one or the other
+        build_parser().parse_args(["verify", "web", "--firmware", "uefi", "--all-firmwares"])
 
 
 def test_each_clone_is_compared_with_another_one() -> None:

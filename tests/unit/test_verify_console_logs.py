@@ -1,0 +1,74 @@
+"""A failed `golden verify` keeps its clones' console logs: its working folder is removed at the end, and a boot
+that timed out is told apart (starved or stuck) only from the whole console, not from its last lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from goldenimage.bake import store
+from goldenimage.commands import verify as verify_mod
+from goldenimage.core.errors import GoldenError
+
+
+class _Clone:
+    def __init__(self, directory: Path, name: str, firmware: str, console: str | None) -> None:
+        self.name = name
+        self.firmware = firmware
+        self.serial_log = directory / name / f"{name}-serial.log"
+        if console is not None:
+            self.serial_log.parent.mkdir(parents=True, exist_ok=True)
+            self.serial_log.write_text(console)
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_keep_console_logs_copies_each_clone_log_named_for_its_firmware(tmp_path: Path) -> None:
+    clones = [_Clone(tmp_path, "verify-1", "bios", "[  1.0] Linux\n"),
+              _Clone(tmp_path, "verify-2", "uefi-secureboot", None)]  # QEMU never started: no log
+    kept = verify_mod.keep_console_logs(clones, tmp_path / "kept")  # type: ignore[arg-type]
+    assert kept == [tmp_path / "kept" / "verify-1-bios-serial.log"]
+    assert kept[0].read_text() == "[  1.0] Linux\n"
+
+
+def _artifact(tmp_path: Path) -> store.Artifact:
+    images = tmp_path / "images"
+    images.mkdir()
+    manifest = images / "nfs-debian12-x.manifest.json"
+    manifest.write_text(json.dumps({"profile": {"roles": ["nfs"]}, "release": {"number": 12},
+                                    "firmware": ["bios", "uefi", "uefi-secureboot"]}))
+    return store.Artifact(qcow2=images / "nfs-debian12-x.qcow2", sha256_file=images / "nfs-debian12-x.qcow2.sha256",
+                          manifest_file=manifest, key="x")
+
+
+def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    artifact = _artifact(tmp_path)
+    monkeypatch.setattr(store, "resolve", lambda target, debian: artifact)
+    clones: list[_Clone] = []
+
+    def boot(artifact: Any, directory: Path, name: str, key: Any, roles: Any, status_ok: Any,
+             firmware: str = "bios", started: list[Any] | None = None) -> _Clone:
+        clone = _Clone(directory, name, firmware, f"{name} console\ncloud-init: writing host keys\n")
+        clones.append(clone)
+        assert started is not None
+        started.append(clone)
+        if firmware == "uefi-secureboot":
+            raise GoldenError(f"{name}: no SSH after 1200s", hint=f"full console log: {clone.serial_log}")
+        return clone
+
+    monkeypatch.setattr(verify_mod, "_boot", boot)
+    with pytest.raises(GoldenError, match="no SSH") as caught:
+        verify_mod.verify("nfs")
+    kept = sorted((tmp_path / "images" / "verify-logs").glob("nfs-debian12-x-*/*"))
+    assert [p.name for p in kept] == ["verify-1-bios-serial.log", "verify-2-uefi-secureboot-serial.log"]
+    assert kept[1].read_text() == "verify-2 console\ncloud-init: writing host keys\n"
+    # the hint names the kept folder, not the working folder's log that is gone by now
+    assert caught.value.hint == f"console logs of the clones kept in {kept[0].parent}"
+    assert not clones[1].serial_log.exists()
+    assert all(c.stopped for c in clones)
