@@ -13,7 +13,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from goldenimage.apply.apply import apply_host, host_release, parse_converge
+from goldenimage.apply.apply import STALE_CLEANUP, apply_host, host_release, parse_converge
 from goldenimage.apply.cluster import apply_cluster, cluster_summary
 from goldenimage.apply.inventory import InventoryErrors, load_inventory, match_cluster, parse_inventory
 from goldenimage.apply.target import SSHTarget, TargetError, parse_target
@@ -172,13 +172,14 @@ class FakeHost:
     """A transport to a pretend host: answers the commands apply runs, records them and the files shipped."""
 
     def __init__(self, target: SSHTarget, release: int = 12, converge: str = "changed: 0, unchanged: 3\n",
-                 agent_rc: int = 0, unreachable: bool = False, converge_rc: int = 0) -> None:
+                 agent_rc: int = 0, unreachable: bool = False, converge_rc: int = 0, stale: str = "") -> None:
         self.target = target
         self.release = release
         self.converge = converge
         self.agent_rc = agent_rc
         self.unreachable = unreachable
         self.converge_rc = converge_rc
+        self.stale = stale
         self.commands: list[tuple[list[str], bool]] = []
         self.shipped: dict[str, str | bytes] = {}
         self.closed = False
@@ -192,6 +193,8 @@ class FakeHost:
         out, err, rc = "", "", 0
         if argv[:2] == ["sh", "-c"] and "os-release" in argv[2]:
             out = OS_RELEASE[self.release] + "python=3.11\n"
+        elif argv[:3] == ["sh", "-c", STALE_CLEANUP]:
+            out = self.stale
         elif argv[0] == "mktemp":
             out = "/tmp/golden-apply.abcd1234\n"
         elif "converge" in argv:
@@ -242,8 +245,53 @@ def test_apply_renders_for_the_hosts_release_converges_then_runs_the_role_steps(
 
     assert parser().parse_args(run[2:]).rerun is True
     # the probe and mktemp run as the login user; everything else as root; the temporary directory goes
-    assert [root for argv, root in host.commands if argv[0] in ("sh", "mktemp")] == [False, False]
+    assert [root for argv, root in host.commands if argv[0] == "mktemp" or "os-release" in argv[-1]] == [False, False]
     assert host.commands[-1] == (["rm", "-rf", "--", "/tmp/golden-apply.abcd1234"], True)
+
+
+def test_directories_left_by_killed_applies_are_removed_unless_a_process_still_uses_them(tmp_path):
+    """The cleanup script itself, run here: a stale directory goes (with its host.json), one an agent still runs
+    from stays, and so do this apply's own, a symbolic link with a matching name and what it points to."""
+    import getpass
+    import sys
+    import time
+
+    dirs = {name: tmp_path / f"golden-apply.{name}" for name in ("Stale123", "InUse456", "Own78901")}
+    for path in dirs.values():
+        path.mkdir(mode=0o700)
+        (path / "host.json").write_text('{"replication_password": "pw"}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    (tmp_path / "golden-apply.Link0000").symlink_to(elsewhere)
+    # a process whose command line names the directory, as the agent's does
+    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              f"{dirs['InUse456']}/golden-firstboot.pyz", "converge"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and f"{dirs['InUse456']}/".encode() not in \
+                Path(f"/proc/{agent.pid}/cmdline").read_bytes():
+            time.sleep(0.1)
+        proc = subprocess.run(["sh", "-c", STALE_CLEANUP, "sh", str(tmp_path), "golden-apply.*", getpass.getuser(),
+                               str(dirs["Own78901"])], capture_output=True, text=True, timeout=60, check=True)
+    finally:
+        agent.kill()
+        agent.wait()
+    assert proc.stdout.splitlines() == [str(dirs["Stale123"])]
+    assert not dirs["Stale123"].exists()
+    assert dirs["InUse456"].is_dir() and dirs["Own78901"].is_dir()
+    assert (tmp_path / "golden-apply.Link0000").is_symlink() and (elsewhere / "keep").exists()
+
+
+def test_a_stale_directory_removed_is_a_note_not_a_change_and_runs_as_root():
+    host = FakeHost(SSHTarget("h", "debian"), stale="/tmp/golden-apply.OLD00000\n")
+    report = apply_host("h", "web", host)
+    assert report.changes[0] == "note: removed /tmp/golden-apply.OLD00000 (left by an interrupted apply)"
+    assert report.changed == apply_host("h", "web", FakeHost(SSHTarget("h", "debian"))).changed
+    cleanup, = [(argv, root) for argv, root in host.commands if argv[:3] == ["sh", "-c", STALE_CLEANUP]]
+    # only the login user's directories, never this apply's own
+    assert cleanup == (["sh", "-c", STALE_CLEANUP, "sh", "/tmp", "golden-apply.*", "debian",
+                        "/tmp/golden-apply.abcd1234"], True)
 
 
 def test_never_image_only_steps_in_what_apply_converges():
