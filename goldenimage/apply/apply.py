@@ -232,7 +232,7 @@ class HostApply:
             self._role_steps(remote)
         finally:
             try:
-                self.transport.run(["rm", "-rf", "--", remote], check=False)
+                self.transport.run(["rm", "-rf", "--", remote], check=False, cleanup=True)
             except GoldenError:
                 pass  # the host went away: the apply's own error says so
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -183,11 +185,19 @@ class FakeHost:
         self.commands: list[tuple[list[str], bool]] = []
         self.shipped: dict[str, str | bytes] = {}
         self.closed = False
+        self.cancelled = threading.Event()
+        self.cleanups: list[list[str]] = []
+        #: called with the converge's argv before it answers (a test interrupts the run there)
+        self.on_converge: Callable[[FakeHost], None] | None = None
 
     def run(self, argv: Sequence[str], *, root: bool = True, timeout: float = 120.0, check: bool = True,
-            secrets: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
+            secrets: Iterable[str] = (), cleanup: bool = False) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
         self.commands.append((argv, root))
+        if cleanup:
+            self.cleanups.append(argv)
+        elif self.cancelled.is_set():
+            raise GoldenError(f"{self.target}: interrupted")
         if self.unreachable:
             raise GoldenError(f"{self.target}: SSH failed: Connection refused")
         out, err, rc = "", "", 0
@@ -198,6 +208,8 @@ class FakeHost:
         elif argv[0] == "mktemp":
             out = "/tmp/golden-apply.abcd1234\n"
         elif "converge" in argv:
+            if self.on_converge is not None:
+                self.on_converge(self)
             out, rc = self.converge, self.converge_rc
             if rc:
                 err = "golden-firstboot: error: command failed (exit 1): systemctl enable chrony\n" \
@@ -217,6 +229,9 @@ class FakeHost:
     def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = 120.0) -> None:
         for f in files:
             self.shipped[f"{remote_dir}/{f.name}"] = f.read_bytes() if f.suffix == ".pyz" else f.read_text()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
     def close(self) -> None:
         self.closed = True
@@ -359,6 +374,62 @@ def test_one_unreachable_host_fails_alone_and_is_named_in_the_summary(tmp_path):
     apply_cluster(cluster, tmp_path / "inv.yaml", out_dir=tmp_path / "out", options=SSHOptions(), factory=factory,
                   console=Console(file=open("/dev/null", "w")))
     assert json.loads((tmp_path / "out" / "secrets.json").read_text()) == first
+
+
+def test_an_interrupted_cluster_apply_stops_its_hosts_which_remove_their_directories(tmp_path):
+    """Ctrl-C (or SIGTERM, which the CLI turns into the same) while a host converges: that host's commands are
+    cancelled and it removes its temporary directory; a host not started yet never starts; then the interrupt
+    goes on up."""
+    cluster = _cluster(tmp_path)
+    (tmp_path / "inv.yaml").write_text("user: debian\nhosts: {db1: 127.0.0.1:2201, db2: 127.0.0.1:2202}\n")
+    made: dict[str, FakeHost] = {}
+
+    def interrupt_then_wait(host: FakeHost) -> None:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        if host.cancelled.wait(timeout=20):
+            raise GoldenError(f"{host.target}: interrupted")  # what the real transport raises once cancelled
+
+    def factory(target: SSHTarget, options: SSHOptions) -> FakeHost:
+        host = FakeHost(target)
+        if target.port == 2201:
+            host.on_converge = interrupt_then_wait
+        made[str(target.port)] = host
+        return host
+
+    with pytest.raises(KeyboardInterrupt):
+        apply_cluster(cluster, tmp_path / "inv.yaml", out_dir=tmp_path / "out", options=SSHOptions(),
+                      factory=factory, parallel=1, console=Console(file=open("/dev/null", "w")))
+    db1 = made["2201"]
+    assert db1.cancelled.is_set() and not db1.ran("run")
+    assert db1.cleanups == [["rm", "-rf", "--", "/tmp/golden-apply.abcd1234"]] and db1.closed
+    assert "2202" not in made  # queued behind db1 (--parallel 1): never started
+
+
+def test_a_cancelled_transport_refuses_commands_but_cleanups_and_stops_its_connection_only_when_busy(
+        tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):
+        calls.append([str(a) for a in argv])
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr("goldenimage.apply.transport.run", fake_run)
+    with SSHTransport(SSHTarget("h", "debian"), SSHOptions()) as transport:
+        transport._control.touch()  # as if a shared connection were up
+        transport.cancel()
+        assert not any("-O" in argv for argv in calls)  # nothing was running: nothing to stop
+        with pytest.raises(GoldenError, match="interrupted"):
+            transport.run(["python3", "agent.pyz", "converge"])
+        with pytest.raises(GoldenError, match="interrupted"):
+            transport.put([tmp_path / "x"], "/tmp/d")
+        assert calls == []
+        transport.run(["rm", "-rf", "--", "/tmp/golden-apply.x"], cleanup=True)
+        assert calls[-1][-1] == "sudo -n -- rm -rf -- /tmp/golden-apply.x"
+        # a command under way when cancel() comes: the shared connection is stopped (which ends it)
+        transport.cancelled = False
+        with transport._busy_unless(False):
+            transport.cancel()
+        assert calls[-1][calls[-1].index("-O") + 1] == "exit"
 
 
 def test_cluster_apply_with_a_bad_inventory_is_exit_2_before_any_host(tmp_path, capsys):
