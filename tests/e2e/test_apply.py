@@ -131,8 +131,10 @@ def apply_killed_while_dpkg_works(argv: list[str], vm: VM, others: list[VM], tim
     finally:
         kill(proc)
     for guest in (vm, *others):
-        # [g]: the pattern does not match pkill's own command line (nor sudo's)
-        guest.ssh("sudo pkill -KILL -f '[g]olden-firstboot.pyz converge' || true", check=False)
+        # every agent run from an apply's directory (converge, or a host already at its role steps: left running,
+        # it would wait for its peer beside the rerun's); [g], [.]: the pattern matches neither pkill's own command
+        # line nor sudo's
+        guest.ssh("sudo pkill -KILL -f '[g]olden-apply[.][^ ]*/golden-firstboot[.]pyz' || true", check=False)
 
 
 @pytest.fixture
