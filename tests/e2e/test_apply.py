@@ -217,6 +217,10 @@ def test_cluster_apply_sql_pair_to_bare_hosts_killed_midway_then_rerun_replicate
         status, out = golden(capsys, *args)
         assert status == 0, out
         assert "2 of 2 host(s) ok" in out
+        # the killed apply's temporary directory (its host.json holds the cluster's secrets) is gone with the rerun's
+        assert "db1: note: removed /tmp/golden-apply." in out, out
+        for vm in vms.values():
+            assert vm.ssh("ls -d /tmp/golden-apply.* 2>/dev/null || true").stdout.strip() == ""
         assert_replicating(vms["db1"], vms["db2"])
         status, out = golden(capsys, *args)
         # every host changed nothing (the total line; one host's line alone could hide the other's changes)
