@@ -396,9 +396,14 @@ def test_an_interrupted_cluster_apply_stops_its_hosts_which_remove_their_directo
         made[str(target.port)] = host
         return host
 
-    with pytest.raises(KeyboardInterrupt):
-        apply_cluster(cluster, tmp_path / "inv.yaml", out_dir=tmp_path / "out", options=SSHOptions(),
-                      factory=factory, parallel=1, console=Console(file=open("/dev/null", "w")))
+    # SIGINT's own handler: a test run started in a shell's background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            apply_cluster(cluster, tmp_path / "inv.yaml", out_dir=tmp_path / "out", options=SSHOptions(),
+                          factory=factory, parallel=1, console=Console(file=open("/dev/null", "w")))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     db1 = made["2201"]
     assert db1.cancelled.is_set() and not db1.ran("run")
     assert db1.cleanups == [["rm", "-rf", "--", "/tmp/golden-apply.abcd1234"]] and db1.closed
