@@ -40,6 +40,20 @@ SUMMARY = re.compile(r"^(?:changed|would change): (\d+), unchanged: (\d+)(?:, co
 SECRET_WORDS = ("password", "secret", "license_key", "licence_key", "token")
 #: Python 3.7 is the agent's floor (Debian 10).
 PROBE = "cat /etc/os-release; python3 -c 'import sys; print(\"python=%d.%d\" % sys.version_info[:2])' || true"
+#: Where apply keeps the agent, the user-data and the host settings on the host (mktemp -d: 0700, the login user's).
+REMOTE_DIR = "/tmp"
+REMOTE_PREFIX = "golden-apply."
+#: Removes, as root, the temporary directories of earlier applies that were killed before they could (SIGKILL, a
+#: lost connection) and that no running process names (an agent still running from one keeps it); prints each
+#: path removed. $1 the directory, $2 the name pattern, $3 the login user (only its directories), $4 this apply's
+#: own. grep looks for a regular expression with each `.` written `[.]`: it can never find its own command line.
+STALE_CLEANUP = r"""find "$1" -mindepth 1 -maxdepth 1 -type d -name "$2" -user "$3" ! -path "$4" |
+while IFS= read -r d; do
+  pattern=$(printf '%s/' "$d" | sed 's/[.]/[.]/g')
+  grep -qsE -- "$pattern" /proc/[0-9]*/cmdline && continue
+  rm -rf -- "$d" && printf '%s\n' "$d"
+done
+exit 0"""
 
 Phase = Callable[[str], None]
 
@@ -200,10 +214,12 @@ class HostApply:
         self.report.release = release
         profile = resolve(self.profile, release, self.overlays)
         user_data = apply_user_data(profile)
-        remote = self.transport.run(["mktemp", "-d", "/tmp/golden-apply.XXXXXXXX"], root=False).stdout.strip()
-        if not remote.startswith("/tmp/golden-apply."):
+        prefix = f"{REMOTE_DIR}/{REMOTE_PREFIX}"
+        remote = self.transport.run(["mktemp", "-d", prefix + "XXXXXXXX"], root=False).stdout.strip()
+        if not remote.startswith(prefix):
             raise GoldenError(f"{self.transport.target}: mktemp gave {remote!r}")
         try:
+            self._remove_stale(remote)
             if python_version(probe) is None:
                 self._install_python()
             self.phase("shipping the agent")
@@ -216,9 +232,17 @@ class HostApply:
             self._role_steps(remote)
         finally:
             try:
-                self.transport.run(["rm", "-rf", "--", remote], check=False)
+                self.transport.run(["rm", "-rf", "--", remote], check=False, cleanup=True)
             except GoldenError:
                 pass  # the host went away: the apply's own error says so
+
+    def _remove_stale(self, own: str) -> None:
+        """Remove what earlier applies killed midway left in /tmp (their host.json carries the cluster's secrets);
+        each one is a note, not a change of the host."""
+        proc = self.transport.run(["sh", "-c", STALE_CLEANUP, "sh", REMOTE_DIR, REMOTE_PREFIX + "*",
+                                   self.transport.target.user, own], check=False)
+        removed = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith(REMOTE_DIR + "/")]
+        self._record([f"note: removed {path} (left by an interrupted apply)" for path in removed], 0, 0)
 
     def _install_python(self) -> None:
         """A host without python3 (a minimal install) gets Debian's python3 first: the agent needs it."""

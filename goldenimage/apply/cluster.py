@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from rich.console import Console
@@ -23,6 +24,51 @@ TransportFactory = Callable[[SSHTarget, SSHOptions], Transport]
 #: Hosts converged at once by default: SSH sessions are cheap, the hosts do the work.
 DEFAULT_PARALLEL = 8
 REFRESH_PER_SECOND = 2
+#: After Ctrl-C or SIGTERM: how long the hosts get to end their commands and remove their temporary directories
+#: (each is asked again every CANCEL_EVERY seconds: one may have started a command as it was asked).
+CANCEL_GRACE = 180.0
+CANCEL_EVERY = 10.0
+
+
+class Running:
+    """The transports of the hosts being applied, so that an interrupt can reach every one of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._transports: dict[str, Transport] = {}
+        self.cancelled = False
+
+    def add(self, name: str, transport: Transport) -> None:
+        with self._lock:
+            self._transports[name] = transport
+            if self.cancelled:
+                transport.cancel()
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._transports.pop(name, None)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            transports = list(self._transports.values())
+        for transport in transports:
+            transport.cancel()
+
+
+def _interrupt(running: Running, futures: Sequence[Future[HostReport]], grace: float = CANCEL_GRACE,
+               every: float = CANCEL_EVERY) -> None:
+    """Cancel every host (hosts not started yet never start) and wait, bounded, for the started ones to end their
+    commands and remove their temporary directories on the hosts."""
+    for future in futures:
+        future.cancel()
+    waited = 0.0
+    while waited < grace:
+        running.cancel()
+        _, pending = wait(futures, timeout=every)
+        if not pending:
+            return
+        waited += every
 
 
 class Board:
@@ -49,19 +95,21 @@ class Board:
 
 
 def _apply_one(host: HostPlan, inventory: Inventory, base_dir: Path, options: SSHOptions, check: bool,
-               factory: TransportFactory, board: Board) -> HostReport:
+               factory: TransportFactory, board: Board, running: Running) -> HostReport:
     target = inventory.hosts[host.name]
     try:
         transport = factory(target, options)
     except GoldenError as exc:
         report = HostReport(name=host.name, target=str(target), error=exc.message)
     else:
+        running.add(host.name, transport)
         try:
             report = apply_host(host.name, profile_argument(host.profile, base_dir), transport, check=check,
                                 settings=host.settings, phase=lambda p: board.set(host.name, p + "..."))
         except GoldenError as exc:  # a profile error: this host only
             report = HostReport(name=host.name, target=str(target), error=exc.message)
         finally:
+            running.remove(host.name)
             transport.close()
     board.set(host.name, report.summary(check).split(": ", 1)[1] + f" ({report.seconds:.0f}s)")
     return report
@@ -92,17 +140,22 @@ def apply_cluster(
     match_cluster(inventory, [h.name for h in hosts])
     board = Board([h.name for h in hosts], console)
     reports: dict[str, HostReport] = {}
+    running = Running()
     with Live(board.table(), console=console, refresh_per_second=REFRESH_PER_SECOND,
               get_renderable=board.table, transient=False) if console.is_terminal else _NoLive(), \
             ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
         futures = {h.name: pool.submit(_apply_one, h, inventory, cluster_file.parent, options, check, factory,
-                                       board) for h in hosts}
-        for name, future in futures.items():
-            try:
-                reports[name] = future.result()
-            except Exception as exc:  # a bug in one host's apply must not hide the others' results
-                reports[name] = HostReport(name=name, target=str(inventory.hosts[name]),
-                                           error=f"{type(exc).__name__}: {exc}")
+                                       board, running) for h in hosts}
+        try:
+            for name, future in futures.items():
+                try:
+                    reports[name] = future.result()
+                except Exception as exc:  # a bug in one host's apply must not hide the others' results
+                    reports[name] = HostReport(name=name, target=str(inventory.hosts[name]),
+                                               error=f"{type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into this): stop every host, then go
+            _interrupt(running, list(futures.values()))
+            raise
     return [reports[h.name] for h in hosts]
 
 

@@ -12,7 +12,9 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,11 +52,18 @@ class Transport(Protocol):
     target: SSHTarget
 
     def run(self, argv: Sequence[str], *, root: bool = True, timeout: float = SHORT_TIMEOUT,
-            check: bool = True, secrets: Iterable[str] = ()) -> subprocess.CompletedProcess[str]: ...
+            check: bool = True, secrets: Iterable[str] = (), cleanup: bool = False
+            ) -> subprocess.CompletedProcess[str]: ...
 
     def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = SHORT_TIMEOUT) -> None: ...
 
+    def cancel(self) -> None: ...
+
     def close(self) -> None: ...
+
+
+def interrupted(target: SSHTarget) -> GoldenError:
+    return GoldenError(f"{target}: interrupted", hint="apply again: it converges")
 
 
 def remote_command(argv: Sequence[str], *, sudo: bool) -> str:
@@ -110,6 +119,9 @@ class SSHTransport:
         # A short private directory: the socket path must fit in sun_path (108 bytes).
         self._control_dir = Path(tempfile.mkdtemp(prefix="golden-ssh-"))
         self._control = self._control_dir / "c"
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._busy = 0  # commands other than cleanups under way
 
     def __enter__(self) -> SSHTransport:
         return self
@@ -128,11 +140,14 @@ class SSHTransport:
                 *[str(f) for f in files], f"{self.target.scp_host}:{remote_dir}/"]
 
     def run(self, argv: Sequence[str], *, root: bool = True, timeout: float = SHORT_TIMEOUT,
-            check: bool = True, secrets: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
-        """Run argv on the host; CommandError (command, exit status, stderr tail) when it fails and check."""
-        proc = run(self.ssh_argv(argv, root=root), check=False, timeout=timeout, secrets=secrets)
+            check: bool = True, secrets: Iterable[str] = (), cleanup: bool = False
+            ) -> subprocess.CompletedProcess[str]:
+        """Run argv on the host; CommandError (command, exit status, stderr tail) when it fails and check.
+        After cancel() only a cleanup command runs; any other is refused as interrupted."""
+        with self._busy_unless(cleanup):
+            proc = run(self.ssh_argv(argv, root=root), check=False, timeout=timeout, secrets=secrets)
         if proc.returncode == SSH_FAILED:
-            raise ssh_error(self.target, proc.stderr)
+            raise interrupted(self.target) if self.cancelled and not cleanup else ssh_error(self.target, proc.stderr)
         if check and proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-STDERR_TAIL_LINES:])
             for secret in secrets:
@@ -145,16 +160,48 @@ class SSHTransport:
 
     def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = SHORT_TIMEOUT) -> None:
         """Copy files into remote_dir on the host."""
-        proc = run(self.scp_argv(files, remote_dir), check=False, timeout=timeout)
+        with self._busy_unless(False):
+            proc = run(self.scp_argv(files, remote_dir), check=False, timeout=timeout)
         if proc.returncode != 0:
-            raise ssh_error(self.target, proc.stderr, what="copying files")
+            raise interrupted(self.target) if self.cancelled else ssh_error(self.target, proc.stderr,
+                                                                             what="copying files")
 
-    def close(self) -> None:
-        """Stop the shared connection (if one was made) and remove its socket directory."""
+    @contextmanager
+    def _busy_unless(self, cleanup: bool) -> Iterator[None]:
+        """Around a command: refused once cancelled (a cleanup excepted), counted while it runs."""
+        with self._lock:
+            if cleanup:
+                busy = 0
+            elif self.cancelled:
+                raise interrupted(self.target)
+            else:
+                busy = 1
+            self._busy += busy
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= busy
+
+    def cancel(self) -> None:
+        """Interrupt this host's apply from another thread (Ctrl-C or SIGTERM on `golden cluster apply`): no new
+        command starts but a cleanup, and those under way end with the shared connection, stopped while any
+        runs (asked again, it stops one that started as it was asked the first time; a cleanup is left alone)."""
+        with self._lock:
+            self.cancelled = True
+            busy = self._busy
+        if busy:
+            self._stop_master()
+
+    def _stop_master(self) -> None:
         if self._control.exists():
             try:
                 run(["ssh", "-o", f"ControlPath={self._control}", "-O", "exit", "--", self.target.destination],
                     check=False, timeout=10)
             except CommandError:
                 pass
+
+    def close(self) -> None:
+        """Stop the shared connection (if one was made) and remove its socket directory."""
+        self._stop_master()
         shutil.rmtree(self._control_dir, ignore_errors=True)

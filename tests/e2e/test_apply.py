@@ -131,8 +131,10 @@ def apply_killed_while_dpkg_works(argv: list[str], vm: VM, others: list[VM], tim
     finally:
         kill(proc)
     for guest in (vm, *others):
-        # [g]: the pattern does not match pkill's own command line (nor sudo's)
-        guest.ssh("sudo pkill -KILL -f '[g]olden-firstboot.pyz converge' || true", check=False)
+        # every agent run from an apply's directory (converge, or a host already at its role steps: left running,
+        # it would wait for its peer beside the rerun's); [g], [.]: the pattern matches neither pkill's own command
+        # line nor sudo's
+        guest.ssh("sudo pkill -KILL -f '[g]olden-apply[.][^ ]*/golden-firstboot[.]pyz' || true", check=False)
 
 
 @pytest.fixture
@@ -215,6 +217,10 @@ def test_cluster_apply_sql_pair_to_bare_hosts_killed_midway_then_rerun_replicate
         status, out = golden(capsys, *args)
         assert status == 0, out
         assert "2 of 2 host(s) ok" in out
+        # the killed apply's temporary directory (its host.json holds the cluster's secrets) is gone with the rerun's
+        assert "db1: note: removed /tmp/golden-apply." in out, out
+        for vm in vms.values():
+            assert vm.ssh("ls -d /tmp/golden-apply.* 2>/dev/null || true").stdout.strip() == ""
         assert_replicating(vms["db1"], vms["db2"])
         status, out = golden(capsys, *args)
         # every host changed nothing (the total line; one host's line alone could hide the other's changes)

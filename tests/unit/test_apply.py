@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 from rich.console import Console
 
-from goldenimage.apply.apply import apply_host, host_release, parse_converge
+from goldenimage.apply.apply import STALE_CLEANUP, apply_host, host_release, parse_converge
 from goldenimage.apply.cluster import apply_cluster, cluster_summary
 from goldenimage.apply.inventory import InventoryErrors, load_inventory, match_cluster, parse_inventory
 from goldenimage.apply.target import SSHTarget, TargetError, parse_target
@@ -172,29 +174,42 @@ class FakeHost:
     """A transport to a pretend host: answers the commands apply runs, records them and the files shipped."""
 
     def __init__(self, target: SSHTarget, release: int = 12, converge: str = "changed: 0, unchanged: 3\n",
-                 agent_rc: int = 0, unreachable: bool = False, converge_rc: int = 0) -> None:
+                 agent_rc: int = 0, unreachable: bool = False, converge_rc: int = 0, stale: str = "") -> None:
         self.target = target
         self.release = release
         self.converge = converge
         self.agent_rc = agent_rc
         self.unreachable = unreachable
         self.converge_rc = converge_rc
+        self.stale = stale
         self.commands: list[tuple[list[str], bool]] = []
         self.shipped: dict[str, str | bytes] = {}
         self.closed = False
+        self.cancelled = threading.Event()
+        self.cleanups: list[list[str]] = []
+        #: called with the converge's argv before it answers (a test interrupts the run there)
+        self.on_converge: Callable[[FakeHost], None] | None = None
 
     def run(self, argv: Sequence[str], *, root: bool = True, timeout: float = 120.0, check: bool = True,
-            secrets: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
+            secrets: Iterable[str] = (), cleanup: bool = False) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
         self.commands.append((argv, root))
+        if cleanup:
+            self.cleanups.append(argv)
+        elif self.cancelled.is_set():
+            raise GoldenError(f"{self.target}: interrupted")
         if self.unreachable:
             raise GoldenError(f"{self.target}: SSH failed: Connection refused")
         out, err, rc = "", "", 0
         if argv[:2] == ["sh", "-c"] and "os-release" in argv[2]:
             out = OS_RELEASE[self.release] + "python=3.11\n"
+        elif argv[:3] == ["sh", "-c", STALE_CLEANUP]:
+            out = self.stale
         elif argv[0] == "mktemp":
             out = "/tmp/golden-apply.abcd1234\n"
         elif "converge" in argv:
+            if self.on_converge is not None:
+                self.on_converge(self)
             out, rc = self.converge, self.converge_rc
             if rc:
                 err = "golden-firstboot: error: command failed (exit 1): systemctl enable chrony\n" \
@@ -214,6 +229,9 @@ class FakeHost:
     def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = 120.0) -> None:
         for f in files:
             self.shipped[f"{remote_dir}/{f.name}"] = f.read_bytes() if f.suffix == ".pyz" else f.read_text()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
     def close(self) -> None:
         self.closed = True
@@ -242,8 +260,53 @@ def test_apply_renders_for_the_hosts_release_converges_then_runs_the_role_steps(
 
     assert parser().parse_args(run[2:]).rerun is True
     # the probe and mktemp run as the login user; everything else as root; the temporary directory goes
-    assert [root for argv, root in host.commands if argv[0] in ("sh", "mktemp")] == [False, False]
+    assert [root for argv, root in host.commands if argv[0] == "mktemp" or "os-release" in argv[-1]] == [False, False]
     assert host.commands[-1] == (["rm", "-rf", "--", "/tmp/golden-apply.abcd1234"], True)
+
+
+def test_directories_left_by_killed_applies_are_removed_unless_a_process_still_uses_them(tmp_path):
+    """The cleanup script itself, run here: a stale directory goes (with its host.json), one an agent still runs
+    from stays, and so do this apply's own, a symbolic link with a matching name and what it points to."""
+    import getpass
+    import sys
+    import time
+
+    dirs = {name: tmp_path / f"golden-apply.{name}" for name in ("Stale123", "InUse456", "Own78901")}
+    for path in dirs.values():
+        path.mkdir(mode=0o700)
+        (path / "host.json").write_text('{"replication_password": "pw"}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    (tmp_path / "golden-apply.Link0000").symlink_to(elsewhere)
+    # a process whose command line names the directory, as the agent's does
+    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              f"{dirs['InUse456']}/golden-firstboot.pyz", "converge"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and f"{dirs['InUse456']}/".encode() not in \
+                Path(f"/proc/{agent.pid}/cmdline").read_bytes():
+            time.sleep(0.1)
+        proc = subprocess.run(["sh", "-c", STALE_CLEANUP, "sh", str(tmp_path), "golden-apply.*", getpass.getuser(),
+                               str(dirs["Own78901"])], capture_output=True, text=True, timeout=60, check=True)
+    finally:
+        agent.kill()
+        agent.wait()
+    assert proc.stdout.splitlines() == [str(dirs["Stale123"])]
+    assert not dirs["Stale123"].exists()
+    assert dirs["InUse456"].is_dir() and dirs["Own78901"].is_dir()
+    assert (tmp_path / "golden-apply.Link0000").is_symlink() and (elsewhere / "keep").exists()
+
+
+def test_a_stale_directory_removed_is_a_note_not_a_change_and_runs_as_root():
+    host = FakeHost(SSHTarget("h", "debian"), stale="/tmp/golden-apply.OLD00000\n")
+    report = apply_host("h", "web", host)
+    assert report.changes[0] == "note: removed /tmp/golden-apply.OLD00000 (left by an interrupted apply)"
+    assert report.changed == apply_host("h", "web", FakeHost(SSHTarget("h", "debian"))).changed
+    cleanup, = [(argv, root) for argv, root in host.commands if argv[:3] == ["sh", "-c", STALE_CLEANUP]]
+    # only the login user's directories, never this apply's own
+    assert cleanup == (["sh", "-c", STALE_CLEANUP, "sh", "/tmp", "golden-apply.*", "debian",
+                        "/tmp/golden-apply.abcd1234"], True)
 
 
 def test_never_image_only_steps_in_what_apply_converges():
@@ -311,6 +374,67 @@ def test_one_unreachable_host_fails_alone_and_is_named_in_the_summary(tmp_path):
     apply_cluster(cluster, tmp_path / "inv.yaml", out_dir=tmp_path / "out", options=SSHOptions(), factory=factory,
                   console=Console(file=open("/dev/null", "w")))
     assert json.loads((tmp_path / "out" / "secrets.json").read_text()) == first
+
+
+def test_an_interrupted_cluster_apply_stops_its_hosts_which_remove_their_directories(tmp_path):
+    """Ctrl-C (or SIGTERM, which the CLI turns into the same) while a host converges: that host's commands are
+    cancelled and it removes its temporary directory; a host not started yet never starts; then the interrupt
+    goes on up."""
+    cluster = _cluster(tmp_path)
+    (tmp_path / "inv.yaml").write_text("user: debian\nhosts: {db1: 127.0.0.1:2201, db2: 127.0.0.1:2202}\n")
+    made: dict[str, FakeHost] = {}
+
+    def interrupt_then_wait(host: FakeHost) -> None:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        if host.cancelled.wait(timeout=20):
+            raise GoldenError(f"{host.target}: interrupted")  # what the real transport raises once cancelled
+
+    def factory(target: SSHTarget, options: SSHOptions) -> FakeHost:
+        host = FakeHost(target)
+        if target.port == 2201:
+            host.on_converge = interrupt_then_wait
+        made[str(target.port)] = host
+        return host
+
+    # SIGINT's own handler: a test run started in a shell's background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            apply_cluster(cluster, tmp_path / "inv.yaml", out_dir=tmp_path / "out", options=SSHOptions(),
+                          factory=factory, parallel=1, console=Console(file=open("/dev/null", "w")))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    db1 = made["2201"]
+    assert db1.cancelled.is_set() and not db1.ran("run")
+    assert db1.cleanups == [["rm", "-rf", "--", "/tmp/golden-apply.abcd1234"]] and db1.closed
+    assert "2202" not in made  # queued behind db1 (--parallel 1): never started
+
+
+def test_a_cancelled_transport_refuses_commands_but_cleanups_and_stops_its_connection_only_when_busy(
+        tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):
+        calls.append([str(a) for a in argv])
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr("goldenimage.apply.transport.run", fake_run)
+    with SSHTransport(SSHTarget("h", "debian"), SSHOptions()) as transport:
+        transport._control.touch()  # as if a shared connection were up
+        transport.cancel()
+        assert not any("-O" in argv for argv in calls)  # nothing was running: nothing to stop
+        with pytest.raises(GoldenError, match="interrupted"):
+            transport.run(["python3", "agent.pyz", "converge"])
+        with pytest.raises(GoldenError, match="interrupted"):
+            transport.put([tmp_path / "x"], "/tmp/d")
+        assert calls == []
+        transport.run(["rm", "-rf", "--", "/tmp/golden-apply.x"], cleanup=True)
+        assert calls[-1][-1] == "sudo -n -- rm -rf -- /tmp/golden-apply.x"
+        # a command under way when cancel() comes: the shared connection is stopped (which ends it)
+        transport.cancelled = False
+        with transport._busy_unless(False):
+            transport.cancel()
+        assert calls[-1][calls[-1].index("-O") + 1] == "exit"
 
 
 def test_cluster_apply_with_a_bad_inventory_is_exit_2_before_any_host(tmp_path, capsys):
