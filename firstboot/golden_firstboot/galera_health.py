@@ -14,7 +14,8 @@ CONF = "/etc/golden/galera-health.json"
 QUERY = ("SHOW GLOBAL STATUS WHERE Variable_name IN "
          "('wsrep_ready', 'wsrep_local_state', 'wsrep_cluster_status', 'wsrep_local_state_comment');\n")
 MYSQL = ["mysql", "--protocol=socket", "--user=root", "--batch", "--skip-column-names", "--connect-timeout=3"]
-CACHE_SECONDS = 1.0
+POLL_SECONDS = 1.0
+STALE_SECONDS = 10.0
 DONOR = "2"
 SYNCED = "4"
 
@@ -43,7 +44,10 @@ def verdict(status: dict[str, str], donor_ok: bool) -> tuple[bool, bool]:
 
 
 class Checker:
-    """The status, cached for a second."""
+    """The status as a poller last read it. A check is answered at once from that reading and never waits for
+    MariaDB: a donor starved by a state transfer answered its checks in more than HAProxy's 2 s, was marked
+    down and left the SQL pool without a server (HA drill 3). A reading older than STALE_SECONDS counts as
+    down, so a poller that is stuck is not mistaken for a healthy node."""
 
     def __init__(self, donor_ok: bool, read: Callable[[], dict[str, str]] = read_status,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -54,11 +58,23 @@ class Checker:
         self.at = -1e9
         self.status: dict[str, str] = {}
 
+    def refresh(self) -> None:
+        """One reading (the poller's: it may take seconds on a busy node)."""
+        status = self.read()
+        with self.lock:
+            self.status = status
+            self.at = self.clock()
+
+    def poll(self, stop: threading.Event, interval: float = POLL_SECONDS) -> None:
+        """Read the status every `interval` seconds until `stop` is set."""
+        while not stop.is_set():
+            self.refresh()
+            stop.wait(interval)
+
     def current(self) -> dict[str, str]:
         with self.lock:
-            if self.clock() - self.at >= CACHE_SECONDS:
-                self.status = self.read()
-                self.at = self.clock()
+            if self.clock() - self.at > STALE_SECONDS:
+                return {}
             return dict(self.status)
 
     def answer(self, path: str) -> tuple[int, str]:
@@ -74,6 +90,7 @@ def serve(conf_path: str = CONF) -> int:
     with open(conf_path) as handle:
         conf = json.load(handle)
     checker = Checker(bool(conf.get("donor_ok")))
+    threading.Thread(target=checker.poll, args=(threading.Event(),), daemon=True).start()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 -- http.server's name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import socket
@@ -256,6 +257,7 @@ class VM:
         """Wait until SSH accepts the key; seconds since QEMU started. GoldenError with the console tail."""
         deadline = time.monotonic() + timeout
         attempts = int(timeout / SSH_POLL_INTERVAL) + 1
+        last = ""
         for _ in range(attempts):
             self._check_alive()
             probe = self.ssh("true", check=False, timeout=20)
@@ -263,10 +265,25 @@ class VM:
                 elapsed = time.monotonic() - self.started_at
                 info(f"{self.name}: SSH up after {elapsed:.0f}s")
                 return elapsed
+            said = (probe.stderr or "").strip().splitlines()
+            last = said[-1] if said else ""
             if time.monotonic() + SSH_POLL_INTERVAL > deadline:
                 break
             time.sleep(SSH_POLL_INTERVAL)
-        raise self.boot_error(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f}s")
+        # What tells a starved guest (little CPU time) from a stuck one, and a guest without sshd (connection
+        # closed or reset) from one that does not answer at all (timeout).
+        raise self.boot_error(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f}s (last attempt: "
+                              f"{last or 'no error text'}; {self.cpu_seconds():.1f} s of CPU for QEMU so far)")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) QEMU has used so far; 0 when it is not running."""
+        if self._proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_cloud_init(self, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Wait for cloud-init to finish; its exit code must be one the release accepts."""

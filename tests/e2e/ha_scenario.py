@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -247,9 +248,9 @@ def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Dr
     rendered, hosts = render_spec(tmp, cluster_spec(key.public))
     with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
         boot_hosts(net, rendered, hosts, images)
-        net.wait_for_ssh(timeout=BOOT_TIMEOUT)
         drill = Drill(net, rendered, hosts, log)
         with kept_logs(drill, tmp):
+            net.wait_for_ssh(timeout=BOOT_TIMEOUT)
             for name in hosts:
                 wait_firstboot(drill, name)
             prepare(drill)
@@ -258,10 +259,13 @@ def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Dr
 
 def keep_logs(drill: Drill, folder: Path) -> None:
     """What a failed (or passed) drill leaves to read: the client's records and, per running guest, the journal
-    of the units that matter since boot. Best effort: a guest that does not answer is noted, not fatal."""
+    of the units that matter since boot, and every guest's serial console (what a guest without SSH leaves).
+    Best effort: a guest that does not answer is noted, not fatal."""
     folder.mkdir(parents=True, exist_ok=True)
     units = " ".join(f"-u {unit}" for unit in JOURNAL_UNITS)
     for name in list(drill.net.vms):
+        if drill.net[name].serial_log.is_file():
+            shutil.copyfile(drill.net[name].serial_log, folder / f"{name}-console.log")
         if not drill.net[name].running:
             continue
         try:
@@ -339,9 +343,9 @@ def sql_infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterato
         net.memory_mib = OTHER_MEMORY
         net.boot(ClusterHost("client", images["sql-galera"], client_seed(tmp / "client", key.public),
                              "52:54:00:10:00:28", "52:54:00:20:00:28"))
-        net.wait_for_ssh(timeout=BOOT_TIMEOUT)
         drill = Drill(net, rendered, hosts, log)
         with kept_logs(drill, tmp):
+            net.wait_for_ssh(timeout=BOOT_TIMEOUT)
             for name in hosts:
                 wait_firstboot(drill, name)
             drill.sql("db1", "CREATE TABLE IF NOT EXISTS shop.ha_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "

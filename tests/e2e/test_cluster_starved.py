@@ -16,13 +16,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pytest
-import yaml
 
 from goldenimage.commands.bake import bake
-from goldenimage.core.ssh_keys import ephemeral_keypair
-from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import VM
+from tests.e2e.cluster_boot import booted_cluster
 from tests.e2e.test_cluster_sql import assert_replicating, boot, render_sql_cluster, wait_firstboot
 from tests.e2e.test_cluster_web import CLUSTER, through_lb
 
@@ -61,30 +59,19 @@ def assert_settled(vm: VM) -> dict:
 
 
 def test_web_cluster_comes_up_on_a_starved_host(tmp_path):
-    images = {name: bake(name, 12) for name in ("nfs", "web", "lb")}
-    key = ephemeral_keypair(tmp_path)
-    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({**CLUSTER, "ssh_authorized_keys": [key.public]}))
-    render_cluster(tmp_path / "cluster.yaml", tmp_path / "rendered")
-    rendered = json.loads((tmp_path / "rendered" / "hosts.json").read_text())
-    with L2Switch() as switch, ExitStack() as stack:
-        stack.enter_context(cpu_hog())
+    for profile in ("nfs", "web", "lb"):  # baked before the hog starts: booted_cluster then finds them
+        bake(profile, 12)
+    with cpu_hog():
         started = time.monotonic()
-        vms = {}
-        for name in ("nfs1", "web1", "web2", "lb1"):
-            host = rendered[name]
-            vms[name] = stack.enter_context(VM(
-                images[host["profile"]].qcow2, seed=tmp_path / "rendered" / name / "seed.iso", key=key, name=name,
-                mac=host["uplink_mac"], extra_args=switch.netdev_args(host["mac"]), workdir=tmp_path / name,
-                cpus=1, memory_mib=768))
-        for vm in vms.values():
-            vm.wait_for_ssh(timeout=FIRSTBOOT_TIMEOUT)
-        for vm in vms.values():
-            assert_settled(vm)
-        print(f"web cluster settled under the hog in {time.monotonic() - started:.0f} s")
-        assert set(through_lb(vms["lb1"])) == {"ok web1", "ok web2"}
-        assert "10.10.0.30:/srv/nfs/www" in vms["web1"].ssh("findmnt -n -o SOURCE /var/www/html").stdout
-        for name in ("web1", "web2"):
-            assert vms[name].ssh("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/healthz").stdout == "200"
+        with booted_cluster(CLUSTER, tmp_path, ssh_timeout=FIRSTBOOT_TIMEOUT) as vms:
+            for vm in vms.values():
+                assert_settled(vm)
+            print(f"web cluster settled under the hog in {time.monotonic() - started:.0f} s")
+            assert set(through_lb(vms["lb1"])) == {"ok web1", "ok web2"}
+            assert "10.10.0.30:/srv/nfs/www" in vms["web1"].ssh("findmnt -n -o SOURCE /var/www/html").stdout
+            for name in ("web1", "web2"):
+                health = vms[name].ssh("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/healthz").stdout
+                assert health == "200"
 
 
 def test_sql_pair_comes_up_on_a_starved_host(tmp_path):

@@ -6,19 +6,13 @@ Marked `vm` and `cluster_web`: `make test` (CI) and `make test-cluster` run them
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
-import yaml
 
-from goldenimage.commands.bake import bake
-from goldenimage.core.ssh_keys import ephemeral_keypair
-from goldenimage.render.cluster import render_cluster
-from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import VM
+from tests.e2e.cluster_boot import booted_cluster
 from tests.e2e.test_cluster_sql import wait_firstboot
 
 pytestmark = [pytest.mark.vm, pytest.mark.cluster_web]
@@ -41,22 +35,7 @@ CLUSTER = {
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, VM]]:
     """The four hosts, booted once for the module, with their first boot finished."""
-    images = {name: bake(name, 12) for name in ("nfs", "web", "lb")}
-    tmp = tmp_path_factory.mktemp("cluster-web")
-    key = ephemeral_keypair(tmp)
-    (tmp / "cluster.yaml").write_text(yaml.safe_dump({**CLUSTER, "ssh_authorized_keys": [key.public]}))
-    render_cluster(tmp / "cluster.yaml", tmp / "rendered")
-    rendered = json.loads((tmp / "rendered" / "hosts.json").read_text())
-    with L2Switch() as switch, ExitStack() as stack:
-        vms: dict[str, VM] = {}
-        for name in ("nfs1", "web1", "web2", "lb1"):
-            host = rendered[name]
-            vm = VM(images[host["profile"]].qcow2, seed=tmp / "rendered" / name / "seed.iso", key=key, name=name,
-                    mac=host["uplink_mac"], extra_args=switch.netdev_args(host["mac"]), workdir=tmp / name,
-                    cpus=1, memory_mib=768)
-            vms[name] = stack.enter_context(vm)
-        for vm in vms.values():
-            vm.wait_for_ssh(timeout=900)
+    with booted_cluster(CLUSTER, tmp_path_factory.mktemp("cluster-web")) as vms:
         for vm in vms.values():
             wait_firstboot(vm)
         yield vms

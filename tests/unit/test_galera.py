@@ -4,6 +4,7 @@ SQL pool and the keepalived pair in the load balancers' configuration, and the c
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -124,16 +125,50 @@ SYNCED = {"wsrep_ready": "ON", "wsrep_local_state": "4", "wsrep_cluster_status":
 ])
 def test_health_endpoint_passes_only_a_node_that_may_take_sql(status, donor_ok, expected) -> None:
     checker = galera_health.Checker(donor_ok, read=lambda: status)
+    checker.refresh()
     assert (checker.answer("/")[0], checker.answer("/primary")[0]) == expected
 
 
-def test_health_endpoint_asks_mariadb_at_most_once_a_second() -> None:
-    calls, now = [], [100.0]
-    checker = galera_health.Checker(False, read=lambda: calls.append(1) or SYNCED, clock=lambda: now[0])
-    checker.answer("/"), checker.answer("/primary")
-    now[0] += 1.5
-    checker.answer("/")
-    assert len(calls) == 2
+def test_health_endpoint_answers_from_the_last_reading_while_mariadb_is_slow_to_answer() -> None:
+    """A donor busy with a state transfer took over 2 s to answer: a check must not wait for MariaDB."""
+    readers, blocked, release = [], threading.Event(), threading.Event()
+
+    def read() -> dict[str, str]:
+        readers.append(threading.current_thread())
+        if len(readers) > 1:  # the second reading hangs until the test ends
+            blocked.set()
+            release.wait(30)
+        return SYNCED
+
+    checker = galera_health.Checker(False, read=read)
+    assert checker.answer("/")[0] == 503  # nothing read yet
+    stop = threading.Event()
+    poller = threading.Thread(target=checker.poll, args=(stop, 0.01), daemon=True)
+    poller.start()
+    assert blocked.wait(10)
+    codes = [checker.answer("/")[0], checker.answer("/primary")[0]]
+    stop.set(), release.set()
+    poller.join(10)
+    assert codes == [200, 200] and set(readers) == {poller}
+
+
+def test_health_endpoint_counts_a_stale_reading_as_down() -> None:
+    now = [100.0]
+    checker = galera_health.Checker(False, read=lambda: SYNCED, clock=lambda: now[0])
+    checker.refresh()
+    now[0] += galera_health.STALE_SECONDS - 1
+    assert checker.answer("/")[0] == 200
+    now[0] += 2
+    assert checker.answer("/") == (503, "down -\n")
+
+
+def test_health_endpoint_reports_a_mariadb_that_stops_answering_at_the_next_reading() -> None:
+    readings = [{}, SYNCED]
+    checker = galera_health.Checker(False, read=readings.pop)
+    checker.refresh()
+    assert checker.answer("/")[0] == 200
+    checker.refresh()
+    assert checker.answer("/")[0] == 503
 
 
 def test_sql_pool_sends_writes_to_one_node_and_cuts_sessions_of_a_dead_one() -> None:
@@ -144,6 +179,7 @@ def test_sql_pool_sends_writes_to_one_node_and_cuts_sessions_of_a_dead_one() -> 
     text = lb.render_haproxy(settings, {})
     assert "frontend sql\n    bind *:3306\n    mode tcp\n" in text
     assert "on-marked-down shutdown-sessions port 9200" in text
+    assert "    timeout check 5s\n" in text  # a donor slowed by a state transfer is not marked down at 2 s
     assert "    server db1 10.10.0.11:3306 check\n    server db2 10.10.0.12:3306 check  backup\n" in text
     assert "dyn1" not in text  # no spare web slots in a SQL pool
 

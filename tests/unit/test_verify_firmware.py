@@ -132,3 +132,38 @@ def test_a_guest_stopped_from_another_thread_ends_its_wait_at_once(tmp_path: Pat
     vm.stop()  # what collect_boots does to a clone still booting when verify is interrupted
     with pytest.raises(GoldenError, match="stopped while waiting"):
         vm.wait_for_ssh(timeout=600)
+
+
+def test_no_ssh_names_the_last_ssh_error_and_the_guests_cpu_time(tmp_path: Path, monkeypatch) -> None:
+    # a guest without sshd (connection closed) and one that does not answer at all (timeout) need different
+    # fixes; so do a starved guest (little CPU time) and a stuck one
+    import subprocess
+    import time
+
+    from goldenimage.verify import vm as vm_module
+
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"")
+    vm = VM(image, workdir=tmp_path / "vm", name="silent")
+    spinner = subprocess.Popen(["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 30"])
+    try:
+        vm._proc = spinner  # stands in for QEMU: a process that used some CPU
+        monkeypatch.setattr(vm_module, "SSH_POLL_INTERVAL", 0.01)
+        said = iter(["ssh: connect to host 127.0.0.1 port 2222: Connection refused",
+                     "kex_exchange_identification: read: Connection reset by peer\n"
+                     "Connection reset by 127.0.0.1 port 2222"])
+        monkeypatch.setattr(vm, "ssh", lambda *a, **k: subprocess.CompletedProcess([], 255, "", next(said)))
+        for _ in range(200):  # let the spinner use some CPU (bounded: 10 s at most)
+            if vm.cpu_seconds() >= 0.1:
+                break
+            time.sleep(0.05)
+        with pytest.raises(GoldenError) as caught:
+            vm.wait_for_ssh(timeout=0.015)
+    finally:
+        spinner.kill()
+        spinner.wait()
+        vm._proc = None
+    message = str(caught.value)
+    assert "last attempt: Connection reset by 127.0.0.1 port 2222;" in message
+    assert vm.cpu_seconds() == 0.0  # no QEMU, no figure
+    assert float(message.split("; ")[1].split(" s of CPU")[0]) >= 0.1

@@ -71,6 +71,9 @@ def render_haproxy(settings: dict[str, Any], pool: dict[str, dict[str, dict[str,
                     "    option httpchk GET {}".format(backend.get("health_path", "/")),
                     "    http-check expect status 200",
                     "    timeout connect 3s",
+                    # a busy node's answer may take a few seconds; a dead one still fails to connect within
+                    # min(connect, inter)
+                    "    timeout check 5s",
                     "    timeout server 1h",
                     "    default-server inter 2s fall 2 rise 3 on-marked-down shutdown-sessions port {}".format(
                         int(backend.get("check_port", 9200)))]
