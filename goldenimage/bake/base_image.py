@@ -30,7 +30,8 @@ from ..model.releases import Release
 from .disk import FIRMWARE, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
-RECIPE_VERSION = 5  # 4: package layers (issue 11); 5: GPT, BIOS boot partition and ESP, shim + signed GRUB
+#: 4: package layers (issue 11); 5: GPT, BIOS boot partition and ESP, shim + signed GRUB; 6: no_timer_check
+RECIPE_VERSION = 6
 
 MMDEBSTRAP_TIMEOUT = 1800
 #: The file form of a package layer kept as a tree (build_layer_tree).

@@ -63,7 +63,14 @@ EFI_FILES = (
 EFI_GRUB_CFG = "EFI/debian/grub.cfg"
 #: What the artifact boots: BIOS, UEFI, and UEFI with Secure Boot enforced (signed shim, GRUB, kernel).
 FIRMWARE = ("bios", "uefi", "uefi-secureboot")
-SERIAL_CMDLINE = "console=tty0 console=ttyS0,115200n8"
+#: The kernel's command line in every image: the serial console, and `no_timer_check`, as Fedora's and RHEL's
+#: cloud images have it. At boot the kernel checks that the PIT timer interrupt reaches the IO-APIC by
+#: counting ticks in a short busy loop; on a starved virtual CPU (a busy hypervisor, TCG) too few arrive, the
+#: kernel falls back to routing it through the 8259A (ExtINT), and device interrupts are then lost: an HA
+#: drill guest rebooted at load 10 logged "MP-BIOS bug: 8254 timer not connected to IO-APIC ... ExtINT
+#: works", its IDE CD-ROM timed out and its disk's partition read never completed (hung for good). The check
+#: guards against timer wiring bugs of old PC chipsets, not of today's servers or hypervisors.
+SERIAL_CMDLINE = "console=tty0 console=ttyS0,115200n8 no_timer_check"
 
 
 def fstab(uuids: dict[str, str], mounts: Sequence[Mount]) -> str:

@@ -62,7 +62,7 @@ def test_disk_has_gpt_bios_boot_esp_and_ext4(tree: Path, tmp_path: Path) -> None
                      f"UUID={uuids['/boot/efi']} /boot/efi vfat umask=0077 0 2\n")
     grub_cfg = run(["debugfs", "-R", "cat /boot/grub/grub.cfg", fs]).stdout
     assert f"--set=root {fs_uuid}" in grub_cfg and "vmlinuz-6.1.10-cloud-amd64" in grub_cfg
-    assert "console=ttyS0,115200n8" in grub_cfg and "insmod part_gpt" in grub_cfg
+    assert "console=ttyS0,115200n8 no_timer_check" in grub_cfg and "insmod part_gpt" in grub_cfg
     assert "normal.mod" in run(["debugfs", "-R", "ls /boot/grub/i386-pc", fs]).stdout
     assert "efi" in run(["debugfs", "-R", "ls /boot", fs]).stdout
 

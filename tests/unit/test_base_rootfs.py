@@ -72,7 +72,7 @@ def test_resolved_stub_symlink_is_kept(tree: Path) -> None:
 def test_serial_console_survives_update_grub(tree: Path) -> None:
     prepare_rootfs(tree, matrix().get(12), "generic")
     grub = (tree / "etc/default/grub").read_text().splitlines()
-    assert 'GRUB_CMDLINE_LINUX_DEFAULT="console=tty0 console=ttyS0,115200n8"' in grub
+    assert 'GRUB_CMDLINE_LINUX_DEFAULT="console=tty0 console=ttyS0,115200n8 no_timer_check"' in grub
     assert 'GRUB_TERMINAL="console serial"' in grub
     assert "GRUB_DEFAULT=0" in grub and "GRUB_TIMEOUT=5" not in grub
 
