@@ -108,7 +108,11 @@ test: venv ## What CI runs: the fast suite plus the VM tests that prove the poin
 
 .PHONY: test-ha
 test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; kills the active lb, a web node and the SQL writer under load (HA_RATE, HA_DWELL, HA_MAX_SECONDS)
-	$(VENV)/bin/pytest -m ha -v -s
+	$(VENV)/bin/pytest -m ha -v -s tests/e2e/test_ha.py::test_each_single_failure_is_survived_and_repaired_without_a_hand
+
+.PHONY: test-ha-sql
+test-ha-sql: host-tools venv ## the short HA drill: the lb pair and the Galera pair with a mysql client (5 guests); kills the active lb and the SQL writer
+	$(VENV)/bin/pytest -m ha -v -s tests/e2e/test_ha.py::test_lb_pair_and_galera_survive_the_loss_of_the_active_lb_and_of_the_sql_writer
 
 .PHONY: test-apply
 test-apply: host-tools venv ## golden apply to bare guests (the base image + an SSH key): web and the SQL pair on Debian 12, web on 11 (skipped, naming the file, while the mirror cannot build its base)
