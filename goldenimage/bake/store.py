@@ -143,13 +143,37 @@ def resolve(target: str, debian: int | str | None = None, directory: Path | None
     return artifact
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_orphans(directory: Path) -> list[Path]:
+    """Remove the work directories of bakes that were killed outright (SIGKILL, a power loss: no `finally` ran).
+    A bake's work directory carries its process id (.partial-PID-...); one whose process is gone is an orphan
+    (an 8 GB raw disk, a root tree), one whose process lives belongs to a bake still running."""
+    removed = []
+    for work in directory.glob(".partial-*"):
+        pid = work.name.split("-")[1]
+        if work.is_dir() and (not pid.isdigit() or not _alive(int(pid))):
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
+
+
 @contextmanager
 def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Path]:
     """A hidden work directory inside images/ (same filesystem, so the commit is a rename);
-    removed whatever happens."""
+    removed whatever happens, and by the next bake if this process is killed outright."""
     directory = directory or images_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".partial-{prefix}-", dir=directory))
+    sweep_orphans(directory)
+    work = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-{prefix}-", dir=directory))
     try:
         yield work
     finally:
