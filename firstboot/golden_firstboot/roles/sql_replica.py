@@ -59,9 +59,13 @@ def _dump(ctx: Context) -> None:
     tool = (ctx.image.get("release_vars") or {}).get("mariadb_dump", "mariadb-dump")
     # The password goes in a 0600 option file: never in argv, never in the environment.
     ctx.write(CLIENT_CNF, "[client]\npassword={}\n".format(ctx.get("mariadb.replication_password")), 0o600)
+    # --flush-privileges: the dump writes the accounts as rows of the mysql schema, which the server reads only
+    # at a FLUSH PRIVILEGES. Without it, a dump taken while the primary's own first boot was still creating
+    # its accounts made the replica replay a GRANT for an account its import had not made live ("Can't find
+    # any matching row in the user table"), and replication stopped for good.
     argv = [tool, "--defaults-extra-file=" + CLIENT_CNF, "--host=" + host, f"--port={port}",
-            "--user=" + user, "--all-databases", "--single-transaction", "--master-data=1", "--gtid",
-            "--routines", "--events", "--triggers"]
+            "--user=" + user, "--all-databases", "--flush-privileges", "--single-transaction", "--master-data=1",
+            "--gtid", "--routines", "--events", "--triggers"]
 
     def attempt() -> None:
         ctx.write(DUMP, "", 0o600)
