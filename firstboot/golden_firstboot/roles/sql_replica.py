@@ -46,6 +46,19 @@ def wait_primary(ctx: Context) -> bool:
     return False
 
 
+#: What the seed dump holds: every database with its GTID position. --flush-privileges: the dump writes the
+#: accounts as rows of the mysql schema, which a server reads only at a FLUSH PRIVILEGES. Without it, a dump
+#: taken while the primary's own first boot was between CREATE USER and GRANT made the replica replay the
+#: GRANT for an account its import had not made live ("Can't find any matching row in the user table"), and
+#: replication stopped for good (a clean-clone CI run under load).
+DUMP_OPTIONS = ["--all-databases", "--flush-privileges", "--single-transaction", "--master-data=1", "--gtid",
+                "--routines", "--events", "--triggers"]
+#: The import stays out of the replica's binlog: it is the primary's history, not this server's. The dump
+#: recreates the mysql schema's Aria tables and turns NO_ENGINE_SUBSTITUTION off: under an
+#: enforce_storage_engine (hardened hosts) they would silently become InnoDB, so not for this session.
+IMPORT_INIT = "--init-command=SET SESSION sql_log_bin=0, SESSION enforce_storage_engine=NULL"
+
+
 def _dump_complete(ctx: Context) -> bool:
     text = ctx.read(DUMP)
     return text is not None and DUMP_DONE in text[-300:]
@@ -59,13 +72,8 @@ def _dump(ctx: Context) -> None:
     tool = (ctx.image.get("release_vars") or {}).get("mariadb_dump", "mariadb-dump")
     # The password goes in a 0600 option file: never in argv, never in the environment.
     ctx.write(CLIENT_CNF, "[client]\npassword={}\n".format(ctx.get("mariadb.replication_password")), 0o600)
-    # --flush-privileges: the dump writes the accounts as rows of the mysql schema, which the server reads only
-    # at a FLUSH PRIVILEGES. Without it, a dump taken while the primary's own first boot was still creating
-    # its accounts made the replica replay a GRANT for an account its import had not made live ("Can't find
-    # any matching row in the user table"), and replication stopped for good.
     argv = [tool, "--defaults-extra-file=" + CLIENT_CNF, "--host=" + host, f"--port={port}",
-            "--user=" + user, "--all-databases", "--flush-privileges", "--single-transaction", "--master-data=1",
-            "--gtid", "--routines", "--events", "--triggers"]
+            "--user=" + user] + DUMP_OPTIONS
 
     def attempt() -> None:
         ctx.write(DUMP, "", 0o600)
@@ -99,11 +107,7 @@ def _seed(ctx: Context) -> None:
         # It holds nothing but this server's empty start: there are no user databases yet.
         ctx.log("clearing this replica's own binary log before taking the primary's GTID position")
         mysql(ctx, "RESET MASTER;\n")
-    # The import stays out of the replica's binlog: it is the primary's history, not this server's. The dump
-    # recreates the mysql schema's Aria tables and turns NO_ENGINE_SUBSTITUTION off: under an
-    # enforce_storage_engine (hardened hosts) they would silently become InnoDB, so not for this session.
-    ctx.run(MYSQL + ["--init-command=SET SESSION sql_log_bin=0, SESSION enforce_storage_engine=NULL"],
-            stdin_path=ctx.path(DUMP))
+    ctx.run(MYSQL + [IMPORT_INIT], stdin_path=ctx.path(DUMP))
     ctx.write(SEEDED, json.dumps({"primary": _primary(ctx)[0], "finished": time.time()}) + "\n", 0o600)
 
 

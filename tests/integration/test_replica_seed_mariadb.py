@@ -1,0 +1,104 @@
+"""The replica's seed, against two real MariaDB servers on this host (Debian's mariadb-server-core; sockets in
+a temporary folder, no network): the agent's own dump options and import command.
+
+A replica that dumps its primary while the primary's first boot is between CREATE USER and GRANT gets the
+account as rows of the mysql schema and then replays the GRANT from the binlog. The account must be live
+by then, or the GRANT fails ("Can't find any matching row in the user table") and replication stops for good:
+a clean-clone CI run's SQL pair stopped exactly there."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
+
+from golden_firstboot.roles import sql_replica  # isort: skip
+from golden_firstboot.roles.mariadb import MYSQL  # isort: skip
+
+ACCOUNT = "'shop'@'10.10.0.0/255.255.255.0'"
+GRANT = f"GRANT ALL PRIVILEGES ON `shop`.* TO {ACCOUNT};"
+
+
+class Server:
+    """One mariadbd on a socket of its own, with a binlog and GTIDs as the images' servers have."""
+
+    def __init__(self, root: Path, server_id: int) -> None:
+        self.data, self.socket = root / "data", root / "mysqld.sock"
+        subprocess.run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.data}",
+                        "--auth-root-authentication-method=socket", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=300)
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.data}", f"--socket={self.socket}",
+             "--skip-networking", f"--pid-file={root / 'mysqld.pid'}", f"--log-error={root / 'error.log'}",
+             f"--log-bin={root / 'binlog'}", f"--server-id={server_id}", "--innodb-buffer-pool-size=16M"])
+        deadline = time.monotonic() + 120
+        while self.sql("SELECT 1;", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"mariadbd did not start: {(root / 'error.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def client(self) -> list[str]:
+        return [MYSQL[0], f"--socket={self.socket}"] + MYSQL[1:]
+
+    def sql(self, statements: str, check: bool = True, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.client() + list(extra), input=statements, text=True, capture_output=True,
+                              check=check, timeout=120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    if not shutil.which("mariadbd"):
+        pytest.fail("mariadbd is missing: scripts/install-deps installs mariadb-server-core and mariadb-client")
+    made: list[Server] = []
+    try:
+        for number, name in ((1, "primary"), (2, "replica")):
+            (tmp_path / name).mkdir()
+            made.append(Server(tmp_path / name, number))
+        yield made[0], made[1]
+    finally:
+        for server in made:
+            server.stop()
+
+
+def seed_mid_first_boot(primary: Server, replica: Server, options: list[str]) -> subprocess.CompletedProcess[str]:
+    """The primary's first boot stopped between CREATE USER and GRANT, the replica's dump and import, then
+    the GRANT replayed on the replica as its SQL thread would; the GRANT's result."""
+    primary.sql(f"CREATE DATABASE IF NOT EXISTS shop; CREATE USER IF NOT EXISTS {ACCOUNT} IDENTIFIED BY 'pw';")
+    dump = subprocess.run(["mariadb-dump", f"--socket={primary.socket}", "--user=root"] + options,
+                          capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "-- Dump completed" in dump[-300:]
+    subprocess.run(replica.client() + [sql_replica.IMPORT_INIT], input=dump, text=True, capture_output=True,
+                   check=True, timeout=300)
+    primary.sql(GRANT)
+    return replica.sql(GRANT, check=False)
+
+
+def test_an_account_from_the_seed_is_live_when_the_binlog_replays_its_grant(servers):
+    primary, replica = servers
+    replayed = seed_mid_first_boot(primary, replica, sql_replica.DUMP_OPTIONS)
+    assert replayed.returncode == 0, replayed.stderr
+    grants = replica.sql(f"SHOW GRANTS FOR {ACCOUNT};").stdout
+    assert "GRANT ALL PRIVILEGES ON `shop`.*" in grants
+
+
+def test_without_flush_privileges_the_replayed_grant_fails(servers):
+    """The failure the option prevents, shown on the same servers (so the test above can fail)."""
+    primary, replica = servers
+    options = [o for o in sql_replica.DUMP_OPTIONS if o != "--flush-privileges"]
+    replayed = seed_mid_first_boot(primary, replica, options)
+    assert replayed.returncode != 0
+    assert "Can't find any matching row in the user table" in replayed.stderr
