@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import GoldenError, InputError
-from ..core.fs import sha256_file
+from ..core.fs import orphans, sha256_file, work_dir
 from ..core.log import info, step
 from ..core.paths import cache_dir
 from ..core.run import require, run
@@ -425,8 +424,11 @@ def _locked(final: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _tempdir() -> Iterator[Path]:
-    """A scratch dir beside the cache (same filesystem, so the final rename is atomic), always removed."""
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=base_dir()))
+    """A scratch dir beside the cache (same filesystem, so the final rename is atomic), always removed: by this
+    process when it ends, by the next build when this one is killed outright (mmdebstrap's mounts included)."""
+    for orphan in orphans(base_dir(), ".build"):
+        _remove_tree(orphan)
+    tmp = work_dir(base_dir(), ".build")
     try:
         yield tmp
     finally:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..core.errors import InputError
-from ..core.fs import canonical_json, sha256_file, write_atomic
+from ..core.fs import canonical_json, orphans, sha256_file, work_dir, write_atomic
 from ..core.paths import images_dir, shipped
 from ..model.profiles import ResolvedProfile
 from ..model.releases import matrix
@@ -143,26 +142,13 @@ def resolve(target: str, debian: int | str | None = None, directory: Path | None
     return artifact
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        pass
-    return True
-
-
 def sweep_orphans(directory: Path) -> list[Path]:
     """Remove the work directories of bakes that were killed outright (SIGKILL, a power loss: no `finally` ran).
     A bake's work directory carries its process id (.partial-PID-...); one whose process is gone is an orphan
     (an 8 GB raw disk, a root tree), one whose process lives belongs to a bake still running."""
-    removed = []
-    for work in directory.glob(".partial-*"):
-        pid = work.name.split("-")[1]
-        if work.is_dir() and (not pid.isdigit() or not _alive(int(pid))):
-            shutil.rmtree(work, ignore_errors=True)
-            removed.append(work)
+    removed = orphans(directory, ".partial")
+    for work in removed:
+        shutil.rmtree(work, ignore_errors=True)
     return removed
 
 
@@ -173,7 +159,7 @@ def staging(directory: Path | None = None, prefix: str = "build") -> Iterator[Pa
     directory = directory or images_dir()
     directory.mkdir(parents=True, exist_ok=True)
     sweep_orphans(directory)
-    work = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-{prefix}-", dir=directory))
+    work = work_dir(directory, ".partial", prefix)
     try:
         yield work
     finally:

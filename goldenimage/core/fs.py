@@ -1,4 +1,5 @@
-"""File helpers every layer uses: atomic writes, file digests and the canonical JSON that content keys hash."""
+"""File helpers every layer uses: atomic writes, file digests, the canonical JSON that content keys hash, and
+work directories that carry their process id so that the next run can remove those of a killed one."""
 
 from __future__ import annotations
 
@@ -35,3 +36,31 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def work_dir(directory: Path, prefix: str, tag: str = "") -> Path:
+    """A new work directory in `directory`, named PREFIX-PID-[TAG-]...: `orphans` knows it by its process."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-{tag + '-' if tag else ''}", dir=directory))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        pass
+    return True
+
+
+def orphans(directory: Path, prefix: str) -> list[Path]:
+    """The work directories `work_dir(directory, prefix)` made for processes that are gone (killed outright:
+    SIGKILL, a power loss, no `finally` ran). One named before the process id was in the name is an orphan too;
+    one whose process lives belongs to a run still going and is never listed."""
+    found = []
+    for work in sorted(directory.glob(f"{prefix}-*")):
+        pid = work.name[len(prefix) + 1:].split("-")[0]
+        if work.is_dir() and not work.is_symlink() and (not pid.isdigit() or not pid_alive(int(pid))):
+            found.append(work)
+    return found
