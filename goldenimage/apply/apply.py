@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import GoldenError, InputError
+from ..core.fs import scratch
 from ..model.profiles import ResolvedProfile, resolve
 from ..model.releases import matrix
 from ..render.firstboot_bundle import build_zipapp, bundle_commands, bundle_files
@@ -256,7 +256,7 @@ class HostApply:
         self._record(["package python3: installed (the agent's interpreter)"], 1, 0)
 
     def _ship(self, remote: str, user_data: str) -> None:
-        with tempfile.TemporaryDirectory(prefix="golden-apply-") as tmp:
+        with scratch("golden-apply") as tmp:
             local = Path(tmp)
             files = [local / AGENT, local / USER_DATA]
             (local / AGENT).write_bytes(build_zipapp())

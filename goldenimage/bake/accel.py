@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from functools import cache
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.fs import scratch
 from ..core.log import log
 from ..core.run import require, spawn, stop
 
@@ -74,7 +74,7 @@ def probe_kvm(budget: float = KVM_PROBE_BUDGET) -> float | None:
 def run_probe(accel: str, budget: float) -> float | None:
     """Boot the probe disk with `accel`; the probe is always killed when the budget runs out."""
     require("qemu-system-x86_64", purpose="to run virtual machines")
-    with tempfile.TemporaryDirectory(prefix="golden-accel-") as tmp:
+    with scratch("golden-accel") as tmp:
         disk = Path(tmp) / "probe.img"
         disk.write_bytes(probe_disk())
         argv = [

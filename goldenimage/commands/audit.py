@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from ..audit.content import PROFILE_TITLE, Content, content_for
 from ..audit.guest_tools import ToolsDisk, mount_command, tools_disk
 from ..bake import store
 from ..core.errors import GoldenError
+from ..core.fs import scratch
 from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import ephemeral_keypair
@@ -161,7 +161,7 @@ def audit_artifact(
     seconds: dict[str, float] = {}
     scan: oscap_mod.ScanResult | None = None
     lynis_report: lynis_mod.LynisReport | None = None
-    with step(f"Auditing {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-audit-") as tmp:
+    with step(f"Auditing {artifact.qcow2.name}"), scratch("golden-audit") as tmp:
         directory = Path(tmp)
         with step("Preparing the content and the tools disk"):
             content = content_for(release)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 from ..bake import packer_cli
 from ..bake.identity_stub import identity_stub
 from ..core.errors import GoldenError
+from ..core.fs import scratch
 from ..core.run import require, run
 from ..model.profiles import resolve, supported_releases
 from ..model.releases import matrix
@@ -73,7 +73,7 @@ def check_profile(name: str, debian: int, targets: list[Target], identity_url: s
     """Render one profile for one release and every target; check each rendered file."""
     profile = resolve(name, debian, overlays)
     checks: list[Check] = []
-    with tempfile.TemporaryDirectory(prefix="golden-validate-") as tmp:
+    with scratch("golden-validate") as tmp:
         for i, target in enumerate(targets):
             out = Path(tmp) / target.value
             rendered = render(profile, target, out)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import Any
 
 from ..bake import store
 from ..core.errors import GoldenError, InputError
+from ..core.fs import scratch
 from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
@@ -172,7 +172,7 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
     firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
-    with step(f"Verifying {artifact.qcow2.name}"), tempfile.TemporaryDirectory(prefix="golden-verify-") as tmp:
+    with step(f"Verifying {artifact.qcow2.name}"), scratch("golden-verify") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
         started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end

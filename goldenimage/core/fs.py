@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,18 @@ def orphans(directory: Path, prefix: str) -> list[Path]:
         if work.is_dir() and not work.is_symlink() and (not pid.isdigit() or not pid_alive(int(pid))):
             found.append(work)
     return found
+
+
+@contextmanager
+def scratch(prefix: str, directory: Path | None = None) -> Iterator[Path]:
+    """A private temporary directory (0700, in $TMPDIR unless `directory` is given), removed when the block ends,
+    and by the next run with the same prefix when this process is killed outright: what such a directory holds
+    (a throwaway SSH key, a cluster's host data with its passwords, a TLS key) does not stay behind."""
+    directory = directory or Path(tempfile.gettempdir())
+    for orphan in orphans(directory, prefix):
+        shutil.rmtree(orphan, ignore_errors=True)  # another user's is not ours to remove: left as it is
+    work = work_dir(directory, prefix)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

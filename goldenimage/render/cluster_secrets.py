@@ -8,11 +8,11 @@ import os
 import re
 import secrets
 import string
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.fs import scratch
 from ..core.run import require, run
 from ..model.cluster import Cluster, SecretSource
 from ..model.cluster_check import Roles
@@ -45,7 +45,7 @@ def generate_tls_bundle(subject: str = "galera") -> str:
     """A PEM private key (ECDSA P-256) followed by its self-signed certificate: the pair every member of one
     Galera cluster presents and trusts (its own CA). Made in a private temporary directory; nothing logged."""
     require("openssl", purpose="to make the Galera cluster's TLS certificate")
-    with tempfile.TemporaryDirectory(prefix="golden-tls-") as tmp:
+    with scratch("golden-tls") as tmp:
         key, cert = Path(tmp) / "key.pem", Path(tmp) / "cert.pem"
         run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-sha256", "-days", str(TLS_DAYS), "-subj", f"/CN={subject}", "-keyout", key, "-out", cert])
