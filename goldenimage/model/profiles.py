@@ -26,6 +26,7 @@ from ..core.errors import InputError
 from ..core.paths import find_profile_file, profile_dirs
 from ..core.schema import SchemaErrors, schema_error_lines
 from ..core.yamlfile import display_path, read_yaml_mapping
+from . import plesk_install
 from .disk_layout import DiskLayout, layout_size_mib
 from .profile_schema import (
     FILE_NAME,
@@ -324,6 +325,9 @@ def resolve(
     # An error about removals names the last file that removes chrony (an overlay's error names the overlay).
     removers = [p for p, d in [*fragments, *chain, *overlay_data] if "chrony" in d.get("remove_packages", [])]
     _apply_removals(removers[-1] if removers else path, content)
+    if Role.PLESK in roles:  # the installer's command line is built from the role's settings, overlays included
+        plesk = content.get("settings", {}).get("plesk", {})
+        content["vm_bake_commands"] = [*plesk_install.install_commands(plesk), *content.get("vm_bake_commands", [])]
     description = content.pop("description", None) or chain[-1][1].get("description") or ""
     return ResolvedProfile(
         name=path.stem,

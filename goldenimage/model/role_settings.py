@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..core.schema import StrictModel
+from .plesk_install import RELEASE as PLESK_RELEASE
 from .values import AbsPath, Url
 
 SQL_IDENT = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -62,9 +63,14 @@ class NfsSettings(StrictModel):
 
 
 class PleskSettings(StrictModel):
+    """Read at bake time: the installer's address, the release and preset it installs, and a mirror of Plesk's
+    updates server (model/plesk_install.py builds the commands)."""
+
     installer_url: Url | None = None
-    release: Token | None = None
-    installation_type: Token | None = None
+    release: Annotated[str, _check(PLESK_RELEASE, "'current', 'testing', a release id such as PLESK_18_0_71 "
+                                                  "or a version such as 18.0.71")] | None = None
+    installation_type: Literal["Recommended", "Full"] | None = None
+    source: Url | None = None
 
 
 class HardenedSettings(StrictModel):
