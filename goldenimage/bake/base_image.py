@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from ..core.errors import GoldenError, InputError
+from ..core.errors import CommandError, GoldenError, InputError
 from ..core.fs import orphans, sha256_file, work_dir
 from ..core.log import info, step
 from ..core.paths import cache_dir
@@ -293,13 +293,37 @@ def mmdebstrap_argv(release: Release, mirror: str, flavour: str, root: Path, ext
     ]
 
 
+#: apt's line for a file a mirror's index lists but its pool does not serve
+MISSING_FROM_POOL = re.compile(r"Failed to fetch (\S+)\s+404\s+Not Found")
+
+
 def _mmdebstrap(release: Release, mirror: str, flavour: str, root: Path, extra: Sequence[str] = (),
                 packages: Sequence[str] = ()) -> None:
-    run(
-        mmdebstrap_argv(release, mirror, flavour, root, extra, packages),
-        timeout=MMDEBSTRAP_TIMEOUT,
-        hint=f"check that {mirror} serves {release.codename} and that the package names in "
-        "profiles/releases.yaml and the profile's packages exist there",
+    try:
+        run(
+            mmdebstrap_argv(release, mirror, flavour, root, extra, packages),
+            timeout=MMDEBSTRAP_TIMEOUT,
+            hint=f"check that {mirror} serves {release.codename} and that the package names in "
+            "profiles/releases.yaml and the profile's packages exist there",
+        )
+    except CommandError as exc:
+        missing = MISSING_FROM_POOL.search(exc.stderr_tail)
+        if missing is None:
+            raise
+        raise mirror_out_of_step(release, mirror, missing.group(1)) from exc
+
+
+def mirror_out_of_step(release: Release, mirror: str, url: str) -> GoldenError:
+    """The error for a mirror whose index lists a file its pool answers 404 for: no package set can be
+    installed from it, and no retry helps (seen on deb.debian.org's bullseye-security after its LTS ended)."""
+    security = (os.environ.get("GOLDEN_SECURITY_MIRROR") or release.security_mirror).rstrip("/")
+    which, variable = ((f"{security} ({release.security_suite})", "GOLDEN_SECURITY_MIRROR")
+                       if url.startswith(security + "/") else (f"{mirror} ({release.codename})", "GOLDEN_MIRROR"))
+    return GoldenError(
+        f"the mirror {which} lists {url.rsplit('/', 1)[-1]} in its index, but its pool answers 404 Not Found "
+        f"for {url}: the mirror is out of step with its own index, so Debian {release.number} cannot be built "
+        "from it",
+        hint=f"retry once the mirror has caught up, or set {variable} to a complete mirror",
     )
 
 
