@@ -103,7 +103,7 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-ha
@@ -117,6 +117,10 @@ test-ha-sql: host-tools venv ## the short HA drill: the lb pair and the Galera p
 .PHONY: test-apply
 test-apply: host-tools venv ## golden apply to bare guests (the base image + an SSH key): web and the SQL pair on Debian 12, web on 11 (skipped, naming the file, while the mirror cannot build its base)
 	$(VENV)/bin/pytest -m apply -v
+
+.PHONY: test-plesk
+test-plesk: host-tools venv ## plesk's pipeline with a stand-in for Plesk's installer (served on 127.0.0.1): bake with an overlay's settings, verify (plesk suite), licence at first boot
+	$(VENV)/bin/pytest -m plesk -v
 
 .PHONY: test-audit
 test-audit: host-tools venv ## banking-hardened: verify (hardened suite) and the audit end to end, ANSSI >= 45/50, Lynis >= 80 (~45 min under TCG)
