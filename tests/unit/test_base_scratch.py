@@ -13,12 +13,6 @@ import pytest
 from goldenimage.bake import base_image
 
 
-def dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    return int(proc.stdout)
-
-
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GOLDEN_CACHE_DIR", str(tmp_path / "cache"))
@@ -34,8 +28,8 @@ def test_a_scratch_dir_is_named_for_its_process_and_removed_at_the_end(cache: Pa
     assert not list(cache.iterdir())
 
 
-def test_the_next_build_removes_a_killed_builds_scratch_and_leaves_a_running_ones(cache: Path) -> None:
-    orphan, legacy = cache / f".build-{dead_pid()}-abc", cache / ".build-q7x_2k1p"  # legacy: before the pid
+def test_the_next_build_removes_a_killed_builds_scratch_and_leaves_a_running_ones(cache: Path, dead_pid: int) -> None:
+    orphan, legacy = cache / f".build-{dead_pid}-abc", cache / ".build-q7x_2k1p"  # legacy: before the pid
     for work in (orphan, legacy):
         (work / "rootfs" / "etc").mkdir(parents=True)
         (work / "disk.raw").write_bytes(b"x")
@@ -52,12 +46,13 @@ def test_the_next_build_removes_a_killed_builds_scratch_and_leaves_a_running_one
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root (CI runs as root)")
-def test_a_mount_left_in_a_killed_builds_scratch_is_unmounted_never_emptied(cache: Path, tmp_path: Path) -> None:
+def test_a_mount_left_in_a_killed_builds_scratch_is_unmounted_never_emptied(cache: Path, tmp_path: Path,
+                                                                             dead_pid: int) -> None:
     # mmdebstrap bind-mounts the host's /dev into its root tree; here a directory of the test's stands for it
     host_dev = tmp_path / "host-dev"
     host_dev.mkdir()
     (host_dev / "null").write_text("the host's")
-    orphan = cache / f".build-{dead_pid()}-abc"
+    orphan = cache / f".build-{dead_pid}-abc"
     (orphan / "rootfs" / "dev").mkdir(parents=True)
     subprocess.run(["mount", "--bind", str(host_dev), str(orphan / "rootfs" / "dev")], check=True)
     try:

@@ -15,12 +15,6 @@ import pytest
 from goldenimage.core.fs import scratch
 
 
-def dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    return int(proc.stdout)
-
-
 def test_a_scratch_dir_is_private_and_gone_after_the_block_even_on_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), scratch("golden-verify", tmp_path) as tmp:
         assert tmp.name.startswith(f"golden-verify-{os.getpid()}-")
@@ -30,10 +24,10 @@ def test_a_scratch_dir_is_private_and_gone_after_the_block_even_on_error(tmp_pat
     assert not list(tmp_path.iterdir())
 
 
-def test_a_killed_commands_dir_is_removed_by_the_next_one_of_its_kind_only(tmp_path: Path) -> None:
-    killed = tmp_path / f"golden-apply-{dead_pid()}-x1"
+def test_a_killed_commands_dir_is_removed_by_the_next_one_of_its_kind_only(tmp_path: Path, dead_pid: int) -> None:
+    killed = tmp_path / f"golden-apply-{dead_pid}-x1"
     legacy = tmp_path / "golden-apply-k2jd8_qz"  # named by a version before the process id was in the name
-    other_kind = tmp_path / f"golden-tls-{dead_pid()}-x2"  # another command's: its own next run removes it
+    other_kind = tmp_path / f"golden-tls-{dead_pid}-x2"  # another command's: its own next run removes it
     for work in (killed, legacy, other_kind):
         work.mkdir()
         (work / "host.json").write_text('{"sql_root_password": "s3cret"}')

@@ -13,12 +13,6 @@ import pytest
 from goldenimage.bake import store
 
 
-def dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    return int(proc.stdout)
-
-
 def test_a_work_directory_is_removed_when_the_bake_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), store.staging(tmp_path, prefix="k1") as work:
         (work / "disk.raw").write_bytes(b"x")
@@ -27,8 +21,8 @@ def test_a_work_directory_is_removed_when_the_bake_fails(tmp_path: Path) -> None
     assert not list(tmp_path.iterdir())
 
 
-def test_the_next_bake_removes_what_a_killed_bake_left(tmp_path: Path) -> None:
-    orphan = tmp_path / f".partial-{dead_pid()}-k1-abc"
+def test_the_next_bake_removes_what_a_killed_bake_left(tmp_path: Path, dead_pid: int) -> None:
+    orphan = tmp_path / f".partial-{dead_pid}-k1-abc"
     legacy = tmp_path / ".partial-af622812cbe5c874-gjx0vz5b"  # named before the process id was in the name
     for work in (orphan, legacy):
         (work / "root").mkdir(parents=True)
