@@ -58,10 +58,6 @@ class LbSettings(StrictModel):
     max_servers: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 
-class NfsSettings(StrictModel):
-    export_root: AbsPath | None = None
-
-
 class PleskSettings(StrictModel):
     """Read at bake time: the installer's address, the release and preset it installs, and a mirror of Plesk's
     updates server (model/plesk_install.py builds the commands)."""
@@ -96,13 +92,13 @@ class FirstbootSettings(BaseModel):
 
 
 class Settings(StrictModel):
-    """`settings`: a section per role (sql-primary and sql-replica share `mariadb`), and `firstboot`."""
+    """`settings`: a section per role that has image defaults (sql-primary and sql-replica share `mariadb`; nfs
+    has none: its exports are host data), and `firstboot`."""
 
     web: WebSettings | None = None
     mariadb: MariadbSettings | None = None
     galera: GaleraSettings | None = None
     lb: LbSettings | None = None
-    nfs: NfsSettings | None = None
     plesk: PleskSettings | None = None
     hardened: HardenedSettings | None = None
     firstboot: FirstbootSettings | None = None

@@ -201,6 +201,20 @@ def test_keepalived_conf_holds_the_vrrp_password_readable_by_root_only(tmp_path)
     assert "unicast_peer {\n        10.10.0.9" in text
 
 
+def test_binlog_retention_follows_the_images_setting_and_a_change_restarts_mariadb(tmp_path):
+    scenario = load_fixture("sql-primary")
+    run_scenario(scenario, str(tmp_path), runs=1)
+    cnf = tmp_path / "etc/mysql/mariadb.conf.d/61-golden-host.cnf"
+    assert "expire_logs_days = 7\n" in cnf.read_text()  # sql-primary.yaml's default
+    # an overlay's value (settings.mariadb in image.json) over the default: written, and MariaDB restarted
+    scenario["image"]["settings"]["mariadb"]["binlog_expire_days"] = 30
+    (tmp_path / "etc/golden/image.json").write_text(json.dumps(scenario["image"]))
+    fake = FakeHost(str(tmp_path), scenario.get("facts") or {})
+    assert agent.run(fake.context(scenario["image"], scenario["host"]), rerun=True) == 0
+    assert "expire_logs_days = 30\n" in cnf.read_text()
+    assert "systemctl restart mariadb.service" in fake.commands
+
+
 def test_nfs_exports_are_limited_to_the_cluster_network(tmp_path):
     run_scenario(load_fixture("nfs"), str(tmp_path), runs=1)
     lines = (tmp_path / "etc/exports.d/golden.exports").read_text().splitlines()

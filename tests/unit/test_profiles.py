@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import typing
+
 import pytest
 
 from goldenimage.core.errors import InputError
 from goldenimage.model.disk_layout import DiskLayout
 from goldenimage.model.profile_schema import Role
 from goldenimage.model.profiles import list_profiles, merge, resolve
-from tests.conftest import EXAMPLES
+from goldenimage.model.role_settings import Settings
+from tests.conftest import EXAMPLES, ROOT
 
 ALL = ["banking-hardened", "lb", "nfs", "plesk", "sql-galera", "sql-primary", "sql-replica", "web"]
 
@@ -277,3 +281,18 @@ def test_removing_chrony_while_it_is_the_ntp_client_is_rejected(write_yaml):
         resolve(str(p))
     assert "p.yaml: remove_packages: chrony is removed but is the NTP client" in _one_error(e)
     assert "ntp_client: ntp" in (e.value.hint or "")
+
+
+def test_every_image_setting_is_read_by_the_first_boot_agent_or_the_bake():
+    # a key the schema accepts but nothing reads is a setting that silently does nothing (as plesk's installer
+    # settings, nfs.export_root and mariadb.binlog_expire_days once were): refused instead, or made to work
+    readers = [*(ROOT / "firstboot" / "golden_firstboot").rglob("*.py"), ROOT / "goldenimage/model/plesk_install.py"]
+    code = "\n".join(path.read_text() for path in readers)
+    unread = []
+    for section, field in Settings.model_fields.items():
+        if section == "firstboot":  # any key: the agent's own timings, read by name where they apply
+            continue
+        model = next(a for a in typing.get_args(field.annotation) if a is not type(None))
+        unread += [f"settings.{section}.{name}" for name in model.model_fields
+                   if not re.search(rf"[\"'.]{name}[\"'.]", code)]
+    assert unread == []

@@ -116,6 +116,9 @@ def render_host_cnf(ctx: Context) -> str:
         "port         = {}".format(int(ctx.get("mariadb.port", 3306))),
         f"report_host  = {address}",
     ]
+    expire_days = ctx.get("mariadb.binlog_expire_days")
+    if expire_days is not None:  # the image's setting (an overlay's included) over 60-golden.cnf's default
+        lines.append(f"expire_logs_days = {int(expire_days)}")
     return "\n".join(lines) + "\n"
 
 
