@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..core.errors import CommandError, GoldenError
+from ..core.fs import private_dir
 from ..core.run import STDERR_TAIL_LINES, require, run
 from .target import SSHTarget
 
@@ -116,8 +116,9 @@ class SSHTransport:
         require("ssh", "scp", purpose="to apply a profile to a host over SSH")
         self.target = target
         self.options = options or SSHOptions()
-        # A short private directory: the socket path must fit in sun_path (108 bytes).
-        self._control_dir = Path(tempfile.mkdtemp(prefix="golden-ssh-"))
+        # A short private directory: the socket path must fit in sun_path (108 bytes); one a killed apply left
+        # is removed here.
+        self._control_dir = private_dir("golden-ssh")
         self._control = self._control_dir / "c"
         self.cancelled = False
         self._lock = threading.Lock()

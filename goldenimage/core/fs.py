@@ -69,15 +69,21 @@ def orphans(directory: Path, prefix: str) -> list[Path]:
     return found
 
 
+def private_dir(prefix: str, directory: Path | None = None) -> Path:
+    """A new private directory (0700, in $TMPDIR unless `directory` is given) named for this process, once the
+    ones that killed processes left with the same prefix are removed; the caller removes it."""
+    directory = directory or Path(tempfile.gettempdir())
+    for orphan in orphans(directory, prefix):
+        shutil.rmtree(orphan, ignore_errors=True)  # another user's is not ours to remove: left as it is
+    return work_dir(directory, prefix)
+
+
 @contextmanager
 def scratch(prefix: str, directory: Path | None = None) -> Iterator[Path]:
     """A private temporary directory (0700, in $TMPDIR unless `directory` is given), removed when the block ends,
     and by the next run with the same prefix when this process is killed outright: what such a directory holds
     (a throwaway SSH key, a cluster's host data with its passwords, a TLS key) does not stay behind."""
-    directory = directory or Path(tempfile.gettempdir())
-    for orphan in orphans(directory, prefix):
-        shutil.rmtree(orphan, ignore_errors=True)  # another user's is not ours to remove: left as it is
-    work = work_dir(directory, prefix)
+    work = private_dir(prefix, directory)
     try:
         yield work
     finally:

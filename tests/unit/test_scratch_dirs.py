@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,19 @@ def test_a_killed_commands_dir_is_removed_by_the_next_one_of_its_kind_only(tmp_p
     finally:
         running.kill()
         running.wait()
+
+
+def test_apply_removes_an_ssh_control_directory_a_killed_apply_left(tmp_path: Path, dead_pid: int,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from goldenimage.apply.target import parse_target
+    from goldenimage.apply.transport import SSHTransport
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    left = tmp_path / f"golden-ssh-{dead_pid}-k2jd8_qz"
+    left.mkdir()
+    (left / "c").write_text("")  # the ControlMaster socket's path
+    with SSHTransport(parse_target("root@127.0.0.1:2222")) as transport:
+        assert transport._control_dir.parent == tmp_path and not left.exists()
+        assert transport._control_dir.name.startswith(f"golden-ssh-{os.getpid()}-")
+    assert not list(tmp_path.iterdir())
