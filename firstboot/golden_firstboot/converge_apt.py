@@ -1,6 +1,6 @@
 """apt on a live host for the converge engine: `apt-get update` only when something must be installed or the
-sources changed since the engine's last update (at most once per converge), dpkg's lock waited for, an
-interrupted dpkg finished first."""
+sources changed since the engine's last update (at most once per converge), dpkg's and the lists' locks waited
+for, an interrupted dpkg finished first."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ APT_GET = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold"] + WAI
 #: What apt fetches from: the sources and the keys that sign them (files directly in these directories).
 SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/trusted.gpg.d", "/etc/apt/trusted.gpg")
 LISTS = "/var/lib/apt/lists"
+#: The lock `apt-get update` takes (and fails on at once when another apt holds it).
+LISTS_LOCK = LISTS + "/lock"
 #: The converge state's key for the digest of SOURCES at the engine's last successful apt-get update.
 STATE_KEY = "apt_sources"
 
@@ -59,6 +61,9 @@ def apt_update(host: Host) -> None:
     the sources it read are recorded, so a later converge with nothing to install can skip it."""
     if not getattr(host, "apt_updated", False):
         digest = sources_digest(host)
+        # DPkg::Lock::Timeout covers dpkg's lock, not the lists lock `apt-get update` takes, which a boot's
+        # apt-daily (or an update a killed apply started) may hold: apt-get would fail at once. Wait for it.
+        wait_unlocked(host, (LISTS_LOCK,))
         host.run(["apt-get", "-q"] + WAIT_LOCK + ["update"])
         host.apt_updated = True  # type: ignore[attr-defined]
         state = load_state(host)
@@ -81,7 +86,12 @@ LOCK_POLL = 5.0
 def dpkg_busy(host: Host) -> bool:
     """Whether another process holds one of dpkg's locks (a dpkg or apt still running, e.g. one an apply that
     was killed started: it goes on without the agent)."""
-    for name in DPKG_LOCKS:
+    return locked(host, DPKG_LOCKS)
+
+
+def locked(host: Host, names: tuple[str, ...]) -> bool:
+    """Whether another process holds one of these apt or dpkg locks (fcntl record locks)."""
+    for name in names:
         try:
             fd = os.open(host.path(name), os.O_RDWR)
         except OSError:
@@ -100,8 +110,15 @@ def wait_dpkg_idle(host: Host, timeout: float = LOCK_TIMEOUT,
                    sleep: Callable[[float], None] = time.sleep) -> bool:
     """Wait (at most timeout seconds) until no process holds dpkg's locks; whether it is free. dpkg itself,
     unlike apt-get, has no lock timeout: `dpkg --configure -a` fails at once while another dpkg runs."""
+    return wait_unlocked(host, DPKG_LOCKS, timeout, sleep)
+
+
+def wait_unlocked(host: Host, names: tuple[str, ...], timeout: float = LOCK_TIMEOUT,
+                  sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Wait (at most timeout seconds) until no other process holds these locks; whether they are free (when
+    not, the command that needs them fails with apt's own message)."""
     deadline = time.monotonic() + timeout
-    while dpkg_busy(host):
+    while locked(host, names):
         if time.monotonic() >= deadline:
             return False
         sleep(LOCK_POLL)

@@ -139,3 +139,38 @@ def test_an_interrupted_dpkg_still_running_is_waited_for_before_dpkg_configure(h
     assert ["dpkg", "--configure", "-a", "--force-confold"] in host.commands
     assert report.lines[0] == "note: dpkg was interrupted: dpkg --configure -a"
     assert not converge_apt.dpkg_busy(host)
+
+
+def test_apt_get_update_waits_for_the_lists_lock_another_apt_holds(host, monkeypatch):
+    """A freshly booted host's apt-daily (or an update a killed apply started) holds /var/lib/apt/lists/lock:
+    `apt-get update` fails at once on that lock whatever DPkg::Lock::Timeout says, so the converge waits for it."""
+    import subprocess
+    import sys
+
+    from golden_firstboot import converge_apt
+
+    monkeypatch.setattr(converge_apt, "LOCK_POLL", 0.1)
+    lock = host.tree / "var/lib/apt/lists/lock"
+    lock.touch()
+    real_run = host.run
+
+    def run(argv: list[str], check: bool = True, input: str | None = None) -> Result:
+        if argv[0] == "apt-get" and argv[-1] == "update" and converge_apt.locked(host, (converge_apt.LISTS_LOCK,)):
+            # what apt-get update does with a held lists lock
+            raise AssertionError("E: Could not get lock /var/lib/apt/lists/lock. It is held by process 510 (apt-get)")
+        return real_run(argv, check, input)
+
+    host.run = run  # type: ignore[method-assign]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert converge_apt.locked(host, (converge_apt.LISTS_LOCK,))
+        packages(host, ["apache2"])
+    finally:
+        holder.wait(timeout=30)
+    assert host.updates() == 1 and ["apache2"] == [c for c in host.commands if "install" in c][0][-1:]
