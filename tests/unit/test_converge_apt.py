@@ -3,6 +3,10 @@ engine's last update, never on a converge with every package installed and the s
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +59,22 @@ def host(tmp_path: Path) -> AptHost:
     return AptHost(tmp_path)
 
 
+@contextmanager
+def held(lock: Path, seconds: float = 1.5) -> Iterator[None]:
+    """Another process holds `lock` (an fcntl lock, as dpkg and apt take theirs) for `seconds` from entry."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        f"time.sleep({seconds})\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.wait(timeout=30)
+
+
 def packages(host: AptHost, names: list[str], check: bool = False) -> Report:
     """One converge's packages step as the renderer asks for it (package_update and package_upgrade true)."""
     host.apt_updated = False  # a new converge  # type: ignore[attr-defined]
@@ -102,9 +122,6 @@ def test_check_mode_never_updates(host):
 def test_an_interrupted_dpkg_still_running_is_waited_for_before_dpkg_configure(host, monkeypatch):
     """An apply killed while dpkg worked: the dpkg it started may still hold the lock when the next apply comes
     (dpkg, unlike apt-get, does not wait for it): the converge waits, then finishes what is left."""
-    import subprocess
-    import sys
-
     from golden_firstboot import converge_apt
 
     monkeypatch.setattr(converge_apt, "LOCK_POLL", 0.1)
@@ -124,18 +141,9 @@ def test_an_interrupted_dpkg_still_running_is_waited_for_before_dpkg_configure(h
         return real_run(argv, check, input)
 
     host.run = run  # type: ignore[method-assign]
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
-        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held(lock):
         assert converge_apt.dpkg_busy(host)
         report = packages(host, ["apache2"])
-    finally:
-        holder.wait(timeout=30)
     assert ["dpkg", "--configure", "-a", "--force-confold"] in host.commands
     assert report.lines[0] == "note: dpkg was interrupted: dpkg --configure -a"
     assert not converge_apt.dpkg_busy(host)
@@ -144,9 +152,6 @@ def test_an_interrupted_dpkg_still_running_is_waited_for_before_dpkg_configure(h
 def test_apt_get_update_waits_for_the_lists_lock_another_apt_holds(host, monkeypatch):
     """A freshly booted host's apt-daily (or an update a killed apply started) holds /var/lib/apt/lists/lock:
     `apt-get update` fails at once on that lock whatever DPkg::Lock::Timeout says, so the converge waits for it."""
-    import subprocess
-    import sys
-
     from golden_firstboot import converge_apt
 
     monkeypatch.setattr(converge_apt, "LOCK_POLL", 0.1)
@@ -161,16 +166,7 @@ def test_apt_get_update_waits_for_the_lists_lock_another_apt_holds(host, monkeyp
         return real_run(argv, check, input)
 
     host.run = run  # type: ignore[method-assign]
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
-        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held(lock):
         assert converge_apt.locked(host, (converge_apt.LISTS_LOCK,))
         packages(host, ["apache2"])
-    finally:
-        holder.wait(timeout=30)
     assert host.updates() == 1 and ["apache2"] == [c for c in host.commands if "install" in c][0][-1:]
