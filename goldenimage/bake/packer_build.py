@@ -14,6 +14,7 @@ from rich.markup import escape
 from ..core.errors import GoldenError
 from ..core.log import console, info
 from ..core.run import require, spawn, stop
+from .kernel_watch import KernelWatch, group_cpu_seconds
 from .packer_cli import init, packer_env, parse_machine_line
 
 TAIL_LINES = 40
@@ -36,9 +37,14 @@ def serial_tail(path: Path | None, n: int = TAIL_LINES) -> str:
     return "\n".join(lines[-n:])
 
 
+class KvmHang(GoldenError):
+    """Packer's guest hung under KVM before its kernel printed (kernel_watch); the build was stopped."""
+
+
 def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = None,
-                 title: str = "packer build", env: dict[str, str] | None = None) -> None:
-    """Run the build in the template's directory; raise GoldenError with the causes when it fails."""
+                 title: str = "packer build", env: dict[str, str] | None = None, watch_kvm: bool = False) -> None:
+    """Run the build in the template's directory; raise GoldenError with the causes when it fails, KvmHang
+    when `watch_kvm` and its guest hangs under KVM before the kernel (the caller runs it again under TCG)."""
     require("packer", purpose="to bake images")
     init(template)
     argv = ["packer", "build", "-machine-readable", "-color=false", f"-var-file={var_file.name}", template.name]
@@ -50,6 +56,7 @@ def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = No
     current = "starting"
     errors: list[str] = []
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    watch = KernelWatch(serial_log, lambda: group_cpu_seconds(proc.pid)) if watch_kvm and serial_log else None
     try:
         with console.status(f"{title}: {current}") as status:
             while True:
@@ -61,6 +68,9 @@ def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = No
                     break
                 if time.monotonic() - start > BUILD_DEADLINE:
                     raise GoldenError(f"{title}: no result after {BUILD_DEADLINE // 60} minutes; stopped")
+                stalled = watch.stalled() if watch is not None else None
+                if stalled:
+                    raise KvmHang(f"{title}: {stalled}")
                 parsed = parse_machine_line(raw) if raw else None
                 if parsed and parsed.type == "ui" and len(parsed.data) >= 2:
                     kind, text = parsed.data[0], parsed.data[1].rstrip()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ..bake import native, store
-from ..bake.accel import detect_accelerator
+from ..bake.accel import detect_accelerator, fall_back_to_tcg
 from ..bake.base_image import (
     BaseImage,
     base_key,
@@ -19,7 +20,7 @@ from ..bake.base_image import (
     fetch_base,
     resolve_mirror,
 )
-from ..bake.packer_build import packer_build
+from ..bake.packer_build import KvmHang, packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
 from ..core.errors import GoldenError
 from ..core.fs import sha256_file
@@ -154,7 +155,8 @@ def _from_store(key: str, force: bool) -> store.Artifact | None:
 
 def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
     """Packer boots `disk` with the rendered seed, runs the bake scripts and writes work/output/NAME.qcow2
-    (zlib); returns the guest manifest and the accelerator."""
+    (zlib); returns the guest manifest and the accelerator. A guest that hangs under KVM before its kernel
+    prints is baked again under TCG (and the rest of the process uses TCG)."""
     accel = detect_accelerator()
     values = json.loads(rendered.var_file.read_text())
     serial_log = work / "serial.log"
@@ -163,17 +165,26 @@ def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: in
         base_checksum=f"sha256:{disk_sha256}",
         seed_iso=str(rendered.seed_iso),
         output_directory=str(work / "output"),
-        accelerator=accel,
         memory=memory,
         serial_log=str(serial_log),
         manifest_dir=str(work),
         ssh_private_key_file=str(rendered.build_key),
         scripts_dir=str(rendered.directory / "scripts"),
     )
-    rendered.var_file.write_text(json.dumps(values, indent=2) + "\n")
-    info(f"accelerator {accel}; disk {disk.name}")
-    packer_build(rendered.template, rendered.var_file, serial_log=serial_log, title="packer build")
-    return json.loads((work / MANIFEST_FILE).read_text()), accel
+    while True:
+        values["accelerator"] = accel
+        rendered.var_file.write_text(json.dumps(values, indent=2) + "\n")
+        info(f"accelerator {accel}; disk {disk.name}")
+        try:
+            packer_build(rendered.template, rendered.var_file, serial_log=serial_log, title="packer build",
+                         watch_kvm=accel == "kvm")
+        except KvmHang as hang:
+            fall_back_to_tcg(hang.message)
+            info(f"the bake VM hung under KVM ({hang.message}): baking again under TCG, and TCG from now on")
+            shutil.rmtree(work / "output", ignore_errors=True)  # Packer refuses an existing output directory
+            accel = "tcg"
+            continue
+        return json.loads((work / MANIFEST_FILE).read_text()), accel
 
 
 def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: str | None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import socket
@@ -13,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ..bake.accel import detect_accelerator
+from ..bake import kernel_watch
+from ..bake.accel import detect_accelerator, fall_back_to_tcg
+from ..bake.kernel_watch import KernelWatch, process_cpu_seconds
 from ..core.errors import CommandError, GoldenError
 from ..core.log import info, log
 from ..core.run import kill, require, run, spawn, stop
@@ -112,8 +113,10 @@ class VM:
         self.ssh_port = 0
         self.accel = ""
         self.started_at = 0.0
+        self.ssh_up_after = 0.0  # seconds from QEMU's (last) start to SSH answering
         self._proc: subprocess.Popen[str] | None = None
         self._stopped = False
+        self._watch = KernelWatch(self.serial_log, self.cpu_seconds)  # a KVM guest that hangs before its kernel
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class VM:
                 break  # still running: the port was ours
             if "host forwarding" not in self.qemu_log.read_text(errors="replace"):
                 break  # another failure: wait_for_ssh reports it with QEMU's output
+        self._watch.restart()
         info(f"{self.name}: QEMU ({self.accel}) started, SSH on 127.0.0.1:{self.ssh_port}")
         return self
 
@@ -245,6 +249,7 @@ class VM:
             raise GoldenError(f"{self.name}: already running")
         if not self.overlay.is_file():
             raise GoldenError(f"{self.name}: no disk to boot again at {self.overlay}")
+        self.accel = detect_accelerator()  # TCG if another guest hung under KVM meanwhile
         return self._launch()
 
     @property
@@ -254,16 +259,22 @@ class VM:
     # --- waiting --------------------------------------------------------------------------------
 
     def wait_for_ssh(self, timeout: float = 300.0) -> float:
-        """Wait until SSH accepts the key; seconds since QEMU started. GoldenError with the console tail."""
+        """Wait until SSH accepts the key; seconds since QEMU (last) started. A guest that hangs under KVM
+        before its kernel prints is started again under TCG, with `timeout` anew. GoldenError with the
+        console tail."""
         deadline = time.monotonic() + timeout
-        attempts = int(timeout / SSH_POLL_INTERVAL) + 1
         last = ""
-        for _ in range(attempts):
+        while True:
             self._check_alive()
+            stalled = self.kernel_stalled()
+            if stalled:
+                self.restart_under_tcg(stalled)
+                deadline = time.monotonic() + timeout
             probe = self.ssh("true", check=False, timeout=20)
             if probe.returncode == 0:
                 elapsed = time.monotonic() - self.started_at
                 info(f"{self.name}: SSH up after {elapsed:.0f}s")
+                self.ssh_up_after = elapsed
                 return elapsed
             said = (probe.stderr or "").strip().splitlines()
             last = said[-1] if said else ""
@@ -275,15 +286,26 @@ class VM:
         raise self.boot_error(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f}s (last attempt: "
                               f"{last or 'no error text'}; {self.cpu_seconds():.1f} s of CPU for QEMU so far)")
 
+    def kernel_stalled(self) -> str | None:
+        """Why this KVM guest counts as hung before its kernel (kernel_watch), or None."""
+        if self.accel != "kvm" or self._proc is None:
+            return None
+        return self._watch.stalled(kernel_watch.STALL_SECONDS, kernel_watch.STALL_CPU_SECONDS)
+
+    def restart_under_tcg(self, why: str) -> None:
+        """Start the guest again, on the same disk, under TCG; this process's later guests use TCG too."""
+        everywhere = fall_back_to_tcg(why)
+        info(f"{self.name}: hung under KVM ({why}): started again under TCG"
+             + ("; TCG for the rest of this run and this host boot" if everywhere else ""))
+        if self._proc is not None:
+            kill(self._proc)
+            self._proc = None
+        self.accel = "tcg"
+        self._launch()
+
     def cpu_seconds(self) -> float:
         """CPU time (user + system) QEMU has used so far; 0 when it is not running."""
-        if self._proc is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self._proc.pid) if self._proc is not None else 0.0
 
     def wait_cloud_init(self, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Wait for cloud-init to finish; its exit code must be one the release accepts."""

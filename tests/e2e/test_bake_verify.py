@@ -77,6 +77,18 @@ def test_web_bakes_natively_with_no_vm_and_installs_nothing_after_the_package_la
     assert set(resolve(PROFILE, 12).packages) <= set(manifest["packages"])
 
 
+def test_the_accelerator_probe_boots_the_kernel_of_the_package_layer(web_artifact, tmp_path, monkeypatch):
+    """The probe takes its kernel from the package layer the bake left in the cache, and under TCG that kernel
+    boots to the panic that follows its missing root file system: QEMU exits on its own, in seconds."""
+    from goldenimage.bake import accel, probe_kernel
+
+    monkeypatch.delenv("GOLDEN_PROBE_KERNEL", raising=False)
+    kernel = probe_kernel.find_probe_kernel()
+    assert kernel is not None and kernel.name.startswith("vmlinuz-") and "cloud-amd64" in kernel.name
+    result = accel.probe_linux("tcg", kernel, 180.0)
+    assert result.outcome == "booted", result
+
+
 def test_second_bake_returns_the_cached_artifact(web_artifact):
     before = web_artifact.manifest_file.stat().st_mtime_ns
     proc = subprocess.run([sys.executable, "-m", "goldenimage.cli", "build", PROFILE], cwd=ROOT,
