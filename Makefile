@@ -46,6 +46,10 @@ validate: venv ## Render every profile x release x target and check with packer 
 base: host-tools venv ## Build (or reuse) the base image for DEBIAN from the Debian mirror
 	$(GOLDEN) base --debian $(DEBIAN)
 
+.PHONY: doctor
+doctor: venv ## What this build host has and lacks (cores, accelerator and why, QEMU, OVMF, Packer, mirrors, space)
+	$(GOLDEN) doctor
+
 .PHONY: host-tools
 host-tools: ## Check the host tools; as root, install what is missing
 	@missing=""; for t in packer cloud-init mmdebstrap qemu-system-x86_64 qemu-img parted grub-mkimage ssh-keygen; do \

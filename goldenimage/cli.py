@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.audit_cli import add_parser as add_audit_parser
 
     add_audit_parser(sub)
+
+    from .commands.doctor import add_parser as add_doctor_parser
+
+    add_doctor_parser(sub)
     return parser
 
 
