@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..bake import store
 from ..core.errors import GoldenError, InputError
-from ..core.fs import scratch
+from ..core.fs import scratch, write_atomic
 from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
@@ -74,58 +75,113 @@ def clone_firmwares(manifest: dict[str, Any], every: bool = False, only: Sequenc
     return ("bios" if "bios" in firmware else uefi or "bios"), uefi or "bios"
 
 
-def others(identities: list[Identity]) -> list[Identity]:
-    """The clone each clone's hygiene suite is compared with: the next one, the last with the first."""
-    return identities[1:] + identities[:1]
-
-
 def _names(items: tuple[str, ...]) -> str:
     return " and ".join(items) if len(items) <= 2 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
-          status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
+@dataclass
+class CloneResult:
+    """One clone's figures (seconds from its QEMU's start) and its suites' outcome, for the log and bench/verify."""
+
+    name: str
+    firmware: str
+    ssh: float = 0.0  # SSH answered
+    settled: float = 0.0  # cloud-init and the first-boot agent done
+    suites: float = 0.0  # the testinfra suites' own time
+    first_boot: str = ""
+    passed: bool = False
+    output: str = ""
+
+
+@dataclass
+class VerifyReport:
+    artifact: str
+    accelerator: str
+    clones: list[CloneResult]
+    seconds: float = 0.0
+
+
+class _Clone:
+    """One clone's whole run (boot, settle, identity, suites), in its own thread: each clone's suites start as
+    soon as it is up; only the two tests that compare identities wait for the other clone's file."""
+
+    def __init__(self, name: str, firmware: str, directory: Path, other: str) -> None:
+        self.result = CloneResult(name, firmware)
+        self.identity_file = directory / f"identity-{name}.json"
+        self.other_file = directory / f"identity-{other}.json"
+
+    def tell_others(self, data: dict[str, Any]) -> None:
+        write_atomic(self.identity_file, json.dumps(data))
+
+
+def _boot(artifact: store.Artifact, directory: Path, clone: _Clone, key: SSHKey, roles: list[str],
+          status_ok: tuple[int, ...], started: list[VM]) -> VM:
+    name, firmware = clone.result.name, clone.result.firmware
     # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
     vm = boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
                     ssh_timeout=1200, started=started)
     try:
+        clone.result.ssh = vm.ssh_up_after
         # the suites check a settled clone: the first-boot agent starts once cloud-init is done, and on a
         # loaded host its steps (banking-hardened's update-grub: minutes under TCG) were still running
-        result = wait_for_first_boot(vm)
+        clone.result.first_boot = wait_for_first_boot(vm)
+        clone.result.settled = time.monotonic() - vm.started_at
     except BaseException:
         vm.stop()
         raise
-    info(f"{name}: first boot {result} after {time.monotonic() - vm.started_at:.0f}s")
+    info(f"{name}: first boot {clone.result.first_boot} after {clone.result.settled:.0f}s")
     return vm
 
 
-def collect_boots(futures: list[Future[VM]], started: list[VM]) -> tuple[list[VM], list[BaseException]]:
-    """The booted clones and the boot errors, every boot begun waited for (a failed boot cancels those not
-    begun yet). Ctrl-C or SIGTERM while waiting
-    cancels the boots not begun and stops the guests already started (their boot threads then fail at
-    once instead of waiting out their SSH and cloud-init timeouts), then propagates."""
-    vms: list[VM] = []
+def _run_clone(artifact: store.Artifact, directory: Path, clone: _Clone, key: SSHKey, roles: list[str],
+               status_ok: tuple[int, ...], suites: list[Path], started: list[VM], boots: threading.Semaphore) -> None:
+    try:
+        with boots:  # two boots at a time on this kind of machine: a third boots once one of them is up
+            vm = _boot(artifact, directory, clone, key, roles, status_ok, started)
+    except BaseException as exc:
+        # the other clones' hygiene tests wait for this identity: tell them at once that none will come
+        clone.tell_others({"error": f"{clone.result.name} did not boot: {str(exc).splitlines()[0][:200]}"})
+        raise
+    try:
+        mine = identity(vm)
+        clone.tell_others({"host_keys": list(mine.host_keys), "machine_id": mine.machine_id})
+        env = {"GOLDEN_OTHER_IDENTITY_FILE": str(clone.other_file), "GOLDEN_MANIFEST": str(artifact.manifest_file),
+               "GOLDEN_FIRMWARE": vm.firmware}
+        began = time.monotonic()
+        code, clone.result.output = run_suites(vm, suites, env, directory)
+        clone.result.suites = time.monotonic() - began
+        clone.result.passed = code == 0
+    finally:
+        vm.stop()  # done with this clone: the others run on
+    summary = (clone.result.output.strip().splitlines() or ["no output"])[-1]
+    info(f"{clone.result.name} ({vm.firmware}): testinfra {summary} ({clone.result.suites:.0f}s)")
+    if not clone.result.passed:
+        print(f"--- testinfra on {clone.result.name} ({vm.firmware}) ---\n{clone.result.output}", flush=True)
+
+
+def collect(futures: list[Future[None]], started: list[VM]) -> list[BaseException]:
+    """Every clone's run waited for; their errors. Ctrl-C or SIGTERM while waiting stops the guests already
+    started (their threads then fail at once instead of waiting out their SSH and cloud-init timeouts) and
+    propagates."""
     errors: list[BaseException] = []
     try:
         for future in futures:
             try:
-                vms.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - every clone must be stopped, then re-raise
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - every clone must be waited for, then re-raise
                 errors.append(exc)
-                for queued in futures:  # verify fails now: no clone that has not begun booting is worth it
-                    queued.cancel()
     except BaseException:
         for future in futures:
             future.cancel()
         for vm in started:
             vm.stop()
         raise
-    return vms, errors
+    return errors
 
 
-def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path) -> int:
-    """Run testinfra over SSH against the guest; returns pytest's exit status (output shown)."""
-    config = directory / "ssh_config"
+def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path) -> tuple[int, str]:
+    """Run testinfra over SSH against the guest: pytest's exit status and its output."""
+    config = directory / f"ssh_config-{vm.name}"
     # testinfra runs every command over a new ssh unless a ControlPath lets its ControlMaster=auto share one
     # connection: a key exchange costs a TCG guest seconds (19 s each on a loaded 2-core host, 2 s shared)
     config.write_text(
@@ -136,8 +192,8 @@ def run_suites(vm: VM, suites: list[Path], env: dict[str, str], directory: Path)
     argv = [sys.executable, "-m", "pytest", "-q", "-c", str(SUITES_DIR / "pytest.ini"), "--sudo",
             f"--hosts=ssh://{GUEST_USER}@127.0.0.1:{vm.ssh_port}", f"--ssh-config={config}",
             f"--ssh-identity-file={vm.key}", *[str(s) for s in suites]]
-    proc = run(argv, check=False, capture=False, env=env, timeout=1800)
-    return proc.returncode
+    proc = run(argv, check=False, env=env, timeout=1800)
+    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
 
 
 def keep_console_logs(vms: list[VM], dest: Path) -> list[Path]:
@@ -162,46 +218,39 @@ def console_logs_dir(artifact: store.Artifact) -> Path:
 
 
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
-           firmwares_only: Sequence[str] = ()) -> None:
+           firmwares_only: Sequence[str] = ()) -> VerifyReport:
     """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, or once per
-    firmware of `firmwares_only` (twice when one is named), compare identities, run the suites on every clone;
-    GoldenError on failure."""
+    firmware of `firmwares_only` (twice when one is named), compare identities, run the suites on every clone,
+    each clone's as soon as it is up; GoldenError on failure, else each clone's figures."""
     artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
     suites = suites_for(roles)
     firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
+    began = time.monotonic()
     with step(f"Verifying {artifact.qcow2.name}"), scratch("golden-verify") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
         started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end
+        names = [f"verify-{i}" for i in range(1, len(firmwares) + 1)]
+        # each clone's hygiene suite compares it with the next one, the last with the first
+        clones = [_Clone(name, fw, directory, other) for name, fw, other in
+                  zip(names, firmwares, names[1:] + names[:1], strict=True)]
+        boots = threading.Semaphore(2)
         try:
-            # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
-            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
-                    ThreadPoolExecutor(max_workers=2) as pool:
-                futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok,
-                                       fw, started) for i, fw in enumerate(firmwares, start=1)]
-                vms, errors = collect_boots(futures, started)
+            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)}), each tested once it is up"), \
+                    ThreadPoolExecutor(max_workers=len(clones)) as pool:
+                futures = [pool.submit(_run_clone, artifact, directory, clone, key, roles, release.status_wait_ok,
+                                       suites, started, boots) for clone in clones]
+                errors = collect(futures, started)
             if errors:
                 raise errors[0]
-            identities = [identity(vm) for vm in vms]
-            failed = []
-            for vm, other in zip(vms, others(identities), strict=True):
-                env = {
-                    "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
-                                                         "machine_id": other.machine_id}),
-                    "GOLDEN_MANIFEST": str(artifact.manifest_file),
-                    "GOLDEN_FIRMWARE": vm.firmware,
-                }
-                with step(f"testinfra on {vm.name} ({vm.firmware}): {', '.join(s.name for s in suites)}"):
-                    if run_suites(vm, suites, env, directory) != 0:
-                        failed.append(f"{vm.name} ({vm.firmware})")
-                vm.stop()  # done with this clone: the next one runs its suites alone
+            failed = [f"{c.result.name} ({c.result.firmware})" for c in clones if not c.result.passed]
             if failed:
                 raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
-            info(f"verified {artifact.qcow2.name} ({_names(firmwares)})")
+            info(f"verified {artifact.qcow2.name} ({_names(firmwares)}) in {time.monotonic() - began:.0f}s")
         except GoldenError as exc:
             try:
                 kept = keep_console_logs(started, console_logs_dir(artifact))
@@ -216,3 +265,6 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
         finally:
             for vm in started:
                 vm.stop()
+    accel = sorted({vm.accel for vm in started})
+    return VerifyReport(artifact.qcow2.name, "/".join(accel), [c.result for c in clones],
+                        time.monotonic() - began)

@@ -52,8 +52,9 @@ def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_pa
     monkeypatch.setattr(store, "resolve", lambda target, debian: artifact)
     clones: list[_Clone] = []
 
-    def boot(artifact: Any, directory: Path, name: str, key: Any, roles: Any, status_ok: Any,
-             firmware: str = "bios", started: list[Any] | None = None) -> _Clone:
+    def boot(artifact: Any, directory: Path, run: Any, key: Any, roles: Any, status_ok: Any,
+             started: list[Any] | None = None) -> _Clone:
+        name, firmware = run.result.name, run.result.firmware
         clone = _Clone(directory, name, firmware, f"{name} console\ncloud-init: writing host keys\n")
         clones.append(clone)
         assert started is not None
@@ -63,6 +64,8 @@ def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_pa
         return clone
 
     monkeypatch.setattr(verify_mod, "_boot", boot)
+    monkeypatch.setattr(verify_mod, "identity", lambda vm: verify_mod.Identity(("k",), "m"))
+    monkeypatch.setattr(verify_mod, "run_suites", lambda *args: (0, "1 passed"))
     with pytest.raises(GoldenError, match="no SSH") as caught:
         verify_mod.verify("nfs")
     kept = sorted((tmp_path / "images" / "verify-logs").glob("nfs-debian12-x-*/*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import CancelledError
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 
 from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
-from goldenimage.commands.verify import Identity, clone_firmwares, collect_boots, others
+from goldenimage.commands import verify as verify_mod
+from goldenimage.commands.verify import clone_firmwares, collect
 from goldenimage.core.errors import GoldenError, InputError
 from goldenimage.verify.vm import VM
 
@@ -68,10 +70,41 @@ def test_cli_firmware_option_reaches_verify(monkeypatch: pytest.MonkeyPatch) -> 
         build_parser().parse_args(["verify", "web", "--firmware", "uefi", "--all-firmwares"])
 
 
-def test_each_clone_is_compared_with_another_one() -> None:
-    clones = [Identity((f"key{i}",), f"id{i}") for i in range(3)]
-    assert others(clones) == [clones[1], clones[2], clones[0]]
-    assert others(clones[:2]) == [clones[1], clones[0]]
+def test_a_clone_that_fails_to_boot_tells_the_others_at_once(tmp_path: Path, monkeypatch) -> None:
+    """The other clones' hygiene suites wait for this clone's identity file: a failed boot writes an error
+    there, so they fail at once instead of waiting out their bound."""
+    import threading
+
+    clone = verify_mod._Clone("verify-1", "bios", tmp_path, "verify-2")
+    assert clone.other_file == tmp_path / "identity-verify-2.json"
+
+    def no_boot(*args: object, **kwargs: object) -> None:
+        raise GoldenError("verify-1: no SSH on 127.0.0.1:1 after 1200s\n--- serial console ---\nGRUB")
+
+    monkeypatch.setattr(verify_mod, "_boot", no_boot)
+    with pytest.raises(GoldenError):
+        verify_mod._run_clone(None, tmp_path, clone, None, ["web"], (0,), [], [], threading.Semaphore(2))  # type: ignore[arg-type]
+    told = json.loads(clone.identity_file.read_text())
+    assert told == {"error": "verify-1 did not boot: verify-1: no SSH on 127.0.0.1:1 after 1200s"}
+
+
+def test_the_suites_wait_for_the_other_identity_and_fail_on_its_error(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+    import threading
+
+    spec = importlib.util.spec_from_file_location("suites_conftest", verify_mod.SUITES_DIR / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(conftest)  # type: ignore[union-attr]
+    fixture = conftest.other_identity.__wrapped__
+    path = tmp_path / "identity-verify-2.json"
+    monkeypatch.delenv("GOLDEN_OTHER_IDENTITY", raising=False)
+    monkeypatch.setenv("GOLDEN_OTHER_IDENTITY_FILE", str(path))
+    later = threading.Timer(1.5, lambda: path.write_text('{"host_keys": ["k"], "machine_id": "m"}'))
+    later.start()
+    assert fixture() == {"host_keys": ["k"], "machine_id": "m"}  # waited for the file
+    path.write_text('{"error": "verify-2 did not boot"}')
+    with pytest.raises(pytest.fail.Exception, match="verify-2 did not boot"):
+        fixture()
 
 
 def test_built_bases_boot_everything_and_downloaded_ones_bios_only(tmp_path: object) -> None:
@@ -106,13 +139,13 @@ class _FakeFuture:
         return True
 
 
-def test_a_failed_boot_is_collected_the_others_waited_for_and_the_queued_ones_cancelled() -> None:
-    vm, queued = _FakeVM(), _FakeFuture(_FakeVM())
-    booting = _FakeFuture(vm)
-    booting.cancel = lambda: False  # type: ignore[method-assign]  # already running: cannot be cancelled
-    vms, errors = collect_boots([_FakeFuture(GoldenError("no SSH")), booting, queued], [vm])  # type: ignore[list-item]
-    assert vms == [vm] and vm.stopped == 0  # stopped later, with every started clone
-    assert str(errors[0]) == "no SSH" and queued.cancelled and isinstance(errors[1], CancelledError)
+def test_a_failed_clone_is_collected_and_the_others_waited_for() -> None:
+    vm = _FakeVM()
+    running = _FakeFuture(None)
+    running.cancel = lambda: False  # type: ignore[method-assign]  # already running: cannot be cancelled
+    errors = collect([_FakeFuture(GoldenError("no SSH")), running], [vm])  # type: ignore[list-item]
+    assert vm.stopped == 0  # stopped later, with every started clone
+    assert [str(e) for e in errors] == ["no SSH"] and not running.cancelled
 
 
 def test_an_interrupt_while_clones_boot_stops_every_started_guest_at_once() -> None:
@@ -121,7 +154,7 @@ def test_an_interrupt_while_clones_boot_stops_every_started_guest_at_once() -> N
     booting, queued = _FakeVM(), _FakeFuture(None)
     futures = [_FakeFuture(KeyboardInterrupt()), _FakeFuture(booting), queued]
     with pytest.raises(KeyboardInterrupt):
-        collect_boots(futures, [booting])  # type: ignore[arg-type]
+        collect(futures, [booting])  # type: ignore[arg-type]
     assert booting.stopped == 1 and queued.cancelled
 
 
@@ -129,7 +162,7 @@ def test_a_guest_stopped_from_another_thread_ends_its_wait_at_once(tmp_path: Pat
     image = tmp_path / "disk.qcow2"
     image.write_bytes(b"")
     vm = VM(image, workdir=tmp_path / "vm", name="stopped")
-    vm.stop()  # what collect_boots does to a clone still booting when verify is interrupted
+    vm.stop()  # what collect does to a clone still booting when verify is interrupted
     with pytest.raises(GoldenError, match="stopped while waiting"):
         vm.wait_for_ssh(timeout=600)
 

@@ -22,6 +22,7 @@ class _Guest:
         self.returncode = returncode
         self.commands: list[str] = []
         self.started_at = 0.0
+        self.ssh_up_after = 1.0
         self.stopped = False
 
     def ssh(self, cmd: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,9 @@ def test_verify_boot_returns_a_clone_only_once_its_first_boot_settled(monkeypatc
     guest = _Guest('{"result": "done"}')
     monkeypatch.setattr(verify_mod, "boot_clone", lambda *args, **kwargs: guest)
     artifact: Any = type("A", (), {"qcow2": tmp_path / "x.qcow2"})()
-    assert verify_mod._boot(artifact, tmp_path, "verify-1", None, ["hardened"], (0,)) is guest  # type: ignore[arg-type]
+    clone = verify_mod._Clone("verify-1", "bios", tmp_path, "verify-2")
+    assert verify_mod._boot(artifact, tmp_path, clone, None, ["hardened"], (0,), []) is guest  # type: ignore[arg-type]
+    assert clone.result.first_boot == "done"
     assert guest.commands == ["systemctl is-system-running --wait", "sudo -n golden-firstboot status --json"]
     assert not guest.stopped
 
@@ -69,5 +72,6 @@ def test_verify_boot_stops_the_clone_when_the_wait_is_interrupted(monkeypatch: p
     monkeypatch.setattr(verify_mod, "boot_clone", lambda *args, **kwargs: guest)
     artifact: Any = type("A", (), {"qcow2": tmp_path / "x.qcow2"})()
     with pytest.raises(KeyboardInterrupt):
-        verify_mod._boot(artifact, tmp_path, "verify-1", None, ["hardened"], (0,))  # type: ignore[arg-type]
+        clone = verify_mod._Clone("verify-1", "bios", tmp_path, "verify-2")
+        verify_mod._boot(artifact, tmp_path, clone, None, ["hardened"], (0,), [])  # type: ignore[arg-type]
     assert guest.stopped
