@@ -38,6 +38,26 @@ def test_agent_source_parses_as_python_3_7(path):
     ast.parse(path.read_text(), filename=str(path), feature_version=(3, 7))
 
 
+def test_vermin_finds_nothing_newer_than_python_3_7_in_the_agent() -> None:
+    """A static minimum-version check over the whole agent (standard-library functions, modules and keyword
+    arguments newer than 3.7 included, which ast's feature_version does not see); it runs in CI, where no
+    Python 3.7 is installed for the fixture run below."""
+    vermin = Path(sys.executable).parent / "vermin"
+    proc = subprocess.run([str(vermin), "-t=3.7-", "--violations", "--no-tips", "--no-parse-comments", str(AGENT)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_vermin_would_see_a_python_3_8_call(tmp_path: Path) -> None:
+    """The check above can fail: a walrus and math.prod (3.8) are found."""
+    sample = tmp_path / "agent.py"
+    sample.write_text("import math\n\nif (n := math.prod([2, 3])) > 1:\n    print(n)\n")
+    vermin = Path(sys.executable).parent / "vermin"
+    proc = subprocess.run([str(vermin), "-t=3.7-", "--violations", "--no-tips", str(sample)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "3.8" in proc.stdout
+
+
 @pytest.mark.parametrize("path", sorted(AGENT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_agent_imports_only_the_standard_library_and_itself(path):
     outside = []
