@@ -39,6 +39,10 @@ from ..model.releases import Release
 
 ESP_MOUNT = "/boot/efi"
 ESP_OPTIONS = "umask=0077"
+#: systemd waits 90 s for a file system's device, then drops to emergency mode: a Secure Boot clone under TCG on
+#: a host at load 13 timed out so on /boot/efi (its udev was that slow). The partitions are on the boot disk, so
+#: waiting longer is right; the ESP is also `nofail`: a system without its ESP mounted still runs.
+DEVICE_WAIT = "x-systemd.device-timeout=10min"
 #: Modules built into the BIOS core.img: enough to find the root filesystem and read grub.cfg.
 GRUB_MODULES = (
     "biosdisk part_gpt ext2 search search_fs_uuid normal configfile linux serial terminal echo test"
@@ -73,12 +77,17 @@ FIRMWARE = ("bios", "uefi", "uefi-secureboot")
 SERIAL_CMDLINE = "console=tty0 console=ttyS0,115200n8 no_timer_check"
 
 
+def _with_device_wait(options: str, path: str) -> str:
+    return options if path == "/" else f"{options},{DEVICE_WAIT}"  # "/" is mounted by the initramfs
+
+
 def fstab(uuids: dict[str, str], mounts: Sequence[Mount]) -> str:
     """/etc/fstab: every filesystem by UUID; "/" checked first (pass 1), the others after it (pass 2);
     the ESP last when `uuids` has one (its FAT volume id)."""
-    lines = [f"UUID={uuids[m.path]} {m.path} ext4 {m.options} 0 {1 if m.path == '/' else 2}\n" for m in mounts]
+    lines = [f"UUID={uuids[m.path]} {m.path} ext4 {_with_device_wait(m.options, m.path)} 0 {1 if m.path == '/' else 2}\n"
+             for m in mounts]
     if ESP_MOUNT in uuids:
-        lines.append(f"UUID={uuids[ESP_MOUNT]} {ESP_MOUNT} vfat {ESP_OPTIONS} 0 2\n")
+        lines.append(f"UUID={uuids[ESP_MOUNT]} {ESP_MOUNT} vfat {ESP_OPTIONS},nofail,{DEVICE_WAIT} 0 2\n")
     return "".join(lines)
 
 

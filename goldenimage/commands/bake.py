@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..bake import disk as disk_recipe
 from ..bake import native, store
 from ..bake.accel import detect_accelerator, fall_back_to_tcg
 from ..bake.base_image import (
@@ -99,7 +100,8 @@ def native_key(profile: ResolvedProfile, layer: BaseImage) -> str:
     vm_pass = bool(profile.content.get("vm_bake_commands"))
     template: dict[str, Any] = {"route": "native"}
     user_data = bake_user_data(profile, None, vm_commands=False)
-    scripts = {"native.py": Path(native.__file__).read_text()}
+    # the disk's recipe too: a change to its fstab or GRUB setup must give a new artifact, not the stored one
+    scripts = {"native.py": Path(native.__file__).read_text(), "disk.py": Path(disk_recipe.__file__).read_text()}
     if vm_pass:
         template["vm_pass"], _ = render_template(profile, Target.QEMU, required_plugins=supports_required_plugins())
         user_data += render_vm_pass_user_data(profile, KEY_PLACEHOLDER)

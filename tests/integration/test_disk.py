@@ -59,7 +59,7 @@ def test_disk_has_gpt_bios_boot_esp_and_ext4(tree: Path, tmp_path: Path) -> None
     fs = f"{raw}?offset={PART_OFFSET}"
     fstab = run(["debugfs", "-R", "cat /etc/fstab", fs]).stdout
     assert fstab == (f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n"
-                     f"UUID={uuids['/boot/efi']} /boot/efi vfat umask=0077 0 2\n")
+                     f"UUID={uuids['/boot/efi']} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10min 0 2\n")
     grub_cfg = run(["debugfs", "-R", "cat /boot/grub/grub.cfg", fs]).stdout
     assert f"--set=root {fs_uuid}" in grub_cfg and "vmlinuz-6.1.10-cloud-amd64" in grub_cfg
     assert "console=ttyS0,115200n8 no_timer_check" in grub_cfg and "insmod part_gpt" in grub_cfg

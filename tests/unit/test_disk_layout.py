@@ -60,14 +60,15 @@ def test_fstab_mounts_by_uuid_with_anssi_options() -> None:
     uuids = {m.path: f"uuid-{m.label}" for m in SEPARATE}
     assert fstab(uuids, SEPARATE).splitlines() == [
         "UUID=uuid-root / ext4 errors=remount-ro 0 1",
-        "UUID=uuid-var /var ext4 nodev,nosuid 0 2",
-        "UUID=uuid-var-log /var/log ext4 nodev,nosuid,noexec 0 2",
-        "UUID=uuid-var-log-audit /var/log/audit ext4 nodev,nosuid,noexec 0 2",
-        "UUID=uuid-home /home ext4 nodev,nosuid,noexec 0 2",
-        "UUID=uuid-tmp /tmp ext4 nodev,nosuid,noexec 0 2",
+        "UUID=uuid-var /var ext4 nodev,nosuid,x-systemd.device-timeout=10min 0 2",
+        "UUID=uuid-var-log /var/log ext4 nodev,nosuid,noexec,x-systemd.device-timeout=10min 0 2",
+        "UUID=uuid-var-log-audit /var/log/audit ext4 nodev,nosuid,noexec,x-systemd.device-timeout=10min 0 2",
+        "UUID=uuid-home /home ext4 nodev,nosuid,noexec,x-systemd.device-timeout=10min 0 2",
+        "UUID=uuid-tmp /tmp ext4 nodev,nosuid,noexec,x-systemd.device-timeout=10min 0 2",
     ]
     uuids["/boot/efi"] = "ABCD-1234"
-    assert fstab(uuids, SEPARATE).splitlines()[-1] == "UUID=ABCD-1234 /boot/efi vfat umask=0077 0 2"
+    assert fstab(uuids, SEPARATE).splitlines()[-1] == (
+        "UUID=ABCD-1234 /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10min 0 2")
 
 
 def test_every_parent_comes_before_its_children() -> None:
