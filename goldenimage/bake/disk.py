@@ -84,8 +84,8 @@ def _with_device_wait(options: str, path: str) -> str:
 def fstab(uuids: dict[str, str], mounts: Sequence[Mount]) -> str:
     """/etc/fstab: every filesystem by UUID; "/" checked first (pass 1), the others after it (pass 2);
     the ESP last when `uuids` has one (its FAT volume id)."""
-    lines = [f"UUID={uuids[m.path]} {m.path} ext4 {_with_device_wait(m.options, m.path)} 0 {1 if m.path == '/' else 2}\n"
-             for m in mounts]
+    lines = [f"UUID={uuids[m.path]} {m.path} ext4 {_with_device_wait(m.options, m.path)} "
+             f"0 {1 if m.path == '/' else 2}\n" for m in mounts]
     if ESP_MOUNT in uuids:
         lines.append(f"UUID={uuids[ESP_MOUNT]} {ESP_MOUNT} vfat {ESP_OPTIONS},nofail,{DEVICE_WAIT} 0 2\n")
     return "".join(lines)

@@ -6,6 +6,7 @@ cloud-init, and run the role's testinfra suites over SSH on every clone."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import threading
@@ -79,6 +80,19 @@ def _names(items: tuple[str, ...]) -> str:
     return " and ".join(items) if len(items) <= 2 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+#: clones booting at once: more only share the same cores
+BOOTS_AT_ONCE = 2
+
+
+def clone_cpus() -> int:
+    """vCPUs per clone: the host's cores shared by the clones that boot at once, no more. Under TCG every vCPU
+    is a host thread: two 2-vCPU clones on two cores spent their time switching (GOLDEN_VERIFY_CPUS overrides)."""
+    forced = os.environ.get("GOLDEN_VERIFY_CPUS", "").strip()
+    if forced.isdigit() and int(forced) > 0:
+        return int(forced)
+    return max(1, (os.cpu_count() or 2) // BOOTS_AT_ONCE)
+
+
 @dataclass
 class CloneResult:
     """One clone's figures (seconds from its QEMU's start) and its suites' outcome, for the log and bench/verify."""
@@ -119,7 +133,7 @@ def _boot(artifact: store.Artifact, directory: Path, clone: _Clone, key: SSHKey,
     name, firmware = clone.result.name, clone.result.firmware
     # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
     vm = boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
-                    ssh_timeout=1200, started=started)
+                    ssh_timeout=1200, started=started, cpus=clone_cpus())
     try:
         clone.result.ssh = vm.ssh_up_after
         # the suites check a settled clone: the first-boot agent starts once cloud-init is done, and on a
@@ -237,7 +251,7 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
         # each clone's hygiene suite compares it with the next one, the last with the first
         clones = [_Clone(name, fw, directory, other) for name, fw, other in
                   zip(names, firmwares, names[1:] + names[:1], strict=True)]
-        boots = threading.Semaphore(2)
+        boots = threading.Semaphore(BOOTS_AT_ONCE)
         try:
             with step(f"Booting {len(firmwares)} clones ({_names(firmwares)}), each tested once it is up"), \
                     ThreadPoolExecutor(max_workers=len(clones)) as pool:

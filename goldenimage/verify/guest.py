@@ -36,13 +36,14 @@ def standalone_settings(roles: list[str]) -> dict[str, Any]:
 
 def boot_clone(image: Path, directory: Path, name: str, key: SSHKey, roles: list[str], status_ok: tuple[int, ...],
                *, firmware: str = "bios", workdir: Path | None = None, extra_args: Sequence[str] = (),
-               ssh_timeout: float = 600, cloud_init_timeout: float = 900, started: list[VM] | None = None) -> VM:
+               ssh_timeout: float = 600, cloud_init_timeout: float = 900, started: list[VM] | None = None,
+               cpus: int = 2) -> VM:
     """Boot a throw-away clone of an artifact with a fresh seed and wait for SSH and cloud-init; the VM is
     running when this returns (the caller stops it) and stopped when the wait fails. `started` gets the VM
     before QEMU starts, so that an interrupt in another thread can stop it while it boots."""
     seed = make_seed(directory, name, key, roles)
     vm = VM(image, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
-            workdir=workdir or directory / name, firmware=firmware, extra_args=list(extra_args))
+            workdir=workdir or directory / name, firmware=firmware, extra_args=list(extra_args), cpus=cpus)
     if started is not None:
         started.append(vm)
     vm.start()
