@@ -162,6 +162,7 @@ def _run_clone(artifact: store.Artifact, directory: Path, clone: _Clone, key: SS
         env = {"GOLDEN_OTHER_IDENTITY_FILE": str(clone.other_file), "GOLDEN_MANIFEST": str(artifact.manifest_file),
                "GOLDEN_FIRMWARE": vm.firmware}
         began = time.monotonic()
+        info(f"{clone.result.name} ({vm.firmware}): testinfra {', '.join(s.name for s in suites)}")
         code, clone.result.output = run_suites(vm, suites, env, directory)
         clone.result.suites = time.monotonic() - began
         clone.result.passed = code == 0
