@@ -115,3 +115,20 @@ def test_the_shipped_example_has_a_monitoring_section_that_renders(tmp_path: Pat
     from tests.conftest import EXAMPLES
 
     assert write_monitoring(EXAMPLES / "cluster.yaml", tmp_path / "out")
+
+
+def test_the_readme_table_lists_every_alert_with_its_window_and_first_command() -> None:
+    import re
+
+    from goldenimage.model.cluster import Thresholds
+    from goldenimage.render.monitoring import alerts
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Watching a fleet"):]
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    for alert in alerts(Thresholds()):
+        row = rows.get(alert.name)
+        assert row is not None, alert.name
+        command = re.sub(r"\{\{ \$labels\.([a-z_]+) \}\}", r"<\1>", alert.first_command)
+        assert f"(`for: {alert.window}`) | `{command}` |" in row, alert.name
