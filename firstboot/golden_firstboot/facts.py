@@ -27,6 +27,8 @@ BACKUP_MARK = "/var/lib/golden/backup-last-success"
 CERTIFICATES = ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/mysql/galera-tls/cert.pem",
                 "/etc/golden/galera-tls/cert.pem")
 COMMAND_TIMEOUT = 5
+#: The step a run refused before any step ran (host.json lacks settings) is reported as.
+SETTINGS_STEP = "settings"
 
 HELP = {
     "golden_facts_timestamp_seconds": "When golden-firstboot facts last wrote this file.",
@@ -71,6 +73,9 @@ def firstboot(status: dict[str, Any] | None) -> list[Any]:
     samples = [("golden_firstboot_result", {"result": result}, 1)]
     for step_id, entry in sorted(((status or {}).get("steps") or {}).items()):
         samples.append(("golden_firstboot_step", {"step": step_id, "state": str(entry.get("state", "?"))}, 1))
+    if result == "failed" and not any(labels["state"] == "failed" for _, labels, _ in samples[1:]):
+        # refused before any step ran (missing settings): the alert names it as a step all the same
+        samples.append(("golden_firstboot_step", {"step": SETTINGS_STEP, "state": "failed"}, 1))
     return samples
 
 

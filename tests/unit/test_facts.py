@@ -67,6 +67,13 @@ def test_a_host_before_its_first_boot_says_so_and_nothing_it_does_not_have(tmp_p
     assert samples(text) == {"golden_facts_timestamp_seconds": NOW, 'golden_firstboot_result{result="none"}': 1}
 
 
+def test_a_run_refused_for_its_settings_is_a_failed_step_too(tmp_path: Path) -> None:
+    make(tmp_path, {facts.STATUS: {"result": "failed", "error": "missing settings: address",
+                                   "steps": {"common.host-settings-private": {"state": "skipped"}}}})
+    found = samples(facts.collect(str(tmp_path), now=NOW, addresses=lambda: [], enddate=lambda p: None))
+    assert found['golden_firstboot_step{state="failed",step="settings"}'] == 1
+
+
 def test_a_fresh_answering_share_and_an_address_held_elsewhere(tmp_path: Path) -> None:
     make(tmp_path, {facts.SHARE_CONF: {"mount": "/srv", "source": "n:/x"}, facts.SHARE_STATUS: {"ok": True, "at": NOW},
                     facts.HOST: {"lb": {"keepalived": {"virtual_address": "10.10.0.5/24"}}}})
