@@ -140,6 +140,8 @@ def test_exporters_listen_on_the_cluster_address_only(tmp_path: Path) -> None:
     assert 'ARGS="--telemetry.address=10.10.0.21:9117"' in apache
     node = (tmp_path / "etc/default/prometheus-node-exporter").read_text()
     assert 'ARGS="--web.listen-address=10.10.0.21:9100"' in node
+    dropin = (tmp_path / "etc/systemd/system/prometheus-apache-exporter.service.d/golden-monitoring.conf").read_text()
+    assert "After=network-online.target" in dropin and "Restart=always" in dropin
     timer = (tmp_path / "etc/systemd/system/golden-facts.timer").read_text()
     assert "OnUnitActiveSec=15s" in timer
 

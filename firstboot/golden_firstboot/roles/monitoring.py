@@ -25,6 +25,12 @@ MYSQLD_CNF_TEXT = ("# goldenimage first boot: the exporter's MariaDB account (un
 NFT_RULES = "/etc/golden/monitoring.nft"
 NFTABLES_CONF = "/etc/nftables.conf"
 NFT_INCLUDE = f'include "{NFT_RULES}"'
+#: The exporters bind the cluster address, which a boot may bring up after them: started after the network is
+#: online, and retried every 5 s for as long as it takes (Debian's units give up after 5 quick failures).
+DROPIN = "/etc/systemd/system/{}.service.d/golden-monitoring.conf"
+DROPIN_TEXT = ("# goldenimage first boot: the exporter binds the cluster address (golden-firstboot).\n"
+               "[Unit]\nAfter=network-online.target\nWants=network-online.target\nStartLimitIntervalSec=0\n"
+               "[Service]\nRestart=always\nRestartSec=5\n")
 FACTS_SERVICE = "/etc/systemd/system/golden-facts.service"
 FACTS_TIMER = "/etc/systemd/system/golden-facts.timer"
 
@@ -144,6 +150,9 @@ def exporters(ctx: Context) -> bool:
         if job not in jobs:
             continue
         written = ctx.write("/etc/default/" + unit, defaults_file(ctx, job))
+        if ctx.write(DROPIN.format(unit), DROPIN_TEXT):
+            ctx.run(["systemctl", "daemon-reload"])
+            written = True
         address, port = listen(ctx, job)
         changed = serve(ctx, unit, address, port, written) or changed
     if "haproxy" in jobs and "lb" in ctx.roles:
