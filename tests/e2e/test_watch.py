@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -74,7 +75,7 @@ class Tunnels:
             argv += ["-i", str(vm.key)]
         for local, address, port in self.forwards[vm.name]:
             argv += ["-L", f"127.0.0.1:{local}:{address}:{port}"]
-        self.procs[vm.name] = spawn([*argv, f"{vm.user}@127.0.0.1"])
+        self.procs[vm.name] = spawn([*argv, f"{vm.user}@127.0.0.1"], stdout=subprocess.DEVNULL)
 
     def stop(self, name: str) -> None:
         if name in self.procs:
@@ -170,6 +171,7 @@ def drill(url: str, expected: Firing, what: str, within: float = FIRE_WITHIN) ->
 
 
 def test_web_cluster_failures_raise_their_alerts_and_resolve(tmp_path: Path) -> None:
+    (tmp_path / "guests").mkdir()
     with booted_cluster(WEB, tmp_path / "guests") as vms:
         for vm in vms.values():
             wait_firstboot(vm)
@@ -199,6 +201,7 @@ def test_web_cluster_failures_raise_their_alerts_and_resolve(tmp_path: Path) -> 
 
 
 def test_a_replica_that_stops_replicating_raises_its_alert_and_resolves(tmp_path: Path) -> None:
+    (tmp_path / "guests").mkdir()
     with booted_cluster(SQL, tmp_path / "guests") as vms:
         for vm in vms.values():
             wait_firstboot(vm)
