@@ -101,13 +101,17 @@ test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per gue
 test-extended: host-tools venv ## VM tests kept out of CI for time: base boots per firmware, encryption at rest, more cluster cases
 	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply'
 
+.PHONY: test-watch
+test-watch: host-tools venv ## A real Prometheus on 127.0.0.1 scrapes lb + 2 web + nfs, then the SQL pair; each failure raises its own alerts, which resolve after the repair
+	$(VENV)/bin/pytest -m watch -v -s tests/e2e/test_watch.py
+
 .PHONY: test-all
 test-all: host-tools venv ## Every test there is (hours under TCG)
 	$(VENV)/bin/pytest -v
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-ha

@@ -1,5 +1,5 @@
 """golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, share-watch,
-converge."""
+facts, converge."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
                                  "returns)")
     share = sub.add_parser("share-watch",
                            help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
-    for command in (run, early, status, add, remove, health, share):
+    facts = sub.add_parser("facts", help="write this host's facts for node-exporter's textfile collector "
+                                         "(golden-facts.timer runs it every 15 s)")
+    for command in (run, early, status, add, remove, health, share, facts):
         add_common(command, top=False)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
             root = args.root.rstrip("/")
             return share_watch.serve(root + share_watch.CONF, root + share_watch.STATUS)
+        if command == "facts":
+            from . import facts as host_facts
+
+            return host_facts.main(args.root)
         if command == "converge":
             try:
                 from . import converge

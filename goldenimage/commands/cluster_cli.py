@@ -20,8 +20,23 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_monitoring(args: argparse.Namespace) -> int:
+    from ..core.outdir import check_replaceable, out_dir_arg
+    from ..model.cluster import load_cluster
+    from ..render.monitoring import write_monitoring
+
+    out = out_dir_arg(args.out)
+    if out is not None:
+        check_replaceable(out)  # before any work: a bad --out is refused at once
+    else:
+        out = Path("rendered") / f"monitoring-{load_cluster(args.file).name}"
+    for path in write_monitoring(args.file, out):
+        print(path)
+    return 0
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `golden cluster render FILE --out DIR` on the `golden` command's subparsers."""
+    """Register `golden cluster render|monitoring FILE --out DIR` on the `golden` command's subparsers."""
     cluster = subparsers.add_parser("cluster", help="render or apply a whole cluster from one file")
     sub = cluster.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
     p = sub.add_parser(
@@ -34,6 +49,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="output directory, replaced whole (default rendered/cluster-NAME)")
     p.set_defaults(func=_cmd_render)
+    p = sub.add_parser(
+        "monitoring",
+        help="write a Prometheus scrape configuration and alert rules for the cluster's hosts",
+        description="Validate a cluster file (it needs a monitoring section) and write DIR/prometheus.yml (a scrape "
+        "job per exporter: node, mysqld, apache, haproxy, on each host's cluster address) and DIR/alerts.yml (the "
+        "alert rules, each with its threshold, runbook and first command; README: Watching a fleet).",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="the cluster file (see examples/cluster.yaml)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory, replaced whole (default rendered/monitoring-NAME)")
+    p.set_defaults(func=_cmd_monitoring)
     from .apply_cli import add_cluster_apply_parser
 
     add_cluster_apply_parser(sub)

@@ -72,7 +72,7 @@ def schema_error_lines(path: str, exc: ValidationError, model: type[BaseModel] |
                 loc.append(("." if loc else "") + str(part))
         key = "".join(loc) or "(top level)"
         msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
-        if not loc and (m := re.fullmatch(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): (.*)", msg)):
+        if not loc and (m := re.fullmatch(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)?): (.*)", msg)):
             key, msg = m[1], m[2]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (misspelt?)"

@@ -15,6 +15,10 @@
     databases: [shop]               # created on every sql-primary (and by the sql-galera nodes)
     db_users: [{name: shop, database: shop, password: generate}]
     vhosts: [{server_name: www.example.com}]    # optional: Apache vhosts of every web host
+    monitoring:                     # optional: exporters on the cluster address, `golden cluster monitoring`
+      scrapers: [10.10.0.50]        # who may scrape: addresses or networks inside `network` (default: all of it)
+      scrape_interval: 15           # seconds (5 to 300)
+      thresholds: {replica_lag_seconds: 300, certificate_days: 14, backup_hours: 26, disk_free_percent: 10}
     hosts:
       - {name: db1, profile: sql-primary, address: 10.10.0.11}
       - {name: db2, profile: sql-replica, address: 10.10.0.12, primary: db1}
@@ -223,6 +227,23 @@ def _nfs_mount(value: Any) -> Any:
     return {"host": value} if isinstance(value, str) else value
 
 
+class Thresholds(StrictModel):
+    """The alert rules' thresholds (README, "Watching a fleet")."""
+
+    replica_lag_seconds: int = Field(default=300, ge=10, le=86400)
+    certificate_days: int = Field(default=14, ge=1, le=365)
+    backup_hours: int = Field(default=26, ge=1, le=24 * 90)
+    disk_free_percent: int = Field(default=10, ge=1, le=50)
+
+
+class Monitoring(StrictModel):
+    """Exporters listen on each host's cluster address; `scrapers` may reach them (default: the whole network)."""
+
+    scrapers: list[str] = []
+    scrape_interval: int = Field(default=15, ge=5, le=300)
+    thresholds: Thresholds = Thresholds()
+
+
 class Host(StrictModel):
     name: str
     profile: str
@@ -260,6 +281,7 @@ class Cluster(StrictModel):
     databases: list[str] = []
     db_users: list[DbUser] = []
     vhosts: list[Vhost] = []
+    monitoring: Monitoring | None = None
     hosts: list[Host] = Field(min_length=1)
 
     @field_validator("name")
@@ -293,7 +315,16 @@ class Cluster(StrictModel):
             if user.host is not None and not grant_host_in(user.host, self.network):
                 raise ValueError(f"db_users: {user.name}: host {user.host[:80]!r} is not an address or a network "
                                  f"inside the cluster network {self.network} (accounts stay in it)")
+        for index, scraper in enumerate(self.monitoring.scrapers if self.monitoring else []):
+            if not grant_host_in(scraper, self.network):
+                raise ValueError(f"monitoring.scrapers[{index}]: {scraper[:80]!r} is not an address or a network "
+                                 f"inside the cluster network {self.network} (exporters stay in it)")
         return self
+
+    def scrapers(self) -> list[str]:
+        """Who may scrape the exporters, as networks (ADDR/LEN): the monitoring section's, else the whole network."""
+        given = self.monitoring.scrapers if self.monitoring else []
+        return [str(grant_host_in(s, self.network)) for s in given] or [str(self.network)]
 
 
 def grant_host_in(host: str, network: IPv4Network) -> IPv4Network | None:

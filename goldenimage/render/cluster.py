@@ -27,6 +27,7 @@ from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_clust
 from ..model.cluster_check import Roles, check, resolve_roles
 from ..model.profile_schema import SQL_ROLES, Role
 from .cluster_secrets import galera_hardened, read_store, resolve_secrets, wanted, write_store
+from .monitoring import exporter_ports
 from .seed import write_seed_iso
 from .userdata import render_host_user_data, render_meta_data
 
@@ -197,6 +198,9 @@ def host_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[st
         settings["plesk"] = {"license_key": values["plesk_license"]}
     if Role.HARDENED in mine:
         settings["hardened"] = {"aide_init": True}
+    if cluster.monitoring is not None:
+        # The exporters move from loopback to the cluster address; only `scrapers` may reach them.
+        settings["monitoring"] = {"scrapers": cluster.scrapers(), "ports": exporter_ports(mine)}
     return settings
 
 

@@ -230,6 +230,9 @@ class FakeHost(Runner):
             out = "\t".join(str(int(v)) for v in state) + "\n"
             self.commands.append(f"mysql: SELECT account state of {user}@{host}")
             return Result(0, out)
+        if sql.startswith("SELECT COUNT(*) FROM mysql.user WHERE User = 'prometheus'"):
+            self.commands.append("mysql: SELECT grants of prometheus@localhost")
+            return Result(0, "1\n" if self.users.get("prometheus@localhost", {}).get("granted") else "0\n")
         if sql.startswith("SELECT SCHEMA_NAME"):
             self.commands.append("mysql: SELECT databases")
             return Result(0, "".join(d + "\n" for d in self.databases))
@@ -249,6 +252,9 @@ class FakeHost(Runner):
             if match:
                 account = self.users.setdefault(match.group(2) + "@" + match.group(3), {})
                 account["password"] = match.group(4)
+            match = re.match(r"CREATE USER IF NOT EXISTS '([^']*)'@'([^']*)' IDENTIFIED VIA unix_socket", statement)
+            if match:
+                self.users.setdefault(match.group(1) + "@" + match.group(2), {})["plugin"] = "unix_socket"
             match = re.match(r"GRANT .* TO '([^']*)'@'([^']*)'", statement)
             if match:
                 self.users[match.group(1) + "@" + match.group(2)]["granted"] = True

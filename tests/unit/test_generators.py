@@ -157,7 +157,8 @@ def test_removed_packages_are_purged_after_the_packages_and_before_the_bake_comm
     assert "chrony" not in data["packages"] and "ntpsec" in data["packages"]
     purge = [c for c in data["runcmd"] if "apt-get purge" in c]
     assert purge == [
-        "pkgs=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' systemd-timesyncd chrony 2>/dev/null"
+        "pkgs=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' prometheus-node-exporter-collectors"
+        " systemd-timesyncd chrony 2>/dev/null"
         " | awk '$2 ~ /^[ir]/ {print $1}'); "
         '[ -z "$pkgs" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $pkgs'
     ]
@@ -168,8 +169,14 @@ def test_removed_packages_are_purged_after_the_packages_and_before_the_bake_comm
     assert "chrony" not in json.loads(image_json["content"])["services"]
 
 
-def test_no_purge_without_remove_packages():
-    assert not [c for c in _load(render_user_data(resolve("web", 12), TEST_KEY))["runcmd"] if "purge" in c]
+def test_the_purge_names_only_what_the_profiles_remove():
+    # base removes the node exporter's collectors (their Recommends: smartmontools, ipmitool, nvme-cli)
+    purge = [c for c in _load(render_user_data(resolve("web", 12), TEST_KEY))["runcmd"] if "purge" in c]
+    assert purge == [
+        "pkgs=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' prometheus-node-exporter-collectors 2>/dev/null"
+        " | awk '$2 ~ /^[ir]/ {print $1}'); "
+        '[ -z "$pkgs" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $pkgs'
+    ]
 
 
 @pytest.mark.parametrize("target", list(Target))

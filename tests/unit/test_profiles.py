@@ -261,7 +261,7 @@ def test_remove_packages_append_and_leave_packages_and_services_whoever_added_th
     child = write_yaml("child.yaml", "extends: parent\npackages: [ntpsec]\nremove_packages: [systemd-timesyncd]\n")
     overlay = write_yaml("cust.yaml", "packages: [chrony, htop]\nbase_packages: [chrony]\nservices: [chrony]\n")
     profile = resolve(str(child), 12, [overlay])
-    assert profile.content["remove_packages"] == ["chrony", "systemd-timesyncd"]
+    assert profile.content["remove_packages"] == ["prometheus-node-exporter-collectors", "chrony", "systemd-timesyncd"]
     assert "chrony" not in profile.packages and {"ntpsec", "htop", "openssh-server"} <= set(profile.packages)
     assert "chrony" not in profile.base_packages
     assert "chrony" not in profile.content["services"] and "ssh" in profile.content["services"]
@@ -269,7 +269,7 @@ def test_remove_packages_append_and_leave_packages_and_services_whoever_added_th
 
 def test_remove_packages_take_release_variables_and_are_checked(write_yaml):
     p = write_yaml("p.yaml", "extends: base\nroles: [web]\nremove_packages: ['{{ ntp_service }}']\n")
-    assert resolve(str(p), 12).content["remove_packages"] == ["ntpsec"]
+    assert resolve(str(p), 12).content["remove_packages"] == ["prometheus-node-exporter-collectors", "ntpsec"]
     bad = write_yaml("bad.yaml", "extends: base\nremove_packages: [Chrony]\n")
     with pytest.raises(InputError, match=r"bad.yaml: remove_packages\[0\]: 'Chrony' is not a valid Debian package"):
         resolve(str(bad))

@@ -1,13 +1,13 @@
 """One module per role; STEPS is the order the agent runs them in.
 
 Order matters: MariaDB runs (restarted if it failed at boot) before anything talks to it, its encryption comes
-before the server holds data, the replica waits for nothing the primary does on the same host, and AIDE
-records the system after everything else has changed it."""
+before the server holds data, the replica waits for nothing the primary does on the same host, the exporters
+answer once their services do, and AIDE records the system after everything else has changed it."""
 
 from __future__ import annotations
 
 from ..steps import Step
-from . import common, galera, hardened, lb, mariadb, nfs, plesk, sql_primary, sql_replica, web
+from . import common, galera, hardened, lb, mariadb, monitoring, nfs, plesk, sql_primary, sql_replica, web
 
 STEPS: list[Step] = [
     *common.STEPS,
@@ -22,5 +22,6 @@ STEPS: list[Step] = [
     *lb.STEPS,
     *galera.LB_STEPS,
     *plesk.STEPS,
+    *monitoring.STEPS,
     *hardened.LAST,
 ]

@@ -105,6 +105,21 @@ def render_haproxy(settings: dict[str, Any], pool: dict[str, dict[str, dict[str,
     return "\n".join(out)
 
 
+def metrics_frontend(settings: dict[str, Any]) -> list[str]:
+    """HAProxy's own Prometheus endpoint, bound to the cluster address, answering the scrapers only; nothing
+    without host.json's `monitoring` (settings: address and monitoring, as host.json has them)."""
+    address = settings.get("address")
+    port = (settings.get("monitoring") or {}).get("ports", {}).get("haproxy")
+    if not address or not port:
+        return []
+    scrapers = " ".join(str(s) for s in (settings.get("monitoring") or {}).get("scrapers") or [])
+    out = ["frontend golden-metrics", f"    bind {address}:{int(port)}", "    mode http", "    no log"]
+    if scrapers:
+        out += [f"    acl golden_scrapers src {scrapers}", "    http-request deny if !golden_scrapers"]
+    out += ["    http-request use-service prometheus-exporter if { path /metrics }", ""]
+    return out
+
+
 def load_pool(ctx: Context) -> dict[str, dict[str, dict[str, Any]]]:
     text = ctx.read(POOL)
     return json.loads(text) if text else {}
@@ -135,7 +150,8 @@ def haproxy(ctx: Context) -> bool:
     """The cluster section and the unit drop-in that loads it; checked, then reloaded (restarted the first time)."""
     settings = ctx.get("lb")
     _validate(settings)
-    cfg_changed = ctx.write(CLUSTER_CFG, render_haproxy(settings, load_pool(ctx)))
+    metrics = metrics_frontend({"address": ctx.get("address"), "monitoring": ctx.get("monitoring")})
+    cfg_changed = ctx.write(CLUSTER_CFG, render_haproxy(settings, load_pool(ctx)) + "\n".join(metrics))
     unit_changed = ctx.write(DROPIN, DROPIN_TEXT)
     if cfg_changed or unit_changed:
         ctx.run(["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", "-f", CLUSTER_CFG])
