@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import GoldenError, InputError
+from ..core.inert import inert
+from ..core.yamlfile import display_path, read_input_text
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: Python's parser takes them unless told."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _ssh_options(args: argparse.Namespace) -> Any:
@@ -20,8 +27,8 @@ def _ssh_options(args: argparse.Namespace) -> Any:
 
 
 def _print_report(report: Any, check: bool, prefix: str = "") -> None:
-    for line in report.changes:
-        print(f"{prefix}{line}", flush=True)
+    for line in report.changes:  # what a host reports is input too: one inert line each
+        print(inert(f"{prefix}{line}"), flush=True)
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -36,10 +43,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         raise InputError(f"--host: {exc}", hint="write [USER@]HOST[:PORT], e.g. debian@203.0.113.10:22") from None
     settings = None
     if args.host_settings is not None:
+        where = f"--host-settings {display_path(args.host_settings)}"
+        text = read_input_text(args.host_settings, what=where)  # bounded: never /dev/zero or a FIFO
         try:
-            settings = json.loads(args.host_settings.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"--host-settings {args.host_settings}: {exc}") from None
+            settings = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            problem = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise InputError(f"{where}: not valid JSON: {problem}"[:300]) from None
         if not isinstance(settings, dict):
             raise InputError(f"--host-settings {args.host_settings}: must hold a JSON object")
     options = _ssh_options(args)
