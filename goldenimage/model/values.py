@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator
 
+from ..core.inert import CONTROL
+
 #: {{ var }} placeholders (from the release matrix); values holding them are checked again once filled in.
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -210,8 +212,9 @@ def check_keyboard(value: str) -> str:
 
 
 def check_one_line(value: str) -> str:
-    """Free text that must stay one line (a command, a description): no newline or control character."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    """Free text that must stay one line (a command, a description): no line break (Unicode's included: NEL,
+    U+2028, U+2029, which YAML and splitlines() break on) and no control character (C0, DEL, C1)."""
+    if CONTROL.search(value):
         raise ValueError(f"{_shown(value)} must be one line without control characters")
     return value
 
