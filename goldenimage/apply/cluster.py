@@ -130,14 +130,14 @@ def apply_cluster(
     before any host is touched; a host's failure is in its report."""
     console = console or Console(stderr=True)
     inventory = load_inventory(inventory_file)
-    if check:
-        hosts, _, _ = plan(cluster_file, out_dir)  # nothing written: generated secrets may be new
-    else:
+    # The whole input is checked before anything is written: cluster file, secrets, inventory against it.
+    hosts, _, _ = plan(cluster_file, out_dir)  # nothing written: generated secrets may be new
+    match_cluster(inventory, [h.name for h in hosts])
+    if not check:
         # Rendering keeps the generated secrets in out_dir/secrets.json: the next apply reuses them, and the
         # seeds there can boot images of the same cluster.
         render_cluster(cluster_file, out_dir)
         hosts, _, _ = plan(cluster_file, out_dir)
-    match_cluster(inventory, [h.name for h in hosts])
     board = Board([h.name for h in hosts], console)
     reports: dict[str, HostReport] = {}
     running = Running()
