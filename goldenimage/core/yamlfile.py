@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from .inert import inert
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 #: The most nodes a YAML document may have once its aliases are expanded: a real profile has a few thousand.
 MAX_YAML_NODES = 100_000
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def display_path(path: Path) -> str:
@@ -109,7 +111,8 @@ class _TooLarge(Exception):
 
 
 def _expanded_size(root: yaml.Node, limit: int) -> int:
-    """The node count of the document with every alias expanded; _TooLarge past `limit` or on a cycle.
+    """The node count of the document with every alias expanded; _TooLarge past `limit`, on a cycle, or on a
+    scalar no UTF-8 text can hold.
 
     Aliases share their node object, so sizes are memoised by identity: the walk costs the file's size, not
     the expansion's."""
@@ -131,6 +134,9 @@ def _expanded_size(root: yaml.Node, limit: int) -> int:
             continue
         if key in open_nodes:
             raise _TooLarge("an alias refers to a node that contains it (a recursive structure)", node)
+        if isinstance(node, yaml.ScalarNode) and SURROGATE.search(node.value):
+            # "\ud800" escapes decode to lone surrogates: no UTF-8 text holds one, and every encoder fails on it
+            raise _TooLarge("a \\u escape makes a lone UTF-16 surrogate, which is no character", node)
         open_nodes.add(key)
         stack.append((node, True))
         for child in _children(node):

@@ -20,7 +20,7 @@ PRESIGN_MAX_S = 7 * 24 * 3600
 #: A region is one DNS label of lower-case letters, digits and '-' (us-east-1, gra, eu-west-par, fr-par).
 REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 #: S3 bucket names (the legacy rules S3-compatible services still take: upper case and '_' too).
-BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+BUCKET = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,253}[A-Za-z0-9])?")
 #: Proxmox VE's own formats (pve-common PVE::JSONSchema): 'pve-node' (pve_verify_node_name), 'pve-storage-id'
 #: (parse_storage_id), and the NIC's bridge (qemu-server/pve-container: [-_.\w\d]+; a Linux interface name
 #: has at most 15 characters). A ',' or '=' would add options to the VM's net0 or disk property strings.
@@ -71,7 +71,7 @@ def check_presign(seconds: int | None) -> int | None:
 
 def check_bucket(bucket: str, option: str = "--bucket") -> str:
     if not BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise InputError(f"{option} {excerpt(bucket)}: not a bucket name (3-255 letters, digits, '.', '_', '-')")
+        raise InputError(f"{option} {excerpt(bucket)}: not a bucket name (1-255 letters, digits, '.', '_', '-')")
     return bucket
 
 

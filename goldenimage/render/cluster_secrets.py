@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.fs import scratch
+from ..core.inert import CONTROL
 from ..core.run import require, run
 from ..core.yamlfile import display_path, read_input_text
 from ..model.cluster import Cluster, SecretSource
@@ -66,7 +67,7 @@ def secret_problem(name: str, value: str) -> str | None:
         if any(ord(c) < 32 and c not in "\r\n" or ord(c) == 127 for c in value):
             return "the PEM text holds a control character"
         return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if CONTROL.search(value):  # C0, DEL, C1 and Unicode line breaks
         # Secrets land in config lines on the hosts ([client] password=...): one line, never shown.
         return "the secret holds a newline or control character (one line only)"
     return None
