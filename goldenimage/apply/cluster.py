@@ -11,8 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from ..core.errors import GoldenError
+from ..core.inert import inert
 from ..model.cluster_check import profile_argument
 from ..render.cluster import HostPlan, plan, render_cluster
 from .apply import HostReport, apply_host
@@ -85,10 +87,11 @@ class Board:
         for name, state in self.state.items():
             style = "red" if state.startswith("FAILED") else "green" if state.startswith(("changed", "would")) \
                 else "yellow"
-            table.add_row(name, f"[{style}]{state}[/{style}]")
+            table.add_row(Text(name), Text(state, style=style))  # Text: a host's error is never markup
         return table
 
     def set(self, name: str, state: str) -> None:
+        state = inert(state)  # what a host reports is input: one line, no control character
         self.state[name] = state
         if not self.console.is_terminal:
             self.console.print(f"{name}: {state}", markup=False, highlight=False)

@@ -106,7 +106,7 @@ def _cmd_cluster_apply(args: argparse.Namespace) -> int:
     for report in reports:
         _print_report(report, args.check, prefix=f"{report.name}: ")
     lines, status = cluster_summary(reports, args.check)
-    print("\n".join(lines), flush=True)
+    print("\n".join(inert(line) for line in lines), flush=True)
     return status
 
 

@@ -40,7 +40,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, Strict, ValidationError, field_validator, model_validator
 
 from ..core.inert import excerpt
 from ..core.schema import SchemaErrors, StrictModel, schema_error_lines
@@ -229,7 +229,8 @@ class Host(StrictModel):
     profile: str
     address: IPv4Address
     mac: str | None = None  # default: derived from interface.mac_prefix and the address
-    server_id: int | None = Field(default=None, ge=1, le=2**32 - 1)  # default: the address's host part
+    # default: the address's host part; strict: `server_id: true` is not server 1
+    server_id: Annotated[int, Strict()] | None = Field(default=None, ge=1, le=2**32 - 1)
     primary: str | None = None  # sql-replica: the sql-primary host it replicates
     lb: str | None = None  # web: the load balancer whose pool it joins
     nfs: Annotated[NfsMount | None, BeforeValidator(_nfs_mount)] = None  # web: shared docroot
@@ -253,7 +254,7 @@ class Host(StrictModel):
 class Cluster(StrictModel):
     name: str
     network: IPv4Network
-    debian: int | None = None
+    debian: Annotated[int, Strict()] | None = None
     interface: Nic | None = None
     uplink: Nic | None = None
     ssh_authorized_keys: list[SshPublicKey] = []

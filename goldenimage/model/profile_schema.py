@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, field_validator, model_validator
+from pydantic import AfterValidator, Strict, field_validator, model_validator
 
 from ..core.inert import excerpt
 from ..core.schema import StrictModel
@@ -190,7 +190,7 @@ class ProfileFile(Fragment):
 
     extends: list[str] | str | None = None
     roles: list[Role] = []
-    debian: list[int] | None = None
+    debian: list[Annotated[int, Strict()]] | None = None
     abstract: bool = False
     disk_size: str | None = None
     disk_layout: DiskLayout | None = None
