@@ -77,3 +77,10 @@ def info(message: str, markup: bool = False) -> None:
     if not markup:
         message = inert(message)
     _stderr_console().print("  " * _depth + message, markup=markup, highlight=False)
+
+
+def warning(message: str) -> None:
+    """A warning line ("  warning: ..."): the message inert, whatever it quotes (a service's error text)."""
+    from rich.text import Text
+
+    _stderr_console().print(Text.assemble(("  warning:", "yellow"), " ", inert(message)), highlight=False)
