@@ -207,11 +207,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _say(message: str, markup: bool = False) -> None:
-    """One line on stderr (rich is imported only when there is something to say)."""
+def _say(message: str, prefix: str = "", style: str = "") -> None:
+    """One line on stderr, inert: control characters and line breaks escaped, URL credentials redacted, never
+    read as markup (rich is imported only when there is something to say)."""
+    from rich.text import Text
+
+    from .core.inert import inert
     from .core.log import console
 
-    console.print(message, markup=markup, highlight=False, soft_wrap=True)
+    console.print(Text.assemble((prefix, style), inert(message)), markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
     if args.profiles_dir is not None:
         if not args.profiles_dir.is_dir():
-            _say(f"golden: error: --profiles-dir {args.profiles_dir}: no such directory")
+            _say(f"--profiles-dir {args.profiles_dir}: no such directory", "golden: error: ")
             return 2
         os.environ[PROFILES_ENV] = str(args.profiles_dir.resolve())
     import signal
@@ -231,16 +235,19 @@ def main(argv: list[str] | None = None) -> int:
     except GoldenError as exc:
         if args.debug:
             raise
-        _say(f"[red]golden: error:[/red] {exc.message}", markup=True)
+        first, *more = exc.lines or [exc.message]
+        _say(first, "golden: error: ", "red")
+        for line in more:
+            _say(line)
         if exc.hint:
-            _say(f"  hint: {exc.hint}")
+            _say(exc.hint, "  hint: ")
         return exc.exit_status
     except OSError as exc:
         # Anything the file system refuses that no module turned into a GoldenError: one line, no traceback.
         if args.debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        _say(f"golden: error: {exc.strerror or exc}{where}")
+        _say(f"{exc.strerror or exc}{where}", "golden: error: ")
         return 1
     except KeyboardInterrupt:
         _say("golden: interrupted")

@@ -11,8 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from ..core.errors import GoldenError
+from ..core.inert import inert
 from ..model.cluster_check import profile_argument
 from ..render.cluster import HostPlan, plan, render_cluster
 from .apply import HostReport, apply_host
@@ -85,10 +87,11 @@ class Board:
         for name, state in self.state.items():
             style = "red" if state.startswith("FAILED") else "green" if state.startswith(("changed", "would")) \
                 else "yellow"
-            table.add_row(name, f"[{style}]{state}[/{style}]")
+            table.add_row(Text(name), Text(state, style=style))  # Text: a host's error is never markup
         return table
 
     def set(self, name: str, state: str) -> None:
+        state = inert(state)  # what a host reports is input: one line, no control character
         self.state[name] = state
         if not self.console.is_terminal:
             self.console.print(f"{name}: {state}", markup=False, highlight=False)
@@ -130,14 +133,14 @@ def apply_cluster(
     before any host is touched; a host's failure is in its report."""
     console = console or Console(stderr=True)
     inventory = load_inventory(inventory_file)
-    if check:
-        hosts, _, _ = plan(cluster_file, out_dir)  # nothing written: generated secrets may be new
-    else:
+    # The whole input is checked before anything is written: cluster file, secrets, inventory against it.
+    hosts, _, _ = plan(cluster_file, out_dir)  # nothing written: generated secrets may be new
+    match_cluster(inventory, [h.name for h in hosts])
+    if not check:
         # Rendering keeps the generated secrets in out_dir/secrets.json: the next apply reuses them, and the
         # seeds there can boot images of the same cluster.
         render_cluster(cluster_file, out_dir)
         hosts, _, _ = plan(cluster_file, out_dir)
-    match_cluster(inventory, [h.name for h in hosts])
     board = Board([h.name for h in hosts], console)
     reports: dict[str, HostReport] = {}
     running = Running()

@@ -28,9 +28,9 @@ class InventoryErrors(InputError):
     """Every problem of an inventory file, one line each ('FILE: KEY: problem')."""
 
     def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines), hint="an inventory maps each cluster host to [USER@]HOST[:PORT] under "
-                                                 "`hosts:` (README: Hosts you did not bake)")
-        self.lines = lines
+        super().__init__("\n".join(lines), lines=lines,
+                         hint="an inventory maps each cluster host to [USER@]HOST[:PORT] under `hosts:` "
+                              "(README: Hosts you did not bake)")
 
 
 @dataclass(frozen=True)

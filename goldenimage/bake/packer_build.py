@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from ..core.errors import GoldenError
+from ..core.inert import inert
 from ..core.log import console, info
 from ..core.run import require, spawn, stop
 from .kernel_watch import KernelWatch, group_cpu_seconds
@@ -78,12 +79,13 @@ def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = No
                         tail.append(line)
                     if kind == "say" and text.strip():
                         current = text.strip().removeprefix("==> ").split(": ", 1)[-1]
-                        info(f"[dim]{_elapsed(start)}[/dim] {escape(current)}")
+                        info(f"[dim]{_elapsed(start)}[/dim] {escape(inert(current))}", markup=True)
                     elif kind == "message" and "golden: " in text:
                         # our bake scripts' progress lines
                         for line in text.splitlines():
                             if "golden: " in line:
-                                info(f"[dim]{_elapsed(start)}[/dim] {escape(line.split('golden: ', 1)[1])}")
+                                info(f"[dim]{_elapsed(start)}[/dim] {escape(inert(line.split('golden: ', 1)[1]))}",
+                                     markup=True)
                     elif kind == "error":
                         errors.append(text.strip())
                 status.update(f"{title}: {escape(current)} [dim]({_elapsed(start)})[/dim]")
@@ -92,12 +94,13 @@ def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = No
         stop(proc, grace=30)
         raise
     if proc.returncode != 0:
-        detail = "\n".join(errors) or "\n".join(tail)
+        detail = [ln for text in (errors or tail) for ln in str(text).splitlines()]
         serial = serial_tail(serial_log)
-        message = f"{title} failed (packer exit {proc.returncode}):\n{detail}"
+        report = [f"{title} failed (packer exit {proc.returncode}):", *detail]
         if serial:
-            message += "\n--- guest serial console (last lines) ---\n" + serial
-        raise GoldenError(message, hint="rerun with --debug for every command; the bake left nothing in images/")
+            report += ["--- guest serial console (last lines) ---", *serial.splitlines()]
+        raise GoldenError("\n".join(report), lines=report,
+                          hint="rerun with --debug for every command; the bake left nothing in images/")
 
 
 def _elapsed(start: float) -> str:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from ..audit import lynis as lynis_mod
 from ..audit import oscap as oscap_mod
 from ..audit.content import PROFILE_TITLE, Content, content_for
@@ -167,7 +165,7 @@ def audit_artifact(
             content = content_for(release)
             disk = tools_disk(content)
             for change in content.changes:
-                info(escape(f"content: {change.line()}"))
+                info(f"content: {change.line()}")
         key = ephemeral_keypair(directory)
         name = f"audit-{uuid.uuid4().hex[:6]}"
         with ExitStack() as running:

@@ -26,13 +26,36 @@ def _s3(args: argparse.Namespace) -> Any:
     return S3Publisher(S3Settings(bucket=bucket, prefix=prefix, endpoint_url=args.endpoint_url, region=args.region))
 
 
-def _cmd_publish(args: argparse.Namespace) -> int:
-    from ..bake import store
-    from ..publish.publisher import publish
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument checked before the artifact is read or anything connects (README: Errors in input)."""
+    from ..publish import arguments as check
 
-    artifact = store.resolve(args.image, args.debian)
     if args.keep is not None and args.keep < 1:
         raise InputError("--keep must be 1 or more (the image just published always stays)")
+    if args.to in ("s3", "ovh-dedicated"):
+        check.check_endpoint_url(args.endpoint_url)
+        check.check_region(args.region)
+        check.check_presign(args.presign)
+        bucket = args.bucket or os.environ.get("GOLDEN_S3_BUCKET")
+        if bucket:
+            check.check_bucket(bucket)
+        check.check_one_line(args.prefix, "--prefix")
+    if args.to == "ovh-dedicated":
+        check.check_one_line(args.server, "--server")
+        check.check_one_line(args.hostname, "--hostname")
+    if args.to == "proxmox":
+        check.check_proxmox_names(args.node or os.environ.get("PROXMOX_NODE"), args.storage, args.vm_storage,
+                                  args.bridge)
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from ..bake import store
+    from ..publish.arguments import check_artifact
+    from ..publish.publisher import publish
+
+    check_arguments(args)
+    artifact = store.resolve(args.image, args.debian)
+    check_artifact(artifact)
     if args.to == "ovh-dedicated":
         return _ovh_dedicated(args, artifact)
     publisher: Any
@@ -63,7 +86,10 @@ def _ovh_dedicated(args: argparse.Namespace, artifact: Artifact) -> int:
         raise InputError("--server SERVICE_NAME is required for ovh-dedicated")
     if not args.yes:
         raise InputError(f"reinstalling {args.server} erases its disks", hint="add --yes to go ahead")
-    ssh_key = args.ssh_key.read_text().strip() if args.ssh_key else None
+    from ..publish.arguments import checked_path
+
+    ssh_key = (checked_path(args.ssh_key, "--ssh-key") or "").strip() or None
+    checked_path(args.user_data, "--user-data", 1024 * 1024)  # a regular file of a sane size, before any call
     server = OvhDedicated(OvhSettings(server=args.server, user_data=args.user_data, hostname=args.hostname,
                                       ssh_key=ssh_key, url_ttl_s=args.presign or 6 * 3600,
                                       single_disk_ok=args.ovh_single_disk_ok, disk_group_id=args.ovh_disk_group))

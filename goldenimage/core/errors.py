@@ -12,10 +12,13 @@ class GoldenError(Exception):
 
     exit_status = EXIT_FAILED
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, lines: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: The lines the error is printed as. One by default: a line break inside the message (from input)
+        #: is escaped when printed, never a line of its own; errors that list several problems pass them here.
+        self.lines = list(lines) if lines is not None else [message]
 
     def __str__(self) -> str:
         return self.message
@@ -32,10 +35,8 @@ class CommandError(GoldenError):
 
     def __init__(self, cmdline: str, returncode: int, stderr_tail: str, hint: str | None = None) -> None:
         tail = stderr_tail.strip()
-        message = f"command failed (exit {returncode}): {cmdline}"
-        if tail:
-            message += "\n" + "\n".join("  " + line for line in tail.splitlines())
-        super().__init__(message, hint)
+        lines = [f"command failed (exit {returncode}): {cmdline}", *("  " + line for line in tail.splitlines())]
+        super().__init__("\n".join(lines), hint, lines=lines)
         self.cmdline = cmdline
         self.returncode = returncode
         self.stderr_tail = tail

@@ -11,20 +11,29 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import InputError
+from .inert import excerpt, inert
+
+#: The longest problem text of one schema error line.
+MAX_MESSAGE = 300
+
+
+def _key(part: Any) -> str:
+    """A key of the location as shown: a short one as it is (made inert when printed), a long one cut."""
+    text = str(part) if isinstance(part, str | int) else type(part).__name__
+    return inert(text) if len(text) <= 80 else inert(text[:80]) + "..."
 
 
 class StrictModel(BaseModel):
     """Unknown keys are errors (a misspelt key never passes silently); parsed values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SchemaErrors(InputError):
     """All schema errors of one input, one line each ('FILE: KEY: problem')."""
 
     def __init__(self, lines: list[str], hint: str) -> None:
-        super().__init__("\n".join(lines), hint=hint)
-        self.lines = lines
+        super().__init__("\n".join(lines), lines=lines, hint=hint)
 
 
 def known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
@@ -69,9 +78,12 @@ def schema_error_lines(path: str, exc: ValidationError, model: type[BaseModel] |
             if isinstance(part, int):
                 loc.append(f"[{part}]")
             else:
-                loc.append(("." if loc else "") + str(part))
+                loc.append(("." if loc else "") + _key(part))
         key = "".join(loc) or "(top level)"
+        # a message quotes at most a short excerpt of the input (a validator's message may hold more)
         msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+        if len(msg) > MAX_MESSAGE:
+            msg = msg[:MAX_MESSAGE] + "..."
         if not loc and (m := re.fullmatch(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)?): (.*)", msg)):
             key, msg = m[1], m[2]
         if err["type"] == "extra_forbidden":
@@ -81,6 +93,6 @@ def schema_error_lines(path: str, exc: ValidationError, model: type[BaseModel] |
                 if close:
                     msg = f"unknown key: did you mean {close[0]!r}?"
         elif err["type"] == "enum":
-            msg = f"unknown value {str(err.get('input'))[:80]!r}: {err['msg'].lower()}"
+            msg = f"unknown value {excerpt(err.get('input'))}: {err['msg'].lower()}"
         lines.append(f"{path}: {key}: {msg}")
     return lines

@@ -44,8 +44,9 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, Strict, ValidationError, field_validator, model_validator
 
+from ..core.inert import excerpt
 from ..core.schema import SchemaErrors, StrictModel, schema_error_lines
 from ..core.yamlfile import display_path, read_yaml_mapping
 from .values import DNS_NAME, HOST_LABEL, MAC, MAC_PREFIX, SshPublicKey, check_one_line, check_path
@@ -88,7 +89,7 @@ class SecretSource(StrictModel):
     @classmethod
     def _env(cls, v: str | None) -> str | None:
         if v is not None and not ENV_NAME.fullmatch(v):
-            raise ValueError(f"{v[:80]!r} is not an environment variable name")
+            raise ValueError(f"{excerpt(v)} is not an environment variable name")
         return v
 
     @field_validator("file")
@@ -108,7 +109,7 @@ Secret = Annotated[SecretSource, BeforeValidator(_secret_source)]
 
 def _label(value: str, what: str = "host name") -> str:
     if not HOST_LABEL.fullmatch(value):
-        raise ValueError(f"{value[:80]!r} is not a valid {what} (lower-case letters, digits and '-', at most 63)")
+        raise ValueError(f"{excerpt(value)} is not a valid {what} (lower-case letters, digits and '-', at most 63)")
     return value
 
 
@@ -127,16 +128,16 @@ class Nic(StrictModel):
     def _prefix(cls, v: str) -> str:
         v = v.lower()
         if not MAC_PREFIX.fullmatch(v):
-            raise ValueError(f"{v!r} is not a MAC prefix of 3 to 5 octets such as '52:54:00:10:00'")
+            raise ValueError(f"{excerpt(v)} is not a MAC prefix of 3 to 5 octets such as '52:54:00:10:00'")
         if int(v[:2], 16) & 1:
-            raise ValueError(f"{v!r} is a multicast prefix (the first octet must be even)")
+            raise ValueError(f"{excerpt(v)} is a multicast prefix (the first octet must be even)")
         return v
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not IFNAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not an interface name (at most 15 letters, digits, '_', '.', '-')")
+            raise ValueError(f"{excerpt(v)} is not an interface name (at most 15 letters, digits, '_', '.', '-')")
         return v
 
 
@@ -160,7 +161,7 @@ class DbUser(StrictModel):
     @classmethod
     def _sql_name(cls, v: str) -> str:
         if not SQL_NAME.fullmatch(v):
-            raise ValueError(f"{v[:80]!r} is not a name of letters, digits and '_' (at most 64)")
+            raise ValueError(f"{excerpt(v)} is not a name of letters, digits and '_' (at most 64)")
         return v
 
 
@@ -173,7 +174,7 @@ class Vhost(StrictModel):
     @classmethod
     def _server_name(cls, v: str) -> str:
         if not VHOST_NAME.fullmatch(v) or len(v) > 253:
-            raise ValueError(f"{v[:80]!r} is not a host name (RFC 1123, or '*.' and one)")
+            raise ValueError(f"{excerpt(v)} is not a host name (RFC 1123, or '*.' and one)")
         return v
 
     @field_validator("aliases")
@@ -202,7 +203,7 @@ class Export(StrictModel):
     @classmethod
     def _options(cls, v: str | None) -> str | None:
         if v is not None and not EXPORT_OPTIONS.fullmatch(v):
-            raise ValueError(f"{v!r} is not a bare option list such as 'rw,sync,no_subtree_check'")
+            raise ValueError(f"{excerpt(v)} is not a bare option list such as 'rw,sync,no_subtree_check'")
         return v
 
 
@@ -249,7 +250,8 @@ class Host(StrictModel):
     profile: str
     address: IPv4Address
     mac: str | None = None  # default: derived from interface.mac_prefix and the address
-    server_id: int | None = Field(default=None, ge=1, le=2**32 - 1)  # default: the address's host part
+    # default: the address's host part; strict: `server_id: true` is not server 1
+    server_id: Annotated[int, Strict()] | None = Field(default=None, ge=1, le=2**32 - 1)
     primary: str | None = None  # sql-replica: the sql-primary host it replicates
     lb: str | None = None  # web: the load balancer whose pool it joins
     nfs: Annotated[NfsMount | None, BeforeValidator(_nfs_mount)] = None  # web: shared docroot
@@ -266,14 +268,14 @@ class Host(StrictModel):
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
         if v is not None and not MAC.fullmatch(v.lower()):
-            raise ValueError(f"{v[:80]!r} is not a MAC address such as '52:54:00:10:00:0b'")
+            raise ValueError(f"{excerpt(v)} is not a MAC address such as '52:54:00:10:00:0b'")
         return None if v is None else v.lower()
 
 
 class Cluster(StrictModel):
     name: str
     network: IPv4Network
-    debian: int | None = None
+    debian: Annotated[int, Strict()] | None = None
     interface: Nic | None = None
     uplink: Nic | None = None
     ssh_authorized_keys: list[SshPublicKey] = []
@@ -292,14 +294,16 @@ class Cluster(StrictModel):
     @field_validator("network", mode="before")
     @classmethod
     def _network(cls, v: Any) -> Any:
+        if not isinstance(v, str | IPv4Network):
+            raise ValueError(f"{excerpt(v)} is not an IPv4 network with its prefix length, such as 10.10.0.0/24")
         try:
             net = IPv4Network(str(v), strict=False)
         except ValueError:
             net = None
         if net is None or "/" not in str(v):
-            raise ValueError(f"{v!r} is not an IPv4 network with its prefix length, such as 10.10.0.0/24")
+            raise ValueError(f"{excerpt(v)} is not an IPv4 network with its prefix length, such as 10.10.0.0/24")
         if str(net) != str(v):
-            raise ValueError(f"{v!r} has host bits set: the network is {net}")
+            raise ValueError(f"{excerpt(v)} has host bits set: the network is {net}")
         return net
 
     @field_validator("databases")
@@ -313,7 +317,7 @@ class Cluster(StrictModel):
     def _grant_hosts(self) -> Cluster:
         for user in self.db_users:
             if user.host is not None and not grant_host_in(user.host, self.network):
-                raise ValueError(f"db_users: {user.name}: host {user.host[:80]!r} is not an address or a network "
+                raise ValueError(f"db_users: {user.name}: host {excerpt(user.host)} is not an address or a network "
                                  f"inside the cluster network {self.network} (accounts stay in it)")
         for index, scraper in enumerate(self.monitoring.scrapers if self.monitoring else []):
             if not grant_host_in(scraper, self.network):

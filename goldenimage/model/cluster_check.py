@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from ..core.errors import GoldenError
+from ..core.inert import excerpt
 from .cluster import Cluster, Host, private_mac, server_id
 from .profile_schema import SQL_ROLES, Role
 from .profiles import ProfileErrors, resolve
@@ -79,7 +80,7 @@ class _Checker:
     def refer(self, key: str, name: str, role: Role) -> Host | None:
         """The host `name` refers to, when it exists; an error unless it has `role`."""
         if name not in self.by_name:
-            self.error(key, f"no host named {name!r} in this cluster")
+            self.error(key, f"no host named {excerpt(name)} in this cluster")
             return None
         theirs = self.roles.get(name)
         if theirs is not None and role not in theirs:
@@ -120,7 +121,7 @@ class _Checker:
         for index, host in enumerate(self.cluster.hosts):
             at = f"hosts[{index}]"
             if host.name in names:
-                self.error(f"{at}.name", f"{host.name!r} is already the name of hosts[{names[host.name]}]")
+                self.error(f"{at}.name", f"{excerpt(host.name)} is already the name of hosts[{names[host.name]}]")
             names.setdefault(host.name, index)
             address_ok = self.claim(f"{at}.address", host.address, f"{host.name} ({at})")
             mac = private_mac(self.cluster, host)
@@ -186,9 +187,9 @@ class _Checker:
         users = [u.name for u in cluster.db_users]
         for index, user in enumerate(cluster.db_users):
             if user.database not in cluster.databases:
-                self.error(f"db_users[{index}].database", f"{user.database!r} is not in databases")
+                self.error(f"db_users[{index}].database", f"{excerpt(user.database)} is not in databases")
             if users.index(user.name) != index:
-                self.error(f"db_users[{index}].name", f"{user.name!r} is listed twice")
+                self.error(f"db_users[{index}].name", f"{excerpt(user.name)} is listed twice")
         plesk = cluster.secrets.plesk_license
         if Role.PLESK in everyone and plesk is None:
             self.error("secrets.plesk_license", "missing: a plesk host needs its licence key "

@@ -6,8 +6,9 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, field_validator, model_validator
+from pydantic import AfterValidator, Strict, field_validator, model_validator
 
+from ..core.inert import excerpt
 from ..core.schema import StrictModel
 from .disk_layout import DiskLayout
 from .role_settings import Settings
@@ -86,7 +87,7 @@ class UserSpec(StrictModel):
     @classmethod
     def _not_reserved(cls, v: str) -> str:
         if v in RESERVED_USERS:
-            raise ValueError(f"{v!r} is reserved (root is never baked; golden-build is the bake's own account)")
+            raise ValueError(f"{excerpt(v)} is reserved (root is never baked; golden-build is the bake's own account)")
         return v
 
 
@@ -101,7 +102,7 @@ class AptSource(StrictModel):
     def _source(cls, v: str) -> str:
         m = APT_SOURCE.fullmatch(v)
         if m is None:
-            raise ValueError(f"{v[:80]!r} is not one 'deb URL SUITE COMPONENT...' line")
+            raise ValueError(f"{excerpt(v)} is not one 'deb URL SUITE COMPONENT...' line")
         if "trusted=" in v:
             raise ValueError("trusted= turns off apt's signature check: give the repository's key instead")
         check_url(m["url"])
@@ -117,7 +118,7 @@ class AptSource(StrictModel):
 
 def _source_name(value: str) -> str:
     if not FILE_NAME.fullmatch(value):
-        raise ValueError(f"{value[:80]!r} is not a source name (a-z, 0-9, '.', '_', '-')")
+        raise ValueError(f"{excerpt(value)} is not a source name (a-z, 0-9, '.', '_', '-')")
     return value
 
 
@@ -171,7 +172,7 @@ class Fragment(StrictModel):
             for item in getattr(self, key):
                 name = getattr(item, ident)
                 if name in seen:
-                    raise ValueError(f"{key}: {name!r} is given twice in this file (keep one)")
+                    raise ValueError(f"{key}: {excerpt(name)} is given twice in this file (keep one)")
                 seen.add(name)
         return self
 
@@ -189,7 +190,7 @@ class ProfileFile(Fragment):
 
     extends: list[str] | str | None = None
     roles: list[Role] = []
-    debian: list[int] | None = None
+    debian: list[Annotated[int, Strict()]] | None = None
     abstract: bool = False
     disk_size: str | None = None
     disk_layout: DiskLayout | None = None
@@ -198,9 +199,9 @@ class ProfileFile(Fragment):
     @classmethod
     def _size(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[1-9][0-9]{0,7}[MG]", v):
-            raise ValueError(f"{v!r} is not a disk size such as '4G' or '6144M'")
+            raise ValueError(f"{excerpt(v)} is not a disk size such as '4G' or '6144M'")
         if v is not None and not 1024 <= int(v[:-1]) * (1024 if v.endswith("G") else 1) <= MAX_DISK_MIB:
-            raise ValueError(f"{v!r} is out of bounds: between 1G and {MAX_DISK_MIB // 1024}G")
+            raise ValueError(f"{excerpt(v)} is out of bounds: between 1G and {MAX_DISK_MIB // 1024}G")
         return v
 
     @field_validator("extends")
@@ -208,7 +209,7 @@ class ProfileFile(Fragment):
     def _extends(cls, v: list[str] | str | None) -> list[str] | str | None:
         for name in [v] if isinstance(v, str) else v or []:
             if not FILE_NAME.fullmatch(name):
-                raise ValueError(f"{name[:80]!r} is not a profile name (a-z, 0-9, '.', '_', '-')")
+                raise ValueError(f"{excerpt(name)} is not a profile name (a-z, 0-9, '.', '_', '-')")
         return v
 
 

@@ -1,35 +1,59 @@
-"""The schema of the release matrix file (profiles/releases.yaml), checked once when it is read."""
+"""The schema of the release matrix file (profiles/releases.yaml), checked once when it is read.
+
+A releases.yaml in the user's profile folder is input like a profile: its mirrors, suites, components and
+package names go into the image's apt sources and command lines, so they are checked by the same rules."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Strict
+
+from ..core.schema import StrictModel
+from .values import OneLine, PackageName, Url, _fullmatch
+
+# Debian archive names: suites and codenames (bookworm, bookworm-updates, buster/updates), components.
+SUITE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}(/[a-z0-9][a-z0-9.+-]{0,63})?")
+COMPONENT = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# A value substituted into profiles ({{ php }} -> 8.2): a version or a package-like word.
+VAR_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}")
 
 
-class CloudInitQuirks(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str
+def _checked(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    return AfterValidator(lambda value: _fullmatch(pattern, value, what))
+
+
+Suite = Annotated[str, _checked(SUITE, "Debian suite such as 'bookworm-updates'")]
+Component = Annotated[str, _checked(COMPONENT, "archive component such as 'main'")]
+VarName = Annotated[str, _checked(VAR_NAME, "variable name (letters, digits, '_')")]
+VarValue = Annotated[str, _checked(VAR_VALUE, "variable value (one word: letters, digits, '.', '+', '_', '-')")]
+StrictInt = Annotated[int, Strict()]
+
+
+class CloudInitQuirks(StrictModel):
+    version: OneLine
     clean_machine_id: bool
-    status_wait_ok: list[int]
-    network_renderers: list[str] = []
+    status_wait_ok: list[StrictInt]
+    network_renderers: list[VarValue] = []
 
 
-class ReleaseModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    codename: str
+class ReleaseModel(StrictModel):
+    codename: Suite
     archived: bool
-    mirror: str
-    security_mirror: str
-    suites: list[str]
-    security_suite: str
-    components: list[str]
-    kernel: dict[str, str]
-    base_packages: list[str] = []
-    vars: dict[str, str]
+    mirror: Url
+    security_mirror: Url
+    suites: list[Suite]
+    security_suite: Suite
+    components: list[Component]
+    kernel: dict[VarName, PackageName]
+    base_packages: list[PackageName] = []
+    vars: dict[VarName, VarValue]
     cloud_init: CloudInitQuirks
 
 
-class MatrixModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    default: int
-    base_packages: list[str] = []
+class MatrixModel(StrictModel):
+    default: StrictInt
+    base_packages: list[PackageName] = []
     releases: dict[int, ReleaseModel]

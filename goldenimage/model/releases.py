@@ -8,11 +8,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import yaml
-
 from ..core.errors import InputError
 from ..core.paths import find_profile_file, shipped
-from ..core.yamlfile import read_yaml_mapping
+from ..core.yamlfile import display_path, read_yaml, read_yaml_mapping
 
 if TYPE_CHECKING:
     from .release_schema import ReleaseModel
@@ -106,18 +104,18 @@ def load_matrix(path: Path | None = None) -> Matrix:
     path = path or find_profile_file("releases.yaml") or shipped("profiles") / "releases.yaml"
     from pydantic import ValidationError  # here, not at the top: `golden --help` needs no pydantic
 
+    from ..core.schema import SchemaErrors, schema_error_lines
     from .release_schema import MatrixModel
 
     raw = read_yaml_mapping(path)  # a key given twice (a release listed twice) is refused, naming the file
     try:
         model = MatrixModel.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{path}: {key}: {err['msg']}") from exc
+        raise SchemaErrors(schema_error_lines(display_path(path), exc, MatrixModel),
+                           hint="the release matrix is checked like a profile (README: Errors in input)") from None
     releases = {n: _to_release(n, r, model.base_packages) for n, r in model.releases.items()}
     if model.default not in releases:
-        raise InputError(f"{path}: default: release {model.default} is not in the matrix")
+        raise InputError(f"{display_path(path)}: default: release {model.default} is not in the matrix")
     return Matrix(default=model.default, releases=MappingProxyType(releases))
 
 
@@ -134,10 +132,10 @@ def release_help(what: str = "Debian release") -> str:
     matrix validates it and reports what is wrong."""
     path = find_profile_file("releases.yaml") or shipped("profiles") / "releases.yaml"
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)
         numbers = [str(n) for n in sorted(int(n) for n in raw["releases"])]
-        default = raw["default"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return f"{what} (see {path})"
+        default = int(raw["default"])
+    except (InputError, KeyError, TypeError, ValueError, OverflowError):
+        return f"{what} (see {display_path(path)})"
     listed = f"{', '.join(numbers[:-1])} or {numbers[-1]}" if len(numbers) > 1 else numbers[0]
     return f"{what}: {listed} (default {default})"

@@ -7,11 +7,13 @@ schema_error_lines), so that a misspelt `settings.web.helth_path` never reaches 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
+from ..core.inert import excerpt
 from ..core.schema import StrictModel
 from .plesk_install import RELEASE as PLESK_RELEASE
 from .values import AbsPath, Url
@@ -24,7 +26,7 @@ URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 def _check(pattern: re.Pattern[str], what: str) -> Any:
     def check(value: str) -> str:
         if not pattern.fullmatch(value):
-            raise ValueError(f"{value[:80]!r} is not {what}")
+            raise ValueError(f"{excerpt(value)} is not {what}")
         return value
 
     return AfterValidator(check)
@@ -33,7 +35,9 @@ def _check(pattern: re.Pattern[str], what: str) -> Any:
 SqlIdent = Annotated[str, _check(SQL_IDENT, "a name of letters, digits and '_' (at most 64)")]
 Token = Annotated[str, _check(TOKEN, "one word of letters, digits, '.', '_' and '-'")]
 UrlPath = Annotated[str, _check(URL_PATH, "a URL path such as '/healthz'")]
-Port = Annotated[int, Field(ge=1, le=65535)]
+#: Strict: `port: true` is not port 1 (pydantic's lax mode takes a boolean for an int).
+Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+Count = Annotated[int, Strict()]
 
 
 class WebSettings(StrictModel):
@@ -44,7 +48,7 @@ class WebSettings(StrictModel):
 class MariadbSettings(StrictModel):
     port: Port | None = None
     replication_user: SqlIdent | None = None
-    binlog_expire_days: Annotated[int, Field(ge=0, le=99)] | None = None
+    binlog_expire_days: Annotated[Count, Field(ge=0, le=99)] | None = None
 
 
 class GaleraSettings(StrictModel):
@@ -55,7 +59,7 @@ class GaleraSettings(StrictModel):
 class LbSettings(StrictModel):
     keepalived: bool | None = None
     health_path: UrlPath | None = None
-    max_servers: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_servers: Annotated[Count, Field(ge=1, le=1000)] | None = None
 
 
 class PleskSettings(StrictModel):
@@ -85,9 +89,11 @@ class FirstbootSettings(BaseModel):
             raise ValueError("expected a mapping of timing keys (retry_attempts, retry_delay, ...)")
         for key, value in data.items():
             if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
-                raise ValueError(f"{str(key)[:80]!r} is not a settings key (lower-case letters, digits, '_')")
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{key}: {str(value)[:80]!r} is not a number of zero or more")
+                raise ValueError(f"{excerpt(key)} is not a settings key (lower-case letters, digits, '_')")
+            if (isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+                    or not math.isfinite(value)):
+                # .nan and .inf are floats YAML reads: JSON would carry them as null, and the agent fails on it
+                raise ValueError(f"{key}: {excerpt(value)} is not a finite number of zero or more")
         return data
 
 

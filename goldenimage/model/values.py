@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator
 
+from ..core.inert import CONTROL, excerpt
+
 #: {{ var }} placeholders (from the release matrix); values holding them are checked again once filled in.
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -55,7 +57,7 @@ MAX_DISK_MIB = 16 * 1024 * 1024
 
 
 def _shown(value: str) -> str:
-    return repr(value if len(value) <= 80 else value[:77] + "...")
+    return excerpt(value)
 
 
 def _fullmatch(pattern: re.Pattern[str], value: str, what: str, *, placeholders: bool = False) -> str:
@@ -152,7 +154,7 @@ def check_sysctl_key(value: str) -> str:
 
 def check_sysctl_value(value: str | int) -> str | int:
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a sysctl value: write 0 or 1")
+        raise ValueError(f"{excerpt(value)} is not a sysctl value: write 0 or 1")
     if isinstance(value, int):
         return value
     return _fullmatch(SYSCTL_VALUE, value, "sysctl value (one line of letters, digits and '_.:,/+@-')")
@@ -210,8 +212,9 @@ def check_keyboard(value: str) -> str:
 
 
 def check_one_line(value: str) -> str:
-    """Free text that must stay one line (a command, a description): no newline or control character."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    """Free text that must stay one line (a command, a description): no line break (Unicode's included: NEL,
+    U+2028, U+2029, which YAML and splitlines() break on) and no control character (C0, DEL, C1)."""
+    if CONTROL.search(value):
         raise ValueError(f"{_shown(value)} must be one line without control characters")
     return value
 

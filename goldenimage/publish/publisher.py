@@ -22,7 +22,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ..bake.store import Artifact
 from ..core.errors import GoldenError
-from ..core.log import console, info, log, step
+from ..core.log import console, info, log, step, warning
 
 T = TypeVar("T")
 
@@ -323,5 +323,5 @@ def cleanup_on_failure(undo: Callable[[], None], what: str) -> Iterator[None]:
             undo()
             info(f"removed the incomplete {what}")
         except Exception as exc:  # the original error matters more; say what is left behind
-            console.print(f"  [yellow]warning:[/yellow] could not remove the incomplete {what}: {exc}")
+            warning(f"could not remove the incomplete {what}: {exc}")
         raise

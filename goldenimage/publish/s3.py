@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..bake.store import Artifact
-from ..core.log import console, info, log
+from ..core.log import info, log, warning
 from .publisher import (
     ChecksumMismatch,
     CredentialsError,
@@ -311,9 +311,8 @@ class S3Publisher:
             self.s3.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
             info("aborted the multipart upload")
         except Exception as exc:  # the original error matters more; say what is left behind
-            console.print(f"  [yellow]warning:[/yellow] could not abort multipart upload {upload_id[:12]}… of "
-                          f"s3://{self.settings.bucket}/{key} ({type(exc).__name__}): abort it or let a "
-                          "lifecycle rule expire it")
+            warning(f"could not abort multipart upload {upload_id[:12]}… of s3://{self.settings.bucket}/{key} "
+                    f"({type(exc).__name__}): abort it or let a lifecycle rule expire it")
 
     def _call(self, method: Any, key: str = "", transient_raw: bool = False, **kwargs: Any) -> Any:
         """A boto3 call with every error turned into one line and a hint (connection breaks pass through

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.fs import scratch
+from ..core.inert import CONTROL
 from ..core.run import require, run
+from ..core.yamlfile import display_path, read_input_text
 from ..model.cluster import Cluster, SecretSource
 from ..model.cluster_check import Roles
 from ..model.profile_schema import REPLICATION_ROLES, Role
@@ -29,6 +31,8 @@ GENERATE = SecretSource(generate=True)
 HEX_KEY = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}")
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n[A-Za-z0-9+/=\n]+-----END \1-----")
 TLS_DAYS = 3650
+#: A secret file is a password, a key or a PEM bundle: 64 KiB is far more than any.
+MAX_SECRET_BYTES = 64 * 1024
 
 
 def generate_secret(length: int = LENGTH) -> str:
@@ -63,7 +67,7 @@ def secret_problem(name: str, value: str) -> str | None:
         if any(ord(c) < 32 and c not in "\r\n" or ord(c) == 127 for c in value):
             return "the PEM text holds a control character"
         return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if CONTROL.search(value):  # C0, DEL, C1 and Unicode line breaks
         # Secrets land in config lines on the hosts ([client] password=...): one line, never shown.
         return "the secret holds a newline or control character (one line only)"
     return None
@@ -103,11 +107,14 @@ def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]
 def read_store(directory: Path) -> dict[str, str]:
     """The generated secrets of an earlier render into `directory` ({} when there is none)."""
     path = directory / SECRETS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return {}
-    except (OSError, ValueError) as exc:
+    try:
+        data = json.loads(read_input_text(path, MAX_SECRET_BYTES * 16))
+    except InputError as exc:
+        raise InputError(f"{exc.message} (the stored secrets)",
+                         hint="restore it from a backup: the hosts already use these secrets") from None
+    except ValueError as exc:
         raise InputError(f"{path}: cannot read the stored secrets ({type(exc).__name__})",
                          hint="restore it from a backup: the hosts already use these secrets") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -161,14 +168,12 @@ def resolve_secrets(
         elif source.file is not None:
             path = Path(source.file).expanduser()
             path = path if path.is_absolute() else base_dir / path
-            try:
-                value = path.read_text().strip() + ("\n" if name == "galera_tls" else "")
-            except OSError as exc:
-                errors.append(f"{where}: {key}.file: cannot read {path}: {exc.strerror}")
+            try:  # bounded: a secret is never a device, a FIFO or a huge file
+                text = read_input_text(path, MAX_SECRET_BYTES, f"{where}: {key}.file: {display_path(path)}")
+            except InputError as exc:
+                errors.append(exc.message)
                 continue
-            except UnicodeDecodeError:
-                errors.append(f"{where}: {key}.file: {path} is not UTF-8 text")
-                continue
+            value = text.strip() + ("\n" if name == "galera_tls" else "")
             if not value.strip():
                 errors.append(f"{where}: {key}.file: {path} is empty")
             values[name] = value
