@@ -20,7 +20,9 @@ from .targets import Target
 from .userdata import BUILD_USER
 
 SOURCE_NAME = "golden"
-SCRIPTS = ("apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh")
+SCRIPTS = (
+    "apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh", "remove-build-account.sh",
+)
 GUEST_MANIFEST = "/tmp/golden-guest-manifest.json"
 MANIFEST_FILE = "guest-manifest.json"
 #: Where Packer uploads the bake scripts and runs them: /tmp may be mounted noexec (disk_layout
@@ -265,6 +267,9 @@ def _shutdown_command() -> str:
     )
 
 
+_AS_ROOT = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
+
+
 def _shell(script: str, **options: Any) -> dict[str, Any]:
     """A shell provisioner running one of the bake scripts from REMOTE_FOLDER."""
     return {"shell": {"script": "${var.scripts_dir}/" + script, "remote_folder": REMOTE_FOLDER, **options}}
@@ -286,6 +291,9 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
         f"GOLDEN_CLEAN_MACHINE_ID={1 if release.clean_machine_id else 0}",
     ]
     first = _apply_user_data() if target is Target.PROXMOX else []
+    # The qemu builder runs a shutdown_command, which removes the account as it stops the machine; the
+    # proxmox and openstack builders stop it through their API, so their last provisioner removes it.
+    last = [] if target is Target.QEMU else [_remove_build_account()]
     return [
         *first,
         _shell("wait-cloud-init.sh"),
@@ -298,9 +306,17 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
         _shell(
             "cleanup.sh",
             environment_vars=cleanup_env,
-            execute_command="chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}",
+            execute_command=_AS_ROOT,
         ),
+        *last,
     ]
+
+
+def _remove_build_account() -> dict[str, Any]:
+    """The last provisioner where no shutdown_command runs: nothing logs in after it, so Packer must not
+    clean up the uploaded script (skip_clean: the script removes itself)."""
+    return _shell("remove-build-account.sh", environment_vars=[f"GOLDEN_BUILD_USER={BUILD_USER}"],
+                  execute_command=_AS_ROOT, skip_clean=True)
 
 
 _SOURCES = {Target.QEMU: ("qemu", _qemu), Target.PROXMOX: ("proxmox-clone", _proxmox),
