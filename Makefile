@@ -35,8 +35,8 @@ profiles: venv ## Show the profiles, their roles and releases
 	$(GOLDEN) profiles
 
 .PHONY: render
-render: venv ## Render PROFILE for DEBIAN and TARGET into rendered/
-	$(GOLDEN) render $(PROFILE) --debian $(DEBIAN) --target $(TARGET) $(OVERLAY_ARGS)
+render: venv ## Render PROFILE for DEBIAN and TARGET into rendered/ (PACKER_VERSION=X.Y: for that Packer)
+	$(GOLDEN) render $(PROFILE) --debian $(DEBIAN) --target $(TARGET) $(OVERLAY_ARGS) $(if $(PACKER_VERSION),--packer-version $(PACKER_VERSION))
 
 .PHONY: validate
 validate: venv ## Render every profile x release x target and check with packer validate and cloud-init schema
