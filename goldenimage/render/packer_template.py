@@ -261,8 +261,13 @@ def openstack_user_data(profile: ResolvedProfile, user_data: str) -> bytes:
 
 def _shutdown_command() -> str:
     # The build account goes last, in the command that stops the machine: nothing logs in after it.
+    # cloud-init's sudoers file also holds the profile's users' rules (the native converge writes the same
+    # file): only the build account's lines go, and the file when no rule is left (remove-build-account.sh).
+    rules = "/etc/sudoers.d/90-cloud-init-users"
     return (
-        f"sudo sh -c 'userdel -rf {BUILD_USER}; rm -f /etc/sudoers.d/90-cloud-init-users; "
+        f"sudo sh -c 'userdel -rf {BUILD_USER}; if [ -e {rules} ]; then "
+        f'sed -i "/^# User rules for {BUILD_USER}\\$/d; /^{BUILD_USER}[[:space:]]/d" {rules}; '
+        f'grep -q "^[^#[:space:]]" {rules} || rm -f {rules}; fi; '
         "shutdown -P now'"
     )
 

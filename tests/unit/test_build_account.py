@@ -89,3 +89,29 @@ def test_removal_deletes_a_sudoers_file_left_with_no_rule(tmp_path):
     root, _, done = _run_removal(tmp_path, CLOUD_INIT_SUDOERS)
     assert done.returncode == 0, done.stderr
     assert not (root / "etc/sudoers.d/90-cloud-init-users").exists()
+
+
+def test_qemu_shutdown_command_keeps_the_profiles_sudo_rules(tmp_path):
+    """The native converge writes the profile's users' rules into cloud-init's file; the VM pass's shutdown
+    must take out only the build account's."""
+    template, _ = render_template(resolve("web", 12), Target.QEMU)
+    command = template["source"]["qemu"]["golden"]["shutdown_command"]
+    prefix = "sudo sh -c '"
+    assert command.startswith(prefix) and command.endswith("'")
+    rules_dir = tmp_path / "sudoers.d"
+    rules_dir.mkdir()
+    script = command[len(prefix):-1].replace("/etc/sudoers.d", str(rules_dir)).replace("shutdown -P now",
+                                                                                        "echo stopped")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "userdel").write_text("#!/bin/sh\n")
+    (bin_dir / "userdel").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    rules = rules_dir / "90-cloud-init-users"
+    rules.write_text(CLOUD_INIT_SUDOERS + "\n# User rules for acme-ops\nacme-ops ALL=(ALL) NOPASSWD:ALL\n")
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout == "stopped\n", done.stderr
+    assert BUILD_USER not in rules.read_text() and "acme-ops ALL=(ALL) NOPASSWD:ALL" in rules.read_text()
+    rules.write_text(CLOUD_INIT_SUDOERS)
+    subprocess.run(["sh", "-c", script], env=env, check=True, capture_output=True, timeout=30)
+    assert not rules.exists()
