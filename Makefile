@@ -35,8 +35,8 @@ profiles: venv ## Show the profiles, their roles and releases
 	$(GOLDEN) profiles
 
 .PHONY: render
-render: venv ## Render PROFILE for DEBIAN and TARGET into rendered/
-	$(GOLDEN) render $(PROFILE) --debian $(DEBIAN) --target $(TARGET) $(OVERLAY_ARGS)
+render: venv ## Render PROFILE for DEBIAN and TARGET into rendered/ (PACKER_VERSION=X.Y: for that Packer)
+	$(GOLDEN) render $(PROFILE) --debian $(DEBIAN) --target $(TARGET) $(OVERLAY_ARGS) $(if $(PACKER_VERSION),--packer-version $(PACKER_VERSION))
 
 .PHONY: validate
 validate: venv ## Render every profile x release x target and check with packer validate and cloud-init schema
@@ -87,6 +87,18 @@ publish: venv ## Publish the newest PROFILE artifact to TARGET (openstack, s3, o
 .PHONY: test-publish
 test-publish: venv ## Publishing tests against local S3 (moto), Keystone/Glance, Proxmox VE and OVH API servers
 	$(VENV)/bin/pytest tests/publish -v
+
+FLOOR_VENV ?= .venv-floor
+.PHONY: test-floor
+test-floor: ## Publishing tests with the lowest openstacksdk, proxmoxer, boto3 and ovh pyproject.toml allows (own venv, .venv-floor)
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "python3-venv is missing: run sudo make deps (or apt-get install python3-venv)" >&2; exit 1; }
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	./scripts/floor-constraints > $(FLOOR_VENV)/constraints.txt
+	$(FLOOR_VENV)/bin/pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/pip install -q -c $(FLOOR_VENV)/constraints.txt -e '.[test]'
+	$(FLOOR_VENV)/bin/pip list 2>/dev/null | grep -iE '^(openstacksdk|proxmoxer|boto3|botocore|ovh) '
+	$(FLOOR_VENV)/bin/pytest tests/publish -q -p no:cacheprovider
 
 .PHONY: test-cluster
 test-cluster: host-tools venv ## Multi-VM cluster tests (bakes the images they need, boots them on a private network)

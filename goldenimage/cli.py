@@ -44,7 +44,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         check_replaceable(out)  # before any work: a bad --out is refused at once
     profile = resolve(args.profile, args.debian, tuple(args.overlay))
     out = out or Path(f"rendered/{profile.name}-debian{profile.release.number}-{args.target}")
-    rendered = render(profile, Target(args.target), out)
+    rendered = render(profile, Target(args.target), out, packer_version=args.packer_version)
     for path in sorted(rendered.directory.iterdir()):
         print(path)
     return 0
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGET_NAMES, default="qemu")
     p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
     p.add_argument("--out", help="output directory (default rendered/PROFILE-debianN-TARGET)")
+    p.add_argument("--packer-version", metavar="X.Y",
+                   help="the Packer that will run the template (default: the installed one, else the newest "
+                        "supported); 1.7 and later get required_plugins and the plugins' options")
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("validate", help="render and check with `packer validate` and `cloud-init schema`")

@@ -12,12 +12,13 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..core.errors import GoldenError
+from ..core.errors import GoldenError, InputError
 from ..core.paths import cache_dir
 from ..core.run import require, run
 
@@ -44,7 +45,37 @@ def packer_version() -> tuple[int, int, int]:
 
 def supports_required_plugins() -> bool:
     """`packer { required_plugins }` exists from Packer 1.7 on; 1.6 rejects the block."""
-    return packer_version() >= (1, 7, 0)
+    return packer_version() >= PLUGINS_FROM
+
+
+#: Templates are HCL2 in JSON syntax with the builders of Packer 1.6 (Debian 12's 1.6.6) or, from 1.7, with
+#: the external plugins' options and a `packer { required_plugins }` block: every release from 1.7 takes the
+#: plugin form. NEWEST_PACKER is the release a rendering is for when no Packer is installed to ask.
+OLDEST_PACKER = (1, 6, 0)
+PLUGINS_FROM = (1, 7, 0)
+NEWEST_PACKER = (1, 14, 0)
+
+
+def parse_packer_version(text: str) -> tuple[int, int, int]:
+    """X.Y or X.Y.Z (a leading v allowed) as a version tuple; InputError for anything else or below 1.6."""
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not m:
+        raise InputError(f"--packer-version: {text!r} is not a Packer version", hint="give X.Y, such as 1.11")
+    version = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+    if version < OLDEST_PACKER:
+        raise InputError(f"--packer-version: {text} is older than Packer 1.6, the oldest the templates are for",
+                         hint="give 1.6 or later")
+    return version
+
+
+def render_packer_version(requested: str | None = None) -> tuple[int, int, int]:
+    """The Packer a template is rendered for: the one asked for, else the installed one, else the newest
+    supported. Rendering never needs a local Packer."""
+    if requested:
+        return parse_packer_version(requested)
+    if shutil.which("packer") is None:
+        return NEWEST_PACKER
+    return packer_version()
 
 
 def plugin_dir() -> Path:

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bake.packer_cli import supports_required_plugins
+from ..bake.packer_cli import PLUGINS_FROM, render_packer_version
 from ..core.errors import InputError
 from ..core.outdir import check_replaceable, mark, replace_dir
 from ..core.ssh_keys import ephemeral_keypair
@@ -75,16 +75,19 @@ def render(
     build_public_key: str | None = None,
     content_key: str | None = None,
     required_plugins: bool | None = None,
+    packer_version: str | None = None,
     vm_pass_only: bool = False,
 ) -> Rendered:
     """Render `profile` for `target` into out_dir; files appear only once all are written.
 
+    The template is for `packer_version` (X.Y), else the installed Packer, else the newest supported one;
+    `required_plugins` overrides that choice.
     out_dir is replaced whole, and only if golden wrote it (its marker) or it is empty: InputError otherwise.
     `vm_pass_only`: the user-data of the native bake's VM pass (the build account and vm_bake_commands)."""
     out_dir = Path(out_dir)
     check_replaceable(out_dir)
     if required_plugins is None:
-        required_plugins = supports_required_plugins()
+        required_plugins = render_packer_version(packer_version) >= PLUGINS_FROM
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

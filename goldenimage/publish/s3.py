@@ -9,7 +9,8 @@ always set: the one given, boto3's, the endpoint's, or us-east-1), path-style ad
 and no flexible-checksum headers unless an operation requires them. Integrity does not rest on ETags (not an
 MD5 under SSE-KMS or SSE-C, nor on every service): each part carries its Content-MD5, which the server
 checks on receipt; the whole file's sha256 is computed over the bytes sent; the stored object's size and
-golden-sha256 are compared after completion, and its ChecksumSHA256 when the service reports one.
+golden-sha256 are compared after completion, and its ChecksumSHA256 when the service reports one (asked
+with ChecksumMode, and without it where the service refuses that header).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ MAX_LISTED = 10_000  # objects looked at under a prefix, so that a listing loop 
 DEFAULT_REGION = "us-east-1"
 #: Error codes of a service that has no ListMultipartUploads (the upload then starts afresh).
 NOT_IMPLEMENTED = ("NotImplemented", "501", "405", "MethodNotAllowed")
+#: Answers of a service that does not take HeadObject's x-amz-checksum-mode (verify asks again without it).
+CHECKSUM_MODE_REFUSED = ("400", "InvalidArgument", "InvalidRequest", "BadRequest", *NOT_IMPLEMENTED)
 CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken",
                     "ExpiredToken", "InvalidSecurity")
 QUOTA_CODES = ("QuotaExceeded", "EntityTooLarge", "InsufficientStorage")
@@ -138,8 +141,7 @@ class S3Publisher:
         return replace(image, extra={**image.extra, "sha256_parts": composite})
 
     def verify(self, image: PublishedImage, facts: ImageFacts) -> None:
-        head = self._call(self.s3.head_object, image.id, Bucket=self.settings.bucket, Key=image.id,
-                          ChecksumMode="ENABLED")
+        head = self._call(self._head_with_checksum, image.id, object_key=image.id)
         problems = []
         if head.get("Metadata", {}).get("golden-sha256") != facts.sha256:
             problems.append("golden-sha256 metadata")
@@ -154,6 +156,20 @@ class S3Publisher:
         if problems:
             raise ChecksumMismatch(f"s3://{self.settings.bucket}/{image.id}: checksum mismatch ({', '.join(problems)})",
                                    hint="the object was removed; publish again")
+
+    def _head_with_checksum(self, object_key: str) -> dict[str, Any]:
+        """HeadObject asking for the stored checksum (ChecksumMode); a service that refuses the header (a
+        400, 405 or 501 to a HEAD, which carries no error body) is asked again without it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(self.s3.head_object(Bucket=self.settings.bucket, Key=object_key, ChecksumMode="ENABLED"))
+        except ClientError as exc:
+            if _code(exc) not in CHECKSUM_MODE_REFUSED:
+                raise
+            log.debug("s3://%s/%s: HeadObject with ChecksumMode refused (%s); asked without it",
+                      self.settings.bucket, object_key, _code(exc))
+        return dict(self.s3.head_object(Bucket=self.settings.bucket, Key=object_key))
 
     def list_images(self, profile: str) -> list[PublishedImage]:
         images = (self._describe(k) for k in self._keys(f"{self.settings.prefix}{profile}/") if k.endswith(".qcow2"))

@@ -20,7 +20,9 @@ from .targets import Target
 from .userdata import BUILD_USER
 
 SOURCE_NAME = "golden"
-SCRIPTS = ("apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh")
+SCRIPTS = (
+    "apply-user-data.sh", "wait-cloud-init.sh", "collect-manifest.sh", "cleanup.sh", "remove-build-account.sh",
+)
 GUEST_MANIFEST = "/tmp/golden-guest-manifest.json"
 MANIFEST_FILE = "guest-manifest.json"
 #: Where Packer uploads the bake scripts and runs them: /tmp may be mounted noexec (disk_layout
@@ -259,10 +261,18 @@ def openstack_user_data(profile: ResolvedProfile, user_data: str) -> bytes:
 
 def _shutdown_command() -> str:
     # The build account goes last, in the command that stops the machine: nothing logs in after it.
+    # cloud-init's sudoers file also holds the profile's users' rules (the native converge writes the same
+    # file): only the build account's lines go, and the file when no rule is left (remove-build-account.sh).
+    rules = "/etc/sudoers.d/90-cloud-init-users"
     return (
-        f"sudo sh -c 'userdel -rf {BUILD_USER}; rm -f /etc/sudoers.d/90-cloud-init-users; "
+        f"sudo sh -c 'userdel -rf {BUILD_USER}; if [ -e {rules} ]; then "
+        f'sed -i "/^# User rules for {BUILD_USER}\\$/d; /^{BUILD_USER}[[:space:]]/d" {rules}; '
+        f'grep -q "^[^#[:space:]]" {rules} || rm -f {rules}; fi; '
         "shutdown -P now'"
     )
+
+
+_AS_ROOT = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
 
 
 def _shell(script: str, **options: Any) -> dict[str, Any]:
@@ -286,6 +296,9 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
         f"GOLDEN_CLEAN_MACHINE_ID={1 if release.clean_machine_id else 0}",
     ]
     first = _apply_user_data() if target is Target.PROXMOX else []
+    # The qemu builder runs a shutdown_command, which removes the account as it stops the machine; the
+    # proxmox and openstack builders stop it through their API, so their last provisioner removes it.
+    last = [] if target is Target.QEMU else [_remove_build_account()]
     return [
         *first,
         _shell("wait-cloud-init.sh"),
@@ -298,9 +311,17 @@ def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, An
         _shell(
             "cleanup.sh",
             environment_vars=cleanup_env,
-            execute_command="chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}",
+            execute_command=_AS_ROOT,
         ),
+        *last,
     ]
+
+
+def _remove_build_account() -> dict[str, Any]:
+    """The last provisioner where no shutdown_command runs: nothing logs in after it, so Packer must not
+    clean up the uploaded script (skip_clean: the script removes itself)."""
+    return _shell("remove-build-account.sh", environment_vars=[f"GOLDEN_BUILD_USER={BUILD_USER}"],
+                  execute_command=_AS_ROOT, skip_clean=True)
 
 
 _SOURCES = {Target.QEMU: ("qemu", _qemu), Target.PROXMOX: ("proxmox-clone", _proxmox),

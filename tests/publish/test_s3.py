@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import http.server
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -344,3 +347,56 @@ def test_presigned_url_is_signed_for_the_bucket_region_when_none_was_given(
     assert publisher.region == "us-east-1"  # the fallback: calls work, a URL signed for it would not
     url = publisher.presign(PublishedImage("goldenimage/web/x.qcow2", "x", "web", "k", ""), 60)
     assert "/eu-west-3/s3/aws4_request" in parse_qs(urlsplit(url).query)["X-Amz-Credential"][0]
+
+
+class _RefusesChecksumMode(http.server.BaseHTTPRequestHandler):
+    """An S3-compatible front for moto on 127.0.0.1 that answers a HEAD carrying x-amz-checksum-mode with
+    400 and no body, as services without flexible checksums do, and forwards every other HEAD."""
+
+    upstream = ""
+    refused: list[str] = []
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's name)
+        if "x-amz-checksum-mode" in {k.lower() for k in self.headers}:
+            self.refused.append(self.path)
+            self.send_response(400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        url = urlsplit(self.upstream)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        try:
+            conn.request("HEAD", self.path, headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+            answer = conn.getresponse()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("server", "date", "connection"):
+                    self.send_header(name, value)
+            self.end_headers()
+        finally:
+            conn.close()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_verify_works_with_a_service_that_refuses_checksum_mode(
+        s3: S3Publisher, moto_endpoint: str, make_artifact: Callable[..., Artifact]) -> None:
+    artifact = make_artifact()
+    image = publish(s3, artifact).image
+    handler = type("Front", (_RefusesChecksumMode,), {"upstream": moto_endpoint, "refused": []})
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=front.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{front.server_address[1]}"
+        strict = S3Publisher(S3Settings(bucket=s3.settings.bucket, endpoint_url=endpoint, part_size=PART))
+        facts = publisher.ImageFacts.of(artifact)
+        strict.verify(image, facts)
+        assert handler.refused  # it was asked with ChecksumMode first, then without
+        with pytest.raises(ChecksumMismatch, match="golden-sha256"):  # and still compares what it is told
+            strict.verify(image, replace(facts, sha256="0" * 64))
+    finally:
+        front.shutdown()
+        front.server_close()
+        thread.join(timeout=10)

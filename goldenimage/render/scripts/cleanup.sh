@@ -1,6 +1,7 @@
 #!/bin/sh
 # Golden-image hygiene: everything that would make clones share an identity or leak the build.
-# Runs as root at the end of every bake; the build user itself is removed by the shutdown command.
+# Runs as root at the end of every bake; the build user is removed after it (remove-build-account.sh, or
+# the qemu target's shutdown command).
 #   GOLDEN_SERVICES         services to stop first, so their files are quiet
 #   GOLDEN_INSTANCE_UNIQUE  extra paths (globs) each clone must make for itself
 #   GOLDEN_CLEAN_MACHINE_ID 1 when `cloud-init clean --machine-id` exists on this release
