@@ -128,7 +128,7 @@ def fall_back_to_tcg(reason: str) -> bool:
     with _lock:
         if _verdict is not None and _verdict.accel == "tcg":
             return False
-        previous = _verdict or Verdict("kvm", "")
+        previous = _verdict or _load(None) or Verdict("kvm", "")  # keep the probe's figures
         _verdict = replace(previous, accel="tcg", reason=f"a guest hung under KVM: {reason}", source="fallback")
         _store(_verdict)
         return True
@@ -220,10 +220,11 @@ def _cache_file() -> Path:
     return cache_dir() / CACHE_NAME
 
 
-def _load(key: dict[str, str]) -> Verdict | None:
+def _load(key: dict[str, str] | None) -> Verdict | None:
+    """The cached verdict when it was saved under `key` (any key: None)."""
     try:
         data = json.loads(_cache_file().read_text())
-        if data.get("key") != key:
+        if key is not None and data.get("key") != key:
             return None
         probes = {name: Probe(**data[name]) if data.get(name) else None for name in ("kvm", "tcg")}
         return Verdict(data["accel"], data["reason"], probes["kvm"], probes["tcg"], data.get("kernel", ""))
