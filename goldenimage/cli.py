@@ -99,7 +99,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .commands.verify import verify
 
-    verify(args.target, args.debian, all_firmwares=args.all_firmwares, firmwares_only=args.firmware)
+    verify(args.target, args.debian, all_firmwares=args.all_firmwares, firmwares_only=args.firmware,
+           datasource=args.datasource, hardware=args.hardware, parallel=args.parallel)
     return 0
 
 
@@ -177,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     firmware.add_argument("--firmware", action="append", default=[], choices=FIRMWARES, metavar="FIRMWARE",
                           help=f"boot clones under this firmware only ({', '.join(FIRMWARES)}; repeatable): one "
                                "clone per firmware named, two when one is named (the hygiene suite compares two)")
+    from .verify.datasources import DATASOURCES
+    from .verify.vm import HARDWARE
+
+    p.add_argument("--datasource", choices=DATASOURCES,
+                   help="hand the clones their data as a cloud does: configdrive (Nova, OVH BYOI), metadata "
+                        "(the OpenStack metadata service), proxmox (qemu-server's NoCloud drive), nocloud (our "
+                        "seed); with a static address, and the datasource suite checks what the clone took")
+    p.add_argument("--hardware", choices=HARDWARE, default="virt",
+                   help="boot the clones on a target's hardware: virt (virtio), proxmox-bios and proxmox-uefi "
+                        "(the published template's machine, firmware and buses), metal (q35, UEFI, AHCI disk "
+                        "and config drive, e1000e NIC; needs an image for metal)")
+    p.add_argument("--parallel", type=int, default=2, metavar="N", help="clones booting at a time (default 2)")
     p.set_defaults(func=_cmd_verify)
 
     from .commands.apply_cli import add_parser as add_apply_parser

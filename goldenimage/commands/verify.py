@@ -22,8 +22,9 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, boot_clone, wait_for_first_boot
-from ..verify.vm import FIRMWARES, VM
+from ..verify.datasources import DATASOURCES, CloneData, clone_data
+from ..verify.guest import GUEST_USER, boot_clone, standalone_settings, wait_for_first_boot
+from ..verify.vm import FIRMWARES, HARDWARE, HARDWARE_FIRMWARE, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
 SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
@@ -37,9 +38,11 @@ class Identity:
     machine_id: str
 
 
-def suites_for(roles: list[str]) -> list[Path]:
-    """The testinfra suites that apply: the base and hygiene suites, then one per role."""
-    names = ["test_base.py", "test_hygiene.py"] + [f"test_{r.replace('-', '_')}.py" for r in roles]
+def suites_for(roles: list[str], datasource: bool = False) -> list[Path]:
+    """The testinfra suites that apply: the base and hygiene suites, the datasource suite when the clones
+    were given a datasource's data, then one per role."""
+    names = ["test_base.py", "test_hygiene.py"] + (["test_datasource.py"] if datasource else []) + \
+        [f"test_{r.replace('-', '_')}.py" for r in roles]
     missing = [n for n in names if not (SUITES_DIR / n).is_file()]
     if missing:
         raise GoldenError(f"no testinfra suite {', '.join(missing)} in {SUITES_DIR}")
@@ -84,10 +87,11 @@ def _names(items: tuple[str, ...]) -> str:
 
 
 def _boot(artifact: store.Artifact, directory: Path, name: str, key: SSHKey, roles: list[str],
-          status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None) -> VM:
+          status_ok: tuple[int, ...], firmware: str = "bios", started: list[VM] | None = None,
+          data: CloneData | None = None, hardware: str = "virt") -> VM:
     # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
     vm = boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
-                    ssh_timeout=1200, started=started)
+                    ssh_timeout=1200, started=started, data=data, hardware=hardware)
     try:
         # the suites check a settled clone: the first-boot agent starts once cloud-init is done, and on a
         # loaded host its steps (banking-hardened's update-grub: minutes under TCG) were still running
@@ -161,38 +165,65 @@ def console_logs_dir(artifact: store.Artifact) -> Path:
     return artifact.qcow2.parent / "verify-logs" / f"{artifact.name}-{stamp}"
 
 
+def check_hardware(manifest: dict[str, Any], hardware: str) -> None:
+    """A metal layout needs an image for metal (the generic kernel has AHCI and the server NICs' drivers; the
+    cloud kernel finds no disk there): InputError in one line otherwise."""
+    kind = manifest.get("kind", "cloud")
+    if hardware == "metal" and kind != "metal":
+        raise InputError(f"--hardware metal: the artifact is a {kind} image, whose kernel has no AHCI or server "
+                         "NIC drivers", hint="bake one for metal: golden build PROFILE --hardware metal")
+
+
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
-           firmwares_only: Sequence[str] = ()) -> None:
+           firmwares_only: Sequence[str] = (), datasource: str | None = None, hardware: str = "virt",
+           parallel: int = 2) -> None:
     """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, or once per
     firmware of `firmwares_only` (twice when one is named), compare identities, run the suites on every clone;
-    GoldenError on failure."""
+    GoldenError on failure. `datasource` hands the clones their data as that cloud does (and adds the
+    datasource suite); `hardware` boots them on a target's layout (twice, with the firmware it has);
+    `parallel` clones boot at a time."""
+    if hardware not in HARDWARE:
+        raise InputError(f"--hardware {hardware}: no such layout", hint=f"one of: {', '.join(HARDWARE)}")
+    if datasource is not None and datasource not in DATASOURCES:
+        raise InputError(f"--datasource {datasource}: no such datasource", hint=f"one of: {', '.join(DATASOURCES)}")
     artifact = store.resolve(target, debian)
     manifest = artifact.manifest()
+    check_hardware(manifest, hardware)
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
-    suites = suites_for(roles)
-    firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
+    suites = suites_for(roles, datasource=datasource is not None or hardware != "virt")
+    if hardware in HARDWARE_FIRMWARE:
+        firmwares = clone_firmwares(manifest, only=(HARDWARE_FIRMWARE[hardware],))
+    else:
+        firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
     with step(f"Verifying {artifact.qcow2.name}"), scratch("golden-verify") as tmp:
         directory = Path(tmp)
         key = ephemeral_keypair(directory)
         started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end
         try:
             # two boots at a time on this kind of machine: a third clone boots once one of the first two is up
-            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)})"), \
-                    ThreadPoolExecutor(max_workers=2) as pool:
-                futures = [pool.submit(_boot, artifact, directory, f"verify-{i}", key, roles, release.status_wait_ok,
-                                       fw, started) for i, fw in enumerate(firmwares, start=1)]
+            names = [f"verify-{i}" for i in range(1, len(firmwares) + 1)]
+            data = [clone_data(datasource or "nocloud", directory, name, key, standalone_settings(roles))
+                    for name in names]
+            layout = "" if hardware == "virt" and datasource is None else \
+                f" on {hardware} hardware with {datasource or 'nocloud'} data"
+            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)}){layout}"), \
+                    ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+                futures = [pool.submit(_boot, artifact, directory, name, key, roles, release.status_wait_ok,
+                                       fw, started, d, hardware) for name, fw, d in zip(names, firmwares, data,
+                                                                                        strict=True)]
                 vms, errors = collect_boots(futures, started)
             if errors:
                 raise errors[0]
             identities = [identity(vm) for vm in vms]
             failed = []
-            for vm, other in zip(vms, others(identities), strict=True):
+            for vm, other, clone in zip(vms, others(identities), data, strict=True):
                 env = {
                     "GOLDEN_OTHER_IDENTITY": json.dumps({"host_keys": list(other.host_keys),
                                                          "machine_id": other.machine_id}),
                     "GOLDEN_MANIFEST": str(artifact.manifest_file),
                     "GOLDEN_FIRMWARE": vm.firmware,
+                    "GOLDEN_DATASOURCE": json.dumps({**clone.expectations(), "hardware": hardware}),
                 }
                 with step(f"testinfra on {vm.name} ({vm.firmware}): {', '.join(s.name for s in suites)}"):
                     if run_suites(vm, suites, env, directory) != 0:

@@ -156,8 +156,9 @@ class ProxmoxPublisher:
                 hint=f"upgrade the node, or copy {facts.name}.qcow2 to it and run as root: qm create VMID "
                      f"--ostype {HARDWARE.ostype} --cpu {HARDWARE.cpu} --scsihw {HARDWARE.scsihw} "
                      f"--{HARDWARE.boot_disk} {self.settings.vm_storage}:0,import-from=/PATH/{facts.name}.qcow2 "
-                     f"--{HARDWARE.cloud_init_drive} {self.settings.vm_storage}:cloudinit --agent {int(HARDWARE.agent)} "
-                     f"--serial0 {HARDWARE.serial} --ciupgrade {int(HARDWARE.ciupgrade)} && qm template VMID")
+                     f"--{HARDWARE.cloud_init_drive} {self.settings.vm_storage}:cloudinit "
+                     f"--agent {int(HARDWARE.agent)} --serial0 {HARDWARE.serial} "
+                     f"--ciupgrade {int(HARDWARE.ciupgrade)} && qm template VMID")
         status = self._call(self.node.storage(self.settings.storage).status.get)
         if "import" not in str(status.get("content", "")).split(","):
             raise PublishError(f"Proxmox storage {self.settings.storage} does not hold content type import",
