@@ -55,8 +55,8 @@ host-tools: ## Check the host tools; as root, install what is missing
 	  else echo "missing host tools:$$missing; run: sudo make deps" >&2; exit 1; fi; fi
 
 .PHONY: image
-image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2, .sha256, manifest)
-	$(GOLDEN) build $(PROFILE) --debian $(DEBIAN) $(OVERLAY_ARGS)
+image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2, .sha256, manifest; ARGS=--kind metal for dedicated servers)
+	$(GOLDEN) build $(PROFILE) --debian $(DEBIAN) $(OVERLAY_ARGS) $(ARGS)
 
 .PHONY: verify
 verify: host-tools venv ## Boot the newest PROFILE artifact fresh and run its testinfra suite (ARGS=--firmware uefi, or --all-firmwares)

@@ -91,7 +91,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .commands.bake import bake
 
     artifact = bake(args.profile, args.debian, tuple(args.overlay), force=args.force, base_url=args.base_url,
-                    base_checksum=args.base_checksum, mirror=args.mirror)
+                    base_checksum=args.base_checksum, mirror=args.mirror, kind=args.kind)
     print(artifact.qcow2)
     return 0
 
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", help="profile name or path to a profile file")
     _add_base_options(p)
     p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
+    p.add_argument("--kind", choices=["cloud", "metal"], default="cloud",
+                   help="cloud: for virtual machines (virtio, Debian's cloud kernel); metal: for dedicated servers "
+                        "(the generic kernel with AHCI, NVMe and RAID HBA drivers, server NIC firmware, mdadm)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")

@@ -30,7 +30,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from ..bake import store
     from ..publish.publisher import publish
 
-    artifact = store.resolve(args.image, args.debian)
+    # a dedicated server takes an image for metal: the newest of the profile, or the one named (refused if cloud)
+    artifact = store.resolve(args.image, args.debian, kind="metal" if args.to == "ovh-dedicated" else "cloud")
     if args.keep is not None and args.keep < 1:
         raise InputError("--keep must be 1 or more (the image just published always stays)")
     if args.to == "ovh-dedicated":
@@ -57,8 +58,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _ovh_dedicated(args: argparse.Namespace, artifact: Artifact) -> int:
-    from ..publish.ovh import OvhDedicated, OvhSettings, deploy
+    from ..publish.ovh import OvhDedicated, OvhSettings, deploy, require_metal
 
+    require_metal(artifact)
     if not args.server:
         raise InputError("--server SERVICE_NAME is required for ovh-dedicated")
     if not args.yes:

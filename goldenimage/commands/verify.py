@@ -171,7 +171,7 @@ def check_hardware(manifest: dict[str, Any], hardware: str) -> None:
     kind = manifest.get("kind", "cloud")
     if hardware == "metal" and kind != "metal":
         raise InputError(f"--hardware metal: the artifact is a {kind} image, whose kernel has no AHCI or server "
-                         "NIC drivers", hint="bake one for metal: golden build PROFILE --hardware metal")
+                         "NIC drivers", hint="bake one for metal: golden build PROFILE --kind metal")
 
 
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
@@ -186,7 +186,8 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
         raise InputError(f"--hardware {hardware}: no such layout", hint=f"one of: {', '.join(HARDWARE)}")
     if datasource is not None and datasource not in DATASOURCES:
         raise InputError(f"--datasource {datasource}: no such datasource", hint=f"one of: {', '.join(DATASOURCES)}")
-    artifact = store.resolve(target, debian)
+    # metal hardware takes the newest image for metal (the generic kernel), the others the newest cloud image
+    artifact = store.resolve(target, debian, kind="metal" if hardware == "metal" else "cloud")
     manifest = artifact.manifest()
     check_hardware(manifest, hardware)
     roles: list[str] = manifest["profile"]["roles"]

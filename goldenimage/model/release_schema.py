@@ -24,6 +24,7 @@ class ReleaseModel(BaseModel):
     components: list[str]
     kernel: dict[str, str]
     base_packages: list[str] = []
+    metal_packages: list[str] = []
     vars: dict[str, str]
     cloud_init: CloudInitQuirks
 
@@ -32,4 +33,5 @@ class MatrixModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     default: int
     base_packages: list[str] = []
+    metal_packages: list[str] = []
     releases: dict[int, ReleaseModel]
