@@ -155,3 +155,21 @@ def test_metal_hardware_refuses_a_cloud_image_in_one_line() -> None:
 def test_the_datasource_suite_runs_only_with_a_datasource() -> None:
     assert "test_datasource.py" not in [s.name for s in suites_for(["web"])]
     assert [s.name for s in suites_for(["web"], datasource=True)][2] == "test_datasource.py"
+
+
+@needs_cloud_init
+def test_a_config_drive_default_route_needs_net_tools_where_ifupdown_renders_it(tmp_path: Path) -> None:
+    """cloud-init's ENI renderer turns network_data.json's default route into `route add` (net-tools): every
+    release whose base renders with ifupdown carries net-tools, or a static clone has no default route."""
+    from goldenimage.model.releases import matrix
+
+    data = clone_data("configdrive", tmp_path, "web-cd", KEY, SETTINGS)
+    script = ("import json, sys\nfrom cloudinit.sources.helpers import openstack\nfrom cloudinit.net import eni, "
+              "network_state\nnet = openstack.convert_net_json(json.loads(sys.argv[1]), known_macs={sys.argv[2]: "
+              "'ens3'})\nprint(eni.Renderer()._render_interfaces(network_state.parse_net_config_data(net)))\n")
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", script, data.files["openstack/latest/network_data.json"], data.mac],
+                          capture_output=True, text=True, check=True)
+    assert f"post-up route add default gw {GUEST_GATEWAY}" in proc.stdout
+    for release in matrix():
+        if "ifupdown" in release.base_packages:
+            assert "net-tools" in release.base_packages, release.name
