@@ -95,7 +95,7 @@ test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per gue
 
 .PHONY: test-extended
 test-extended: host-tools venv ## VM tests kept out of CI for time: base boots per firmware, encryption at rest, more cluster cases
-	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply'
+	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply and not hardware'
 
 .PHONY: test-all
 test-all: host-tools venv ## Every test there is (hours under TCG)
@@ -103,8 +103,12 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not hardware'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+.PHONY: test-hardware
+test-hardware: host-tools venv ## Targets' hardware and datasources beyond make test: metadata service, Proxmox drive (BIOS and UEFI), web and sql-primary for metal (bakes them; ~1.5 h under TCG)
+	$(VENV)/bin/pytest -m hardware -v tests/e2e/test_targets.py
 
 .PHONY: test-ha
 test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; kills the active lb, a web node and the SQL writer under load (HA_RATE, HA_DWELL, HA_MAX_SECONDS)
