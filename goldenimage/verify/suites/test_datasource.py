@@ -65,3 +65,12 @@ def test_nic_and_disk_are_those_of_the_hardware(host, nic, expected):
                               "[ -e \"$p/driver\" ] && basename $(readlink -f \"$p/driver\"); "
                               "p=$(dirname \"$p\"); done")
     assert disk_driver in chain.split(), chain
+
+
+def test_an_image_for_metal_has_storage_drivers_in_its_initramfs_and_mdadm(host, expected):
+    if expected["hardware"] != "metal":
+        pytest.skip("only images for metal carry the generic kernel")
+    assert host.package("mdadm").is_installed and host.package("linux-image-amd64").is_installed
+    listing = host.check_output("lsinitramfs /boot/initrd.img-$(uname -r)")
+    modules = {line.rsplit("/", 1)[-1].split(".ko")[0] for line in listing.splitlines() if ".ko" in line}
+    assert {"ahci", "nvme", "megaraid_sas", "mpt3sas"} <= modules, sorted(modules)[:50]
