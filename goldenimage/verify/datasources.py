@@ -9,8 +9,9 @@
   user-data (hostname, SSH keys, no package upgrade), `instance-id` meta-data, network-config version 1
   matching the NIC's MAC, and the project's host settings as vendor-data (`cicustom vendor=...`).
 
-With user-mode networking the static address is QEMU's own (10.0.2.15/24, gateway 10.0.2.2): what is proven is
-that the guest took it from the data, not from DHCP, on the NIC with the MAC the data names.
+With user-mode networking the static address is the one QEMU's DHCP would give (10.0.2.15/24, gateway 10.0.2.2;
+for the metadata service 169.254.0.15/16: libslirp forwards only addresses inside its network): what is proven
+is that the guest took it from the data, not from DHCP, on the NIC with the MAC the data names.
 """
 
 from __future__ import annotations
@@ -34,11 +35,33 @@ from ..render.seed import write_seed_iso
 from ..render.userdata import dump_cloud_config, render_host_user_data, render_meta_data
 
 DATASOURCES = ("nocloud", "configdrive", "metadata", "proxmox")
-#: QEMU's user network: the guest's address, its gateway and DNS server.
-GUEST_ADDRESS, GUEST_PREFIX, GUEST_NETMASK = "10.0.2.15", 24, "255.255.255.0"
-GUEST_GATEWAY, GUEST_DNS = "10.0.2.2", "10.0.2.3"
-METADATA_HOST, METADATA_PORT = "169.254.169.254", 80
 CONFIG_DRIVE_LABEL = "config-2"
+
+
+@dataclass(frozen=True)
+class UserNet:
+    """QEMU's user network as a clone sees it: its own static address is the one DHCP would give."""
+
+    network: str
+    prefix: int
+    netmask: str
+    address: str
+    gateway: str
+    dns: str
+
+    def netdev_options(self) -> tuple[str, ...]:
+        """The -netdev user options for this network; none for QEMU's default 10.0.2.0/24."""
+        if self == DEFAULT_NET:
+            return ()
+        return (f"net={self.network}/{self.prefix}", f"host={self.gateway}", f"dhcpstart={self.address}",
+                f"dns={self.dns}")
+
+
+DEFAULT_NET = UserNet("10.0.2.0", 24, "255.255.255.0", "10.0.2.15", "10.0.2.2", "10.0.2.3")
+#: libslirp forwards only addresses inside the user network ("Conflicting/invalid host:port in guest forwarding
+#: rule" otherwise): the metadata service's clone lives on 169.254.0.0/16, as 169.254.169.254 is link-local.
+METADATA_NET = UserNet("169.254.0.0", 16, "255.255.0.0", "169.254.0.15", "169.254.0.2", "169.254.0.3")
+GUEST_ADDRESS, GUEST_GATEWAY = DEFAULT_NET.address, DEFAULT_NET.gateway
 #: What cloud-init's status.json names as the datasource of each (`DataSourceX [...]`).
 CLOUD_INIT_NAMES = {"nocloud": "DataSourceNoCloud", "configdrive": "DataSourceConfigDrive",
                     "metadata": "DataSourceOpenStack", "proxmox": "DataSourceNoCloud"}
@@ -58,12 +81,14 @@ class CloneData:
     extra_args: tuple[str, ...] = ()
     static: bool = True  # the address comes from the data (else DHCP)
     files: dict[str, str] = field(default_factory=dict)  # what the drive or service holds, by path
+    net: UserNet = DEFAULT_NET
+    settings: dict[str, Any] = field(default_factory=dict)  # the first-boot host settings it carries
 
     def expectations(self) -> dict[str, Any]:
         """The JSON the datasource suite reads ($GOLDEN_DATASOURCE)."""
         return {"datasource": self.datasource, "cloud_init_name": CLOUD_INIT_NAMES[self.datasource],
                 "hostname": self.hostname, "mac": self.mac, "static": self.static,
-                "address": f"{GUEST_ADDRESS}/{GUEST_PREFIX}", "gateway": GUEST_GATEWAY}
+                "address": f"{self.net.address}/{self.net.prefix}", "gateway": self.net.gateway}
 
 
 def random_mac(datasource: str) -> str:
@@ -71,19 +96,23 @@ def random_mac(datasource: str) -> str:
 
 
 def clone_data(datasource: str, directory: Path, name: str, key: SSHKey, settings: dict[str, Any]) -> CloneData:
-    """The data of `datasource` for the clone `name`: its drive written in `directory`, its key, its settings."""
+    """The data of `datasource` for the clone `name`: its drive written in `directory`, its key, its settings
+    (their address and network made those of the clone's user network)."""
     mac = random_mac(datasource)
+    net = METADATA_NET if datasource == "metadata" else DEFAULT_NET
+    if "address" in settings:
+        settings = {**settings, "address": net.address, "network": f"{net.network}/{net.prefix}"}
     if datasource == "nocloud":
         user_data = render_host_user_data(name, settings, ssh_authorized_keys=[key.public])
         meta = render_meta_data(f"verify-{uuid.uuid4().hex[:12]}", name)
         seed = write_seed_iso(directory / f"{name}-seed.iso", user_data, meta)
         return CloneData(datasource, name, mac, seed, static=False,
-                         files={"user-data": user_data, "meta-data": meta})
+                         files={"user-data": user_data, "meta-data": meta}, settings=settings)
     if datasource in ("configdrive", "metadata"):
-        files = openstack_files(name, key, settings, mac)
+        files = openstack_files(name, key, settings, mac, net)
         if datasource == "configdrive":
             drive = write_config_drive(directory / f"{name}-config-drive.iso", files)
-            return CloneData(datasource, name, mac, drive, files=files)
+            return CloneData(datasource, name, mac, drive, files=files, settings=settings)
         root = directory / f"{name}-metadata"
         for path, text in files.items():
             (root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -92,18 +121,19 @@ def clone_data(datasource: str, directory: Path, name: str, key: SSHKey, setting
         (root / "openstack" / "index").write_text("latest\n")
         from .metadata_service import guestfwd
 
-        return CloneData(datasource, name, mac, None, netdev_options=(guestfwd(root),),
+        return CloneData(datasource, name, mac, None, netdev_options=(*net.netdev_options(), guestfwd(root)),
                          extra_args=("-smbios", "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova"),
-                         files=files)
+                         files=files, net=net, settings=settings)
     if datasource == "proxmox":
-        files = proxmox_files(name, key, settings, mac)
+        files = proxmox_files(name, key, settings, mac, net)
         seed = write_seed_iso(directory / f"{name}-cloudinit.iso", files["user-data"], files["meta-data"],
                               files["network-config"], vendor_data=files["vendor-data"])
-        return CloneData(datasource, name, mac, seed, files=files)
+        return CloneData(datasource, name, mac, seed, files=files, settings=settings)
     raise ValueError(f"unknown datasource {datasource!r}")
 
 
-def openstack_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str) -> dict[str, str]:
+def openstack_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
+                    net: UserNet = DEFAULT_NET) -> dict[str, str]:
     """openstack/latest/* as Nova writes them: the hostname and key in meta_data.json, the address in
     network_data.json, only the project's host settings in user_data."""
     meta = {
@@ -114,10 +144,10 @@ def openstack_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str) 
     }
     network = {
         "links": [{"id": "tap0", "type": "phy", "ethernet_mac_address": mac, "mtu": 1500, "vif_id": str(uuid.uuid4())}],
-        "networks": [{"id": "network0", "type": "ipv4", "link": "tap0", "ip_address": GUEST_ADDRESS,
-                      "netmask": GUEST_NETMASK, "network_id": str(uuid.uuid4()),
-                      "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": GUEST_GATEWAY}]}],
-        "services": [{"type": "dns", "address": GUEST_DNS}],
+        "networks": [{"id": "network0", "type": "ipv4", "link": "tap0", "ip_address": net.address,
+                      "netmask": net.netmask, "network_id": str(uuid.uuid4()),
+                      "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": net.gateway}]}],
+        "services": [{"type": "dns", "address": net.dns}],
     }
     return {
         "openstack/latest/meta_data.json": json.dumps(meta, indent=2),
@@ -127,7 +157,8 @@ def openstack_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str) 
     }
 
 
-def proxmox_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str) -> dict[str, str]:
+def proxmox_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
+                  net: UserNet = DEFAULT_NET) -> dict[str, str]:
     """The files of qemu-server's NoCloud drive for a VM named `name` with `sshkeys`, `ciupgrade 0` and
     `ipconfig0 ip=10.0.2.15/24,gw=10.0.2.2`; vendor-data the project's host settings."""
     user = dump_cloud_config({
@@ -136,8 +167,8 @@ def proxmox_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str) ->
     })
     network = yaml.safe_dump({"version": 1, "config": [
         {"type": "physical", "name": "eth0", "mac_address": mac.lower(), "subnets": [
-            {"type": "static", "address": GUEST_ADDRESS, "netmask": GUEST_NETMASK, "gateway": GUEST_GATEWAY}]},
-        {"type": "nameserver", "address": [GUEST_DNS]},
+            {"type": "static", "address": net.address, "netmask": net.netmask, "gateway": net.gateway}]},
+        {"type": "nameserver", "address": [net.dns]},
     ]}, sort_keys=False)
     meta = f"instance-id: {hashlib.sha1((user + network).encode()).hexdigest()}\n"  # noqa: S324 - as PVE does
     vendor = render_host_user_data(None, settings) if settings else ""

@@ -95,8 +95,13 @@ def test_proxmox_drive_is_qemu_servers_nocloud_layout(tmp_path: Path) -> None:
 def test_metadata_service_serves_the_openstack_tree_and_nothing_else(tmp_path: Path) -> None:
     data = clone_data("metadata", tmp_path, "web-md", KEY, SETTINGS)
     assert data.seed is None
-    (option,) = data.netdev_options
+    *net, option = data.netdev_options
     assert option.startswith("guestfwd=tcp:169.254.169.254:80-cmd:") and "," not in option
+    # libslirp forwards only addresses inside the user network: 169.254.0.0/16, with the static address in it
+    assert net == ["net=169.254.0.0/16", "host=169.254.0.2", "dhcpstart=169.254.0.15", "dns=169.254.0.3"]
+    assert data.expectations()["address"] == "169.254.0.15/16" and data.settings["address"] == "169.254.0.15"
+    network = json.loads(data.files["openstack/latest/network_data.json"])["networks"][0]
+    assert (network["ip_address"], network["routes"][0]["gateway"]) == ("169.254.0.15", "169.254.0.2")
     assert "product=OpenStack Nova" in " ".join(data.extra_args)  # ds-identify's test for OpenStack
     root = Path(option.rsplit(" ", 1)[1])
     (tmp_path / "secret").write_text("no")
