@@ -205,8 +205,8 @@ class VM:
         seed = f"file={self.seed},format=raw,readonly=on" if self.seed else ""
         if self.hardware == "virt":
             # the seed a read-only virtio disk: the cloud kernel always has virtio_blk
-            return ["-drive", f"{disk},if=virtio", "-device", nic] + \
-                (["-drive", f"{seed},if=virtio"] if seed else [])
+            return ["-drive", f"file={self.overlay},if=virtio,format=qcow2", "-device", nic] + \
+                (["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"] if seed else [])
         if self.hardware == "metal":
             # q35's own AHCI controller (ich9-ahci, ports ide.0 to ide.5), as a server's SATA disks and a
             # virtual media CD: the generic kernel's ahci, sd_mod and sr_mod
