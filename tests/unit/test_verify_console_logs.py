@@ -49,7 +49,7 @@ def _artifact(tmp_path: Path) -> store.Artifact:
 def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = _artifact(tmp_path)
-    monkeypatch.setattr(store, "resolve", lambda target, debian: artifact)
+    monkeypatch.setattr(store, "resolve", lambda target, debian, **kw: artifact)
     clones: list[_Clone] = []
 
     def boot(artifact: Any, directory: Path, name: str, key: Any, roles: Any, status_ok: Any,
