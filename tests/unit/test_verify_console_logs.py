@@ -53,7 +53,8 @@ def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_pa
     clones: list[_Clone] = []
 
     def boot(artifact: Any, directory: Path, name: str, key: Any, roles: Any, status_ok: Any,
-             firmware: str = "bios", started: list[Any] | None = None) -> _Clone:
+             firmware: str = "bios", started: list[Any] | None = None, data: Any = None,
+             hardware: str = "virt") -> _Clone:
         clone = _Clone(directory, name, firmware, f"{name} console\ncloud-init: writing host keys\n")
         clones.append(clone)
         assert started is not None
