@@ -27,12 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pycdlib
-import yaml
-
 from ..core.ssh_keys import SSHKey
-from ..render.seed import write_seed_iso
-from ..render.userdata import dump_cloud_config, render_host_user_data, render_meta_data
+
+# pycdlib, yaml and the renderers are imported where used: the CLI's parser reads DATASOURCES and must stay light
 
 DATASOURCES = ("nocloud", "configdrive", "metadata", "proxmox")
 CONFIG_DRIVE_LABEL = "config-2"
@@ -98,6 +95,9 @@ def random_mac(datasource: str) -> str:
 def clone_data(datasource: str, directory: Path, name: str, key: SSHKey, settings: dict[str, Any]) -> CloneData:
     """The data of `datasource` for the clone `name`: its drive written in `directory`, its key, its settings
     (their address and network made those of the clone's user network)."""
+    from ..render.seed import write_seed_iso
+    from ..render.userdata import render_host_user_data, render_meta_data
+
     mac = random_mac(datasource)
     net = METADATA_NET if datasource == "metadata" else DEFAULT_NET
     if "address" in settings:
@@ -136,6 +136,8 @@ def openstack_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
                     net: UserNet = DEFAULT_NET) -> dict[str, str]:
     """openstack/latest/* as Nova writes them: the hostname and key in meta_data.json, the address in
     network_data.json, only the project's host settings in user_data."""
+    from ..render.userdata import render_host_user_data
+
     meta = {
         "uuid": str(uuid.uuid4()), "name": name, "hostname": name, "launch_index": 0,
         "availability_zone": "nova", "project_id": uuid.uuid4().hex,
@@ -161,6 +163,10 @@ def proxmox_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
                   net: UserNet = DEFAULT_NET) -> dict[str, str]:
     """The files of qemu-server's NoCloud drive for a VM named `name` with `sshkeys`, `ciupgrade 0` and
     `ipconfig0 ip=10.0.2.15/24,gw=10.0.2.2`; vendor-data the project's host settings."""
+    import yaml
+
+    from ..render.userdata import dump_cloud_config, render_host_user_data
+
     user = dump_cloud_config({
         "hostname": name, "manage_etc_hosts": True, "fqdn": name, "ssh_authorized_keys": [key.public],
         "chpasswd": {"expire": False}, "users": ["default"],
@@ -177,6 +183,8 @@ def proxmox_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
 
 def write_config_drive(path: Path, files: dict[str, str]) -> Path:
     """An ISO 9660 config drive labelled config-2 holding `files` (paths under its root), written atomically."""
+    import pycdlib
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=CONFIG_DRIVE_LABEL)
     try:
