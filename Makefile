@@ -59,8 +59,8 @@ host-tools: ## Check the host tools; as root, install what is missing
 	  else echo "missing host tools:$$missing; run: sudo make deps" >&2; exit 1; fi; fi
 
 .PHONY: image
-image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2, .sha256, manifest)
-	$(GOLDEN) build $(PROFILE) --debian $(DEBIAN) $(OVERLAY_ARGS)
+image: host-tools venv ## Bake PROFILE for DEBIAN into images/ (compressed qcow2, .sha256, manifest; ARGS=--kind metal for dedicated servers)
+	$(GOLDEN) build $(PROFILE) --debian $(DEBIAN) $(OVERLAY_ARGS) $(ARGS)
 
 .PHONY: verify
 verify: host-tools venv ## Boot the newest PROFILE artifact fresh and run its testinfra suite (ARGS=--firmware uefi, or --all-firmwares)
@@ -111,7 +111,7 @@ test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per gue
 
 .PHONY: test-extended
 test-extended: host-tools venv ## VM tests kept out of CI for time: base boots per firmware, encryption at rest, more cluster cases
-	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply'
+	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply and not hardware'
 
 .PHONY: test-watch
 test-watch: host-tools venv ## A real Prometheus on 127.0.0.1 scrapes lb + 2 web + nfs, then the SQL pair; each failure raises its own alerts, which resolve after the repair
@@ -123,8 +123,12 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+.PHONY: test-hardware
+test-hardware: host-tools venv ## Targets' hardware and datasources beyond make test: metadata service, Proxmox drive (BIOS and UEFI), web and sql-primary for metal (bakes them; ~1.5 h under TCG)
+	$(VENV)/bin/pytest -m hardware -v tests/e2e/test_targets.py
 
 .PHONY: test-ha
 test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; kills the active lb, a web node and the SQL writer under load (HA_RATE, HA_DWELL, HA_MAX_SECONDS)

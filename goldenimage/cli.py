@@ -91,7 +91,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .commands.bake import bake
 
     artifact = bake(args.profile, args.debian, tuple(args.overlay), force=args.force, base_url=args.base_url,
-                    base_checksum=args.base_checksum, mirror=args.mirror)
+                    base_checksum=args.base_checksum, mirror=args.mirror, kind=args.kind)
     print(artifact.qcow2)
     return 0
 
@@ -99,7 +99,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .commands.verify import verify
 
-    verify(args.target, args.debian, all_firmwares=args.all_firmwares, firmwares_only=args.firmware)
+    verify(args.target, args.debian, all_firmwares=args.all_firmwares, firmwares_only=args.firmware,
+           datasource=args.datasource, hardware=args.hardware, parallel=args.parallel)
     return 0
 
 
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", help="profile name or path to a profile file")
     _add_base_options(p)
     p.add_argument("--overlay", action="append", default=[], type=Path, help="customer overlay (repeatable)")
+    p.add_argument("--kind", choices=["cloud", "metal"], default="cloud",
+                   help="cloud: for virtual machines (virtio, Debian's cloud kernel); metal: for dedicated servers "
+                        "(the generic kernel with AHCI, NVMe and RAID HBA drivers, server NIC firmware, mdadm)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
@@ -180,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     firmware.add_argument("--firmware", action="append", default=[], choices=FIRMWARES, metavar="FIRMWARE",
                           help=f"boot clones under this firmware only ({', '.join(FIRMWARES)}; repeatable): one "
                                "clone per firmware named, two when one is named (the hygiene suite compares two)")
+    from .verify.datasources import DATASOURCES
+    from .verify.vm import HARDWARE
+
+    p.add_argument("--datasource", choices=DATASOURCES,
+                   help="hand the clones their data as a cloud does: configdrive (Nova, OVH BYOI), metadata "
+                        "(the OpenStack metadata service), proxmox (qemu-server's NoCloud drive), nocloud (our "
+                        "seed); with a static address, and the datasource suite checks what the clone took")
+    p.add_argument("--hardware", choices=HARDWARE, default="virt",
+                   help="boot the clones on a target's hardware: virt (virtio), proxmox-bios and proxmox-uefi "
+                        "(the published template's machine, firmware and buses), metal (q35, UEFI, AHCI disk "
+                        "and config drive, e1000e NIC; needs an image for metal)")
+    p.add_argument("--parallel", type=int, default=2, metavar="N", help="clones booting at a time (default 2)")
     p.set_defaults(func=_cmd_verify)
 
     from .commands.apply_cli import add_parser as add_apply_parser

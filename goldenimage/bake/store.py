@@ -79,9 +79,19 @@ def content_key(profile: ResolvedProfile, *, base_sha256: str, template: dict[st
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:KEY_LENGTH]
 
 
-def artifact_name(profile: ResolvedProfile, key: str, when: float | None = None) -> str:
+def artifact_name(profile: ResolvedProfile, key: str, when: float | None = None, kind: str = "cloud") -> str:
+    """web-debian12-DATE-KEY; an image for metal says so: web-debian12-metal-DATE-KEY."""
     date = time.strftime("%Y%m%d", time.gmtime(when))
-    return f"{profile.name}-debian{profile.release.number}-{date}-{key}"
+    middle = "" if kind == "cloud" else f"-{kind}"
+    return f"{profile.name}-debian{profile.release.number}{middle}-{date}-{key}"
+
+
+def artifact_kind(artifact: Artifact) -> str:
+    """What the artifact is for, from its manifest: cloud (older manifests) or metal."""
+    try:
+        return str(json.loads(artifact.manifest_file.read_text()).get("kind", "cloud"))
+    except (OSError, ValueError):
+        return "cloud"
 
 
 def _complete(manifest_file: Path) -> Artifact | None:
@@ -107,13 +117,13 @@ def find(key: str, directory: Path | None = None) -> Artifact | None:
     return None
 
 
-def latest(profile: str, debian: int, directory: Path | None = None) -> Artifact | None:
-    """The newest complete artifact of a profile and release."""
+def latest(profile: str, debian: int, directory: Path | None = None, kind: str = "cloud") -> Artifact | None:
+    """The newest complete artifact of a profile and release, of that kind (cloud or metal)."""
     directory = directory or images_dir()
     found = []
     for manifest_file in directory.glob(f"{profile}-debian{debian}-*.manifest.json"):
         artifact = _complete(manifest_file)
-        if artifact:
+        if artifact and artifact_kind(artifact) == kind:
             found.append((manifest_file.stat().st_mtime, artifact))
     return max(found, key=lambda t: t[0])[1] if found else None
 
@@ -124,9 +134,10 @@ def from_path(path: Path) -> Artifact | None:
     return _complete(path.with_name(name + ".manifest.json"))
 
 
-def resolve(target: str, debian: int | str | None = None, directory: Path | None = None) -> Artifact:
+def resolve(target: str, debian: int | str | None = None, directory: Path | None = None,
+            kind: str = "cloud") -> Artifact:
     """What verify, audit and publish act on: an artifact by path (its qcow2 or manifest), or the newest of a
-    profile for a release (the matrix's default when none is given); InputError when there is none."""
+    profile of `kind` for a release (the matrix's default when none is given); InputError when there is none."""
     path = Path(target)
     if target.endswith((".qcow2", ".json")) or "/" in target or path.exists():
         artifact = from_path(path)
@@ -135,10 +146,12 @@ def resolve(target: str, debian: int | str | None = None, directory: Path | None
                              hint="golden build PROFILE writes one into images/")
         return artifact
     release = matrix().get(debian)
-    artifact = latest(target, release.number, directory)
+    artifact = latest(target, release.number, directory, kind)
     if artifact is None:
-        raise InputError(f"no artifact of profile {target} for Debian {release.number} in images/",
-                         hint=f"bake it first: make image PROFILE={target} DEBIAN={release.number}")
+        what = "" if kind == "cloud" else f" for {kind}"
+        raise InputError(f"no artifact{what} of profile {target} for Debian {release.number} in images/",
+                         hint=f"bake it first: make image PROFILE={target} DEBIAN={release.number}"
+                              + ("" if kind == "cloud" else f" ARGS='--kind {kind}'"))
     return artifact
 
 

@@ -23,7 +23,7 @@ from ..bake.base_image import (
 )
 from ..bake.packer_build import KvmHang, packer_build
 from ..bake.packer_cli import packer_version, supports_required_plugins
-from ..core.errors import GoldenError
+from ..core.errors import GoldenError, InputError
 from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.run import require, run
@@ -48,11 +48,30 @@ def layer_packages(profile: ResolvedProfile) -> tuple[str, ...]:
     return tuple(p for p in profile.packages if p not in base)
 
 
-def layer_key(profile: ResolvedProfile, mirror: str | None = None, flavour: str = "cloud") -> str:
+#: What an image is for: `cloud`, virtual machines (virtio; Debian's cloud kernel, small and quick to boot),
+#: or `metal`, dedicated servers (the generic kernel, whose initramfs-tools default MODULES=most brings AHCI,
+#: NVMe and the RAID HBAs' drivers, the server NICs' firmware, mdadm).
+KINDS = ("cloud", "metal")
+
+
+def kernel_flavour(kind: str) -> str:
+    """The release matrix's kernel flavour of an image kind."""
+    if kind not in KINDS:
+        raise InputError(f"unknown image kind {kind!r}", hint=f"one of: {', '.join(KINDS)}")
+    return "generic" if kind == "metal" else "cloud"
+
+
+def kind_packages(profile: ResolvedProfile, kind: str) -> tuple[str, ...]:
+    """The base packages an image of `kind` adds to the profile's: the release's metal_packages for metal."""
+    extra = profile.release.metal_packages if kind == "metal" else ()
+    return tuple(dict.fromkeys([*profile.base_packages, *extra]))
+
+
+def layer_key(profile: ResolvedProfile, mirror: str | None = None, kind: str = "cloud") -> str:
     """The key of the profile's mirror-built base (its package layer): release, mirror, layout, package set and
     recipe version; never its files, settings, services or first-boot agent."""
-    return base_key(profile.release, resolve_mirror(profile.release, mirror), flavour, profile.disk_layout,
-                    profile.base_packages, layer_packages(profile), LAYER_COMPRESSION)
+    return base_key(profile.release, resolve_mirror(profile.release, mirror), kernel_flavour(kind),
+                    profile.disk_layout, kind_packages(profile, kind), layer_packages(profile), LAYER_COMPRESSION)
 
 
 def native_route(profile: ResolvedProfile, base_url: str | None = None) -> bool:
@@ -62,21 +81,21 @@ def native_route(profile: ResolvedProfile, base_url: str | None = None) -> bool:
     return not base_url and not profile.content.get("apt", {}).get("sources")
 
 
-def get_layer_tree(profile: ResolvedProfile, mirror: str | None = None, flavour: str = "cloud") -> BaseImage:
+def get_layer_tree(profile: ResolvedProfile, mirror: str | None = None, kind: str = "cloud") -> BaseImage:
     """The profile's package layer as a tree (the native bake's starting point), built or from the cache."""
-    return build_layer_tree(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
-                            extra_packages=profile.base_packages, packages=layer_packages(profile))
+    return build_layer_tree(profile.release, mirror=mirror, flavour=kernel_flavour(kind), layout=profile.disk_layout,
+                            extra_packages=kind_packages(profile, kind), packages=layer_packages(profile))
 
 
 def get_base(profile: ResolvedProfile, *, base_url: str | None = None, base_checksum: str | None = None,
-             mirror: str | None = None, flavour: str = "cloud") -> BaseImage:
+             mirror: str | None = None, kind: str = "cloud") -> BaseImage:
     """The base image for the profile's release and disk layout: an official image by URL + checksum (one
     partition; the VM pass installs the packages), or mirror-built with every package of the profile in it."""
     if base_url:
         checksum = check_official_base(base_checksum, profile.disk_layout, f"profile {profile.name}")
         return fetch_base(base_url, checksum, profile.release)
-    return build_base(profile.release, mirror=mirror, flavour=flavour, layout=profile.disk_layout,
-                      extra_packages=profile.base_packages, packages=layer_packages(profile),
+    return build_base(profile.release, mirror=mirror, flavour=kernel_flavour(kind), layout=profile.disk_layout,
+                      extra_packages=kind_packages(profile, kind), packages=layer_packages(profile),
                       compression=LAYER_COMPRESSION)
 
 
@@ -117,16 +136,21 @@ def _qemu_version() -> str:
 
 def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] = (), *, force: bool = False,
          base_url: str | None = None, base_checksum: str | None = None, mirror: str | None = None,
-         memory: int = 2048) -> store.Artifact:
-    """Bake (or find in the store) the artifact of a profile on a release with overlays."""
+         memory: int = 2048, kind: str = "cloud") -> store.Artifact:
+    """Bake (or find in the store) the artifact of a profile on a release with overlays, for virtual machines
+    (`cloud`) or dedicated servers (`metal`)."""
     profile = resolve(name, debian, overlays)
+    kernel_flavour(kind)  # an unknown kind fails before anything is built
+    if kind == "metal" and base_url:
+        raise InputError("--kind metal builds its base from the mirror (the generic kernel): --base-url cannot "
+                         "be used with it", hint="drop --base-url")
     require("packer", "qemu-system-x86_64", "qemu-img", "ssh-keygen",
             purpose="to bake images (or run: make deps)")
-    title = f"Baking {profile.name} on {profile.release.name}"
+    title = f"Baking {profile.name} on {profile.release.name}" + (" for metal" if kind == "metal" else "")
     if native_route(profile, base_url):
-        return _bake_native(profile, title, force=force, mirror=mirror, memory=memory)
+        return _bake_native(profile, title, force=force, mirror=mirror, memory=memory, kind=kind)
     with step(title):
-        base = get_base(profile, base_url=base_url, base_checksum=base_checksum, mirror=mirror)
+        base = get_base(profile, base_url=base_url, base_checksum=base_checksum, mirror=mirror, kind=kind)
         key = profile_key(profile, base)
         cached = _from_store(key, force)
         if cached:
@@ -137,11 +161,11 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
             guest, accel = _vm_pass(rendered, base.path, base.sha256, work, memory)
             qcow2 = work / "output" / f"{json.loads(rendered.var_file.read_text())['image_name']}.qcow2"
             _report_vm_installs(base, guest)
-            manifest = _manifest(profile, key, base, guest, accel, started)
+            manifest = _manifest(profile, key, base, guest, accel, started, kind)
             manifest["route"] = {"name": "vm", "native": ["package layer (mmdebstrap)"],
                                  "vm": ["cloud-init (user-data)", "cleanup"]}
             with step("Publishing the artifact"):
-                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
+                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started, kind))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 
@@ -190,11 +214,11 @@ def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: in
 
 
 def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: str | None,
-                 memory: int) -> store.Artifact:
+                 memory: int, kind: str = "cloud") -> store.Artifact:
     """Package layer tree -> copy -> converge -> hygiene -> disk -> compression, natively; a VM pass on that
     disk only for the profile's vm_bake_commands."""
     with step(title):
-        layer = get_layer_tree(profile, mirror=mirror)
+        layer = get_layer_tree(profile, mirror=mirror, kind=kind)
         key = native_key(profile, layer)
         cached = _from_store(key, force)
         if cached:
@@ -240,7 +264,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
             else:
                 qcow2 = native.to_qcow2(raw, work / "output" / f"{name}.qcow2", profile, "zlib")
                 seconds["compression"] = time.monotonic() - clock
-            manifest = _manifest(profile, key, layer, guest, accel or "none (no VM)", started)
+            manifest = _manifest(profile, key, layer, guest, accel or "none (no VM)", started, kind)
             if not vm_commands:
                 manifest["build"]["packer"] = None  # installed here, not used
             manifest["route"] = {
@@ -255,7 +279,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
             manifest["converge"] = {"summary": report[-1] if report else "", "changes": report[:-1]}
             manifest["after_layer_dpkg"] = guest.get("after_layer_dpkg", [])
             with step("Publishing the artifact"):
-                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started))
+                artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started, kind))
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 
@@ -285,11 +309,13 @@ def _report_vm_installs(base: BaseImage, guest: dict[str, Any]) -> None:
 
 
 def _manifest(profile: ResolvedProfile, key: str, base: BaseImage, guest: dict[str, Any], accel: str,
-              started: float) -> dict[str, Any]:
+              started: float, kind: str = "cloud") -> dict[str, Any]:
     finished = time.time()
     return {
         "format": 1,
         "content_key": key,
+        # what the image is for: cloud (virtual machines) or metal (dedicated servers); verify and publish read it
+        "kind": kind,
         "profile": profile.to_dict(),
         "release": {"number": profile.release.number, "codename": profile.release.codename},
         "base": {"source": base.source, "sha256": base.sha256, "key": base.key, "file": base.path.name},

@@ -54,7 +54,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from ..publish.publisher import publish
 
     check_arguments(args)
-    artifact = store.resolve(args.image, args.debian)
+    # a dedicated server takes an image for metal: the newest of the profile, or the one named (refused if cloud)
+    artifact = store.resolve(args.image, args.debian, kind="metal" if args.to == "ovh-dedicated" else "cloud")
     check_artifact(artifact)
     if args.to == "ovh-dedicated":
         return _ovh_dedicated(args, artifact)
@@ -80,8 +81,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _ovh_dedicated(args: argparse.Namespace, artifact: Artifact) -> int:
-    from ..publish.ovh import OvhDedicated, OvhSettings, deploy
+    from ..publish.ovh import OvhDedicated, OvhSettings, deploy, require_metal
 
+    require_metal(artifact)
     if not args.server:
         raise InputError("--server SERVICE_NAME is required for ovh-dedicated")
     if not args.yes:

@@ -24,8 +24,9 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.guest import GUEST_USER, boot_clone, wait_for_first_boot
-from ..verify.vm import FIRMWARES, VM
+from ..verify.datasources import DATASOURCES, CloneData, clone_data
+from ..verify.guest import GUEST_USER, boot_clone, standalone_settings, wait_for_first_boot
+from ..verify.vm import FIRMWARES, HARDWARE, HARDWARE_FIRMWARE, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
 SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
@@ -39,9 +40,11 @@ class Identity:
     machine_id: str
 
 
-def suites_for(roles: list[str]) -> list[Path]:
-    """The testinfra suites that apply: the base and hygiene suites, then one per role."""
-    names = ["test_base.py", "test_hygiene.py"] + [f"test_{r.replace('-', '_')}.py" for r in roles]
+def suites_for(roles: list[str], datasource: bool = False) -> list[Path]:
+    """The testinfra suites that apply: the base and hygiene suites, the datasource suite when the clones
+    were given a datasource's data, then one per role."""
+    names = ["test_base.py", "test_hygiene.py"] + (["test_datasource.py"] if datasource else []) + \
+        [f"test_{r.replace('-', '_')}.py" for r in roles]
     missing = [n for n in names if not (SUITES_DIR / n).is_file()]
     if missing:
         raise GoldenError(f"no testinfra suite {', '.join(missing)} in {SUITES_DIR}")
@@ -84,13 +87,13 @@ def _names(items: tuple[str, ...]) -> str:
 BOOTS_AT_ONCE = 2
 
 
-def clone_cpus() -> int:
+def clone_cpus(boots_at_once: int = BOOTS_AT_ONCE) -> int:
     """vCPUs per clone: the host's cores shared by the clones that boot at once, no more. Under TCG every vCPU
     is a host thread: two 2-vCPU clones on two cores spent their time switching (GOLDEN_VERIFY_CPUS overrides)."""
     forced = os.environ.get("GOLDEN_VERIFY_CPUS", "").strip()
     if forced.isdigit() and int(forced) > 0:
         return int(forced)
-    return max(1, (os.cpu_count() or 2) // BOOTS_AT_ONCE)
+    return max(1, (os.cpu_count() or 2) // max(1, boots_at_once))
 
 
 @dataclass
@@ -119,8 +122,9 @@ class _Clone:
     """One clone's whole run (boot, settle, identity, suites), in its own thread: each clone's suites start as
     soon as it is up; only the two tests that compare identities wait for the other clone's file."""
 
-    def __init__(self, name: str, firmware: str, directory: Path, other: str) -> None:
+    def __init__(self, name: str, firmware: str, directory: Path, other: str, data: CloneData | None = None) -> None:
         self.result = CloneResult(name, firmware)
+        self.data = data  # the datasource's data for this clone (None: the project's own seed)
         self.identity_file = directory / f"identity-{name}.json"
         self.other_file = directory / f"identity-{other}.json"
 
@@ -129,11 +133,13 @@ class _Clone:
 
 
 def _boot(artifact: store.Artifact, directory: Path, clone: _Clone, key: SSHKey, roles: list[str],
-          status_ok: tuple[int, ...], started: list[VM]) -> VM:
+          status_ok: tuple[int, ...], started: list[VM], hardware: str = "virt", boots_at_once: int = BOOTS_AT_ONCE
+          ) -> VM:
     name, firmware = clone.result.name, clone.result.firmware
     # 20 minutes for SSH: two or three TCG guests booting at once on a loaded 2-core host took 7-10 minutes here
     vm = boot_clone(artifact.qcow2, directory, name, key, roles, status_ok, firmware=firmware,
-                    ssh_timeout=1200, started=started, cpus=clone_cpus())
+                    ssh_timeout=1200, started=started, cpus=clone_cpus(boots_at_once), data=clone.data,
+                    hardware=hardware)
     try:
         clone.result.ssh = vm.ssh_up_after
         # the suites check a settled clone: the first-boot agent starts once cloud-init is done, and on a
@@ -148,10 +154,11 @@ def _boot(artifact: store.Artifact, directory: Path, clone: _Clone, key: SSHKey,
 
 
 def _run_clone(artifact: store.Artifact, directory: Path, clone: _Clone, key: SSHKey, roles: list[str],
-               status_ok: tuple[int, ...], suites: list[Path], started: list[VM], boots: threading.Semaphore) -> None:
+               status_ok: tuple[int, ...], suites: list[Path], started: list[VM], boots: threading.Semaphore,
+               hardware: str = "virt", boots_at_once: int = BOOTS_AT_ONCE) -> None:
     try:
         with boots:  # two boots at a time on this kind of machine: a third boots once one of them is up
-            vm = _boot(artifact, directory, clone, key, roles, status_ok, started)
+            vm = _boot(artifact, directory, clone, key, roles, status_ok, started, hardware, boots_at_once)
     except BaseException as exc:
         # the other clones' hygiene tests wait for this identity: tell them at once that none will come
         clone.tell_others({"error": f"{clone.result.name} did not boot: {str(exc).splitlines()[0][:200]}"})
@@ -161,6 +168,8 @@ def _run_clone(artifact: store.Artifact, directory: Path, clone: _Clone, key: SS
         clone.tell_others({"host_keys": list(mine.host_keys), "machine_id": mine.machine_id})
         env = {"GOLDEN_OTHER_IDENTITY_FILE": str(clone.other_file), "GOLDEN_MANIFEST": str(artifact.manifest_file),
                "GOLDEN_FIRMWARE": vm.firmware}
+        if clone.data is not None:
+            env["GOLDEN_DATASOURCE"] = json.dumps({**clone.data.expectations(), "hardware": hardware})
         began = time.monotonic()
         info(f"{clone.result.name} ({vm.firmware}): testinfra {', '.join(s.name for s in suites)}")
         code, clone.result.output = run_suites(vm, suites, env, directory)
@@ -232,17 +241,38 @@ def console_logs_dir(artifact: store.Artifact) -> Path:
     return artifact.qcow2.parent / "verify-logs" / f"{artifact.name}-{stamp}"
 
 
+def check_hardware(manifest: dict[str, Any], hardware: str) -> None:
+    """A metal layout needs an image for metal (the generic kernel has AHCI and the server NICs' drivers; the
+    cloud kernel finds no disk there): InputError in one line otherwise."""
+    kind = manifest.get("kind", "cloud")
+    if hardware == "metal" and kind != "metal":
+        raise InputError(f"--hardware metal: the artifact is a {kind} image, whose kernel has no AHCI or server "
+                         "NIC drivers", hint="bake one for metal: golden build PROFILE --kind metal")
+
+
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
-           firmwares_only: Sequence[str] = ()) -> VerifyReport:
+           firmwares_only: Sequence[str] = (), datasource: str | None = None, hardware: str = "virt",
+           parallel: int = BOOTS_AT_ONCE) -> VerifyReport:
     """Boot the artifact twice (BIOS and UEFI), or once per firmware it boots with `all_firmwares`, or once per
     firmware of `firmwares_only` (twice when one is named), compare identities, run the suites on every clone,
-    each clone's as soon as it is up; GoldenError on failure, else each clone's figures."""
-    artifact = store.resolve(target, debian)
+    each clone's as soon as it is up; GoldenError on failure, else each clone's figures. `datasource` hands the
+    clones their data as that cloud does (and adds the datasource suite); `hardware` boots them on a target's
+    layout (twice, with the firmware it has); `parallel` clones boot at a time."""
+    if hardware not in HARDWARE:
+        raise InputError(f"--hardware {hardware}: no such layout", hint=f"one of: {', '.join(HARDWARE)}")
+    if datasource is not None and datasource not in DATASOURCES:
+        raise InputError(f"--datasource {datasource}: no such datasource", hint=f"one of: {', '.join(DATASOURCES)}")
+    # metal hardware takes the newest image for metal (the generic kernel), the others the newest cloud image
+    artifact = store.resolve(target, debian, kind="metal" if hardware == "metal" else "cloud")
     manifest = artifact.manifest()
+    check_hardware(manifest, hardware)
     roles: list[str] = manifest["profile"]["roles"]
     release = matrix().get(manifest["release"]["number"])
-    suites = suites_for(roles)
-    firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
+    suites = suites_for(roles, datasource=datasource is not None or hardware != "virt")
+    if hardware in HARDWARE_FIRMWARE:
+        firmwares = clone_firmwares(manifest, only=(HARDWARE_FIRMWARE[hardware],))
+    else:
+        firmwares = clone_firmwares(manifest, every=all_firmwares, only=firmwares_only)
     began = time.monotonic()
     with step(f"Verifying {artifact.qcow2.name}"), scratch("golden-verify") as tmp:
         directory = Path(tmp)
@@ -250,14 +280,17 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
         started: list[VM] = []  # every clone whose QEMU was (or is being) started: all stopped at the end
         names = [f"verify-{i}" for i in range(1, len(firmwares) + 1)]
         # each clone's hygiene suite compares it with the next one, the last with the first
-        clones = [_Clone(name, fw, directory, other) for name, fw, other in
-                  zip(names, firmwares, names[1:] + names[:1], strict=True)]
-        boots = threading.Semaphore(BOOTS_AT_ONCE)
+        clones = [_Clone(name, fw, directory, other,
+                         clone_data(datasource or "nocloud", directory, name, key, standalone_settings(roles)))
+                  for name, fw, other in zip(names, firmwares, names[1:] + names[:1], strict=True)]
+        boots = threading.Semaphore(max(1, parallel))
         try:
-            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)}), each tested once it is up"), \
+            layout = "" if hardware == "virt" and datasource is None else \
+                f" on {hardware} hardware with {datasource or 'nocloud'} data"
+            with step(f"Booting {len(firmwares)} clones ({_names(firmwares)}){layout}, each tested once it is up"), \
                     ThreadPoolExecutor(max_workers=len(clones)) as pool:
                 futures = [pool.submit(_run_clone, artifact, directory, clone, key, roles, release.status_wait_ok,
-                                       suites, started, boots) for clone in clones]
+                                       suites, started, boots, hardware, parallel) for clone in clones]
                 errors = collect(futures, started)
             if errors:
                 raise errors[0]

@@ -49,6 +49,7 @@ class ReleaseModel(StrictModel):
     components: list[Component]
     kernel: dict[VarName, PackageName]
     base_packages: list[PackageName] = []
+    metal_packages: list[PackageName] = []
     vars: dict[VarName, VarValue]
     cloud_init: CloudInitQuirks
 
@@ -56,4 +57,5 @@ class ReleaseModel(StrictModel):
 class MatrixModel(StrictModel):
     default: StrictInt
     base_packages: list[PackageName] = []
+    metal_packages: list[PackageName] = []
     releases: dict[int, ReleaseModel]

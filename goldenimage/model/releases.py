@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -37,6 +38,9 @@ class Release:
     network_renderers: tuple[str, ...] = ()
     #: Packages of the base image besides the kernel: the shared list, then this release's own.
     base_packages: tuple[str, ...] = ()
+    #: What an image for metal (dedicated servers) adds to the generic kernel: the shared list (mdadm), then
+    #: this release's own (the server NICs' firmware, in non-free-firmware from Debian 12 on).
+    metal_packages: tuple[str, ...] = ()
     template_vars: MappingProxyType[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +83,8 @@ class Matrix:
         return iter(self.releases[n] for n in sorted(self.releases))
 
 
-def _to_release(number: int, m: ReleaseModel, base_packages: list[str]) -> Release:
+def _to_release(number: int, m: ReleaseModel, base_packages: list[str],
+                metal_packages: Sequence[str] = ()) -> Release:
     return Release(
         number=number,
         codename=m.codename,
@@ -96,6 +101,7 @@ def _to_release(number: int, m: ReleaseModel, base_packages: list[str]) -> Relea
         status_wait_ok=tuple(m.cloud_init.status_wait_ok),
         network_renderers=tuple(m.cloud_init.network_renderers),
         base_packages=tuple(base_packages + m.base_packages),
+        metal_packages=tuple([*metal_packages, *m.metal_packages]),
     )
 
 
@@ -113,7 +119,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
     except ValidationError as exc:
         raise SchemaErrors(schema_error_lines(display_path(path), exc, MatrixModel),
                            hint="the release matrix is checked like a profile (README: Errors in input)") from None
-    releases = {n: _to_release(n, r, model.base_packages) for n, r in model.releases.items()}
+    releases = {n: _to_release(n, r, model.base_packages, model.metal_packages) for n, r in model.releases.items()}
     if model.default not in releases:
         raise InputError(f"{display_path(path)}: default: release {model.default} is not in the matrix")
     return Matrix(default=model.default, releases=MappingProxyType(releases))

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..bake.store import Artifact
+from ..bake.store import Artifact, artifact_kind
+from ..core.errors import InputError
 from ..core.log import info, step
 from .publisher import CredentialsError, ImageFacts, PublishError, PublishResult, publish, wait_until
 from .s3 import S3Publisher
@@ -229,10 +230,21 @@ def _flat(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def require_metal(artifact: Artifact) -> None:
+    """A dedicated server is real hardware: an image for virtual machines (the cloud kernel: no AHCI, RAID HBA
+    or server NIC driver) would find neither its disk nor its network. InputError in one line."""
+    kind = artifact_kind(artifact)
+    if kind != "metal":
+        raise InputError(f"{artifact.qcow2.name} is a {kind} image: its kernel has no AHCI, RAID or server NIC "
+                         "drivers, so a dedicated server would find neither its disk nor its network",
+                         hint="bake one for metal: golden build PROFILE --kind metal (make image ARGS='--kind metal')")
+
+
 def deploy(artifact: Artifact, s3: S3Publisher, server: OvhDedicated, keep: int | None = None
            ) -> tuple[PublishResult, dict[str, Any]]:
-    """Check BYOI's limits and the server's boot mode, publish to S3 (once per content key), then reinstall
-    the server from it."""
+    """Check the image is for metal, BYOI's limits and the server's boot mode, publish to S3 (once per
+    content key), then reinstall the server from it."""
+    require_metal(artifact)
     facts = ImageFacts.of(artifact)
     with step(f"Checking BYOI limits of {server.settings.server}"):
         server.check_limits(facts)

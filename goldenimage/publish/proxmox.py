@@ -156,8 +156,9 @@ class ProxmoxPublisher:
                 hint=f"upgrade the node, or copy {facts.name}.qcow2 to it and run as root: qm create VMID "
                      f"--ostype {HARDWARE.ostype} --cpu {HARDWARE.cpu} --scsihw {HARDWARE.scsihw} "
                      f"--{HARDWARE.boot_disk} {self.settings.vm_storage}:0,import-from=/PATH/{facts.name}.qcow2 "
-                     f"--{HARDWARE.cloud_init_bus}2 {self.settings.vm_storage}:cloudinit --agent {int(HARDWARE.agent)} "
-                     f"--serial0 {HARDWARE.serial} --ciupgrade {int(HARDWARE.ciupgrade)} && qm template VMID")
+                     f"--{HARDWARE.cloud_init_drive} {self.settings.vm_storage}:cloudinit "
+                     f"--agent {int(HARDWARE.agent)} --serial0 {HARDWARE.serial} "
+                     f"--ciupgrade {int(HARDWARE.ciupgrade)} && qm template VMID")
         status = self._call(self.node.storage(self.settings.storage).status.get)
         if "import" not in str(status.get("content", "")).split(","):
             raise PublishError(f"Proxmox storage {self.settings.storage} does not hold content type import",
@@ -183,7 +184,7 @@ class ProxmoxPublisher:
             "vmid": vmid, "name": facts.name, "memory": self.settings.memory_mb, "cores": self.settings.cores,
             "ostype": hw.ostype, "cpu": hw.cpu, "scsihw": hw.scsihw, "vga": hw.vga,
             hw.boot_disk: f"{storage}:0,import-from={volume},discard=on,iothread=1",
-            f"{hw.cloud_init_bus}2": f"{storage}:cloudinit", "boot": f"order={hw.boot_disk}",
+            hw.cloud_init_drive: f"{storage}:cloudinit", "boot": f"order={hw.boot_disk}",
             "agent": f"enabled={int(hw.agent)}", "serial0": hw.serial, "ciupgrade": int(hw.ciupgrade),
             "net0": f"{hw.nic_model},bridge={self.settings.bridge}",
             "tags": f"golden;golden-profile-{facts.profile};golden-key-{facts.content_key}",

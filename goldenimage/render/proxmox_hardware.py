@@ -20,7 +20,14 @@ class ProxmoxHardware:
     serial: str = "socket"  # serial0: the kernel's console=ttyS0 (`qm terminal`)
     vga: str = "std"  # the kernel also writes to tty0
     agent: bool = True  # qemu-guest-agent is in every base image
-    cloud_init_bus: str = "ide"  # the cloud-init drive, as Proxmox's own cloud-init guide has it
+    # The cloud-init drive: a CD-ROM on virtio-scsi (qemu-server makes a cloud-init drive on a SCSI bus a
+    # `scsi-cd`, on its own virtio-scsi-pci controller with virtio-scsi-single). Not `ide2`, as Proxmox's
+    # cloud-init guide has it: on q35 (the UEFI template) qemu-server puts IDE drives on the AHCI
+    # controller, and Debian's cloud kernel has no AHCI driver (CONFIG_SATA_AHCI unset), so cloud-init
+    # found no data there and the clone booted unreachable. virtio_scsi and sr_mod are in every kernel the
+    # images carry, on i440fx and q35 alike.
+    cloud_init_bus: str = "scsi"
+    cloud_init_drive: str = "scsi1"  # the slot after the boot disk
     ciupgrade: bool = False  # no package upgrade at first boot: the image is what was tested
     memory_mb: int = 2048
     cores: int = 2

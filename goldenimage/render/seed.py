@@ -13,12 +13,15 @@ import pycdlib
 SEED_LABEL = "cidata"
 
 
-def write_seed_iso(path: Path, user_data: str, meta_data: str, network_config: str | None = None) -> Path:
+def write_seed_iso(path: Path, user_data: str, meta_data: str, network_config: str | None = None,
+                   vendor_data: str | None = None) -> Path:
     """Write a NoCloud seed ISO to `path` atomically (temporary name beside it, then rename)."""
     path = Path(path)
     files = {"user-data": user_data, "meta-data": meta_data}
     if network_config is not None:
         files["network-config"] = network_config
+    if vendor_data is not None:
+        files["vendor-data"] = vendor_data
     iso = pycdlib.PyCdlib()
     # Rock Ridge and Joliet carry the real lower-case, dashed names; the ISO 9660 names are 8.3 fallbacks
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=SEED_LABEL)

@@ -243,7 +243,7 @@ def render_meta_data(instance_id: str, hostname: str) -> str:
 
 
 def render_host_user_data(
-    hostname: str,
+    hostname: str | None,
     host_settings: dict[str, Any],
     *,
     ssh_authorized_keys: list[str] | None = None,
@@ -252,14 +252,12 @@ def render_host_user_data(
     """First-boot user-data for one host: its name, access keys, and its cluster settings for first boot.
 
     The settings go to /etc/golden/host.json (root only) through write_files, base64 so that secrets in
-    them are not shown by `cloud-init query` in clear in logs.
+    them are not shown by `cloud-init query` in clear in logs. Without a hostname the datasource's metadata
+    names the host (a config drive's or metadata service's meta_data.json).
     """
     payload = json.dumps(host_settings, indent=2, sort_keys=True) + "\n"
-    data: dict[str, Any] = {
-        "hostname": hostname,
-        "manage_etc_hosts": True,
-        "ssh_pwauth": False,
-    }
+    data: dict[str, Any] = {"hostname": hostname} if hostname else {}
+    data.update({"manage_etc_hosts": True, "ssh_pwauth": False})
     if ssh_authorized_keys:
         data["ssh_authorized_keys"] = list(ssh_authorized_keys)
     if host_settings:

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.ssh_keys import SSHKey
-from ..render.seed import write_seed_iso
-from ..render.userdata import render_host_user_data, render_meta_data
+from .datasources import CloneData, clone_data
 from .vm import VM
 
 GUEST_USER = "debian"  # the cloud image's default user, given our key by the seed
@@ -37,13 +36,16 @@ def standalone_settings(roles: list[str]) -> dict[str, Any]:
 def boot_clone(image: Path, directory: Path, name: str, key: SSHKey, roles: list[str], status_ok: tuple[int, ...],
                *, firmware: str = "bios", workdir: Path | None = None, extra_args: Sequence[str] = (),
                ssh_timeout: float = 600, cloud_init_timeout: float = 900, started: list[VM] | None = None,
-               cpus: int = 2) -> VM:
-    """Boot a throw-away clone of an artifact with a fresh seed and wait for SSH and cloud-init; the VM is
-    running when this returns (the caller stops it) and stopped when the wait fails. `started` gets the VM
-    before QEMU starts, so that an interrupt in another thread can stop it while it boots."""
-    seed = make_seed(directory, name, key, roles)
-    vm = VM(image, seed=seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
-            workdir=workdir or directory / name, firmware=firmware, extra_args=list(extra_args), cpus=cpus)
+               data: CloneData | None = None, hardware: str = "virt", cpus: int = 2) -> VM:
+    """Boot a throw-away clone of an artifact with fresh `data` (a datasource's; default the project's seed)
+    on `hardware` and wait for SSH and cloud-init; the VM is running when this returns (the caller stops it)
+    and stopped when the wait fails. `started` gets the VM before QEMU starts, so that an interrupt in
+    another thread can stop it while it boots."""
+    if data is None:
+        data = clone_data("nocloud", directory, name, key, standalone_settings(roles))
+    vm = VM(image, seed=data.seed, key=key, user=GUEST_USER, status_wait_ok=status_ok, name=name,
+            workdir=workdir or directory / name, firmware=firmware, extra_args=[*data.extra_args, *extra_args],
+            mac=data.mac, netdev_options=data.netdev_options, hardware=hardware, cpus=cpus)
     if started is not None:
         started.append(vm)
     vm.start()
@@ -72,6 +74,7 @@ def wait_for_first_boot(vm: VM, timeout: float = 1200.0) -> str:
 
 
 def make_seed(directory: Path, name: str, key: SSHKey, roles: list[str]) -> Path:
-    user_data = render_host_user_data(name, standalone_settings(roles), ssh_authorized_keys=[key.public])
-    meta = render_meta_data(f"verify-{uuid.uuid4().hex[:12]}", name)
-    return write_seed_iso(directory / f"{name}-seed.iso", user_data, meta)
+    """The project's own NoCloud seed for a clone (DHCP, its name and our key)."""
+    seed = clone_data("nocloud", directory, name, key, standalone_settings(roles)).seed
+    assert seed is not None
+    return seed

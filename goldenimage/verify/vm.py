@@ -45,6 +45,14 @@ OVMF = {
     "uefi-secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
 }
 FIRMWARES = ("bios", *OVMF)
+#: The virtual hardware a guest boots on: `virt`, virtio disk and NIC on QEMU's default machine; the layouts
+#: that `golden publish --to proxmox` gives its templates (render/proxmox_hardware.py): the disk and the
+#: cloud-init drive on virtio-scsi, i440fx with SeaBIOS or q35 with OVMF; `metal`, a dedicated server as the
+#: generic kernel meets it: q35, the disk and the config drive on its AHCI controller, an Intel e1000e NIC.
+HARDWARE = ("virt", "proxmox-bios", "proxmox-uefi", "metal")
+#: The firmware each layout boots with, where it decides one (Proxmox's UEFI template: efitype=4m with
+#: pre-enrolled keys, which qemu-server boots with OVMF_CODE_4M.secboot.fd and OVMF_VARS_4M.ms.fd).
+HARDWARE_FIRMWARE = {"proxmox-bios": "bios", "proxmox-uefi": "uefi-secureboot", "metal": "uefi"}
 
 
 def free_port() -> int:
@@ -80,9 +88,13 @@ class VM:
         mac: str | None = None,
         firmware: str = "bios",
         netdev_options: Sequence[str] = (),
+        hardware: str = "virt",
     ) -> None:
         if firmware not in FIRMWARES:
             raise GoldenError(f"unknown firmware {firmware!r} for a VM", hint=f"one of: {', '.join(FIRMWARES)}")
+        if hardware not in HARDWARE:
+            raise GoldenError(f"unknown hardware {hardware!r} for a VM", hint=f"one of: {', '.join(HARDWARE)}")
+        self.hardware = hardware
         self.firmware = firmware
         self.image = Path(image).resolve()
         self.seed = Path(seed).resolve() if seed else None
@@ -181,27 +193,56 @@ class VM:
             "-smp", str(self.cpus),
             "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.serial_log}",
-            "-drive", f"file={self.overlay},if=virtio,format=qcow2",
             "-netdev", netdev,
-            "-device", "virtio-net-pci,netdev=n0" + (f",mac={self.mac}" if self.mac else ""),
         ]  # fmt: skip
         if self.accel == "kvm":
             argv += ["-cpu", "host"]
         argv += self.firmware_argv()
-        if self.seed:
-            # a read-only virtio disk: the cloud kernel always has virtio_blk, not always a CD-ROM driver
-            argv += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
+        argv += self.hardware_argv()
         return argv + list(self.extra_args)
+
+    def hardware_argv(self) -> list[str]:
+        """The guest's disk, NIC and seed drive on the buses of its hardware layout."""
+        nic = {"metal": "e1000e"}.get(self.hardware, "virtio-net-pci") + ",netdev=n0"
+        nic += f",mac={self.mac}" if self.mac else ""
+        disk = f"file={self.overlay},format=qcow2"
+        seed = f"file={self.seed},format=raw,readonly=on" if self.seed else ""
+        if self.hardware == "virt":
+            # the seed a read-only virtio disk: the cloud kernel always has virtio_blk
+            return ["-drive", f"file={self.overlay},if=virtio,format=qcow2", "-device", nic] + \
+                (["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"] if seed else [])
+        if self.hardware == "metal":
+            # q35's own AHCI controller (ich9-ahci, ports ide.0 to ide.5), as a server's SATA disks and a
+            # virtual media CD: the generic kernel's ahci, sd_mod and sr_mod
+            argv = ["-drive", f"{disk},if=none,id=disk0", "-device", "ide-hd,bus=ide.0,drive=disk0,bootindex=1",
+                    "-device", nic]
+            return argv + (["-drive", f"{seed},if=none,id=cd0,media=cdrom",
+                            "-device", "ide-cd,bus=ide.1,drive=cd0"] if seed else [])
+        # Proxmox, as qemu-server starts a template's clone with scsihw virtio-scsi-single: one virtio-scsi-pci
+        # controller per drive, the disk scsi0 a scsi-hd, the cloud-init drive scsi1 a scsi-cd
+        argv = ["-device", "virtio-scsi-pci,id=virtioscsi0",
+                "-drive", f"{disk},if=none,id=drive-scsi0,discard=on",
+                "-device", "scsi-hd,bus=virtioscsi0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0,"
+                           "bootindex=100",
+                "-device", nic]  # fmt: skip
+        if seed:
+            argv += ["-device", "virtio-scsi-pci,id=virtioscsi1",
+                     "-drive", f"{seed},if=none,id=drive-scsi1,media=cdrom",
+                     "-device", "scsi-cd,bus=virtioscsi1.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1"]
+        return argv
 
     def firmware_argv(self) -> list[str]:
         """QEMU's machine and firmware for this guest: SeaBIOS on the default machine, or OVMF from pflash
         (Secure Boot: q35 with SMM, and the flash writable only from SMM, so the OS cannot turn it off)."""
+        q35 = self.hardware in ("proxmox-uefi", "metal")
         if self.firmware not in OVMF:
-            return []
+            return ["-machine", "q35"] if q35 else []
         code = OVMF_DIR / OVMF[self.firmware][0]
         argv = []
         if self.firmware == "uefi-secureboot":
             argv += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+        elif q35:
+            argv += ["-machine", "q35"]
         return argv + [
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive", f"if=pflash,format=raw,unit=1,file={self.efi_vars}",

@@ -36,7 +36,7 @@ def make_artifact(tmp_path: Path, raw_disk: Path) -> Callable[..., Artifact]:
     images.mkdir(exist_ok=True)
 
     def make(profile: str = "web", key: str = "0123456789abcdef", date: str = "20261126",
-             firmware: tuple[str, ...] = ("bios", "uefi", "uefi-secureboot")) -> Artifact:
+             firmware: tuple[str, ...] = ("bios", "uefi", "uefi-secureboot"), kind: str = "cloud") -> Artifact:
         qcow2 = tmp_path / f"{key}.qcow2"
         run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw_disk, qcow2])
         # Each key gets different bytes, as different bakes would.
@@ -50,8 +50,10 @@ def make_artifact(tmp_path: Path, raw_disk: Path) -> Callable[..., Artifact]:
             "release": {"number": 12, "codename": "bookworm"},
             "packages": {"cloud-init": "22.4.2"},
             "firmware": list(firmware),
+            "kind": kind,
         }
-        return store.commit(qcow2, manifest, f"{profile}-debian12-{date}-{key}", images)
+        middle = "" if kind == "cloud" else f"-{kind}"
+        return store.commit(qcow2, manifest, f"{profile}-debian12{middle}-{date}-{key}", images)
 
     return make
 

@@ -38,9 +38,28 @@ def test_publish_twice_prints_the_same_id_and_uploads_once(
 
 
 def test_ovh_reinstall_needs_yes(make_artifact: Callable[..., Artifact]) -> None:
-    artifact = make_artifact()
+    artifact = make_artifact(kind="metal")
     with pytest.raises(InputError, match="erases its disks"):
         golden(str(artifact.qcow2), "--to", "ovh-dedicated", "--server", "ns1.example", "--bucket", "b")
+
+
+def test_ovh_dedicated_refuses_a_cloud_image(make_artifact: Callable[..., Artifact]) -> None:
+    artifact = make_artifact()
+    with pytest.raises(InputError, match="is a cloud image") as caught:
+        golden(str(artifact.qcow2), "--to", "ovh-dedicated", "--server", "ns1.example", "--bucket", "b", "--yes")
+    assert "\n" not in str(caught.value) and caught.value.hint and "--kind metal" in caught.value.hint
+
+
+def test_ovh_dedicated_takes_the_newest_metal_image_of_a_profile(make_artifact: Callable[..., Artifact],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cloud = make_artifact(key="1" * 16)
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(cloud.qcow2.parent))
+    with pytest.raises(InputError, match="no artifact for metal of profile web"):
+        golden("web", "--to", "ovh-dedicated", "--server", "ns1.example", "--bucket", "b")
+    metal = make_artifact(key="2" * 16, kind="metal")
+    from goldenimage.bake import store
+
+    assert store.resolve("web", 12) == cloud and store.resolve("web", 12, kind="metal") == metal
 
 
 def test_unknown_profile_is_input_error(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:

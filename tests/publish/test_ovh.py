@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import boto3
 import pytest
 
 from goldenimage.bake.store import Artifact
+from goldenimage.core.errors import InputError
 from goldenimage.publish import ovh, publisher
 from goldenimage.publish.ovh import OvhDedicated, OvhSettings, deploy
 from goldenimage.publish.publisher import CredentialsError, PublishError
@@ -32,6 +34,12 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOvh]:
         monkeypatch.setenv("OVH_CONSUMER_KEY", CK)
         yield fake
         assert fake.errors == [], fake.errors
+
+
+@pytest.fixture
+def make_artifact(make_artifact: Callable[..., Artifact]) -> Callable[..., Artifact]:
+    """A dedicated server takes images for metal."""
+    return functools.partial(make_artifact, kind="metal")
 
 
 @pytest.fixture
@@ -178,3 +186,10 @@ def test_a_server_whose_boot_mode_the_artifact_cannot_boot_is_refused_before_upl
     assert api.reinstalls == []
     assert "Contents" not in boto3.client("s3", endpoint_url=s3.settings.endpoint_url).list_objects_v2(
         Bucket=s3.settings.bucket)
+
+
+def test_a_cloud_image_is_refused_in_one_line_before_anything_is_sent(
+        api: FakeOvh, s3: S3Publisher, tmp_path: Path, make_artifact: Callable[..., Artifact]) -> None:
+    with pytest.raises(InputError, match="is a cloud image: its kernel has no AHCI") as caught:
+        deploy(make_artifact(kind="cloud"), s3, server(tmp_path))
+    assert "\n" not in str(caught.value) and api.requests == []

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -61,6 +62,20 @@ def test_uefi_template_boots_ovmf_with_secure_boot_keys(pve: tuple[FakeProxmox, 
     config = fake.vms[int(result.image.id)]
     assert (config["bios"], config["machine"]) == ("ovmf", "q35")
     assert config["efidisk0"] == "local-lvm:1,efitype=4m,pre-enrolled-keys=1"
+
+
+@pytest.mark.parametrize("uefi", [False, True], ids=["bios", "uefi"])
+def test_the_cloud_init_drive_is_a_scsi_cd_on_virtio_scsi(pve: tuple[FakeProxmox, Path],
+                                                           make_artifact: Callable[..., Artifact], uefi: bool) -> None:
+    """On q35 (the UEFI template) qemu-server puts ide2 on the AHCI controller, which the cloud kernel cannot
+    read: the cloud-init drive is scsi1 on virtio-scsi, on either machine, and there is no IDE or SATA drive."""
+    fake, _ = pve
+    publish(publisher_for(pve, uefi=uefi), make_artifact())
+    (create,) = [r for r in fake.sent("POST") if r.path == f"/api2/json/nodes/{fake.node}/qemu"]
+    form = {k: v[0] for k, v in parse_qs(create.body.decode()).items()}
+    assert form["scsi1"] == "local-lvm:cloudinit"
+    assert form["scsihw"].startswith("virtio-scsi")
+    assert not [k for k in form if k.startswith(("ide", "sata"))], form
 
 
 def test_uefi_is_refused_before_upload_for_a_bios_only_artifact(pve: tuple[FakeProxmox, Path],

@@ -208,3 +208,24 @@ def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.Monkey
         base = bake_module.get_base(profile)
         assert base.key == layer_key(profile)
     assert bake_module.LAYER_COMPRESSION == "zstd"
+
+
+def test_an_image_for_metal_has_the_generic_kernel_firmware_and_mdadm_in_its_own_layer():
+    from goldenimage.bake.base_image import base_key, resolve_mirror
+    from goldenimage.bake.store import artifact_name
+    from goldenimage.commands.bake import LAYER_COMPRESSION, kind_packages
+
+    web = resolve("web", 12)
+    cloud = base_key(web.release, resolve_mirror(web.release), "cloud", web.disk_layout, web.base_packages,
+                     layer_packages(web), LAYER_COMPRESSION)
+    assert layer_key(web) == layer_key(web, kind="cloud") == cloud  # a cloud image's keys are as they were
+    assert layer_key(web, kind="metal") != cloud
+    argv = " ".join(str(a) for a in mmdebstrap_argv(web.release, "http://127.0.0.1/debian", "generic",
+                                                     Path("/nonexistent"), kind_packages(web, "metal")))
+    include = next(a for a in argv.split() if a.startswith("--include="))
+    names = set(include.removeprefix("--include=").split(","))
+    assert {"linux-image-amd64", "mdadm", "firmware-bnx2", "firmware-bnx2x", "firmware-misc-nonfree"} <= names
+    assert "linux-image-cloud-amd64" not in names
+    assert "non-free-firmware" in " ".join(web.release.components)
+    assert artifact_name(web, "k" * 16, 0, "metal") == f"web-debian12-metal-19700101-{'k' * 16}"
+    assert artifact_name(web, "k" * 16, 0) == f"web-debian12-19700101-{'k' * 16}"

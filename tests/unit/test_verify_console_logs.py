@@ -49,11 +49,11 @@ def _artifact(tmp_path: Path) -> store.Artifact:
 def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = _artifact(tmp_path)
-    monkeypatch.setattr(store, "resolve", lambda target, debian: artifact)
+    monkeypatch.setattr(store, "resolve", lambda target, debian, **kw: artifact)
     clones: list[_Clone] = []
 
     def boot(artifact: Any, directory: Path, run: Any, key: Any, roles: Any, status_ok: Any,
-             started: list[Any] | None = None) -> _Clone:
+             started: list[Any] | None = None, hardware: str = "virt", boots_at_once: int = 2) -> _Clone:
         name, firmware = run.result.name, run.result.firmware
         clone = _Clone(directory, name, firmware, f"{name} console\ncloud-init: writing host keys\n")
         clones.append(clone)

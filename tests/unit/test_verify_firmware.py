@@ -65,7 +65,8 @@ def test_cli_firmware_option_reaches_verify(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(verify_mod, "verify", lambda target, debian, **kw: seen.update(target=target, **kw))
     args = build_parser().parse_args(["verify", "banking-hardened", "--firmware", "uefi"])
     assert args.func(args) == 0
-    assert seen == {"target": "banking-hardened", "all_firmwares": False, "firmwares_only": ["uefi"]}
+    assert seen == {"target": "banking-hardened", "all_firmwares": False, "firmwares_only": ["uefi"],
+                    "datasource": None, "hardware": "virt", "parallel": 2}
     with pytest.raises(SystemExit):  # one or the other
         build_parser().parse_args(["verify", "web", "--firmware", "uefi", "--all-firmwares"])
 

@@ -127,7 +127,11 @@ class FakeProxmox(FakeServer):
         scsi0 = dict(kv.split("=", 1) for kv in form["scsi0"].split(",")[1:])
         assert scsi0["import-from"] in self.volumes, f"import-from {scsi0['import-from']} is not a volume"
         assert form["scsihw"].startswith("virtio-scsi"), form["scsihw"]
-        assert form["ide2"].endswith(":cloudinit"), form["ide2"]
+        drives = [k for k, v in form.items() if re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k) and ":cloudinit" in v]
+        assert len(drives) == 1, f"cloud-init drives: {drives}"
+        # qm.conf: ide0-3, sata0-5, scsi0-30 (virtio cannot hold a cloud-init drive: it is a CD-ROM)
+        bus, index = re.fullmatch(r"([a-z]+)(\d+)", drives[0]).groups()  # type: ignore[union-attr]
+        assert int(index) <= {"ide": 3, "sata": 5, "scsi": 30}[bus], drives
         assert form["agent"].startswith("1") or "enabled=1" in form["agent"], form["agent"]
         assert form["serial0"] == "socket" and form["ciupgrade"] == "0", form
         if "efidisk0" in form:  # as qm.conf documents it: an EFI vars disk is for OVMF; keys need efitype=4m
