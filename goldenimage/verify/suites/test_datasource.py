@@ -26,7 +26,9 @@ def nic(host, expected):
 
 def test_cloud_init_used_the_datasource_of_the_target(host, expected):
     status = json.loads(host.file("/run/cloud-init/status.json").content_string)
-    assert status["v1"]["datasource"].startswith(expected["cloud_init_name"] + " "), status["v1"]["datasource"]
+    # the metadata service is read in cloud-init's local stage (ephemeral DHCP): DataSourceOpenStackLocal
+    name = status["v1"]["datasource"].split()[0]
+    assert name in (expected["cloud_init_name"], expected["cloud_init_name"] + "Local"), status["v1"]["datasource"]
 
 
 def test_hostname_is_the_one_in_the_data(host, expected):
