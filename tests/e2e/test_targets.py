@@ -4,8 +4,8 @@ hardware each target gives (the Proxmox templates' layouts, a dedicated server's
 Each run checks the hostname and static address from the data, SSH with the data's key, first boot done and
 the role's health (the base, hygiene, datasource and role suites on two clones).
 
-`make test` runs the config drive and the Proxmox UEFI layout for web (marker `vm`); the rest carry the marker
-`hardware` too and run with `make test-hardware`.
+Every test here carries the marker `hardware` and runs with `make test-hardware`: the config drive and the Proxmox
+UEFI layout for web are meant for `make test`, once each has passed as a two-clone verify on this kind of machine.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ def golden_verify(artifact: store.Artifact, *args: str) -> subprocess.CompletedP
     return proc
 
 
+@pytest.mark.hardware  # not yet passed as a two-clone verify here: out of make test until it has
 def test_web_takes_its_name_address_and_key_from_a_config_drive(web_artifact):
     proc = golden_verify(web_artifact, "--datasource", "configdrive")
     assert "with configdrive data" in proc.stderr
 
 
+@pytest.mark.hardware  # not yet passed as a two-clone verify here: out of make test until it has
 def test_web_boots_on_the_proxmox_uefi_template_with_its_cloud_init_drive(web_artifact):
     # q35, OVMF with Microsoft's keys, disk and cloud-init drive on virtio-scsi, qemu-server's NoCloud layout
     proc = golden_verify(web_artifact, "--hardware", "proxmox-uefi", "--datasource", "proxmox")
