@@ -30,15 +30,20 @@ def write_seed_iso(path: Path, user_data: str, meta_data: str, network_config: s
             data = text.encode()
             iso_name = "/" + name.upper().replace("-", "_") + ".;1"
             iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=name, joliet_path="/" + name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                iso.write_fp(out)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_iso(iso, path)
     finally:
         iso.close()
     return path
+
+
+def write_iso(iso: pycdlib.PyCdlib, path: Path) -> None:
+    """Write an ISO built in memory to `path` whole or not at all (a temporary name, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            iso.write_fp(out)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

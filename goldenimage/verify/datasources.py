@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import secrets
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +183,8 @@ def write_config_drive(path: Path, files: dict[str, str]) -> Path:
     """An ISO 9660 config drive labelled config-2 holding `files` (paths under its root), written atomically."""
     import pycdlib
 
+    from ..render.seed import write_iso
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=CONFIG_DRIVE_LABEL)
     try:
@@ -200,15 +200,7 @@ def write_config_drive(path: Path, files: dict[str, str]) -> Path:
             iso_name = _iso_path(rel)
             iso_name += ("" if "." in parts[-1] else ".") + ";1"
             iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=parts[-1], joliet_path="/" + rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                iso.write_fp(out)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_iso(iso, path)
     finally:
         iso.close()
     return path
