@@ -179,8 +179,12 @@ def _run_clone(artifact: store.Artifact, directory: Path, clone: _Clone, key: SS
         vm.stop()  # done with this clone: the others run on
     summary = (clone.result.output.strip().splitlines() or ["no output"])[-1]
     info(f"{clone.result.name} ({vm.firmware}): testinfra {summary} ({clone.result.suites:.0f}s)")
-    if not clone.result.passed:
-        print(f"--- testinfra on {clone.result.name} ({vm.firmware}) ---\n{clone.result.output}", flush=True)
+    with _stdout:  # each clone's pytest output whole, on stdout as before, never interleaved with another's
+        print(f"--- testinfra on {clone.result.name} ({vm.firmware}) ---\n{clone.result.output.rstrip()}", flush=True)
+
+
+#: the clones' threads print their suites' output one at a time
+_stdout = threading.Lock()
 
 
 def collect(futures: list[Future[None]], started: list[VM]) -> list[BaseException]:

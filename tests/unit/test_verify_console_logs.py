@@ -23,6 +23,7 @@ class _Clone:
             self.serial_log.parent.mkdir(parents=True, exist_ok=True)
             self.serial_log.write_text(console)
         self.stopped = False
+        self.accel = "tcg"
 
     def stop(self) -> None:
         self.stopped = True
@@ -65,7 +66,7 @@ def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_pa
 
     monkeypatch.setattr(verify_mod, "_boot", boot)
     monkeypatch.setattr(verify_mod, "identity", lambda vm: verify_mod.Identity(("k",), "m"))
-    monkeypatch.setattr(verify_mod, "run_suites", lambda *args: (0, "1 passed"))
+    monkeypatch.setattr(verify_mod, "run_suites", lambda *args: (0, ".\n1 passed in 0.1s\n"))
     with pytest.raises(GoldenError, match="no SSH") as caught:
         verify_mod.verify("nfs")
     kept = sorted((tmp_path / "images" / "verify-logs").glob("nfs-debian12-x-*/*"))
@@ -75,3 +76,28 @@ def test_a_clone_without_ssh_leaves_its_whole_console_beside_the_artifact(tmp_pa
     assert caught.value.hint == f"console logs of the clones kept in {kept[0].parent}"
     assert not clones[1].serial_log.exists()
     assert all(c.stopped for c in clones)
+
+
+def test_each_clones_suite_output_reaches_stdout_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Both clones' suites run side by side; their pytest output still comes out on stdout, one clone's whole
+    block after the other's (what a user and the e2e test read: one ' passed' summary per clone)."""
+    artifact = _artifact(tmp_path)
+    monkeypatch.setattr(store, "resolve", lambda target, debian, **kw: artifact)
+
+    def boot(artifact: Any, directory: Path, run: Any, key: Any, roles: Any, status_ok: Any,
+             started: list[Any] | None = None, hardware: str = "virt", boots_at_once: int = 2) -> _Clone:
+        clone = _Clone(directory, run.result.name, run.result.firmware, "console\n")
+        assert started is not None
+        started.append(clone)
+        return clone
+
+    monkeypatch.setattr(verify_mod, "_boot", boot)
+    monkeypatch.setattr(verify_mod, "identity", lambda vm: verify_mod.Identity(("k",), "m"))
+    monkeypatch.setattr(verify_mod, "run_suites", lambda vm, *args: (0, f"..\n2 passed on {vm.name}\n"))
+    report = verify_mod.verify("nfs")
+    out = capsys.readouterr().out
+    assert out.count(" passed") == 2
+    for name, firmware in (("verify-1", "bios"), ("verify-2", "uefi-secureboot")):
+        assert f"--- testinfra on {name} ({firmware}) ---\n..\n2 passed on {name}\n" in out
+    assert [c.passed for c in report.clones] == [True, True]
