@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..bake.packer_cli import PLUGINS_FROM, render_packer_version
-from ..core.errors import InputError
-from ..core.outdir import check_replaceable, mark, replace_dir
+from ..core.outdir import check_replaceable, mark, replace_dir, stage_dir
 from ..core.ssh_keys import ephemeral_keypair
 from ..model.profiles import ResolvedProfile
 from ..render.firstboot_bundle import bundle_commands, bundle_files
@@ -88,11 +86,7 @@ def render(
     check_replaceable(out_dir)
     if required_plugins is None:
         required_plugins = render_packer_version(packer_version) >= PLUGINS_FROM
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
+    stage = stage_dir(out_dir)
     try:
         if build_public_key is None:
             _, build_public_key = make_build_key(stage)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -55,6 +56,16 @@ def check_replaceable(out_dir: Path, *, also_owned_if: str | None = None, option
 def mark(directory: Path, what: str) -> None:
     """Write the marker that lets a later render replace `directory`."""
     (directory / MARKER).write_text(f"written by {what}: golden replaces this directory whole on the next run\n")
+
+
+def stage_dir(out_dir: Path) -> Path:
+    """A new private staging folder beside `out_dir` (renamed into place by replace_dir when complete);
+    InputError in one line when the parent cannot be written."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
 
 
 def replace_dir(stage: Path, out_dir: Path) -> None:

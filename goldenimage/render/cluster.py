@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import InputError
-from ..core.outdir import check_replaceable, mark, replace_dir
+from ..core.outdir import check_replaceable, mark, replace_dir, stage_dir
 from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from ..model.cluster_check import Roles, check, resolve_roles
@@ -282,11 +280,7 @@ def render_cluster(path: Path, out_dir: Path, environ: Mapping[str, str] | None 
     path, out_dir = Path(path), Path(out_dir)
     _check_out_dir(out_dir)
     hosts, store, cluster = plan(path, out_dir, environ)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
+    stage = stage_dir(out_dir)
     rendered: list[RenderedHost] = []
     try:
         index: dict[str, Any] = {}

@@ -8,15 +8,13 @@ into a staging directory beside DIR, which then replaces it. Built as dicts, wri
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..core.errors import InputError
-from ..core.outdir import check_replaceable, mark, replace_dir
+from ..core.outdir import check_replaceable, mark, replace_dir, stage_dir
 from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Thresholds, load_cluster
 from ..model.cluster_check import Roles, check, resolve_roles
@@ -251,11 +249,7 @@ def write_monitoring(path: Path, out_dir: Path) -> list[Path]:
     path, out_dir = Path(path), Path(out_dir)
     check_replaceable(out_dir)
     cluster, roles = load(path)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise InputError(f"{out_dir}: cannot write: {exc.strerror}", hint="choose another --out") from None
+    stage = stage_dir(out_dir)
     try:
         stage.chmod(0o755)
         (stage / CONFIG_FILE).write_text(_dump(scrape_config(cluster, roles)))
