@@ -21,8 +21,7 @@ from goldenimage.bake.store import Artifact
 from goldenimage.commands.publish_cli import add_parser
 from goldenimage.publish.publisher import CredentialsError, publish
 from goldenimage.publish.s3 import S3Publisher, S3Settings
-
-from .conftest import SigV4Server
+from tests.conftest import SigV4Server
 
 PART = 5 * 1024 * 1024
 
