@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
                            help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
     facts = sub.add_parser("facts", help="write this host's facts for node-exporter's textfile collector "
                                          "(golden-facts.timer runs it every 15 s)")
+    facts.add_argument("--json", action="store_true",
+                       help="print this host's state (roles, first boot, health checks, replication or Galera, "
+                            "backup age, certificate expiry) as JSON instead, for `golden cluster status`")
     for command in (run, early, status, add, remove, health, share, facts):
         add_common(command, top=False)
     converge = sub.add_parser(
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             root = args.root.rstrip("/")
             return share_watch.serve(root + share_watch.CONF, root + share_watch.STATUS)
         if command == "facts":
+            if args.json:
+                from . import host_summary
+
+                return host_summary.main(args.root)
             from . import facts as host_facts
 
             return host_facts.main(args.root)

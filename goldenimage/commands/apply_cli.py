@@ -110,8 +110,9 @@ def _cmd_cluster_apply(args: argparse.Namespace) -> int:
     return status
 
 
-def _add_ssh_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--check", action="store_true", help="report what would change (drift) and change nothing")
+def _add_ssh_arguments(p: argparse.ArgumentParser, check: bool = True) -> None:
+    if check:
+        p.add_argument("--check", action="store_true", help="report what would change (drift) and change nothing")
     p.add_argument("--identity", type=Path, metavar="KEY", help="SSH private key (default: ssh's own choice)")
     p.add_argument("--known-hosts", type=Path, metavar="FILE",
                    help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts)")
@@ -151,4 +152,37 @@ def add_cluster_apply_parser(cluster_subparsers: Any) -> argparse.ArgumentParser
     p.add_argument("--parallel", type=int, metavar="N", help="hosts converged at once (default 8)")
     _add_ssh_arguments(p)
     p.set_defaults(func=_cmd_cluster_apply)
+    return p
+
+
+def _cmd_cluster_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..apply.status import DEFAULT_PARALLEL, cluster_status, status_summary, status_table
+
+    if args.parallel is not None and args.parallel < 1:
+        raise InputError(f"--parallel {args.parallel}: must be 1 or more")
+    statuses = cluster_status(args.file, args.inventory, options=_ssh_options(args),
+                              parallel=args.parallel or DEFAULT_PARALLEL)
+    Console(width=max(120, Console().width)).print(status_table(statuses))
+    line, status = status_summary(statuses)
+    print(inert(line), flush=True)
+    return status
+
+
+def add_cluster_status_parser(cluster_subparsers: Any) -> argparse.ArgumentParser:
+    """Register `golden cluster status FILE --inventory INVENTORY`."""
+    p = cluster_subparsers.add_parser(
+        "status", help="one table of every host's role, first boot, health, replication or Galera, backup and "
+                       "certificate, read from the hosts over SSH",
+        description="Ask each host's agent (golden-firstboot facts --json, as root) over SSH, hosts in parallel, and "
+                    "print one table: role, first boot, health checks, replication or Galera state, backup age, "
+                    "nearest certificate expiry, judged with the cluster file's monitoring thresholds. Exit status "
+                    "1 names the hosts to look at.")
+    p.add_argument("file", type=Path, metavar="FILE", help="the cluster file (see examples/cluster.yaml)")
+    p.add_argument("--inventory", type=Path, required=True, metavar="FILE",
+                   help="YAML: hosts: {NAME: [USER@]HOST[:PORT]}, optional user: (default root)")
+    p.add_argument("--parallel", type=int, metavar="N", help="hosts asked at once (default 16)")
+    _add_ssh_arguments(p, check=False)
+    p.set_defaults(func=_cmd_cluster_status)
     return p

@@ -60,7 +60,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="output directory, replaced whole (default rendered/monitoring-NAME)")
     p.set_defaults(func=_cmd_monitoring)
-    from .apply_cli import add_cluster_apply_parser
+    from .apply_cli import add_cluster_apply_parser, add_cluster_status_parser
 
     add_cluster_apply_parser(sub)
+    add_cluster_status_parser(sub)
     return cluster

@@ -7,6 +7,8 @@ Marked `vm` and `cluster`: `make test-cluster` runs these (CI too).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,7 +24,7 @@ from goldenimage.core.ssh_keys import SSHKey, ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import VM
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.cluster]
 FIRSTBOOT_TIMEOUT = 900
@@ -130,6 +132,26 @@ def test_row_written_on_the_primary_appears_on_the_replica(images, cluster, netw
         assert sql(db2, "SELECT @@server_id") == "12" and sql(db1, "SELECT @@server_id") == "11"
         for vm in (db1, db2):
             assert_no_package_downloaded(vm)
+        # golden cluster status reads the pair over SSH: healthy, then the stopped replica is named with its state
+        proc = cluster_status(cluster, tmp_path, db1, db2)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "replica running" in proc.stdout and "2 of 2 host(s) healthy" in proc.stdout
+        sql(db2, "STOP SLAVE")
+        proc = cluster_status(cluster, tmp_path, db1, db2)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "replica stopped" in proc.stdout and "look at: db2" in proc.stdout
+
+
+def cluster_status(cluster: tuple, tmp: Path, *vms: VM) -> subprocess.CompletedProcess[str]:
+    """`golden cluster status` on the rendered cluster file, each guest reached on its forwarded SSH port."""
+    out, key, _ = cluster
+    inventory = tmp / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"user": vms[0].user, "hosts": {
+        vm.name: f"127.0.0.1:{vm.ssh_port}" for vm in vms}}))
+    return subprocess.run([sys.executable, "-m", "goldenimage.cli", "cluster", "status", str(tmp / "cluster.yaml"),
+                           "--inventory", str(inventory), "--identity", str(key.private), "--accept-new-host-key",
+                           "--known-hosts", str(tmp / "known_hosts")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.mark.extended
