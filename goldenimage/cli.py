@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cluster_parser(sub)
 
+    from .commands.images_cli import add_parser as add_images_parser
+
+    add_images_parser(sub)
+
     from .commands.publish_cli import add_parser as add_publish_parser
 
     add_publish_parser(sub)
