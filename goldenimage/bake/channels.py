@@ -56,8 +56,12 @@ def read_record(artifact: store.Artifact) -> dict[str, Any]:
             return data
     except (OSError, ValueError):
         pass
-    return {"format": 1, "content_key": artifact.key, "channel": "edge", "history": [], "verify": None,
-            "published": []}
+    return new_record(artifact.key)
+
+
+def new_record(key: str) -> dict[str, Any]:
+    """The record of an artifact just baked: on edge, never verified nor published."""
+    return {"format": 1, "content_key": key, "channel": "edge", "history": [], "verify": None, "published": []}
 
 
 def write_record(artifact: store.Artifact, record: dict[str, Any]) -> None:
@@ -101,37 +105,43 @@ def promote(artifact: store.Artifact, to: str, *, soak_days: float = SOAK_DAYS, 
             when: float | None = None) -> dict[str, Any]:
     """Move the artifact to `to` (candidate or stable) once its conditions hold; InputError naming the missing
     one otherwise. Promoting to the channel it is on already changes nothing."""
+    before = read_record(artifact)
+    record = advance(before, artifact.name, to, soak_days=soak_days, skip_soak=skip_soak, when=when)
+    if record is not before:
+        write_record(artifact, record)
+    return record
+
+
+def advance(record: dict[str, Any], name: str, to: str, *, soak_days: float = SOAK_DAYS, skip_soak: bool = False,
+            when: float | None = None) -> dict[str, Any]:
+    """The channel record after promoting artifact `name` to `to` (the same record when it is there already);
+    InputError naming the condition that does not hold."""
     if to not in CHANNELS[1:]:
         raise InputError(f"--to {to}: an artifact is promoted to candidate or stable", hint="edge is where bakes land")
     now = when if when is not None else _now()
-    record = read_record(artifact)
     current = record["channel"]
     if current == to:
         return record
     if CHANNELS.index(current) > CHANNELS.index(to):
-        raise InputError(f"{artifact.name} is on {current} already: promotion does not move it back to {to}")
+        raise InputError(f"{name} is on {current} already: promotion does not move it back to {to}")
     if to == "candidate":
         verify = record.get("verify") or {}
         if not verify.get("passed"):
-            raise InputError(f"{artifact.name} has no passed verify on record: it cannot become a candidate",
-                             hint=f"run golden verify {artifact.qcow2} first")
+            raise InputError(f"{name} has no passed verify on record: it cannot become a candidate",
+                             hint=f"run golden verify on {name} first")
     else:
         if current != "candidate":
-            raise InputError(f"{artifact.name} is on {current}: only a candidate can become stable",
-                             hint=f"golden images promote {artifact.name} --to candidate, then let it soak")
-        since = _candidate_since(record)
-        soaked = (now - since) / 86400
+            raise InputError(f"{name} is on {current}: only a candidate can become stable",
+                             hint=f"golden images promote {name} --to candidate, then let it soak")
+        soaked = (now - _candidate_since(record)) / 86400
         if soaked < soak_days and not skip_soak:
-            raise InputError(f"{artifact.name} has been a candidate for {soaked:.1f} days, fewer than the soak "
+            raise InputError(f"{name} has been a candidate for {soaked:.1f} days, fewer than the soak "
                              f"period of {soak_days:g}",
                              hint="wait, or pass --skip-soak to promote it anyway (recorded in its history)")
-    record["channel"] = to
     entry: dict[str, Any] = {"channel": to, "at": _iso(now)}
     if to == "stable" and skip_soak:
         entry["soak_skipped"] = True
-    record["history"] = [*record.get("history", []), entry]
-    write_record(artifact, record)
-    return record
+    return {**record, "channel": to, "history": [*record.get("history", []), entry]}
 
 
 def _candidate_since(record: dict[str, Any]) -> float:
@@ -154,38 +164,46 @@ def all_artifacts(directory: Path | None = None) -> list[store.Artifact]:
 
 @dataclass(frozen=True)
 class Entry:
-    """One artifact as `golden images list` shows it."""
+    """One artifact as `golden images list` shows it (`artifact` is None for one only in the shared store)."""
 
-    artifact: store.Artifact
+    name: str
+    key: str
     channel: str
     profile: str
     debian: int
     kind: str
     built: float
     published: tuple[str, ...]
+    artifact: store.Artifact | None = None
 
     @property
     def group(self) -> tuple[str, int, str, str]:
         return self.profile, self.debian, self.kind, self.channel
 
 
+def entry(name: str, manifest: dict[str, Any], record: dict[str, Any], fallback_built: float,
+          artifact: store.Artifact | None = None) -> Entry:
+    """An Entry from an artifact's manifest and channel record."""
+    try:
+        built = _epoch(manifest["build"]["finished"])
+    except (KeyError, ValueError, TypeError):
+        built = fallback_built
+    return Entry(name=name, key=str(manifest.get("content_key", "")), channel=str(record.get("channel", "edge")),
+                 profile=str(manifest.get("profile", {}).get("profile", name.split("-debian")[0])),
+                 debian=int(manifest.get("release", {}).get("number", 0)), kind=str(manifest.get("kind", "cloud")),
+                 built=built, published=tuple(f"{p.get('target')}:{p.get('id')}" for p in record.get("published", [])),
+                 artifact=artifact)
+
+
 def entries(directory: Path | None = None) -> list[Entry]:
-    """Every artifact with its channel, newest first."""
-    found = []
-    for artifact in all_artifacts(directory):
-        manifest = artifact.manifest()
-        record = read_record(artifact)
-        try:
-            built = _epoch(manifest["build"]["finished"])
-        except (KeyError, ValueError, TypeError):
-            built = artifact.manifest_file.stat().st_mtime
-        found.append(Entry(
-            artifact=artifact, channel=str(record["channel"]),
-            profile=str(manifest.get("profile", {}).get("profile", artifact.name.split("-debian")[0])),
-            debian=int(manifest.get("release", {}).get("number", 0)), kind=str(manifest.get("kind", "cloud")),
-            built=built,
-            published=tuple(f"{p.get('target')}:{p.get('id')}" for p in record.get("published", []))))
-    return sorted(found, key=lambda e: (e.built, e.artifact.name), reverse=True)
+    """Every artifact of the local store with its channel, newest first."""
+    found = [entry(a.name, a.manifest(), read_record(a), a.manifest_file.stat().st_mtime, a)
+             for a in all_artifacts(directory)]
+    return newest_first(found)
+
+
+def newest_first(found: list[Entry]) -> list[Entry]:
+    return sorted(found, key=lambda e: (e.built, e.name), reverse=True)
 
 
 def find_artifact(target: str, directory: Path | None = None) -> store.Artifact:
@@ -203,18 +221,20 @@ def find_artifact(target: str, directory: Path | None = None) -> store.Artifact:
     return matches[0]
 
 
-def prune_plan(keep: int, directory: Path | None = None) -> tuple[list[Entry], list[Entry]]:
-    """(to remove, kept because published) for keeping the `keep` newest per profile, release, kind and channel."""
+def prune_plan(keep: int, directory: Path | None = None, found: list[Entry] | None = None
+               ) -> tuple[list[Entry], list[Entry]]:
+    """(to remove, kept because published) for keeping the `keep` newest per profile, release, kind and channel
+    of the local store's artifacts, or of `found`."""
     if keep < 1:
         raise InputError("--keep must be 1 or more")
     seen: dict[tuple[str, int, str, str], int] = {}
     remove: list[Entry] = []
     held: list[Entry] = []
-    for entry in entries(directory):  # newest first
-        seen[entry.group] = seen.get(entry.group, 0) + 1
-        if seen[entry.group] <= keep:
+    for item in newest_first(entries(directory) if found is None else found):
+        seen[item.group] = seen.get(item.group, 0) + 1
+        if seen[item.group] <= keep:
             continue
-        (held if entry.published else remove).append(entry)
+        (held if item.published else remove).append(item)
     return remove, held
 
 
@@ -228,8 +248,9 @@ def remove_artifact(artifact: store.Artifact) -> None:
 def prune(keep: int, directory: Path | None = None) -> tuple[list[Entry], list[Entry]]:
     """Remove what prune_plan says; returns (removed, kept because published)."""
     remove, held = prune_plan(keep, directory)
-    for entry in remove:
-        remove_artifact(entry.artifact)
+    for item in remove:
+        if item.artifact is not None:
+            remove_artifact(item.artifact)
     return remove, held
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bake import disk as disk_recipe
-from ..bake import native, store
+from ..bake import native, shared_store, store
 from ..bake.accel import detect_accelerator, fall_back_to_tcg
 from ..bake.base_image import (
     BaseImage,
@@ -166,6 +166,7 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
                                  "vm": ["cloud-init (user-data)", "cleanup"]}
             with step("Publishing the artifact"):
                 artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started, kind))
+            artifact = shared_store.share_new(artifact)
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 
@@ -176,7 +177,7 @@ def _from_store(key: str, force: bool) -> store.Artifact | None:
     if cached and not force:
         info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
         return cached
-    return None
+    return None if force else shared_store.look_up(key)
 
 
 def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
@@ -280,6 +281,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
             manifest["after_layer_dpkg"] = guest.get("after_layer_dpkg", [])
             with step("Publishing the artifact"):
                 artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started, kind))
+            artifact = shared_store.share_new(artifact)
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 

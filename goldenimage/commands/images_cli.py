@@ -1,5 +1,5 @@
-"""`golden images list|promote|prune`: the artifact store's channels (argument parsing only; bake/channels.py
-does the work)."""
+"""`golden images list|promote|prune`: the artifact store's channels, of the local store or of the shared one
+($GOLDEN_STORE) (argument parsing only; bake/channels.py and bake/shared_store.py do the work)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import time
 from typing import Any
 
-from ..bake import channels
+from ..bake import channels, shared_store
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -17,40 +17,47 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from ..core.log import console
 
-    table = Table(title="goldenimage artifacts", show_lines=False)
+    shared = shared_store.configured()
+    found = shared.entries() if shared else channels.entries()
+    table = Table(title=f"goldenimage artifacts in {shared.url if shared else 'images/'}", show_lines=False)
     for column in ("channel", "artifact", "key", "age", "published"):
         table.add_column(column)
     now = time.time()
-    for entry in channels.entries():
+    for entry in found:
         if args.channel and entry.channel != args.channel:
             continue
-        table.add_row(entry.channel, escape(entry.artifact.name), entry.artifact.key, channels.age(now - entry.built),
+        table.add_row(entry.channel, escape(entry.name), entry.key, channels.age(now - entry.built),
                       escape(", ".join(entry.published) or "-"))
     Console(width=max(140, console.width)).print(table)
     return 0
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    artifact = channels.find_artifact(args.artifact)
-    before = channels.channel_of(artifact)
-    record = channels.promote(artifact, args.to, soak_days=args.soak_days, skip_soak=args.skip_soak)
-    if before == record["channel"]:
-        print(f"{artifact.name}: on {before} already")
+    shared = shared_store.configured()
+    if shared:
+        name, before, after = shared.promote(args.artifact, args.to, soak_days=args.soak_days,
+                                             skip_soak=args.skip_soak)
     else:
-        print(f"{artifact.name}: {before} -> {record['channel']}")
+        artifact = channels.find_artifact(args.artifact)
+        name, before = artifact.name, channels.channel_of(artifact)
+        after = channels.promote(artifact, args.to, soak_days=args.soak_days, skip_soak=args.skip_soak)["channel"]
+    print(f"{name}: on {before} already" if before == after else f"{name}: {before} -> {after}")
     return 0
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    if args.dry_run:
+    shared = shared_store.configured()
+    if shared:
+        removed, held = shared.prune(args.keep, args.dry_run)
+    elif args.dry_run:
         removed, held = channels.prune_plan(args.keep)
     else:
         removed, held = channels.prune(args.keep)
     verb = "would remove" if args.dry_run else "removed"
     for entry in removed:
-        print(f"{verb} {entry.artifact.name} ({entry.channel})")
+        print(f"{verb} {entry.name} ({entry.channel})")
     for entry in held:
-        print(f"kept {entry.artifact.name} ({entry.channel}): published as {', '.join(entry.published)}")
+        print(f"kept {entry.name} ({entry.channel}): published as {', '.join(entry.published)}")
     if not removed:
         print("nothing to remove")
     return 0
@@ -61,7 +68,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "images", help="the artifact store: channels (edge, candidate, stable), promotion, pruning",
         description="Artifacts move edge (every bake) -> candidate (a passed golden verify) -> stable (a soak "
-                    "period as candidate). Records live beside each artifact in images/ (NAME.channel.json).")
+                    "period as candidate). Records live beside each artifact in images/ (NAME.channel.json), "
+                    f"or in the shared store when ${shared_store.STORE_ENV} names one (s3://BUCKET/PREFIX).")
     sub = p.add_subparsers(dest="images_command", required=True, metavar="ACTION")
 
     q = sub.add_parser("list", help="each artifact's channel, content key, age and where it was published")

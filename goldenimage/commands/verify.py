@@ -256,10 +256,13 @@ def check_hardware(manifest: dict[str, Any], hardware: str) -> None:
 
 def _record_verify(artifact: store.Artifact, passed: bool, detail: str) -> None:
     """Keep the outcome in the artifact's channel record (promotion to candidate needs a pass)."""
-    from ..bake import channels
+    from ..bake import channels, shared_store
 
     try:
         channels.record_verify(artifact, passed, detail)
+        shared = shared_store.configured()
+        if shared:
+            shared.push_verify(artifact)
     except OSError as exc:  # an artifact in a read-only folder: the verify itself stands
         info(f"verify outcome not recorded in the channel record: {exc}")
 

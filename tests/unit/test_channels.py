@@ -82,13 +82,13 @@ def test_prune_keeps_n_per_channel_and_every_published_one_and_is_idempotent(tmp
     other = fake_artifact(tmp_path, "f" * 16, profile="db")  # another profile: its own group
     removed, held = channels.prune(1, tmp_path)
     # the older candidate, and the edge one between the newest and the published one
-    assert sorted(e.artifact.key for e in removed) == [old[0].key, old[3].key]
-    assert [e.artifact.key for e in held] == [old[2].key]  # an older edge one, but published
+    assert sorted(e.key for e in removed) == [old[0].key, old[3].key]
+    assert [e.key for e in held] == [old[2].key]  # an older edge one, but published
     assert {a.key for a in channels.all_artifacts(tmp_path)} == {old[1].key, old[2].key, old[4].key, other.key}
     assert not old[0].qcow2.exists() and not old[0].sha256_file.exists()
     assert not channels.record_path(old[0]).exists()
     removed, held = channels.prune(1, tmp_path)
-    assert removed == [] and [e.artifact.key for e in held] == [old[2].key]
+    assert removed == [] and [e.key for e in held] == [old[2].key]
 
 
 def test_publish_records_where_an_image_went_and_retention_forgets_it(tmp_path: Path) -> None:
