@@ -28,6 +28,7 @@ from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.run import require, run
 from ..model.profiles import ResolvedProfile, resolve
+from ..model.support import notice
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from ..render.userdata import VM_PASS_STRICT, render_vm_pass_user_data
 from .render import bake_user_data, render
@@ -147,6 +148,8 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
     require("packer", "qemu-system-x86_64", "qemu-img", "ssh-keygen",
             purpose="to bake images (or run: make deps)")
     title = f"Baking {profile.name} on {profile.release.name}" + (" for metal" if kind == "metal" else "")
+    if profile.release.support and (unsupported := notice(profile.release.name, profile.release.support)):
+        info(unsupported)
     if native_route(profile, base_url):
         return _bake_native(profile, title, force=force, mirror=mirror, memory=memory, kind=kind)
     with step(title):
@@ -320,6 +323,8 @@ def _manifest(profile: ResolvedProfile, key: str, base: BaseImage, guest: dict[s
         "kind": kind,
         "profile": profile.to_dict(),
         "release": {"number": profile.release.number, "codename": profile.release.codename},
+        # security, lts or none when it was built; the extended-support source it took (ELTS), if any
+        "support": profile.release.support.manifest() if profile.release.support else None,
         "base": {"source": base.source, "sha256": base.sha256, "key": base.key, "file": base.path.name},
         # the firmware the artifact boots: "bios", "uefi", "uefi-secureboot" (publish and verify read it)
         "firmware": list(base.firmware),
