@@ -27,6 +27,7 @@ from ..core.run import require, run
 from ..model.disk_layout import DiskLayout
 from ..model.releases import Release
 from ..model.support import extended_keyring
+from . import stable_pins
 from .disk import FIRMWARE, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
@@ -100,6 +101,8 @@ def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = D
         "renderers": release.network_renderers,
         "recipe": RECIPE_VERSION,
     }
+    if stable_pins.current():  # a stable rebuild: the pinned versions make another layer
+        data["pins"] = dict(sorted(stable_pins.current().items()))
     extended = extended_source(release)
     if extended:  # an extended-support source (ELTS): other packages, another base
         data["extended"] = [extended[0], release.support.extended.keyring_sha256 if release.support and
@@ -298,12 +301,15 @@ def mmdebstrap_argv(release: Release, mirror: str, flavour: str, root: Path, ext
         sources.append(extended[0])
         hooks += ['--setup-hook=mkdir -p "$1/etc/apt/trusted.gpg.d"',
                   f'--setup-hook=cp {shlex.quote(str(extended[1]))} "$1/etc/apt/trusted.gpg.d/{extended[2]}"']
+    setup, last = stable_pins.mmdebstrap_hooks(stable_pins.current())  # a stable rebuild: every version held
+    hooks += setup
     if packages:
         # mmdebstrap turns Recommends off for its own install; cloud-init's apt-get in a VM keeps them on.
         install = ["chroot", '"$1"', "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
                    "--install-recommends", "-o", "Dpkg::Options::=--force-confold",
                    *(shlex.quote(p) for p in packages)]
         hooks.append("--customize-hook=" + " ".join(install))
+    hooks += last
     return [
         "mmdebstrap",
         "--mode=root",
