@@ -179,7 +179,7 @@ def _from_store(key: str, force: bool) -> store.Artifact | None:
     cached = store.find(key)
     if cached and not force:
         info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
-        return cached
+        return shared_store.share_new(cached)  # one whose upload failed before is shared now
     return None if force else shared_store.look_up(key)
 
 

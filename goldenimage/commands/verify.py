@@ -263,7 +263,7 @@ def _record_verify(artifact: store.Artifact, passed: bool, detail: str) -> None:
         shared = shared_store.configured()
         if shared:
             shared.push_verify(artifact)
-    except OSError as exc:  # an artifact in a read-only folder: the verify itself stands
+    except (OSError, GoldenError) as exc:  # a read-only folder, an unreachable shared store: the verify stands
         info(f"verify outcome not recorded in the channel record: {exc}")
 
 

@@ -149,3 +149,12 @@ def test_images_commands_work_on_the_shared_store(bucket: str, tmp_path: Path, m
     assert main(["images", "list"]) == 0
     out = capsys.readouterr().out
     assert "candidate" in out and KEY in out
+
+
+def test_a_local_artifact_whose_upload_failed_is_shared_by_the_next_build(bucket: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    built = fake_artifact(tmp_path / "a", KEY)  # baked, but its upload never happened
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(tmp_path / "a"))
+    assert bake_command._from_store(KEY, force=False) == built
+    assert shared().manifest(KEY) is not None
+    assert bake_command._from_store(KEY, force=False) == built  # shared already, same bytes: nothing moves
