@@ -346,12 +346,19 @@ class SharedStore:
                 self.remove(item.key)
         return remove, held
 
-    def push_verify(self, artifact: store.Artifact) -> None:
-        """Copy the local record's verify outcome to the shared record (promotion reads the shared one)."""
+    def push_record(self, artifact: store.Artifact) -> None:
+        """Copy what this builder learnt of the artifact into the shared record: its verify outcome, and the
+        images published from it (added to those others published; prune on the bucket keeps them all)."""
         if self.manifest(artifact.key) is None:
             return
         record, etag = self.record(artifact.key)
-        record["verify"] = channels.read_record(artifact).get("verify")
+        local = channels.read_record(artifact)
+        if local.get("verify"):
+            record["verify"] = local["verify"]
+        # a union: an image another builder published stays listed (prune errs on keeping an artifact)
+        seen = {(p.get("target"), p.get("id")) for p in local.get("published", [])}
+        record["published"] = [p for p in record.get("published", []) if (p.get("target"), p.get("id")) not in seen
+                               ] + list(local.get("published", []))
         self.put_record(artifact.key, record, etag)
 
 

@@ -262,7 +262,7 @@ def _record_verify(artifact: store.Artifact, passed: bool, detail: str) -> None:
         channels.record_verify(artifact, passed, detail)
         shared = shared_store.configured()
         if shared:
-            shared.push_verify(artifact)
+            shared.push_record(artifact)
     except (OSError, GoldenError) as exc:  # a read-only folder, an unreachable shared store: the verify stands
         info(f"verify outcome not recorded in the channel record: {exc}")
 

@@ -186,12 +186,15 @@ def publish(publisher: Publisher, artifact: Artifact, keep: int | None = None) -
 def _record(artifact: Artifact, target: str, image_id: str, removed: tuple[str, ...]) -> None:
     """Keep in the store's channel records which artifact each image on the target came from (prune keeps those
     artifacts), and forget the images retention removed."""
-    from ..bake import channels
+    from ..bake import channels, shared_store
 
     try:
         channels.record_published(artifact, target, image_id)
         channels.forget_published(artifact.manifest_file.parent, target, removed)
-    except OSError as exc:  # an artifact in a read-only folder: the publish itself stands
+        shared = shared_store.configured()
+        if shared:
+            shared.push_record(artifact)
+    except (OSError, GoldenError) as exc:  # a read-only folder, an unreachable shared store: the publish stands
         warning(f"publish not recorded in the artifact's channel record: {exc}")
 
 

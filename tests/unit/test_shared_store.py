@@ -143,7 +143,7 @@ def test_images_commands_work_on_the_shared_store(bucket: str, tmp_path: Path, m
     assert main(["images", "promote", KEY, "--to", "candidate"]) == 2
     assert "no passed verify" in capsys.readouterr().err
     channels.record_verify(built, True)
-    shared().push_verify(built)
+    shared().push_record(built)
     assert main(["images", "promote", KEY, "--to", "candidate"]) == 0
     assert shared().record(KEY)[0]["channel"] == "candidate"
     assert main(["images", "list"]) == 0
@@ -158,3 +158,24 @@ def test_a_local_artifact_whose_upload_failed_is_shared_by_the_next_build(bucket
     assert bake_command._from_store(KEY, force=False) == built
     assert shared().manifest(KEY) is not None
     assert bake_command._from_store(KEY, force=False) == built  # shared already, same bytes: nothing moves
+
+
+def test_a_publish_is_recorded_in_the_shared_record_and_prune_on_the_bucket_keeps_it(
+        bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    older = fake_artifact(tmp_path / "a", "1" * 16, built="2026-11-01T10:00:00Z")
+    middle = fake_artifact(tmp_path / "a", "2" * 16, built="2026-11-02T10:00:00Z")
+    newest = fake_artifact(tmp_path / "a", "3" * 16, built="2026-11-03T10:00:00Z")
+    for artifact in (older, middle, newest):
+        shared().share(artifact)
+    channels.record_published(older, "openstack", "glance-1")
+    shared().push_record(older)
+    assert shared().record(older.key)[0]["published"][0]["id"] == "glance-1"
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(tmp_path / "b"))
+    assert main(["images", "prune", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {middle.name} (edge)" in out
+    assert f"kept {older.name} (edge): published as openstack:glance-1" in out
+    assert set(shared().keys()) == {older.key, newest.key}
+    assert not [o for o in objects(shared()) if middle.key in o]
+    assert main(["images", "prune", "--keep", "1"]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
