@@ -7,7 +7,9 @@ import argparse
 import time
 from typing import Any
 
-from ..bake import channels, shared_store
+#: As bake/channels.py has them (a test checks): the parser is built at every start, without the store's imports.
+CHANNELS = ("edge", "candidate", "stable")
+SOAK_DAYS = 7.0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -15,6 +17,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..bake import channels, shared_store
     from ..core.log import console
 
     shared = shared_store.configured()
@@ -33,6 +36,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
+    from ..bake import channels, shared_store
+
     shared = shared_store.configured()
     if shared:
         name, before, after = shared.promote(args.artifact, args.to, soak_days=args.soak_days,
@@ -46,6 +51,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from ..bake import channels, shared_store
+
     shared = shared_store.configured()
     if shared:
         removed, held = shared.prune(args.keep, args.dry_run)
@@ -69,19 +76,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "images", help="the artifact store: channels (edge, candidate, stable), promotion, pruning",
         description="Artifacts move edge (every bake) -> candidate (a passed golden verify) -> stable (a soak "
                     "period as candidate). Records live beside each artifact in images/ (NAME.channel.json), "
-                    f"or in the shared store when ${shared_store.STORE_ENV} names one (s3://BUCKET/PREFIX).")
+                    "or in the shared store when $GOLDEN_STORE names one (s3://BUCKET/PREFIX).")
     sub = p.add_subparsers(dest="images_command", required=True, metavar="ACTION")
 
     q = sub.add_parser("list", help="each artifact's channel, content key, age and where it was published")
-    q.add_argument("--channel", choices=channels.CHANNELS, help="only this channel")
+    q.add_argument("--channel", choices=CHANNELS, help="only this channel")
     q.set_defaults(func=_cmd_list)
 
     q = sub.add_parser("promote", help="move an artifact to candidate (needs a passed verify) or stable "
                                        "(needs candidate and the soak period)")
     q.add_argument("artifact", metavar="ARTIFACT", help="an artifact's name, content key or path")
-    q.add_argument("--to", required=True, choices=channels.CHANNELS[1:])
-    q.add_argument("--soak-days", type=float, default=channels.SOAK_DAYS, metavar="DAYS",
-                   help=f"days as candidate before stable (default {channels.SOAK_DAYS:g})")
+    q.add_argument("--to", required=True, choices=CHANNELS[1:])
+    q.add_argument("--soak-days", type=float, default=SOAK_DAYS, metavar="DAYS",
+                   help=f"days as candidate before stable (default {SOAK_DAYS:g})")
     q.add_argument("--skip-soak", action="store_true",
                    help="promote to stable before the soak period ends (recorded in the artifact's history)")
     q.set_defaults(func=_cmd_promote)

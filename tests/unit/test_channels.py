@@ -147,3 +147,9 @@ def test_cli_list_promote_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["images", "prune", "--keep", "1"]) == 0
     assert "nothing to remove" in capsys.readouterr().out  # one per channel: both stay
     assert json.loads(channels.record_path(artifact).read_text())["channel"] == "stable"
+
+
+def test_the_parser_names_the_channels_and_soak_period_bake_channels_has() -> None:
+    from goldenimage.commands import images_cli
+
+    assert (images_cli.CHANNELS, images_cli.SOAK_DAYS) == (channels.CHANNELS, channels.SOAK_DAYS)
