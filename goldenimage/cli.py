@@ -90,6 +90,11 @@ def _cmd_base(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from .commands.bake import bake
 
+    if args.channel == "stable":
+        from .commands.stable import build_stable
+
+        print(build_stable(args.profile, args.debian, tuple(args.overlay), mirror=args.mirror, kind=args.kind).qcow2)
+        return 0
     artifact = bake(args.profile, args.debian, tuple(args.overlay), force=args.force, base_url=args.base_url,
                     base_checksum=args.base_checksum, mirror=args.mirror, kind=args.kind)
     print(artifact.qcow2)
@@ -172,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["cloud", "metal"], default="cloud",
                    help="cloud: for virtual machines (virtio, Debian's cloud kernel); metal: for dedicated servers "
                         "(the generic kernel with AHCI, NVMe and RAID HBA drivers, server NIC firmware, mdadm)")
+    p.add_argument("--channel", choices=["stable"],
+                   help="stable: rebuild the newest stable artifact of the profile taking only the security and "
+                        "-updates suites' newer versions (none: the stable artifact itself, no rebuild)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("verify", help="boot an artifact fresh (twice) and run its testinfra suites")
@@ -205,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.cluster_cli import add_parser as add_cluster_parser
 
     add_cluster_parser(sub)
+
+    from .commands.images_cli import add_parser as add_images_parser
+
+    add_images_parser(sub)
 
     from .commands.publish_cli import add_parser as add_publish_parser
 

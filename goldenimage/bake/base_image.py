@@ -26,6 +26,8 @@ from ..core.paths import cache_dir
 from ..core.run import require, run
 from ..model.disk_layout import DiskLayout
 from ..model.releases import Release
+from ..model.support import extended_keyring
+from . import stable_pins
 from .disk import FIRMWARE, assemble_disk, set_grub_defaults
 
 #: Bump when the recipe below changes what lands in the image: it is part of every base key.
@@ -99,6 +101,12 @@ def base_key(release: Release, mirror: str, flavour: str, layout: DiskLayout = D
         "renderers": release.network_renderers,
         "recipe": RECIPE_VERSION,
     }
+    if stable_pins.current():  # a stable rebuild: the pinned versions make another layer
+        data["pins"] = dict(sorted(stable_pins.current().items()))
+    extended = extended_source(release)
+    if extended:  # an extended-support source (ELTS): other packages, another base
+        data["extended"] = [extended[0], release.support.extended.keyring_sha256 if release.support and
+                            release.support.extended else ""]
     if layout is not DiskLayout.SINGLE:
         # only other layouts add it, so that the single layout's key (and every bake on it) stays as it was
         data["layout"] = str(layout)
@@ -259,6 +267,20 @@ def fetch_base(url: str, checksum: str, release: Release) -> BaseImage:
 # --- mmdebstrap and the root filesystem ------------------------------------------------------
 
 
+def extended_source(release: Release) -> tuple[str, Path, str] | None:
+    """The extended-support apt line, its checked key file and the key's name in trusted.gpg.d, when
+    $GOLDEN_EXTENDED_SUPPORT asks for it (model/support.py)."""
+    if release.support is None:
+        return None
+    found = extended_keyring(release.name, release.support)
+    if found is None:
+        return None
+    source, keyring = found
+    armored = keyring.read_bytes().lstrip().startswith(b"-----BEGIN")
+    name = f"golden-{source.name.lower()}.{'asc' if armored else 'gpg'}"
+    return f"deb {source.url.rstrip('/')} {source.suite} {' '.join(source.components)}", keyring, name
+
+
 def mmdebstrap_argv(release: Release, mirror: str, flavour: str, root: Path, extra: Sequence[str] = (),
                     packages: Sequence[str] = ()) -> list[str | Path]:
     """The mmdebstrap call of a base: the release's suites, updates and security (as the image's own apt
@@ -274,12 +296,20 @@ def mmdebstrap_argv(release: Release, mirror: str, flavour: str, root: Path, ext
     security = os.environ.get("GOLDEN_SECURITY_MIRROR") or release.security_mirror
     sources.append(f"deb {security.rstrip('/')} {release.security_suite} {components}")
     hooks = []
+    extended = extended_source(release)
+    if extended:  # Freexian's ELTS and its key, which stays in the image (its apt sources list it too)
+        sources.append(extended[0])
+        hooks += ['--setup-hook=mkdir -p "$1/etc/apt/trusted.gpg.d"',
+                  f'--setup-hook=cp {shlex.quote(str(extended[1]))} "$1/etc/apt/trusted.gpg.d/{extended[2]}"']
+    setup, last = stable_pins.mmdebstrap_hooks(stable_pins.current())  # a stable rebuild: every version held
+    hooks += setup
     if packages:
         # mmdebstrap turns Recommends off for its own install; cloud-init's apt-get in a VM keeps them on.
         install = ["chroot", '"$1"', "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
                    "--install-recommends", "-o", "Dpkg::Options::=--force-confold",
                    *(shlex.quote(p) for p in packages)]
         hooks.append("--customize-hook=" + " ".join(install))
+    hooks += last
     return [
         "mmdebstrap",
         "--mode=root",
@@ -350,6 +380,9 @@ def prepare_rootfs(root: Path, release: Release, flavour: str) -> None:
     components = " ".join(release.components)
     sources = [f"deb {release.mirror} {suite} {components}" for suite in release.suites]
     sources.append(f"deb {release.security_mirror} {release.security_suite} {components}")
+    extended = extended_source(release)
+    if extended:
+        sources.append(extended[0])
     (root / "etc/apt/sources.list").write_text("\n".join(sources) + "\n")
     set_grub_defaults(root / "etc/default/grub")
     # identity is made at first boot: host keys by cloud-init, machine-id by systemd

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bake import disk as disk_recipe
-from ..bake import native, store
+from ..bake import native, shared_store, store
 from ..bake.accel import detect_accelerator, fall_back_to_tcg
 from ..bake.base_image import (
     BaseImage,
@@ -28,6 +28,7 @@ from ..core.fs import sha256_file
 from ..core.log import info, step
 from ..core.run import require, run
 from ..model.profiles import ResolvedProfile, resolve
+from ..model.support import notice
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from ..render.userdata import VM_PASS_STRICT, render_vm_pass_user_data
 from .render import bake_user_data, render
@@ -147,6 +148,8 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
     require("packer", "qemu-system-x86_64", "qemu-img", "ssh-keygen",
             purpose="to bake images (or run: make deps)")
     title = f"Baking {profile.name} on {profile.release.name}" + (" for metal" if kind == "metal" else "")
+    if profile.release.support and (unsupported := notice(profile.release.name, profile.release.support)):
+        info(unsupported)
     if native_route(profile, base_url):
         return _bake_native(profile, title, force=force, mirror=mirror, memory=memory, kind=kind)
     with step(title):
@@ -166,6 +169,7 @@ def bake(name: str, debian: int | str | None = None, overlays: tuple[Path, ...] 
                                  "vm": ["cloud-init (user-data)", "cleanup"]}
             with step("Publishing the artifact"):
                 artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started, kind))
+            artifact = shared_store.share_new(artifact)
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 
@@ -175,8 +179,8 @@ def _from_store(key: str, force: bool) -> store.Artifact | None:
     cached = store.find(key)
     if cached and not force:
         info(f"cached: {cached.qcow2} (content key {key}); --force rebuilds")
-        return cached
-    return None
+        return shared_store.share_new(cached)  # one whose upload failed before is shared now
+    return None if force else shared_store.look_up(key)
 
 
 def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
@@ -280,6 +284,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
             manifest["after_layer_dpkg"] = guest.get("after_layer_dpkg", [])
             with step("Publishing the artifact"):
                 artifact = store.commit(qcow2, manifest, store.artifact_name(profile, key, started, kind))
+            artifact = shared_store.share_new(artifact)
         info(f"{artifact.qcow2} ({artifact.qcow2.stat().st_size / 2**20:.0f} MiB)")
         return artifact
 
@@ -318,6 +323,8 @@ def _manifest(profile: ResolvedProfile, key: str, base: BaseImage, guest: dict[s
         "kind": kind,
         "profile": profile.to_dict(),
         "release": {"number": profile.release.number, "codename": profile.release.codename},
+        # security, lts or none when it was built; the extended-support source it took (ELTS), if any
+        "support": profile.release.support.manifest() if profile.release.support else None,
         "base": {"source": base.source, "sha256": base.sha256, "key": base.key, "file": base.path.name},
         # the firmware the artifact boots: "bios", "uefi", "uefi-secureboot" (publish and verify read it)
         "firmware": list(base.firmware),

@@ -254,6 +254,19 @@ def check_hardware(manifest: dict[str, Any], hardware: str) -> None:
                          "NIC drivers", hint="bake one for metal: golden build PROFILE --kind metal")
 
 
+def _record_verify(artifact: store.Artifact, passed: bool, detail: str) -> None:
+    """Keep the outcome in the artifact's channel record (promotion to candidate needs a pass)."""
+    from ..bake import channels, shared_store
+
+    try:
+        channels.record_verify(artifact, passed, detail)
+        shared = shared_store.configured()
+        if shared:
+            shared.push_record(artifact)
+    except (OSError, GoldenError) as exc:  # a read-only folder, an unreachable shared store: the verify stands
+        info(f"verify outcome not recorded in the channel record: {exc}")
+
+
 def verify(target: str, debian: int | str | None = None, all_firmwares: bool = False,
            firmwares_only: Sequence[str] = (), datasource: str | None = None, hardware: str = "virt",
            parallel: int = BOOTS_AT_ONCE) -> VerifyReport:
@@ -300,9 +313,12 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
                 raise errors[0]
             failed = [f"{c.result.name} ({c.result.firmware})" for c in clones if not c.result.passed]
             if failed:
+                _record_verify(artifact, False, f"failed on {', '.join(failed)}")
                 raise GoldenError(f"verify failed: the testinfra suites reported failures for {artifact.qcow2.name} "
                                   f"on {', '.join(failed)}", hint="see the pytest output above")
             info(f"verified {artifact.qcow2.name} ({_names(firmwares)}) in {time.monotonic() - began:.0f}s")
+            _record_verify(artifact, True, f"{_names(firmwares)}; hardware {hardware}; "
+                                           f"datasource {datasource or 'nocloud'}")
         except GoldenError as exc:
             try:
                 kept = keep_console_logs(started, console_logs_dir(artifact))

@@ -5,6 +5,7 @@ package names go into the image's apt sources and command lines, so they are che
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated
 
@@ -39,6 +40,26 @@ class CloudInitQuirks(StrictModel):
     network_renderers: list[VarValue] = []
 
 
+SHA256 = re.compile(r"[0-9a-f]{64}")
+FINGERPRINT = re.compile(r"[0-9A-F]{40}")
+
+
+class ExtendedSourceModel(StrictModel):
+    name: VarValue
+    url: Url
+    suite: Suite
+    components: list[Component]
+    keyring_sha256: Annotated[str, _checked(SHA256, "sha256 in hex")]
+    keyring_fingerprint: Annotated[str, _checked(FINGERPRINT, "OpenPGP fingerprint (40 hex digits)")]
+
+
+class SupportModel(StrictModel):
+    # dates, ISO 8601: Debian's security support ends at the first, Debian LTS at the second
+    security_until: datetime.date
+    lts_until: datetime.date
+    extended: ExtendedSourceModel | None = None
+
+
 class ReleaseModel(StrictModel):
     codename: Suite
     archived: bool
@@ -52,6 +73,7 @@ class ReleaseModel(StrictModel):
     metal_packages: list[PackageName] = []
     vars: dict[VarName, VarValue]
     cloud_init: CloudInitQuirks
+    support: SupportModel
 
 
 class MatrixModel(StrictModel):

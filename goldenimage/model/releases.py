@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..core.errors import InputError
 from ..core.paths import find_profile_file, shipped
 from ..core.yamlfile import display_path, read_yaml, read_yaml_mapping
+from .support import ExtendedSource, Support
 
 if TYPE_CHECKING:
     from .release_schema import ReleaseModel
@@ -41,6 +42,8 @@ class Release:
     #: What an image for metal (dedicated servers) adds to the generic kernel: the shared list (mdadm), then
     #: this release's own (the server NICs' firmware, in non-free-firmware from Debian 12 on).
     metal_packages: tuple[str, ...] = ()
+    #: Security support, LTS or none, by date; the extended-support source when there is one.
+    support: Support | None = None
     template_vars: MappingProxyType[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +105,10 @@ def _to_release(number: int, m: ReleaseModel, base_packages: list[str],
         network_renderers=tuple(m.cloud_init.network_renderers),
         base_packages=tuple(base_packages + m.base_packages),
         metal_packages=tuple([*metal_packages, *m.metal_packages]),
+        support=Support(m.support.security_until, m.support.lts_until, None if m.support.extended is None else
+                        ExtendedSource(m.support.extended.name, m.support.extended.url, m.support.extended.suite,
+                                       tuple(m.support.extended.components), m.support.extended.keyring_sha256,
+                                       m.support.extended.keyring_fingerprint)),
     )
 
 

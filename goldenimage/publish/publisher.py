@@ -179,7 +179,23 @@ def publish(publisher: Publisher, artifact: Artifact, keep: int | None = None) -
         kept: tuple[str, ...] = ()
         if keep is not None:
             removed, kept = apply_retention(publisher, facts.profile, keep, current=image)
+        _record(artifact, publisher.target, image.id, removed)
     return PublishResult(image, uploaded, removed, kept)
+
+
+def _record(artifact: Artifact, target: str, image_id: str, removed: tuple[str, ...]) -> None:
+    """Keep in the store's channel records which artifact each image on the target came from (prune keeps those
+    artifacts), and forget the images retention removed."""
+    from ..bake import channels, shared_store
+
+    try:
+        channels.record_published(artifact, target, image_id)
+        channels.forget_published(artifact.manifest_file.parent, target, removed)
+        shared = shared_store.configured()
+        if shared:
+            shared.push_record(artifact)
+    except (OSError, GoldenError) as exc:  # a read-only folder, an unreachable shared store: the publish stands
+        warning(f"publish not recorded in the artifact's channel record: {exc}")
 
 
 def apply_retention(publisher: Publisher, profile: str, keep: int, current: PublishedImage

@@ -1,7 +1,8 @@
 """The HA drill shared by `make test-ha` (tests/e2e/test_ha.py) and bench/ha: examples/cluster-ha.yaml booted on
 a private network with a load client; a bounded request stream to the virtual address while the active load
 balancer, a web node and the SQL node taking writes are killed (QEMU killed: no shutdown) and booted again,
-one at a time. The figures (failed requests, longest outage, time back in service) come from the client's log.
+one at a time. The figures (tests/e2e/ha_figures.py: per phase requests sent, failed, served late, the client's
+liveness, outages measured from answers, latency percentiles; time back in service) come from the client's log.
 
 `sql_infrastructure` is the short drill: the load balancer pair and the Galera pair alone (no web tier), a
 client guest writing through the mysql client to VIP:3306; it kills the active load balancer and the SQL
@@ -21,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
 from goldenimage.verify.vm import VM
+from tests.e2e.ha_figures import (  # noqa: F401 -- test_ha and bench/ha take them from here
+    PhaseFigures,
+    acknowledged_ids,
+    figures,
+    outages,
+    success_rate,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = Path(__file__).with_name("ha_client.py")
@@ -67,56 +76,7 @@ def image(profile: str) -> Path:
     return bake(profile, 12).qcow2
 
 
-# --- the figures, from the client's log ----------------------------------------------------------------------
-
-
-@dataclass
-class PhaseFigures:
-    """One failure as the client saw it."""
-
-    phase: str
-    requests: int = 0
-    failed: int = 0
-    longest_outage: float = 0.0
-    back_in_service: float | None = None  # seconds from power-on until the node served again
-    notes: list[str] = field(default_factory=list)
-
-
-def outages(records: list[dict[str, Any]]) -> list[float]:
-    """Each run of consecutive failed requests (in start order): seconds from its first failed request's start
-    to the start of the next successful one (or to the last failure's end when none followed)."""
-    ordered = sorted(records, key=lambda r: r["began"])
-    spans, first = [], None
-    for record in ordered:
-        if record["status"] != 200:
-            if first is None:
-                first = record["began"]
-        elif first is not None:
-            spans.append(record["began"] - first)
-            first = None
-    if first is not None:
-        last = ordered[-1]
-        spans.append(last["began"] + last["took"] - first)
-    return spans
-
-
-def figures(records: list[dict[str, Any]], phases: list[str]) -> list[PhaseFigures]:
-    """Per phase: requests, failures, longest outage (a run of failures that starts in a phase counts there)."""
-    out = []
-    for phase in phases:
-        mine = [r for r in records if r["phase"] == phase]
-        fig = PhaseFigures(phase, requests=len(mine), failed=sum(r["status"] != 200 for r in mine))
-        fig.longest_outage = max(outages(mine), default=0.0)
-        out.append(fig)
-    return out
-
-
-def acknowledged_ids(records: list[dict[str, Any]]) -> set[int]:
-    return {r["id"] for r in records if r["kind"] == "write" and r["status"] == 200 and "id" in r}
-
-
-def success_rate(records: list[dict[str, Any]]) -> float:
-    return sum(r["status"] == 200 for r in records) / len(records) if records else 0.0
+# --- the figures, from the client's log: tests/e2e/ha_figures.py ------------------------------------------------
 
 
 # --- the infrastructure -----------------------------------------------------------------------------------------
@@ -365,6 +325,13 @@ def start_client(drill: Drill, rate: float, max_seconds: float) -> None:
 
 
 def stop_client(drill: Drill) -> list[dict[str, Any]]:
+    # the client must still be running when the last phase ends: one that died early leaves phases without
+    # requests, or with fewer than they should have, and its log alone might not show it
+    alive = drill.sh("client", "pgrep -f 'python3 /tmp/[h]a_client' >/dev/null && echo alive || echo gone", check=False)
+    if "alive" not in alive:
+        output = drill.sh("client", "tail -c 600 /tmp/ha-client.out", check=False)
+        raise AssertionError(f"the load client was no longer running when the drill ended (/tmp/ha-client.out: "
+                             f"{output})")
     drill.sh("client", f"touch {STOP_FILE}")
     time.sleep(20)  # the requests in flight finish (each is bounded at 5 s)
     text = drill.sh("client", f"cat {CLIENT_LOG}", timeout=300)
@@ -472,13 +439,3 @@ def run_drill(drill: Drill) -> tuple[list[dict[str, Any]], list[PhaseFigures], d
         ids = drill.sql(name, "SELECT id FROM shop.ha_log")
         found[name] = {int(v) for v in ids.split()}
     return records, figs, found
-
-
-def table(records: list[dict[str, Any]], figs: list[PhaseFigures]) -> str:
-    lines = [f"{'failure':<12} {'requests':>8} {'failed':>6} {'longest outage':>15} {'back in service':>16}"]
-    for fig in figs:
-        back = f"{fig.back_in_service:.0f} s" if fig.back_in_service is not None else "-"
-        lines.append(f"{fig.phase:<12} {fig.requests:>8} {fig.failed:>6} {fig.longest_outage:>13.1f} s {back:>16}")
-    lines.append(f"overall: {len(records)} requests, {success_rate(records) * 100:.2f} % answered 200, "
-                 f"{len(acknowledged_ids(records))} writes acknowledged")
-    return "\n".join(lines)

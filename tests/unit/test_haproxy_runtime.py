@@ -1,0 +1,138 @@
+"""Draining a server and putting it back through HAProxy's runtime API, against a real haproxy on 127.0.0.1 with
+its admin socket, in front of two small HTTP servers: a request in flight on the drained server ends with its
+answer, no new one goes there, and after `enable` it serves again."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from goldenimage.apply import haproxy_runtime as runtime
+
+pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is needed (scripts/install-deps)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Named(http.server.BaseHTTPRequestHandler):
+    """Answers its server's name; /slow?S waits S seconds first."""
+
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        if self.path.startswith("/slow"):
+            time.sleep(float(self.path.partition("?")[2] or 2))
+        body = self.server.name.encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Balancer:
+    url: str
+    send: runtime.Send
+
+
+@pytest.fixture
+def balancer(tmp_path: Path) -> Iterator[Balancer]:
+    backends = []
+    for name in ("web1", "web2"):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Named)
+        server.name = name  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        backends.append(server)
+    port, admin = free_port(), tmp_path / "admin.sock"
+    (tmp_path / "haproxy.cfg").write_text(f"""global
+    stats socket {admin} mode 600 level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend web
+backend web
+    balance roundrobin
+    server web1 127.0.0.1:{backends[0].server_address[1]} check inter 500ms
+    server web2 127.0.0.1:{backends[1].server_address[1]} check inter 500ms
+""")
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "haproxy.log").open("wb"))
+    try:
+        send = runtime.unix_socket(str(admin))
+        for _ in range(100):  # at most 10 s until both servers are UP
+            if admin.exists():
+                try:
+                    if all(s.status.startswith("UP") for s in runtime.servers(send, "web").values()):
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"haproxy did not come up: {(tmp_path / 'haproxy.log').read_text()[-1000:]}")
+        yield Balancer(f"http://127.0.0.1:{port}", send)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for server in backends:
+            server.shutdown()
+            server.server_close()
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (127.0.0.1)
+        return str(answer.read().decode())
+
+
+def test_drain_waits_for_the_request_in_flight_and_sends_no_new_one(balancer: Balancer) -> None:
+    answers: list[str] = []
+    slow = [threading.Thread(target=lambda: answers.append(get(balancer.url + "/slow?2"))) for _ in range(2)]
+    for thread in slow:  # round robin: one slow request on each server
+        thread.start()
+    time.sleep(0.5)
+    assert runtime.state(balancer.send, "web", "web1").sessions == 1
+    took = runtime.drain(balancer.send, "web", "web1")
+    assert took >= 1.0  # it waited for web1's slow request
+    for thread in slow:
+        thread.join(timeout=10)
+    assert sorted(answers) == ["web1", "web2"]  # the drained server's request ended with its answer
+    assert runtime.state(balancer.send, "web", "web1").status == "MAINT"
+    assert {get(balancer.url) for _ in range(10)} == {"web2"}
+    runtime.enable(balancer.send, "web", "web1")
+    assert runtime.state(balancer.send, "web", "web1").status.startswith("UP")
+    assert {get(balancer.url) for _ in range(10)} == {"web1", "web2"}
+
+
+def test_a_drain_that_does_not_finish_puts_the_server_back(balancer: Balancer) -> None:
+    slow = [threading.Thread(target=lambda: get(balancer.url + "/slow?3")) for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    time.sleep(0.5)
+    with pytest.raises(runtime.RuntimeApiError, match="still had 1 sessions after 1s"):
+        runtime.drain(balancer.send, "web", "web1", timeout=1.0)
+    assert runtime.state(balancer.send, "web", "web1").status.startswith("UP")
+    for thread in slow:
+        thread.join(timeout=10)
+
+
+def test_an_unknown_server_is_refused_before_anything_changes(balancer: Balancer) -> None:
+    with pytest.raises(runtime.RuntimeApiError, match="no server web/web9"):
+        runtime.drain(balancer.send, "web", "web9")
