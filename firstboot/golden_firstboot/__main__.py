@@ -60,7 +60,13 @@ def parser() -> argparse.ArgumentParser:
                            help="(web) probe the shared docroot for the health endpoint (a service, never returns)")
     facts = sub.add_parser("facts", help="write this host's facts for node-exporter's textfile collector "
                                          "(golden-facts.timer runs it every 15 s)")
-    for command in (run, early, status, add, remove, health, share, facts):
+    env = sub.add_parser("env", help="(web, sql writer) apply, check or list hosting environments (golden env)")
+    env.add_argument("action", choices=["apply", "list"])
+    env.add_argument("--data", metavar="FILE", help="apply: the batch golden sent (JSON, golden-env/1)")
+    env.add_argument("--part", choices=["web", "sql"], required=True, help="this host's part of each environment")
+    env.add_argument("--check", action="store_true", help="change nothing; report the drift")
+    env.add_argument("--prune", action="store_true", help="remove the environments the batch no longer declares")
+    for command in (run, early, status, add, remove, health, share, facts, env):
         add_common(command, top=False)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
@@ -118,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
         ctx = context(args.root, args.host_settings)
+        if command == "env":
+            from . import env_command
+
+            return env_command.main(ctx, args, sys.stdout)
         if command == "run":
             return agent.run(ctx, rerun=args.rerun)
         if command == "early":
