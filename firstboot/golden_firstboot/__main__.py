@@ -61,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
     facts = sub.add_parser("facts", help="write this host's facts for node-exporter's textfile collector "
                                          "(golden-facts.timer runs it every 15 s)")
     env = sub.add_parser("env", help="(web, sql writer) apply, check or list hosting environments (golden env)")
-    env.add_argument("action", choices=["apply", "list"])
-    env.add_argument("--data", metavar="FILE", help="apply: the batch golden sent (JSON, golden-env/1)")
+    env.add_argument("action", choices=["apply", "list", "certs"])
+    env.add_argument("--data", metavar="FILE", help="apply: the batch golden sent (JSON, golden-env/1); certs: the "
+                                                     "folder of NAME/fullchain.pem and NAME/privkey.pem")
     env.add_argument("--part", choices=["web", "sql"], required=True, help="this host's part of each environment")
     env.add_argument("--check", action="store_true", help="change nothing; report the drift")
     env.add_argument("--prune", action="store_true", help="remove the environments the batch no longer declares")

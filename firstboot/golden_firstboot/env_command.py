@@ -14,9 +14,13 @@ from .system import FirstbootError
 def main(ctx: Context, args: Any, out: IO[str]) -> int:
     if args.action == "list":
         if args.part == "web":
-            report = {"environments": env.show(ctx)}
+            report = {"environments": env.show(ctx), "certificates": env.certificates(ctx)}
         else:
             report = {"environments": {name: {} for name in env_sql.undeclared(ctx, set())}}
+    elif args.action == "certs":
+        if not args.data or args.part != "web":
+            raise FirstbootError("env certs: --part web --data FOLDER is required")
+        report = env.install_certificates(ctx, args.data)
     else:
         if not args.data:
             raise FirstbootError("env apply: --data FILE is required")

@@ -251,7 +251,7 @@ def test_list_reads_the_state_back_from_the_host(node: tuple[FakeWebNode, Contex
 
 
 def test_the_agent_refuses_a_batch_off_the_schema(tmp_path: Path) -> None:
-    bad = batch(*THREE)
+    bad = copy.deepcopy(batch(*THREE))
     bad["environments"][0]["name"] = "shop;reboot"
     path = tmp_path / "batch.json"
     path.write_text(json.dumps(bad))
@@ -320,3 +320,28 @@ def test_the_writer_resets_a_password_changed_behind_its_back(tmp_path: Path) ->
     report = env_sql.apply_sql(ctx, batch(environment("shop", 200001)))
     assert report["changes"] == ["environment shop: alter user"]
     assert fake.accounts["shop"] == report["credentials"]["shop"]
+
+
+def test_certificates_golden_issued_replace_snakeoil_with_one_reload(node: tuple[FakeWebNode, Context],
+                                                                       tmp_path: Path) -> None:
+    fake, ctx = node
+    env.apply_web(ctx, batch(*THREE))
+    incoming = tmp_path / "incoming"
+    for name in ("shop", "wiki", "ghost"):
+        (incoming / name).mkdir(parents=True)
+        (incoming / name / "fullchain.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        (incoming / name / "privkey.pem").write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    fake.commands.clear()
+    report = env.install_certificates(ctx, str(incoming))
+    assert report["installed"] == ["shop", "wiki"] and list(report["failed"]) == ["ghost"]
+    assert fake.ran("apache2ctl", "graceful") == 1
+    key = fake.root / "etc/golden/env-certs/shop/privkey.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    site = (fake.root / "etc/apache2/sites-available/golden-env-shop.conf").read_text()
+    assert "SSLCertificateFile /etc/golden/env-certs/shop/fullchain.pem" in site
+    assert sorted(env.certificates(ctx)) == ["shop", "wiki"]
+    # an apply after that keeps the site on its own certificate
+    fake.commands.clear()
+    assert env.apply_web(ctx, batch(*THREE))["changed"] == 0
+    assert env.install_certificates(ctx, str(incoming))["installed"] == []
+    assert fake.commands == []

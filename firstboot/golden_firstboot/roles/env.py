@@ -182,9 +182,10 @@ def ensure_site(batch: Batch, env: dict[str, Any], php: str) -> None:
         batch.reload_apache = True
 
 
-def manifest(env: dict[str, Any]) -> str:
-    """What the host keeps of an environment: everything but its password."""
+def manifest(env: dict[str, Any], root: str) -> str:
+    """What the host keeps of an environment: everything but its password, and where its tree is."""
     kept = {k: v for k, v in env.items() if k != "db_password"}
+    kept["root"] = root
     return json.dumps(kept, sort_keys=True, indent=1) + "\n"
 
 
@@ -282,7 +283,7 @@ def apply_web(ctx: Context, data: dict[str, Any], check: bool = False, prune_rem
             ensure_account(batch, env)
             ensure_tree(batch, env)
             ensure_site(batch, env, php)
-            if batch.write(f"{STATE_DIR}/{name}.json", manifest(env), 0o600):
+            if batch.write(f"{STATE_DIR}/{name}.json", manifest(env, batch.root), 0o600):
                 if len(batch.changes) == start:
                     batch.change("record environment " + name)
         except (FirstbootError, OSError) as exc:
@@ -330,4 +331,48 @@ def show(ctx: Context, name: str | None = None) -> dict[str, Any]:
         out[env_name] = dict(env, account=env_name in passwd,
                              site_enabled=ctx.exists(f"{SITES_ENABLED}/{site}.conf"),
                              certificate=all(ctx.exists(p) for p in cert_paths(env_name)))
+    return out
+
+
+def install_certificates(ctx: Context, folder: str, root: str = "/srv/env") -> dict[str, Any]:
+    """Certificates golden issued, from FOLDER/NAME/{fullchain,privkey}.pem, for the environments this node has:
+    installed (the key root's only, 0600), each site switched from snakeoil to its own; one graceful reload."""
+    envs = applied(ctx)
+    installed, refused = [], {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name not in envs:
+            refused[name[:40]] = "no such environment on this node"
+            continue
+        try:
+            with open(os.path.join(folder, name, "fullchain.pem"), encoding="ascii") as handle:
+                chain = handle.read()
+            with open(os.path.join(folder, name, "privkey.pem"), encoding="ascii") as handle:
+                key = handle.read()
+        except (OSError, ValueError) as exc:
+            refused[name] = f"unreadable: {exc}"
+            continue
+        if not chain.startswith("-----BEGIN CERTIFICATE-----") or "PRIVATE KEY-----" not in key.split("\n", 1)[0]:
+            refused[name] = "not a PEM certificate chain and private key"
+            continue
+        cert, private = cert_paths(name)
+        os.makedirs(os.path.dirname(ctx.path(cert)), mode=0o700, exist_ok=True)
+        changed = ctx.write(private, key, 0o600)
+        changed = ctx.write(cert, chain, 0o644) or changed
+        site = f"{SITES_AVAILABLE}/{SITE_PREFIX}{name}.conf"
+        changed = ctx.write(site, render_vhost(envs[name], envs[name].get("root") or root, True)) or changed
+        if changed:
+            installed.append(name)
+    if installed:
+        ctx.run(["apache2ctl", "configtest"])
+        ctx.run(["apache2ctl", "graceful"])
+    return {"changed": len(installed), "installed": installed, "failed": refused}
+
+
+def certificates(ctx: Context) -> dict[str, str]:
+    """Each environment's installed certificate chain (public): golden decides renewals from them."""
+    out = {}
+    for name in applied(ctx):
+        chain = ctx.read(cert_paths(name)[0])
+        if chain:
+            out[name] = chain
     return out
