@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, Strict, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationError, field_validator
 
 from ..core.errors import InputError
 from ..core.inert import excerpt, inert
@@ -76,6 +76,13 @@ def _name(value: str) -> str:
     return value
 
 
+def _domain(value: str) -> str:
+    problem = SCHEMA.domain_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _quota(value: Any) -> Any:
     """'5G', '500M', '1T' or a number of MiB, as MiB."""
     if isinstance(value, str) and len(value) >= 2 and value[:-1].isdigit() and value[-1] in QUOTA_UNITS:
@@ -101,7 +108,8 @@ class PhpPolicy(StrictModel):
 
 class Environment(StrictModel):
     name: Annotated[str, Strict()]
-    domains: list[Annotated[str, BeforeValidator(_lower_domain)]] = Field(min_length=1, max_length=100)
+    domains: list[Annotated[str, BeforeValidator(_lower_domain), AfterValidator(_domain)]] = Field(
+        min_length=1, max_length=100)
     databases: Annotated[int, Strict()] = Field(default=1, ge=0, le=64)
     quota: Annotated[int | None, BeforeValidator(lambda v: None if v is None else _quota(v))] = Field(
         default=None, ge=1, le=2**31)
@@ -117,12 +125,8 @@ class Environment(StrictModel):
     @field_validator("domains")
     @classmethod
     def _check_domains(cls, v: list[str]) -> list[str]:
-        for index, domain in enumerate(v):
-            problem = SCHEMA.domain_problem(domain)
-            if problem:
-                raise ValueError(f"domains[{index}]: {problem}")
         if len(set(v)) != len(v):
-            raise ValueError("domains: a name is given twice")
+            raise ValueError("a name is given twice")
         return v
 
     def account_uid(self) -> int:
