@@ -345,3 +345,28 @@ def test_certificates_golden_issued_replace_snakeoil_with_one_reload(node: tuple
     assert env.apply_web(ctx, batch(*THREE))["changed"] == 0
     assert env.install_certificates(ctx, str(incoming))["installed"] == []
     assert fake.commands == []
+
+
+def test_reloads_a_failed_batch_owed_are_done_by_the_next(node: tuple[FakeWebNode, Context]) -> None:
+    fake, ctx = node
+    real = fake.execute
+
+    def sshd_fails(args: list[str], *rest: Any) -> Result:
+        if args == ["sshd", "-t"]:
+            fake.commands.append(args)
+            return Result(255, "", "Missing privilege separation directory: /run/sshd")
+        return real(args, *rest)
+
+    fake.execute = sshd_fails  # type: ignore[method-assign]
+    with pytest.raises(FirstbootError):
+        env.apply_web(ctx, batch(*THREE))
+    assert fake.ran("apache2ctl", "graceful") == 0
+    fake.execute = real  # type: ignore[method-assign]
+    fake.commands.clear()
+    report = env.apply_web(ctx, batch(*THREE))
+    assert report["changed"] == 0
+    assert fake.ran("systemctl", "reload", "ssh") == 1 and fake.ran("apache2ctl", "graceful") == 1
+    assert fake.ran("systemctl", "reload", "php8.2-fpm") == 1
+    fake.commands.clear()
+    env.apply_web(ctx, batch(*THREE))
+    assert fake.commands == []

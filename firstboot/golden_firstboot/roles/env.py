@@ -49,6 +49,11 @@ from .env_render import (
 )
 
 
+#: The reloads a batch owes, one word a line, until they are done.
+PENDING = STATE_DIR + "/.reloads"
+RELOADS = ("apache", "fpm", "ssh")
+
+
 def passwd_entries(ctx: Context) -> dict[str, list[str]]:
     """/etc/passwd as name -> fields."""
     out = {}
@@ -86,11 +91,19 @@ class Batch:
         self.changes: list[str] = []
         self.failed: dict[str, str] = {}
         self.unchanged: list[str] = []
-        self.reload_apache = False
-        self.reload_fpm = False
-        self.reload_sshd = False
+        # Reloads a batch owes are kept on the host until done: a batch that stops (a failed test, a kill)
+        # after writing its files leaves nothing to compare, and the next one still reloads.
+        self.owed: set[str] = set((ctx.read(PENDING) or "").split()) & set(RELOADS)
         self.passwd = passwd_entries(ctx)
         self.groups = group_members(ctx)
+
+    def owe(self, *reloads: str) -> None:
+        if self.check or set(reloads) <= self.owed:
+            self.owed |= set(reloads)
+            return
+        self.owed |= set(reloads)
+        os.makedirs(self.ctx.path(STATE_DIR), mode=0o700, exist_ok=True)
+        self.ctx.write(PENDING, "".join(r + "\n" for r in sorted(self.owed)), 0o600)
 
     def change(self, what: str) -> None:
         self.changes.append(what)
@@ -170,16 +183,16 @@ def ensure_site(batch: Batch, env: dict[str, Any], php: str) -> None:
     pool = f"/etc/php/{php}/fpm/pool.d/{pool_name(name)}.conf"
     if batch.write(pool, render_pool(env, batch.root)):
         batch.change("PHP-FPM pool " + pool_name(name))
-        batch.reload_fpm = True
+        batch.owe("fpm")
     has_cert = all(batch.ctx.exists(p) for p in cert_paths(name))
     site = SITE_PREFIX + name
     if batch.write(f"{SITES_AVAILABLE}/{site}.conf", render_vhost(env, batch.root, has_cert)):
         batch.change("Apache site {} ({})".format(site, ", ".join(env["domains"])))
-        batch.reload_apache = True
+        batch.owe("apache")
     if not batch.ctx.exists(f"{SITES_ENABLED}/{site}.conf"):
         batch.change("enable Apache site " + site)
         batch.run(["a2ensite", "-q", site])
-        batch.reload_apache = True
+        batch.owe("apache")
 
 
 def manifest(env: dict[str, Any], root: str) -> str:
@@ -225,7 +238,7 @@ def prune(batch: Batch, name: str, php: str) -> None:
     if os.path.isdir(batch.ctx.path(home)):
         batch.ctx.run(["rm", "-rf", "--one-file-system", "--", home])
     batch.ctx.remove(f"{STATE_DIR}/{name}.json")
-    batch.reload_apache = batch.reload_fpm = True
+    batch.owe("apache", "fpm")
 
 
 def ensure_shared(batch: Batch) -> None:
@@ -245,12 +258,12 @@ def ensure_shared(batch: Batch) -> None:
         batch.change("sshd: SFTP-only chrooted logins for group " + GROUP)
         if not batch.check:
             batch.ctx.write(SSHD_CONFIG, config.rstrip("\n") + "\n\n" + block, 0o644)
-        batch.reload_sshd = True
+        batch.owe("ssh")
     for module in APACHE_MODULES:
         if not batch.ctx.exists(f"/etc/apache2/mods-enabled/{module}.load"):
             batch.change("enable Apache module " + module)
             batch.run(["a2enmod", "-q", module])
-            batch.reload_apache = True
+            batch.owe("apache")
     if batch.directory(CHALLENGE_DIR, 0o755, "root", "root"):
         batch.change("ACME challenge folder " + CHALLENGE_DIR)
 
@@ -260,15 +273,17 @@ def finish(batch: Batch, php: str) -> None:
     if batch.check:
         return
     ctx = batch.ctx
-    if batch.reload_sshd:
+    if "ssh" in batch.owed:
         ctx.run(["sshd", "-t"])
         ctx.run(["systemctl", "reload", "ssh"])
-    if batch.reload_fpm:
+    if "fpm" in batch.owed:
         ctx.run([f"php-fpm{php}", "--test"])
         ctx.run(["systemctl", "reload", f"php{php}-fpm"])
-    if batch.reload_apache:
+    if "apache" in batch.owed:
         ctx.run(["apache2ctl", "configtest"])
         ctx.run(["apache2ctl", "graceful"])
+    if batch.owed:
+        ctx.remove(PENDING)
 
 
 def apply_web(ctx: Context, data: dict[str, Any], check: bool = False, prune_removed: bool = False) -> dict[str, Any]:
