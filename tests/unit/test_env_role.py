@@ -357,7 +357,7 @@ def test_reloads_a_failed_batch_owed_are_done_by_the_next(node: tuple[FakeWebNod
             return Result(255, "", "Missing privilege separation directory: /run/sshd")
         return real(args, *rest)
 
-    fake.execute = sshd_fails  # type: ignore[method-assign]
+    fake.execute = sshd_fails  # type: ignore[method-assign,assignment]
     with pytest.raises(FirstbootError):
         env.apply_web(ctx, batch(*THREE))
     assert fake.ran("apache2ctl", "graceful") == 0

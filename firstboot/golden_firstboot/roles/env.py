@@ -48,7 +48,6 @@ from .env_render import (
     sshd_block,
 )
 
-
 #: The reloads a batch owes, one word a line, until they are done.
 PENDING = STATE_DIR + "/.reloads"
 RELOADS = ("apache", "fpm", "ssh")
