@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
         ctx = context(args.root, args.host_settings)
         if command == "env":
-            from . import env_command
+            try:
+                from . import env_command
+            except ImportError:
+                raise FirstbootError("this agent carries no env role (the one installed in images)",
+                                     hint="golden env apply ships a zipapp with it") from None
 
             return env_command.main(ctx, args, sys.stdout)
         if command == "run":
