@@ -111,7 +111,7 @@ test-starved: host-tools venv ## Both clusters on a starved host (1 vCPU per gue
 
 .PHONY: test-extended
 test-extended: host-tools venv ## VM tests kept out of CI for time: base boots per firmware, encryption at rest, more cluster cases
-	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply and not hardware'
+	$(VENV)/bin/pytest -v -m 'extended and not cluster_web and not audit and not starved and not matrix and not ha and not apply and not hardware and not env'
 
 .PHONY: test-watch
 test-watch: host-tools venv ## A real Prometheus on 127.0.0.1 scrapes lb + 2 web + nfs, then the SQL pair; each failure raises its own alerts, which resolve after the repair
@@ -123,7 +123,7 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware and not env'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-hardware
@@ -137,6 +137,10 @@ test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; 
 .PHONY: test-ha-sql
 test-ha-sql: host-tools venv ## the short HA drill: the lb pair and the Galera pair with a mysql client (5 guests); kills the active lb and the SQL writer
 	$(VENV)/bin/pytest -m ha -v -s tests/e2e/test_ha.py::test_lb_pair_and_galera_survive_the_loss_of_the_active_lb_and_of_the_sql_writer
+
+.PHONY: test-env
+test-env: host-tools venv ## Hosting environments on lb + 2 web + nfs + the SQL pair: create, change, prune three; isolation; certificates from Pebble on the host
+	$(VENV)/bin/pytest -m env -v -s tests/e2e/test_env.py
 
 .PHONY: test-apply
 test-apply: host-tools venv ## golden apply to bare guests (the base image + an SSH key): web and the SQL pair on Debian 12, web on 11 (skipped, naming the file, while the mirror cannot build its base)

@@ -16,6 +16,7 @@ services   verify         the VM harness (boot a clone, its seed, wait, SSH), L2
 services   audit          SCAP content, guest tools, OpenSCAP and Lynis results
 services   publish        publish targets (OpenStack, S3, Proxmox, OVH)
 services   apply          a running host over SSH: transport, inventory, converge and role steps, clusters
+services   hosting        environments on a running cluster (`golden env`): SQL writer, web nodes, ACME
 commands   commands       render, validate, bake, verify, audit, publish, apply and cluster commands
 commands   cli            the `golden` front door (argparse)
 ========== ============== ==========================================================================
@@ -33,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("core",)),
     ("model", ("model",)),
     ("producers", ("render", "bake")),
-    ("services", ("verify", "audit", "publish", "apply")),
+    ("services", ("verify", "audit", "publish", "apply", "hosting")),
     ("commands", ("commands", "cli")),
 )
 

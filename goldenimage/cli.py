@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_images_parser(sub)
 
+    from .commands.env_cli import add_parser as add_env_parser
+
+    add_env_parser(sub)
+
     from .commands.publish_cli import add_parser as add_publish_parser
 
     add_publish_parser(sub)

@@ -63,7 +63,14 @@ def parser() -> argparse.ArgumentParser:
     facts.add_argument("--json", action="store_true",
                        help="print this host's state (roles, first boot, health checks, replication or Galera, "
                             "backup age, certificate expiry) as JSON instead, for `golden cluster status`")
-    for command in (run, early, status, add, remove, health, share, facts):
+    env = sub.add_parser("env", help="(web, sql writer) apply, check or list hosting environments (golden env)")
+    env.add_argument("action", choices=["apply", "list", "certs"])
+    env.add_argument("--data", metavar="FILE", help="apply: the batch golden sent (JSON, golden-env/1); certs: the "
+                                                     "folder of NAME/fullchain.pem and NAME/privkey.pem")
+    env.add_argument("--part", choices=["web", "sql"], required=True, help="this host's part of each environment")
+    env.add_argument("--check", action="store_true", help="change nothing; report the drift")
+    env.add_argument("--prune", action="store_true", help="remove the environments the batch no longer declares")
+    for command in (run, early, status, add, remove, health, share, facts, env):
         add_common(command, top=False)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
@@ -125,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
         ctx = context(args.root, args.host_settings)
+        if command == "env":
+            try:
+                from . import env_command
+            except ImportError:
+                raise FirstbootError("this agent carries no env role (the one installed in images)",
+                                     hint="golden env apply ships a zipapp with it") from None
+
+            return env_command.main(ctx, args, sys.stdout)
         if command == "run":
             return agent.run(ctx, rerun=args.rerun)
         if command == "early":

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,12 @@ from goldenimage.verify.vm import VM
 
 @contextmanager
 def booted_cluster(cluster: dict[str, Any], tmp: Path, *, release: int = 12, memory_mib: int = 768,
-                   ssh_timeout: int = 900) -> Iterator[dict[str, VM]]:
+                   ssh_timeout: int = 900, forwards: Mapping[str, Sequence[str]] | None = None
+                   ) -> Iterator[dict[str, VM]]:
     """The hosts of `cluster` (in its order, by name) booted and answering SSH; their first boot may still run.
 
-    Each profile is baked once (a cache hit when its image exists); the cluster file gets a fresh key."""
+    Each profile is baked once (a cache hit when its image exists); the cluster file gets a fresh key. `forwards`
+    adds user-network options by host (hostfwd=tcp:127.0.0.1:PORT-:80: a guest port on the host's loopback)."""
     images = {profile: bake(profile, release) for profile in dict.fromkeys(h["profile"] for h in cluster["hosts"])}
     key = ephemeral_keypair(tmp)
     (tmp / "cluster.yaml").write_text(yaml.safe_dump({**cluster, "ssh_authorized_keys": [key.public]}))
@@ -35,7 +37,7 @@ def booted_cluster(cluster: dict[str, Any], tmp: Path, *, release: int = 12, mem
             host = rendered[name]
             vm = VM(images[host["profile"]].qcow2, seed=tmp / "rendered" / name / "seed.iso", key=key, name=name,
                     mac=host["uplink_mac"], extra_args=switch.netdev_args(host["mac"]), workdir=tmp / name,
-                    cpus=1, memory_mib=memory_mib)
+                    cpus=1, memory_mib=memory_mib, netdev_options=(forwards or {}).get(name, ()))
             vms[name] = stack.enter_context(vm)
         for vm in vms.values():
             vm.wait_for_ssh(timeout=ssh_timeout)

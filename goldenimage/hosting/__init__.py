@@ -1,0 +1,1 @@
+"""Hosting environments on a running infrastructure: `golden env` (the data model is model/environments.py)."""
