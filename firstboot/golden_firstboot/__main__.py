@@ -82,7 +82,8 @@ def context(root: str, host_settings: str | None = None) -> Context:
     if host_settings:
         host = agent.install_host_settings(root, host_settings)
     else:
-        host = agent.load_json(root, agent.HOST_SETTINGS, required=False)
+        host = agent.check_host_settings(agent.load_json(root, agent.HOST_SETTINGS, required=False),
+                                         agent.HOST_SETTINGS)
     if not host:
         log(f"{agent.HOST_SETTINGS} is absent or empty: only steps that need no cluster settings run")
     return Context(image, host, root=root)

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from . import __version__
+from . import __version__, host_schema
 from .roles import STEPS
 from .steps import Context, Step
 from .system import HOST, FirstbootError, SettingsError, write_file
@@ -45,6 +45,15 @@ def load_json(root: str, path: str, required: bool) -> dict[str, Any]:
     return data
 
 
+def check_host_settings(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """data when it matches the host.json contract (host_schema); else SettingsError naming every mismatch."""
+    errors = host_schema.validate(data)
+    if errors:
+        raise SettingsError("{}: does not match the agent's host.json contract: {}".format(where, "; ".join(errors)),
+                            hint="render it with the same goldenimage version as this agent (golden cluster render)")
+    return data
+
+
 def install_host_settings(root: str, source: str) -> dict[str, Any]:
     """The settings in `source` (a file outside the image: `golden apply` ships one), copied to host.json
     (0600, rewritten only when it differs) so that later runs, the early unit and `status` read the same."""
@@ -58,6 +67,7 @@ def install_host_settings(root: str, source: str) -> dict[str, Any]:
         raise SettingsError(f"{source}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{source}: must hold a JSON object")
+    check_host_settings(data, source)
     write_file(os.path.join(root, HOST_SETTINGS.lstrip("/")), json.dumps(data, indent=2, sort_keys=True) + "\n",
                0o600)
     return data

@@ -11,6 +11,8 @@ import tempfile
 import time
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from .host_schema import redact
+
 T = TypeVar("T")
 
 STDERR_TAIL_LINES = 15
@@ -22,13 +24,6 @@ def log(message: str) -> None:
     """One line to stderr: under systemd it lands in the journal of golden-firstboot.service."""
     sys.stderr.write("golden-firstboot: " + message + "\n")
     sys.stderr.flush()
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """text with every secret replaced by ***; longest first so a secret containing another goes whole."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 class FirstbootError(Exception):
@@ -44,6 +39,13 @@ class FirstbootError(Exception):
 
 class SettingsError(FirstbootError):
     """host.json or image.json is missing something a step needs: nothing can fix it by waiting."""
+
+    exit_status = 2
+
+
+class ConvergeError(FirstbootError):
+    """The cloud-config cannot be applied (an unknown key, a package missing from the layer, an owner or a path
+    that is not in the tree)."""
 
     exit_status = 2
 

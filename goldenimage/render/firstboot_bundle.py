@@ -68,7 +68,8 @@ def compact_source(text: str) -> str:
 #: The converge engine's modules: `golden apply` and the native bake run the engine from a zipapp they ship
 #: themselves, so the agent an image carries leaves them out (banking-hardened's OpenStack user-data, which
 #: carries the agent, must stay under Nova's 64 KiB).
-ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_restart.py", "converge_system.py")
+ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_host.py", "converge_restart.py",
+                  "converge_system.py")
 
 
 def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True) -> bytes:
