@@ -22,7 +22,7 @@ from . import converge_files as files
 from . import converge_system as system
 from .converge_host import SHIM_DIR, ConvergeError, Host, Report, load_state, save_state
 from .converge_restart import restart_changed
-from .system import Runner, log
+from .system import FirstbootError, Runner, failure_fields, log
 
 __all__ = ["HANDLED", "SHIM_DIR", "ConvergeError", "Host", "Report", "check_keys", "converge", "load_user_data",
            "main"]
@@ -179,12 +179,26 @@ def _tree_shims(host: Host) -> list[str]:
     return made
 
 
-def main(user_data: str, root: str, check: bool, verbose: bool, out: Any) -> int:
-    """`golden-firstboot converge`: apply, print each change, then the summary."""
-    data = load_user_data(user_data)
-    host = Host(root, Runner(logger=log if verbose else (lambda line: None)))
-    if not host.live and not os.path.isdir(host.root):
-        raise ConvergeError(f"--root {root} is not a directory")
-    report = converge(data, host, Report(check, verbose, out))
-    out.write(report.summary() + "\n")
+def main(user_data: str, root: str, check: bool, verbose: bool, out: Any, as_json: bool = False) -> int:
+    """`golden-firstboot converge`: apply, print each change, then the summary; with `as_json`, one JSON object
+    at the end instead (result(), a failure's command and stderr tail included)."""
+    report = Report(check, verbose, None if as_json else out)
+    try:
+        data = load_user_data(user_data)
+        host = Host(root, Runner(logger=log if verbose else (lambda line: None)))
+        if not host.live and not os.path.isdir(host.root):
+            raise ConvergeError(f"--root {root} is not a directory")
+        converge(data, host, report)
+    except FirstbootError as exc:
+        if as_json:
+            out.write(json.dumps(result(report, exc), sort_keys=True) + "\n")
+        raise
+    out.write((json.dumps(result(report), sort_keys=True) if as_json else report.summary()) + "\n")
     return 0
+
+
+def result(report: Report, error: BaseException | None = None) -> dict[str, Any]:
+    """What `converge --json` prints: every change line, the counts, and the failure (None when it converged)."""
+    return {"check": report.check, "changes": list(report.lines), "changed": report.changed,
+            "unchanged": report.unchanged, "commands": report.commands,
+            "failure": failure_fields(error) if error is not None else None}

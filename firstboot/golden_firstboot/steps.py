@@ -157,6 +157,13 @@ class Context:
             self.log("wrote " + absolute)
         return changed
 
+    def differs(self, absolute: str, content: str, mode: int = 0o644) -> bool:
+        """Whether write(absolute, content, mode) would change the file (a plan's read, nothing written)."""
+        path = self.path(absolute)
+        if system.read_text(path) != content:
+            return True
+        return (os.stat(path).st_mode & 0o7777) != mode
+
     def remove(self, absolute: str) -> bool:
         """Remove an in-image file if present; True when it was there."""
         return system.remove_file(self.path(absolute))

@@ -69,6 +69,19 @@ class CommandError(FirstbootError):
         self.stderr_tail = stderr_tail
 
 
+def failure_fields(exc: BaseException) -> dict:
+    """A failure as the agent reports it in JSON (`run --json`, `converge --json`, the status file): its message's
+    first line and hint; for a failed command, or one a retry gave up on, the command line (redacted), its exit
+    status and the tail of its stderr."""
+    message = exc.message if isinstance(exc, FirstbootError) else f"{type(exc).__name__}: {exc}"
+    out = {"message": (message.splitlines() or [""])[0], "hint": getattr(exc, "hint", "")}
+    command = exc if isinstance(exc, CommandError) else exc.__cause__
+    if isinstance(command, CommandError):
+        out.update(command=command.cmdline, exit=command.returncode,
+                   stderr_tail=command.stderr_tail.strip().splitlines())
+    return out
+
+
 class Result:
     """What a finished command returned."""
 
