@@ -185,7 +185,7 @@ def main(user_data: str, root: str, check: bool, verbose: bool, out: Any, as_jso
     report = Report(check, verbose, None if as_json else out)
     try:
         data = load_user_data(user_data)
-        host = Host(root, Runner(logger=log if verbose else (lambda line: None)))
+        host = Host(root, Runner(logger=log if verbose else (lambda line: None), die_with_agent=False))
         if not host.live and not os.path.isdir(host.root):
             raise ConvergeError(f"--root {root} is not a directory")
         converge(data, host, report)

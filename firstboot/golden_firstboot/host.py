@@ -19,7 +19,7 @@ class Host:
     def __init__(self, root: str = "/", runner: Runner | None = None) -> None:
         self.root = os.path.abspath(root)
         self.live = self.root == "/"
-        self.runner = runner or Runner(logger=lambda line: None)
+        self.runner = runner or Runner(logger=lambda line: None, die_with_agent=False)
 
     def path(self, path: str) -> str:
         """`path` inside the root, its symlinks followed inside the root too (an absolute link in a tree

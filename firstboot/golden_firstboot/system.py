@@ -3,6 +3,7 @@ their content changes, and bounded retries with backoff."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -91,12 +92,32 @@ class Result:
         self.stderr = stderr
 
 
-class Runner:
-    """Runs every external command of the agent. Tests subclass it and replace `execute`."""
+def _die_with_the_agent(agent: int) -> None:
+    """In a command's process before it starts: the kernel sends it SIGTERM when the agent dies (Linux's
+    PR_SET_PDEATHSIG). A killed agent (an interrupted `golden apply`) left its seed import running, and the rerun's
+    import beside it failed: two imports of one dump at once exit 1 (ERROR 1146, a table dropped by the other)."""
+    import ctypes
+    import signal
 
-    def __init__(self, secrets: Iterable[str] = (), logger: Callable[[str], None] = log) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    if os.getppid() != agent:  # the agent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Runner:
+    """Runs every external command of the agent. Tests subclass it and replace `execute`.
+
+    `die_with_agent`: the commands end when the agent dies (the role steps); the converge engine's are left
+    to finish (an apt-get killed midway leaves dpkg to repair, which a rerun does)."""
+
+    def __init__(self, secrets: Iterable[str] = (), logger: Callable[[str], None] = log,
+                 die_with_agent: bool = True) -> None:
         self.secrets = [s for s in secrets if s]
         self.log = logger
+        self.die_with_agent = die_with_agent
 
     def run(
         self,
@@ -148,6 +169,7 @@ class Runner:
                 stderr=subprocess.PIPE,
                 env=full_env,
                 timeout=timeout,
+                preexec_fn=functools.partial(_die_with_the_agent, os.getpid()) if self.die_with_agent else None,
             )
         except FileNotFoundError:
             return Result(127, "", f"{args[0]}: command not found")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,50 @@ def test_run_json_prints_the_result_on_stdout(tmp_path, capsys):
     data = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and data["result"] == "checked" and "nfs.exports" in data["steps"]
     assert not (tmp_path / "var/lib/golden/firstboot.json").exists()
+
+
+def _orphan_after_the_agent_is_killed(tmp_path: Path, die_with_agent: bool) -> bool:
+    """Run `sleep 120` through the agent's Runner in a process of its own, SIGKILL that process (as an interrupted
+    `golden apply` does to the agent), then whether the sleep is still alive 10 s later."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "pid"
+    code = (f"import sys, os; sys.path.insert(0, {str(Path(host_schema.__file__).parents[1])!r})\n"
+            "from golden_firstboot.system import Runner\n"
+            f"Runner(logger=lambda l: None, die_with_agent={die_with_agent}).run(['sh', '-c', "
+            f"'echo $$ > {marker}; exec sleep 120'])\n")
+    agent_proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(marker.read_text())
+        agent_proc.kill()
+        agent_proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return False
+            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                return False
+            time.sleep(0.1)
+        os.kill(child, signal.SIGKILL)
+        return True
+    finally:
+        agent_proc.kill()
+        agent_proc.wait()
+
+
+def test_a_role_steps_command_never_outlives_a_killed_agent(tmp_path):
+    """The replica's seed import left running by a killed agent would meet the rerun's own import: two imports of
+    one dump at once exit 1 (seen with two real MariaDB servers here: ERROR 1146, mysql.column_stats doesn't exist)."""
+    assert _orphan_after_the_agent_is_killed(tmp_path, die_with_agent=True) is False
+
+
+def test_the_converge_engines_commands_are_left_to_finish(tmp_path):
+    assert _orphan_after_the_agent_is_killed(tmp_path, die_with_agent=False) is True
