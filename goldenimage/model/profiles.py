@@ -1,13 +1,7 @@
 """Load profiles, validate them, and resolve extends, roles, release variables and overlays.
 
-Merge rules (later wins; order: roles, then the extends chain from the root down, then
-`with_roles` additions, then overlays in the order given):
-- lists of names (packages, base_packages, remove_packages, services, bake_commands, vm_bake_commands,
-  instance_unique, roles)
-  append, keeping the first occurrence;
-- lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
-- maps (settings, sysctls, system, apt, apt.sources) deep-merge;
-- scalars (description, disk_size, disk_layout) and the `debian` list of supported releases replace.
+Merge order (later wins): roles, then the extends chain from the root down, then `with_roles` additions, then
+overlays in the order given. Each key's merge rule is declared with the key (profile_schema.key, Merge).
 Once everything is merged, the names in remove_packages leave packages and services, whichever file added them
 (the bake also purges them if the base or a dependency installed them).
 """
@@ -28,9 +22,11 @@ from ..core.schema import SchemaErrors, schema_error_lines
 from ..core.yamlfile import display_path, read_yaml_mapping
 from . import plesk_install
 from .disk_layout import DiskLayout, layout_size_mib
+from .profile_reference import keys_merged_by
 from .profile_schema import (
     FILE_NAME,
     SQL_ROLES,
+    Merge,
     OverlayFile,
     ProfileFile,
     Role,
@@ -42,9 +38,9 @@ from .values import PLACEHOLDER, check_package, check_path, check_unit
 DEFAULT_DISK_SIZE = "4G"
 DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
-APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bake_commands", "vm_bake_commands",
-                "instance_unique", "roles")
-KEYED_LISTS = {"files": "path", "users": "name"}
+#: The merge rules, as each key declares its own (profile_schema.key).
+APPEND_LISTS = tuple(keys_merged_by(Merge.APPEND))
+KEYED_LISTS = {name: str(by) for name, by in keys_merged_by(Merge.BY_KEY).items()}
 
 
 class ProfileErrors(SchemaErrors):
