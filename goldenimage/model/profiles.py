@@ -22,6 +22,7 @@ from ..core.schema import SchemaErrors, schema_error_lines
 from ..core.yamlfile import display_path, read_yaml_mapping
 from . import plesk_install
 from .disk_layout import DiskLayout, layout_size_mib
+from .profile_content import JsonObject, ProfileContent
 from .profile_reference import keys_merged_by
 from .profile_schema import (
     FILE_NAME,
@@ -58,23 +59,23 @@ class ResolvedProfile:
     description: str
     roles: tuple[Role, ...]
     release: Release
-    content: dict[str, Any]  # merged Fragment fields, {{ var }} substituted
+    content: ProfileContent  # merged Fragment fields, {{ var }} substituted, typed
     disk_size: str
     disk_layout: DiskLayout
     sources: tuple[Path, ...]  # every file that contributed, in merge order
     overlays: tuple[Path, ...]
-    example_settings: dict[str, Any]  # first-boot settings examples of its roles, merged
+    example_settings: JsonObject  # first-boot settings examples of its roles, merged (host.json data)
 
     @property
     def packages(self) -> list[str]:
         """Everything the bake installs: base_packages first (already there on a mirror-built base)."""
-        base = list(self.content.get("base_packages", []))
-        return base + [p for p in self.content.get("packages", []) if p not in base]
+        base = list(self.content.base_packages)
+        return base + [p for p in self.content.packages if p not in base]
 
     @property
     def base_packages(self) -> tuple[str, ...]:
         """Packages the mirror-built base carries for this profile."""
-        return tuple(self.content.get("base_packages", []))
+        return self.content.base_packages
 
     @property
     def has_sql(self) -> bool:
@@ -90,7 +91,7 @@ class ResolvedProfile:
             "codename": self.release.codename,
             "disk_size": self.disk_size,
             "disk_layout": str(self.disk_layout),
-            "content": self.content,
+            "content": self.content.as_json(),
             "overlays": [p.name for p in self.overlays],
         }
 
@@ -330,7 +331,7 @@ def resolve(
         description=description,
         roles=tuple(roles),
         release=release,
-        content=content,
+        content=ProfileContent.from_json(content),
         disk_size=disk_size,
         disk_layout=disk_layout,
         sources=tuple([p for p, _ in fragments] + [p for p, _ in chain] + list(overlay_paths)),

@@ -40,3 +40,17 @@ def test_the_merge_follows_the_declared_rules():
 def test_a_readme_without_the_markers_is_refused():
     with pytest.raises(ValueError, match="markers"):
         profile_reference.replace_in("# no reference here\n")
+
+
+def test_no_raw_dict_leaves_the_model_in_a_resolved_profile():
+    """The renderers and the bake read typed fields: ResolvedProfile and its content hold no dict[str, Any]."""
+    import dataclasses
+    import typing
+
+    from goldenimage.model.profile_content import AptConfig, ProfileContent, SystemConfig
+    from goldenimage.model.profiles import ResolvedProfile
+
+    for cls in (ResolvedProfile, ProfileContent, AptConfig, SystemConfig):
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            assert "dict[str, typing.Any]" not in str(hints[item.name]), f"{cls.__name__}.{item.name}"
