@@ -30,7 +30,7 @@ from ..core.run import require, run
 from ..model.profiles import ResolvedProfile, resolve
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from ..render.userdata import VM_PASS_STRICT, render_vm_pass_user_data
-from .render import bake_user_data, render
+from .render import Rendered, bake_user_data, render
 
 #: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
 KEY_PLACEHOLDER = "ssh-ed25519 BUILD-KEY golden-build"
@@ -179,7 +179,7 @@ def _from_store(key: str, force: bool) -> store.Artifact | None:
     return None
 
 
-def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
+def _vm_pass(rendered: Rendered, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
     """Packer boots `disk` with the rendered seed, runs the bake scripts and writes work/output/NAME.qcow2
     (zlib); returns the guest manifest and the accelerator. A guest that hangs under KVM before its kernel
     prints is baked again under TCG (and the rest of the process uses TCG)."""
