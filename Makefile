@@ -158,6 +158,10 @@ test-audit: host-tools venv ## banking-hardened: verify (hardened suite) and the
 test-matrix: host-tools venv ## web on Debian 11, 12, 13 and banking-hardened on 12, 13: bake, verify under BIOS, UEFI, Secure Boot (hours; ARGS="-k web-13")
 	$(VENV)/bin/pytest -v -m matrix tests/e2e/test_matrix.py $(ARGS)
 
+.PHONY: profile-reference
+profile-reference: venv ## Write README's profile reference anew from the keys the profile schema declares
+	$(VENV)/bin/python -m goldenimage.model.profile_reference README.md
+
 .PHONY: clean
 clean: ## Remove rendered output and Python caches (not images/ or the base cache)
 	rm -rf rendered .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ import sys
 
 from . import __version__, agent
 from .steps import Context
-from .system import FirstbootError, log
+from .system import FirstbootError, failure_fields, log
 
 #: Options accepted before or after the command, with their values when given nowhere.
 COMMON_DEFAULTS = {"rerun": False, "root": "/", "host_settings": None}
@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version="golden-firstboot " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the first-boot steps (the default)")
+    run.add_argument("--check", action="store_true",
+                     help="change nothing: each step's plan, what it would change (a step without one: unplanned)")
+    run.add_argument("--json", action="store_true",
+                     help="print the run's result (the status file's form) as JSON on stdout at the end")
     early = sub.add_parser("early",
                            help="make this instance's keys and certificates (every boot, before the services that "
                                 "use them)")
@@ -84,18 +88,22 @@ def parser() -> argparse.ArgumentParser:
                           help="converge the tree under DIR instead of this host")
     converge.add_argument("--check", action="store_true", help="change nothing; report what would change")
     converge.add_argument("--verbose", action="store_true", help="also list what is unchanged, and each command")
+    converge.add_argument("--json", action="store_true",
+                          help="print one JSON object at the end instead of the lines: the changes, the counts and "
+                               "the error, if any (its command and stderr tail)")
     return p
 
 
-def context(root: str, host_settings: str | None = None) -> Context:
+def context(root: str, host_settings: str | None = None, check: bool = False) -> Context:
     image = agent.load_json(root, agent.IMAGE_INFO, required=True)
     if host_settings:
-        host = agent.install_host_settings(root, host_settings)
+        host = agent.install_host_settings(root, host_settings, install=not check)
     else:
-        host = agent.load_json(root, agent.HOST_SETTINGS, required=False)
+        host = agent.check_host_settings(agent.load_json(root, agent.HOST_SETTINGS, required=False),
+                                         agent.HOST_SETTINGS)
     if not host:
         log(f"{agent.HOST_SETTINGS} is absent or empty: only steps that need no cluster settings run")
-    return Context(image, host, root=root)
+    return Context(image, host, root=root, check=check)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise FirstbootError("this agent carries no converge engine (the one installed in images)",
                                      hint="golden apply and the native bake ship a zipapp with it") from None
 
-            return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout)
-        ctx = context(args.root, args.host_settings)
+            return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout, args.json)
+        check = command == "run" and args.check
+        if command == "run" and args.json:
+            return _run_json(args.root, args.host_settings, args.rerun, check)
+        ctx = context(args.root, args.host_settings, check)
         if command == "env":
             try:
                 from . import env_command
@@ -157,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             log("hint: " + exc.hint)
         return exc.exit_status
+
+
+def _run_json(root: str, host_settings: str | None, rerun: bool, check: bool) -> int:
+    """`run --json`: the run (or check), then its result as one JSON object on stdout, a failure included."""
+    status = agent.Status(root, persist=not check)
+    try:
+        code = agent.run(context(root, host_settings, check), rerun=rerun, status=status)
+    except FirstbootError as exc:  # host.json or image.json refused before any step
+        status.finish("failed", exc.message, failure_fields(exc))
+        sys.stdout.write(json.dumps(status.data, sort_keys=True) + "\n")
+        raise
+    sys.stdout.write(json.dumps(status.data, sort_keys=True) + "\n")
+    return code
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ import os
 import time
 from typing import Any
 
-from . import __version__
+from . import __version__, host_schema
 from .roles import STEPS
 from .steps import Context, Step
-from .system import HOST, FirstbootError, SettingsError, write_file
+from .system import HOST, FirstbootError, SettingsError, failure_fields, write_file
 
 IMAGE_INFO = "/etc/golden/image.json"
 HOST_SETTINGS = HOST
@@ -45,9 +45,19 @@ def load_json(root: str, path: str, required: bool) -> dict[str, Any]:
     return data
 
 
-def install_host_settings(root: str, source: str) -> dict[str, Any]:
+def check_host_settings(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """data when it matches the host.json contract (host_schema); else SettingsError naming every mismatch."""
+    errors = host_schema.validate(data)
+    if errors:
+        raise SettingsError("{}: does not match the agent's host.json contract: {}".format(where, "; ".join(errors)),
+                            hint="render it with the same goldenimage version as this agent (golden cluster render)")
+    return data
+
+
+def install_host_settings(root: str, source: str, install: bool = True) -> dict[str, Any]:
     """The settings in `source` (a file outside the image: `golden apply` ships one), copied to host.json
-    (0600, rewritten only when it differs) so that later runs, the early unit and `status` read the same."""
+    (0600, rewritten only when it differs) so that later runs, the early unit and `status` read the same;
+    only read and checked when not `install` (`run --check`)."""
     try:
         with open(source, encoding="utf-8") as handle:
             text = handle.read()
@@ -58,16 +68,21 @@ def install_host_settings(root: str, source: str) -> dict[str, Any]:
         raise SettingsError(f"{source}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{source}: must hold a JSON object")
+    check_host_settings(data, source)
+    if not install:
+        return data
     write_file(os.path.join(root, HOST_SETTINGS.lstrip("/")), json.dumps(data, indent=2, sort_keys=True) + "\n",
                0o600)
     return data
 
 
 class Status:
-    """The status file: rewritten atomically at every transition, so a crash leaves the last state."""
+    """The status file: rewritten atomically at every transition, so a crash leaves the last state. `run --json`
+    prints its data at the end; a check (`run --check`) keeps it in memory only: it changes nothing."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, persist: bool = True) -> None:
         self.path = os.path.join(root, STATUS.lstrip("/"))
+        self.persist = persist
         self.data: dict[str, Any] = {"version": __version__, "steps": {}}
 
     def load(self) -> dict[str, Any] | None:
@@ -78,6 +93,8 @@ class Status:
             return None
 
     def save(self) -> None:
+        if not self.persist:
+            return
         write_file(self.path, json.dumps(self.data, indent=2) + "\n", 0o600)
 
     def begin(self, ctx: Context, steps: list[Step], selected: list[Step]) -> None:
@@ -96,9 +113,18 @@ class Status:
         entry.update(fields)
         self.save()
 
-    def finish(self, result: str, error: str | None = None) -> None:
-        self.data.update({"finished": now(), "result": result, "error": error})
+    def finish(self, result: str, error: str | None = None, failure: dict[str, Any] | None = None) -> None:
+        self.data.update({"finished": now(), "result": result, "error": error, "failure": failure})
         self.save()
+
+    def fail(self, step_id: str, exc: BaseException, started: float, ctx: Context) -> None:
+        """The step failed: its entry and the run's result carry the message, and for a command its command
+        line and stderr tail (what `golden apply` prints in its summary)."""
+        fields = failure_fields(exc)
+        message = exc.message if isinstance(exc, FirstbootError) else fields["message"]
+        self.mark(step_id, "failed", finished=now(), error=message, failure=fields,
+                  seconds=round(time.time() - started, 1), **_units(ctx))
+        self.finish("failed", f"{step_id}: {fields['message']}", dict(fields, step=step_id))
 
 
 def select(ctx: Context, steps: list[Step]) -> list[Step]:
@@ -111,22 +137,26 @@ def select(ctx: Context, steps: list[Step]) -> list[Step]:
     return selected
 
 
-def run(ctx: Context, rerun: bool = False, steps: list[Step] | None = None) -> int:
-    """Run every applicable step once; the exit status (0 done, 1 failed, 2 bad settings, 75 peer not up)."""
+def run(ctx: Context, rerun: bool = False, steps: list[Step] | None = None, status: Status | None = None) -> int:
+    """Run every applicable step once (with ctx.check: plan each, change nothing); the exit status (0 done,
+    1 failed, 2 bad settings, 75 peer not up). `status` ends holding the run's result."""
     steps = STEPS if steps is None else steps
     done_marker = ctx.path(DONE)
-    if os.path.exists(done_marker) and not rerun:
+    status = status if status is not None else Status(ctx.root, persist=not ctx.check)
+    if os.path.exists(done_marker) and not rerun and not ctx.check:
         ctx.log(f"first boot already completed ({DONE}); `golden-firstboot --rerun` runs it again")
+        status.data = status.load() or status.data
         return 0
-    status = Status(ctx.root)
     ctx.log("first boot of {} (roles: {})".format(ctx.image.get("profile", "?"), ", ".join(ctx.roles) or "none"))
     try:
         selected = select(ctx, steps)
     except SettingsError as exc:
         status.begin(ctx, steps, [])
-        status.finish("failed", exc.message)
+        status.finish("failed", exc.message, failure_fields(exc))
         return _fail(ctx, exc)
     status.begin(ctx, steps, selected)
+    if ctx.check:
+        return check(ctx, selected, status)
     for item in selected:
         started = time.time()
         # The units a step depends on are reported as it learns about them, so `status` shows a slow step's.
@@ -137,16 +167,12 @@ def run(ctx: Context, rerun: bool = False, steps: list[Step] | None = None) -> i
         try:
             changed = item.apply(ctx)
         except FirstbootError as exc:
-            status.mark(item.id, "failed", finished=now(), error=exc.message, seconds=round(time.time() - started, 1),
-                        **_units(ctx))
-            status.finish("failed", f"{item.id}: {exc.message}")
+            status.fail(item.id, exc, started, ctx)
             return _fail(ctx, exc, item.id)
         except Exception as exc:  # a bug or an unexpected system state: recorded, never a silent stop
-            message = f"{type(exc).__name__}: {exc}"
-            status.mark(item.id, "failed", finished=now(), error=message, seconds=round(time.time() - started, 1),
-                        **_units(ctx))
-            status.finish("failed", f"{item.id}: {message}")
-            return _fail(ctx, FirstbootError(message, hint="this is a bug in golden-firstboot: report it"), item.id)
+            bug = FirstbootError(f"{type(exc).__name__}: {exc}", hint="this is a bug in golden-firstboot: report it")
+            status.fail(item.id, bug, started, ctx)
+            return _fail(ctx, bug, item.id)
         finally:
             ctx.on_progress = None
         status.mark(item.id, "done", finished=now(), changed=changed, seconds=round(time.time() - started, 1),
@@ -155,6 +181,24 @@ def run(ctx: Context, rerun: bool = False, steps: list[Step] | None = None) -> i
     write_file(done_marker, now() + "\n", 0o644)
     ctx.log("first boot complete: {} step(s), {} changed".format(
         len(selected), sum(1 for s in selected if status.data["steps"][s.id].get("changed"))))
+    return 0
+
+
+def check(ctx: Context, selected: list[Step], status: Status) -> int:
+    """`run --check`: each step's plan (what it would change), nothing changed; a step without a plan yet is
+    listed as unplanned. The exit status as for a run."""
+    for item in selected:
+        started = time.time()
+        try:
+            changes = item.planned(ctx)
+        except FirstbootError as exc:
+            status.fail(item.id, exc, started, ctx)
+            return _fail(ctx, exc, item.id)
+        if changes is None:
+            status.mark(item.id, "unplanned")
+        else:
+            status.mark(item.id, "planned", changed=bool(changes), changes=changes)
+    status.finish("checked")
     return 0
 
 

@@ -18,7 +18,14 @@ import json
 import os
 from typing import Any
 
-from .system import FirstbootError, Result, Runner, log
+from . import converge_files as files
+from . import converge_system as system
+from .converge_host import SHIM_DIR, ConvergeError, Host, Report, load_state, save_state
+from .converge_restart import restart_changed
+from .system import FirstbootError, Runner, failure_fields, log
+
+__all__ = ["HANDLED", "SHIM_DIR", "ConvergeError", "Host", "Report", "check_keys", "converge", "load_user_data",
+           "main"]
 
 #: Every key the engine applies, with the sub-keys it reads (None: the value is a scalar or a list of them).
 HANDLED = {
@@ -40,11 +47,6 @@ HANDLED = {
 }
 #: Sub-keys of one apt source (apt: sources: NAME: {...}).
 APT_SOURCE_KEYS = {"source", "key"}
-#: Where the engine records the commands it ran (their digest): a converge that changes nothing runs none.
-STATE_PATH = "/var/lib/golden/converge.json"
-#: In a tree, commands find this directory first on PATH: its systemctl does what systemd's own does in a chroot.
-SHIM_DIR = "/run/golden-converge"
-CHROOT_PATH = SHIM_DIR + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: In a tree, maintainer scripts and init scripts called by commands must not start services on the build host.
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
 #: systemctl in a tree with nothing mounted cannot tell it is in a chroot (no /proc): unit-file verbs run
@@ -61,138 +63,6 @@ get-default|is-enabled|list-unit-files|cat|edit|help) exec /bin/systemctl "$@" ;
 done
 exec /bin/systemctl "$@"
 """
-
-
-class ConvergeError(FirstbootError):
-    """The cloud-config cannot be applied (an unknown key, a package missing from the layer...)."""
-
-    exit_status = 2
-
-
-class Report:
-    """One line per change (or would-be change); counts for the summary."""
-
-    def __init__(self, check: bool, verbose: bool = False, out: Any = None) -> None:
-        self.check = check
-        self.verbose = verbose
-        self.changed = 0
-        self.unchanged = 0
-        self.commands = 0
-        self.lines = []  # type: list[str]
-        #: files this converge changed (not in check mode): a live host reloads the services they configure
-        self.changed_paths = []  # type: list[str]
-        self._out = out
-
-    def _emit(self, line: str) -> None:
-        self.lines.append(line)
-        if self._out is not None:
-            self._out.write(line + "\n")
-            self._out.flush()
-
-    def change(self, what: str) -> None:
-        self.changed += 1
-        self._emit(("would change: " if self.check else "changed: ") + what)
-
-    def same(self, what: str) -> None:
-        self.unchanged += 1
-        if self.verbose:
-            self._emit("unchanged: " + what)
-
-    def ran(self, what: str) -> None:
-        self.commands += 1
-        self._emit(("would run: " if self.check else "ran: ") + what)
-
-    def boot(self, what: str) -> None:
-        if self.verbose:
-            self._emit(("would run: " if self.check else "ran: ") + what)
-
-    def note(self, what: str) -> None:
-        self._emit("note: " + what)
-
-    def summary(self) -> str:
-        verb = "would change" if self.check else "changed"
-        text = f"{verb}: {self.changed}, unchanged: {self.unchanged}"
-        if self.commands:
-            text += ", commands {}: {}".format("to run" if self.check else "run", self.commands)
-        return text
-
-
-class Host:
-    """The system being converged: a tree under `root`, or the live host when root is "/"."""
-
-    def __init__(self, root: str = "/", runner: Runner | None = None) -> None:
-        self.root = os.path.abspath(root)
-        self.live = self.root == "/"
-        self.runner = runner or Runner(logger=lambda line: None)
-
-    def path(self, path: str) -> str:
-        """`path` inside the root, its symlinks followed inside the root too (an absolute link in a tree
-        points into the tree, never at the build host)."""
-        if self.live:
-            return path
-        parts = [p for p in path.split("/") if p]
-        resolved = []  # type: list[str]
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = os.path.join(self.root, *resolved, part)
-            if os.path.islink(candidate):
-                hops += 1
-                if hops > 40:
-                    raise ConvergeError(f"too many symbolic links under {path} in {self.root}")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    resolved = []
-                parts = [p for p in target.split("/") if p] + parts
-                continue
-            resolved.append(part)
-        return os.path.join(self.root, *resolved)
-
-    def run(self, argv: list[str], check: bool = True, input: str | None = None) -> Result:
-        """A command on the host: in a tree, chrooted with a clean environment and nothing mounted."""
-        env = {"DEBIAN_FRONTEND": "noninteractive"}
-        if self.live:
-            return self.runner.run(argv, input=input, check=check, env=env)
-        prefix = ["chroot", self.root, "/usr/bin/env", "-i", "PATH=" + CHROOT_PATH, "HOME=/root",
-                  "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive", "SYSTEMD_OFFLINE=1"]
-        return self.runner.run(prefix + list(argv), input=input, check=check)
-
-    def systemctl(self, *args: str, check: bool = True) -> Result:
-        """systemctl on the live host, or offline on the tree (`--root`: enable and disable only)."""
-        if self.live:
-            return self.runner.run(["systemctl", *args], check=check)
-        return self.runner.run(["systemctl", "--root", self.root, *args], check=check)
-
-    def table(self, name: str) -> dict[str, list[str]]:
-        """/etc/passwd, /etc/group or /etc/shadow of the root, by name."""
-        rows = {}
-        try:
-            with open(self.path("/etc/" + name), encoding="utf-8") as handle:
-                for line in handle:
-                    fields = line.rstrip("\n").split(":")
-                    if fields and fields[0]:
-                        rows[fields[0]] = fields
-        except FileNotFoundError:
-            pass
-        return rows
-
-    def ids(self, owner: str) -> tuple:
-        """(uid, gid) of "user" or "user:group" in the root's own account tables."""
-        user, _, group = owner.partition(":")
-        passwd, groups = self.table("passwd"), self.table("group")
-        if user not in passwd:
-            raise ConvergeError(f"owner {owner!r}: no such user in {self.root}",
-                                hint="create the user first, or write the file with defer: true")
-        if group and group not in groups:
-            raise ConvergeError(f"owner {owner!r}: no such group in {self.root}")
-        gid = int(groups[group][2]) if group else int(passwd[user][3])
-        return int(passwd[user][2]), gid
 
 
 def load_user_data(path: str) -> dict[str, Any]:
@@ -246,10 +116,6 @@ def check_keys(data: dict[str, Any], where: str = "user-data") -> None:
 
 def converge(data: dict[str, Any], host: Host, report: Report) -> Report:
     """Apply `data` to `host` in cloud-init's module order; report every change."""
-    from . import converge_files as files
-    from . import converge_system as system
-    from .converge_restart import restart_changed
-
     check_keys(data)
     shims = [] if host.live or report.check else _tree_shims(host)
     try:
@@ -313,33 +179,26 @@ def _tree_shims(host: Host) -> list[str]:
     return made
 
 
-def load_state(host: Host) -> dict[str, Any]:
-    """The engine's state on the host (digests of what it last ran and fetched); {} when there is none."""
+def main(user_data: str, root: str, check: bool, verbose: bool, out: Any, as_json: bool = False) -> int:
+    """`golden-firstboot converge`: apply, print each change, then the summary; with `as_json`, one JSON object
+    at the end instead (result(), a failure's command and stderr tail included)."""
+    report = Report(check, verbose, None if as_json else out)
     try:
-        with open(host.path(STATE_PATH), encoding="utf-8") as handle:
-            data = json.load(handle)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def save_state(host: Host, state: dict[str, Any]) -> None:
-    """Replace the engine's state (root only, written whole or not at all)."""
-    path = host.path(STATE_PATH)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(state, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(path + ".tmp", 0o600)
-    os.rename(path + ".tmp", path)
-
-
-def main(user_data: str, root: str, check: bool, verbose: bool, out: Any) -> int:
-    """`golden-firstboot converge`: apply, print each change, then the summary."""
-    data = load_user_data(user_data)
-    host = Host(root, Runner(logger=log if verbose else (lambda line: None)))
-    if not host.live and not os.path.isdir(host.root):
-        raise ConvergeError(f"--root {root} is not a directory")
-    report = converge(data, host, Report(check, verbose, out))
-    out.write(report.summary() + "\n")
+        data = load_user_data(user_data)
+        host = Host(root, Runner(logger=log if verbose else (lambda line: None), die_with_agent=False))
+        if not host.live and not os.path.isdir(host.root):
+            raise ConvergeError(f"--root {root} is not a directory")
+        converge(data, host, report)
+    except FirstbootError as exc:
+        if as_json:
+            out.write(json.dumps(result(report, exc), sort_keys=True) + "\n")
+        raise
+    out.write((json.dumps(result(report), sort_keys=True) if as_json else report.summary()) + "\n")
     return 0
+
+
+def result(report: Report, error: BaseException | None = None) -> dict[str, Any]:
+    """What `converge --json` prints: every change line, the counts, and the failure (None when it converged)."""
+    return {"check": report.check, "changes": list(report.lines), "changed": report.changed,
+            "unchanged": report.unchanged, "commands": report.commands,
+            "failure": failure_fields(error) if error is not None else None}

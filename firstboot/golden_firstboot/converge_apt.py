@@ -10,7 +10,7 @@ import os
 import time
 from typing import Callable
 
-from .converge import Host, load_state, save_state
+from .converge_host import Host, load_state, save_state
 
 #: Seconds apt-get waits for dpkg's lock held by another apt (apt-daily on a freshly booted host).
 LOCK_TIMEOUT = 600

@@ -9,7 +9,7 @@ import os
 import stat
 from typing import Any
 
-from .converge import ConvergeError, Host, Report
+from .converge_host import ConvergeError, Host, Report
 from .system import replace_file
 
 #: cloud-init's write_files encodings.

@@ -11,9 +11,9 @@ import shlex
 import socket
 from typing import Any
 
-from .converge import ConvergeError, Host, Report
 from .converge_apt import APT_GET, apt_install, apt_update, dpkg_interrupted, lists_current, wait_dpkg_idle
 from .converge_files import ensure_file
+from .converge_host import ConvergeError, Host, Report
 from .converge_restart import AGENT_UNITS, unit_name
 
 SUDOERS = "/etc/sudoers.d/90-cloud-init-users"

@@ -105,6 +105,18 @@ def ensure_running(ctx: Context, unit: str) -> bool:
     return True
 
 
+def plan_running(ctx: Context, unit: str) -> list[str]:
+    """What ensure_running would do to the unit, read only: enable it, start or restart it."""
+    state = unit_state(ctx, unit)
+    plan = []
+    if state.get("UnitFileState") == "disabled":
+        plan.append(f"enable {unit_name(unit)}")
+    if state.get("ActiveState", "") not in ("active", "reloading", "activating"):
+        verb = "restart" if state.get("ActiveState") == "failed" else "start"
+        plan.append(f"{verb} {unit_name(unit)} (it is {_describe(state)})")
+    return plan
+
+
 def require_active(ctx: Context, unit: str) -> None:
     """A check for wait_serving: the unit is active (FirstbootError while it is not)."""
     if ctx.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:

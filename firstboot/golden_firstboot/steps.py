@@ -10,6 +10,8 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from . import system
+from .host import Host
+from .host_schema import find_secrets
 from .system import HOST, RetryPolicy, Runner, SettingsError
 
 MISSING = object()
@@ -36,23 +38,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-SECRET_WORDS = ("password", "secret", "license_key", "licence_key", "token")
-
-
-def find_secrets(node: Any, key: str = "") -> list[str]:
-    """Every string under a key that names a secret: the runner redacts them from every logged command."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            found.extend(find_secrets(v, str(k)))
-    elif isinstance(node, list):
-        for item in node:
-            found.extend(find_secrets(item, key))
-    elif isinstance(node, str) and node and any(word in key.lower() for word in SECRET_WORDS):
-        found.append(node)
-    return found
-
-
 def http_status(url: str, timeout: float = 5.0) -> int:
     """The HTTP status of a GET on url; 0 when nothing answers."""
     import urllib.error
@@ -77,7 +62,8 @@ def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 class Context:
-    """What a step sees: the image and host settings, the file system under `root`, and its tools.
+    """What a step sees: the image and host settings, the machine (`host.Host`: the live host, or a fake root in
+    tests) and its tools.
 
     Every side effect goes through an attribute here, so tests swap in a fake root and fake runner."""
 
@@ -94,6 +80,7 @@ class Context:
         haproxy: Callable[[str], str] | None = None,
         http_status: Callable[[str], int] = http_status,
         hostname: Callable[[], str] = socket.gethostname,
+        check: bool = False,
     ) -> None:
         self.image = image
         self.host = host
@@ -102,6 +89,8 @@ class Context:
         self.secrets = find_secrets(host)
         self.runner = runner if runner is not None else Runner(self.secrets, logger)
         self.runner.secrets = list(self.secrets)
+        #: The machine, as the converge engine sees it too: paths under the root follow its links inside it.
+        self.machine = Host(root, self.runner)
         self.log = logger
         self.sleep = sleep
         self.probe = probe
@@ -124,6 +113,8 @@ class Context:
         self.restarts: dict[str, int] = {}
         #: Called when that changes: the agent saves it into the status file while the step runs.
         self.on_progress: Callable[[], None] | None = None
+        #: `run --check`: steps only plan (read, compare, say what they would change); nothing is changed.
+        self.check = check
 
     @property
     def roles(self) -> list[str]:
@@ -131,7 +122,7 @@ class Context:
 
     def path(self, absolute: str) -> str:
         """Where an absolute in-image path lives under this context's root."""
-        return os.path.join(self.root, absolute.lstrip("/"))
+        return self.machine.path(absolute)
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """A merged setting (role defaults from image.json under host.json)."""
@@ -166,6 +157,13 @@ class Context:
             self.log("wrote " + absolute)
         return changed
 
+    def differs(self, absolute: str, content: str, mode: int = 0o644) -> bool:
+        """Whether write(absolute, content, mode) would change the file (a plan's read, nothing written)."""
+        path = self.path(absolute)
+        if system.read_text(path) != content:
+            return True
+        return (os.stat(path).st_mode & 0o7777) != mode
+
     def remove(self, absolute: str) -> bool:
         """Remove an in-image file if present; True when it was there."""
         return system.remove_file(self.path(absolute))
@@ -183,7 +181,10 @@ class Context:
 
 class Step:
     """One first-boot operation: applies to any of `roles` (all roles when empty), runs when host.json has
-    one of the `activate` keys (always when empty), needs every `require` key in the merged settings."""
+    one of the `activate` keys (always when empty), needs every `require` key in the merged settings.
+
+    A step with a plan (`@the_step.planner`) plans, then acts: its plan reads the host and lists what would
+    change, read only; the step acts only when that list is not empty, and `run --check` reports the list."""
 
     def __init__(
         self,
@@ -204,6 +205,16 @@ class Step:
         self.require = tuple(require)
         self.when = when
         self.doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else id
+        self.plan: Callable[[Context], list[str]] | None = None
+
+    def planner(self, plan: Callable[[Context], list[str]]) -> Callable[[Context], list[str]]:
+        """Decorator: `plan(ctx)` lists what the step would change (one line each), reading only."""
+        self.plan = plan
+        return plan
+
+    def planned(self, ctx: Context) -> list[str] | None:
+        """What the step would change on this host; None for a step that has no plan yet (it cannot say)."""
+        return None if self.plan is None else list(self.plan(ctx))
 
     def applies(self, ctx: Context) -> bool:
         """Whether this host runs the step: its role is baked in and its settings are given."""
@@ -221,6 +232,13 @@ class Step:
 
     def apply(self, ctx: Context) -> bool:
         """Bring the host to the step's state; True when something changed, False after a logged no-op."""
+        if self.plan is not None:
+            changes = self.planned(ctx)
+            if not changes:
+                ctx.log(f"{self.id}: no change (already in place)")
+                return False
+            for change in changes:
+                ctx.log(f"{self.id}: {change}")
         changed = bool(self.func(ctx))
         if not changed:
             ctx.log(f"{self.id}: no change (already in place)")

@@ -3,6 +3,7 @@ their content changes, and bounded retries with backoff."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import tempfile
 import time
 from typing import Callable, Iterable, Sequence, TypeVar
+
+from .host_schema import redact
 
 T = TypeVar("T")
 
@@ -22,13 +25,6 @@ def log(message: str) -> None:
     """One line to stderr: under systemd it lands in the journal of golden-firstboot.service."""
     sys.stderr.write("golden-firstboot: " + message + "\n")
     sys.stderr.flush()
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """text with every secret replaced by ***; longest first so a secret containing another goes whole."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 class FirstbootError(Exception):
@@ -44,6 +40,13 @@ class FirstbootError(Exception):
 
 class SettingsError(FirstbootError):
     """host.json or image.json is missing something a step needs: nothing can fix it by waiting."""
+
+    exit_status = 2
+
+
+class ConvergeError(FirstbootError):
+    """The cloud-config cannot be applied (an unknown key, a package missing from the layer, an owner or a path
+    that is not in the tree)."""
 
     exit_status = 2
 
@@ -67,6 +70,19 @@ class CommandError(FirstbootError):
         self.stderr_tail = stderr_tail
 
 
+def failure_fields(exc: BaseException) -> dict:
+    """A failure as the agent reports it in JSON (`run --json`, `converge --json`, the status file): its message's
+    first line and hint; for a failed command, or one a retry gave up on, the command line (redacted), its exit
+    status and the tail of its stderr."""
+    message = exc.message if isinstance(exc, FirstbootError) else f"{type(exc).__name__}: {exc}"
+    out = {"message": (message.splitlines() or [""])[0], "hint": getattr(exc, "hint", "")}
+    command = exc if isinstance(exc, CommandError) else exc.__cause__
+    if isinstance(command, CommandError):
+        out.update(command=command.cmdline, exit=command.returncode,
+                   stderr_tail=command.stderr_tail.strip().splitlines())
+    return out
+
+
 class Result:
     """What a finished command returned."""
 
@@ -76,12 +92,32 @@ class Result:
         self.stderr = stderr
 
 
-class Runner:
-    """Runs every external command of the agent. Tests subclass it and replace `execute`."""
+def _die_with_the_agent(agent: int) -> None:
+    """In a command's process before it starts: the kernel sends it SIGTERM when the agent dies (Linux's
+    PR_SET_PDEATHSIG). A killed agent (an interrupted `golden apply`) left its seed import running, and the rerun's
+    import beside it failed: two imports of one dump at once exit 1 (ERROR 1146, a table dropped by the other)."""
+    import ctypes
+    import signal
 
-    def __init__(self, secrets: Iterable[str] = (), logger: Callable[[str], None] = log) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    if os.getppid() != agent:  # the agent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Runner:
+    """Runs every external command of the agent. Tests subclass it and replace `execute`.
+
+    `die_with_agent`: the commands end when the agent dies (the role steps); the converge engine's are left
+    to finish (an apt-get killed midway leaves dpkg to repair, which a rerun does)."""
+
+    def __init__(self, secrets: Iterable[str] = (), logger: Callable[[str], None] = log,
+                 die_with_agent: bool = True) -> None:
         self.secrets = [s for s in secrets if s]
         self.log = logger
+        self.die_with_agent = die_with_agent
 
     def run(
         self,
@@ -133,6 +169,7 @@ class Runner:
                 stderr=subprocess.PIPE,
                 env=full_env,
                 timeout=timeout,
+                preexec_fn=functools.partial(_die_with_the_agent, os.getpid()) if self.die_with_agent else None,
             )
         except FileNotFoundError:
             return Result(127, "", f"{args[0]}: command not found")

@@ -11,7 +11,6 @@ bake's cleanup script, never in the user-data."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.agent_contract import find_secrets, host_errors, redact
 from ..core.errors import GoldenError, InputError
 from ..core.fs import scratch
 from ..model.profiles import ResolvedProfile, resolve
@@ -34,10 +34,6 @@ HOST_SETTINGS = "host.json"
 #: for cluster peers (the agent's own budget is about 8.5 minutes per wait).
 CONVERGE_TIMEOUT = 3600.0
 AGENT_TIMEOUT = 3600.0
-#: The engine's last line: `changed: N, unchanged: M` (`would change` with --check), maybe `, commands run: K`.
-SUMMARY = re.compile(r"^(?:changed|would change): (\d+), unchanged: (\d+)(?:, commands (?:run|to run): \d+)?\s*$")
-#: Keys of host settings whose string values are secrets (the agent's own list): never printed.
-SECRET_WORDS = ("password", "secret", "license_key", "licence_key", "token")
 #: Python 3.7 is the agent's floor (Debian 10).
 PROBE = "cat /etc/os-release; python3 -c 'import sys; print(\"python=%d.%d\" % sys.version_info[:2])' || true"
 #: Where apply keeps the agent, the user-data and the host settings on the host (mktemp -d: 0700, the login user's).
@@ -69,6 +65,8 @@ class HostReport:
     changed: int = 0
     unchanged: int = 0
     error: str | None = None
+    #: Under a failure: the failed command and the tail of its stderr, one line each (redacted).
+    detail: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -81,25 +79,30 @@ class HostReport:
         verb = "would change" if check else "changed"
         return f"{self.name}: {verb}: {self.changed}, unchanged: {self.unchanged}"
 
-
-def find_secrets(node: Any, key: str = "") -> list[str]:
-    """Every string under a key that names a secret (the agent redacts the same ones)."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            found += find_secrets(v, str(k))
-    elif isinstance(node, list):
-        for item in node:
-            found += find_secrets(item, key)
-    elif isinstance(node, str) and node and any(word in key.lower() for word in SECRET_WORDS):
-        found.append(node)
-    return found
+    def summary_lines(self, check: bool = False) -> list[str]:
+        """The summary, and under a failure its command and stderr tail, indented."""
+        return [self.summary(check)] + [f"  {line}" for line in self.detail]
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+class AgentFailure(GoldenError):
+    """The agent reported a failure: its message, and the command and stderr tail behind it."""
+
+    def __init__(self, message: str, detail: list[str]) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def failure_detail(failure: Mapping[str, Any] | None) -> tuple[str, list[str]]:
+    """(message, detail lines) of the agent's JSON failure (`failure_fields`): the step, the command, the tail."""
+    failure = failure or {}
+    where = f"step {failure['step']}: " if failure.get("step") else ""
+    detail = []
+    if failure.get("command"):
+        detail.append(f"command (exit {failure.get('exit', '?')}): {failure['command']}")
+        detail += [f"| {line}" for line in failure.get("stderr_tail") or []]
+    if failure.get("hint"):
+        detail.append(f"hint: {failure['hint']}")
+    return where + str(failure.get("message") or "failed, saying nothing"), detail
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -148,34 +151,46 @@ def apply_user_data(profile: ResolvedProfile) -> str:
                                               extra_commands=bundle_commands()))
 
 
-def parse_converge(output: str) -> tuple[list[str], int, int]:
-    """(change lines, changed, unchanged) from the agent's converge output; GoldenError without a summary."""
-    changes: list[str] = []
-    for line in output.splitlines():
-        match = SUMMARY.match(line.strip())
-        if match:
-            return changes, int(match.group(1)), int(match.group(2))
-        if line.strip():
-            changes.append(line.rstrip())
-    raise GoldenError("the agent's converge printed no summary (changed: N, unchanged: M)",
+def agent_json(stdout: str, what: str) -> dict[str, Any]:
+    """The JSON object the agent printed last on stdout (`converge --json`, `run --json`); GoldenError without."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                break
+            if isinstance(data, dict):
+                return data
+            break
+    raise GoldenError(f"the agent's {what} printed no JSON result",
                       hint="run `golden apply --debug` and read its output")
 
 
-def parse_steps(status_json: str) -> tuple[list[str], int, int]:
-    """(change lines, changed, unchanged) of the role steps, from `golden-firstboot status --json`."""
-    try:
-        data = json.loads(status_json) or {}
-    except ValueError:
-        return [], 0, 0
-    changes, unchanged = [], 0
+def parse_converge(output: str) -> tuple[list[str], int, int]:
+    """(change lines, changed, unchanged) from `converge --json`; GoldenError without a result."""
+    data = agent_json(output, "converge")
+    return [str(line) for line in data.get("changes") or []], int(data.get("changed") or 0), \
+        int(data.get("unchanged") or 0)
+
+
+def parse_steps(data: Mapping[str, Any]) -> tuple[list[str], int, int]:
+    """(change lines, changed, unchanged) of the role steps, from `run --json` (with --check: their plans); a
+    step counts once, however many lines its plan has."""
+    changes: list[str] = []
+    changed = unchanged = 0
     for step_id, entry in (data.get("steps") or {}).items():
-        if entry.get("state") != "done":
-            continue
-        if entry.get("changed"):
+        state = entry.get("state")
+        if state == "planned" and entry.get("changes"):
+            changes += [f"role step {step_id}: would change: {line}" for line in entry["changes"]]
+            changed += 1
+        elif state == "unplanned":
+            changes.append(f"note: role step {step_id}: not checked (it has no plan yet; a run converges it)")
+        elif state == "done" and entry.get("changed"):
             changes.append(f"role step {step_id}: {entry.get('description') or 'changed'}")
-        else:
+            changed += 1
+        elif state in ("planned", "done"):
             unchanged += 1
-    return changes, len(changes), unchanged
+    return changes, changed, unchanged
 
 
 class HostApply:
@@ -201,6 +216,9 @@ class HostApply:
             self._apply()
         except InputError:
             raise
+        except AgentFailure as exc:
+            self.report.error = redact(exc.message, self.secrets)
+            self.report.detail = [redact(line, self.secrets) for line in exc.detail]
         except GoldenError as exc:
             self.report.error = redact(exc.message, self.secrets)
         finally:
@@ -208,6 +226,12 @@ class HostApply:
         return self.report
 
     def _apply(self) -> None:
+        if self.settings is not None:
+            # The agent's own contract, before anything is sent: it would refuse the same at its start.
+            errors = host_errors(self.settings)
+            if errors:
+                raise GoldenError(f"host.json for {self.name}: {'; '.join(errors)}",
+                                  hint="host.json is the agent's contract: firstboot/golden_firstboot/host_schema.py")
         self.phase("connecting")
         probe = self.transport.run(["sh", "-c", PROBE], root=False).stdout
         release = host_release(probe, str(self.transport.target))
@@ -226,9 +250,7 @@ class HostApply:
             self._ship(remote, user_data)
             self.phase("converging" if not self.check else "checking")
             self._converge(remote)
-            if self.check:
-                return
-            self.phase("role steps")
+            self.phase("role steps" if not self.check else "checking role steps")
             self._role_steps(remote)
         finally:
             try:
@@ -262,38 +284,53 @@ class HostApply:
             (local / AGENT).write_bytes(build_zipapp())
             (local / USER_DATA).write_text(user_data)
             (local / USER_DATA).chmod(0o600)
-            if self.settings is not None and not self.check:
+            if self.settings is not None:  # with --check too: the role steps plan with them (installing nothing)
                 (local / HOST_SETTINGS).touch(mode=0o600)
                 (local / HOST_SETTINGS).write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
                 files.append(local / HOST_SETTINGS)
             self.transport.put(files, remote)
 
     def _converge(self, remote: str) -> None:
-        argv = ["python3", f"{remote}/{AGENT}", "converge", "--user-data", f"{remote}/{USER_DATA}"]
+        argv = ["python3", f"{remote}/{AGENT}", "converge", "--json", "--user-data", f"{remote}/{USER_DATA}"]
         if self.check:
             argv.append("--check")
         proc = self.transport.run(argv, timeout=CONVERGE_TIMEOUT, check=False, secrets=self.secrets)
-        output = redact(proc.stdout, self.secrets)
         if proc.returncode != 0:
             # what the engine changed before it stopped is reported, then why it stopped
-            self._record([line.rstrip() for line in output.splitlines() if line.strip()], 0, 0)
-            lines = [line.removeprefix("golden-firstboot: ") for line in proc.stderr.strip().splitlines()]
-            detail = redact(" ".join(line.strip() for line in lines[-6:]), self.secrets) or "no output"
-            raise GoldenError(f"converge failed (exit {proc.returncode}): {detail}")
-        self._record(*parse_converge(output))
+            try:
+                data = agent_json(proc.stdout, "converge")
+            except GoldenError:
+                raise AgentFailure(f"converge failed (exit {proc.returncode}): {self._stderr_tail(proc.stderr)}",
+                                   []) from None
+            self._record([redact(str(line), self.secrets) for line in data.get("changes") or []], 0, 0)
+            message, detail = failure_detail(data.get("failure"))
+            raise AgentFailure(f"converge failed (exit {proc.returncode}): {message}", detail)
+        changes, changed, unchanged = parse_converge(proc.stdout)
+        self._record([redact(line, self.secrets) for line in changes], changed, unchanged)
 
     def _role_steps(self, remote: str) -> None:
-        argv = ["python3", f"{remote}/{AGENT}", "run", "--rerun"]
+        argv = ["python3", f"{remote}/{AGENT}", "run", "--rerun", "--json"]
+        if self.check:
+            argv.append("--check")
         if self.settings is not None:
             argv += ["--host-settings", f"{remote}/{HOST_SETTINGS}"]
         proc = self.transport.run(argv, timeout=AGENT_TIMEOUT, check=False, secrets=self.secrets)
-        status = self.transport.run(["python3", f"{remote}/{AGENT}", "status", "--json"], check=False)
-        self._record(*parse_steps(status.stdout))
+        try:
+            data = agent_json(proc.stdout, "run")
+        except GoldenError:
+            if proc.returncode == 0:
+                raise
+            raise AgentFailure(f"role steps failed (exit {proc.returncode}): {self._stderr_tail(proc.stderr)}",
+                               []) from None
+        self._record(*parse_steps(data))
         if proc.returncode != 0:
-            lines = [line.removeprefix("golden-firstboot: ") for line in proc.stderr.splitlines()
-                     if line.startswith("golden-firstboot: error:") or line.startswith("golden-firstboot: hint:")]
-            detail = "; ".join(lines) or proc.stderr.strip()[-300:]
-            raise GoldenError(f"role steps failed (exit {proc.returncode}): {redact(detail, self.secrets)}")
+            message, detail = failure_detail(data.get("failure"))
+            raise AgentFailure(f"role steps failed (exit {proc.returncode}): {message}", detail)
+
+    def _stderr_tail(self, stderr: str) -> str:
+        """The agent's last stderr lines, for a failure it could not report in JSON (it did not start)."""
+        lines = [line.removeprefix("golden-firstboot: ").strip() for line in stderr.strip().splitlines()]
+        return redact("; ".join(line for line in lines[-6:] if line), self.secrets) or "no output"
 
     def _record(self, changes: list[str], changed: int, unchanged: int) -> None:
         self.report.changes += changes

@@ -172,7 +172,7 @@ class _NoLive:
 
 def cluster_summary(reports: Sequence[HostReport], check: bool = False) -> tuple[list[str], int]:
     """The summary lines and the exit status: 0 when every host converged, 1 when any failed (named)."""
-    lines = [r.summary(check) for r in reports]
+    lines = [line for r in reports for line in r.summary_lines(check)]
     failed = [r.name for r in reports if not r.ok]
     total_changed = sum(r.changed for r in reports)
     total_unchanged = sum(r.unchanged for r in reports)

@@ -138,7 +138,7 @@ def clean_tree(root: Path, profile: ResolvedProfile) -> None:
         run([*chroot, "apt-get", "-y", "-q", "autoremove", "--purge"], timeout=600)
         run([*chroot, "apt-get", "-q", "clean"], timeout=300)
         (root / "etc/machine-id").write_text("")
-        for pattern in (*HYGIENE_GLOBS, *profile.content.get("instance_unique", [])):
+        for pattern in (*HYGIENE_GLOBS, *profile.content.instance_unique):
             for path in _inside(root, pattern):
                 _remove(path)
         logs = root / "var/log"

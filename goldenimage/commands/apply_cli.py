@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.agent_contract import host_errors
 from ..core.errors import GoldenError, InputError
 from ..core.inert import CONTROL, excerpt, inert
 from ..core.yamlfile import display_path, read_input_text
@@ -80,6 +81,10 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         if not isinstance(settings, dict):
             raise InputError(f"{where}: must hold a JSON object")
         check_host_settings(settings, where)
+        errors = host_errors(settings)
+        if errors:
+            raise InputError(f"{where}: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                             hint="host.json is the agent's contract: firstboot/golden_firstboot/host_schema.py")
     options = _ssh_options(args)
     verb = "Checking" if args.check else "Applying"
     with step(f"{verb} {args.profile} on {target}"), SSHTransport(target, options) as transport:
@@ -87,6 +92,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                             settings=settings)
         _print_report(report, args.check)
         if not report.ok:
+            for line in report.detail:  # the failed command and its stderr tail, above the one-line error
+                print(inert(f"  {line}"), flush=True)
             raise GoldenError(f"{target}: {report.error}", hint="what changed before it stopped is listed above; "
                                                                 "fix the cause and apply again: it converges")
     print(f"{'would change' if args.check else 'changed'}: {report.changed}, unchanged: {report.unchanged}")

@@ -31,7 +31,7 @@ from ..model.profiles import ResolvedProfile, resolve
 from ..model.support import notice
 from ..render.packer_template import MANIFEST_FILE, SCRIPTS, Target, render_template, script_text
 from ..render.userdata import VM_PASS_STRICT, render_vm_pass_user_data
-from .render import bake_user_data, render
+from .render import Rendered, bake_user_data, render
 
 #: Stands in for the ephemeral build key when computing the content key (the key changes every bake).
 KEY_PLACEHOLDER = "ssh-ed25519 BUILD-KEY golden-build"
@@ -43,7 +43,7 @@ LAYER_COMPRESSION = "zstd"
 def layer_packages(profile: ResolvedProfile) -> tuple[str, ...]:
     """The profile's packages that its package layer installs natively beside base_packages: all of them,
     unless the profile adds apt sources (their packages come from repositories only the VM pass configures)."""
-    if profile.content.get("apt", {}).get("sources"):
+    if profile.content.apt.sources:
         return ()
     base = set(profile.base_packages)
     return tuple(p for p in profile.packages if p not in base)
@@ -79,7 +79,7 @@ def native_route(profile: ResolvedProfile, base_url: str | None = None) -> bool:
     """The native bake (converge into the package layer's tree, no VM unless vm_bake_commands) for a
     mirror-built base; an official image (--base-url) or a profile with its own apt sources (packages only
     the VM configures) keeps the VM pass with cloud-init."""
-    return not base_url and not profile.content.get("apt", {}).get("sources")
+    return not base_url and not profile.content.apt.sources
 
 
 def get_layer_tree(profile: ResolvedProfile, mirror: str | None = None, kind: str = "cloud") -> BaseImage:
@@ -117,7 +117,7 @@ def native_key(profile: ResolvedProfile, layer: BaseImage) -> str:
     the user-data the engine converges, the native recipe (this module's native steps and the disk), the VM
     pass's template and user-data when the profile has vm_bake_commands, and the first-boot agent (its
     converge engine included)."""
-    vm_pass = bool(profile.content.get("vm_bake_commands"))
+    vm_pass = bool(profile.content.vm_bake_commands)
     template: dict[str, Any] = {"route": "native"}
     user_data = bake_user_data(profile, None, vm_commands=False)
     # the disk's recipe too: a change to its fstab or GRUB setup must give a new artifact, not the stored one
@@ -183,7 +183,7 @@ def _from_store(key: str, force: bool) -> store.Artifact | None:
     return None if force else shared_store.look_up(key)
 
 
-def _vm_pass(rendered: Any, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
+def _vm_pass(rendered: Rendered, disk: Path, disk_sha256: str, work: Path, memory: int) -> tuple[dict[str, Any], str]:
     """Packer boots `disk` with the rendered seed, runs the bake scripts and writes work/output/NAME.qcow2
     (zlib); returns the guest manifest and the accelerator. A guest that hangs under KVM before its kernel
     prints is baked again under TCG (and the rest of the process uses TCG)."""
@@ -229,7 +229,7 @@ def _bake_native(profile: ResolvedProfile, title: str, *, force: bool, mirror: s
             return cached
         started = time.time()
         seconds: dict[str, float] = {}
-        vm_commands = list(profile.content.get("vm_bake_commands", []))
+        vm_commands = list(profile.content.vm_bake_commands)
         info(f"native bake; layer {layer.path.name}; content key {key}"
              + (f"; a VM pass for {len(vm_commands)} vm_bake_commands" if vm_commands else "; no VM"))
         with store.staging(prefix=key) as work:

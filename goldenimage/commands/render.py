@@ -110,7 +110,7 @@ def render(
             (scripts / script).write_text(script_text(script))
             (scripts / script).chmod(0o755)
         example = render_host_user_data(
-            f"{profile.name}-1", profile.example_settings, ssh_authorized_keys=["ssh-ed25519 AAAA... you@example"]
+            f"{profile.name}-1", dict(profile.example_settings), ssh_authorized_keys=["ssh-ed25519 AAAA... you@example"]
         )
         (stage / "firstboot-user-data.example").write_text(example)
         mark(stage, "golden render")

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from . import agent_contract
 from .errors import CommandError, MissingToolError
 from .log import log
 
@@ -35,11 +36,7 @@ STDERR_TAIL_LINES = 20
 
 def redact(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
     """The command line as a shell would read it, with every secret replaced by ***."""
-    line = shlex.join(str(a) for a in argv)
-    for secret in secrets:
-        if secret:
-            line = line.replace(secret, "***")
-    return line
+    return agent_contract.redact(shlex.join(str(a) for a in argv), secrets)
 
 
 def require(*tools: str, purpose: str) -> None:
@@ -94,10 +91,7 @@ def run(
         raise CommandError(cmdline, -1, f"timed out after {timeout}s", hint=hint) from exc
     if check and proc.returncode != 0:
         stderr = proc.stderr or proc.stdout or ""
-        tail = "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
-        for secret in secrets:
-            if secret:
-                tail = tail.replace(secret, "***")
+        tail = agent_contract.redact("\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:]), secrets)
         raise CommandError(cmdline, proc.returncode, tail, hint=hint)
     return proc
 

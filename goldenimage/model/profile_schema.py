@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Strict, field_validator, model_validator
+from pydantic import AfterValidator, Field, Strict, field_validator, model_validator
 
 from ..core.inert import excerpt
 from ..core.schema import StrictModel
@@ -34,6 +34,25 @@ from .values import (
     UserName,
     check_url,
 )
+
+
+class Merge(StrEnum):
+    """How a key's values from several files (roles, the extends chain, with_roles, overlays) combine."""
+
+    APPEND = "append"  # lists of names: an item already there is not repeated; order kept
+    BY_KEY = "by key"  # lists of keyed items: a later item with the same key replaces the earlier one whole
+    DEEP = "deep merge"  # maps: keys added or replaced one by one, nested maps likewise
+    REPLACE = "replace"  # scalars and the release list: the later file's value
+    OWN = "own file"  # read from the file that declares it, never merged (extends, abstract, with_roles...)
+
+
+def key(default: Any, doc: str, merge: Merge, by: str | None = None) -> Any:
+    """A profile key, declared once: its type is the field's, with its merge rule and its documentation (the
+    README's profile reference is generated from these; tests/unit/test_profile_reference.py checks it)."""
+    extra: dict[str, Any] = {"merge": str(merge)}
+    if by is not None:
+        extra["by"] = by
+    return Field(default, description=doc, json_schema_extra=extra)
 
 
 class Role(StrEnum):
@@ -143,27 +162,41 @@ class SystemSpec(StrictModel):
 class Fragment(StrictModel):
     """Content shared by profiles, role fragments and overlays."""
 
-    description: OneLine | None = None
-    packages: list[PackageName] = []
-    # Purged at bake time if the base or a dependency brought them; also dropped from packages and services.
-    remove_packages: list[PackageName] = []
-    # Installed when the mirror-built base is made (natively, no VM): for packages whose maintainer scripts
-    # are slow under emulation. The bake installs them too, which is a no-op on that base.
-    base_packages: list[PackageName] = []
-    services: list[UnitName] = []
-    files: list[FileSpec] = []
-    sysctls: dict[SysctlKey, SysctlValue] = {}
-    users: list[UserSpec] = []
-    apt: AptSpec = AptSpec()
-    system: SystemSpec = SystemSpec()
-    settings: Settings = Settings()
-    # Shell, one command per item (the profile author's own): one line each.
-    bake_commands: list[ShellLine] = []
-    # Bake commands that need a running system (update-grub, an installer that talks to systemd): the local
-    # native bake runs them in a VM pass after the rest; cloud-init runs them after bake_commands.
-    vm_bake_commands: list[ShellLine] = []
-    # Paths removed at the end of the bake because every clone must make its own (keys, certificates).
-    instance_unique: list[GlobPath] = []
+    description: OneLine | None = key(None, "one line shown by `golden profiles`", Merge.REPLACE)
+    packages: list[PackageName] = key(
+        [], "Debian packages installed at bake time; `{{ php }}` and other release variables allowed", Merge.APPEND)
+    remove_packages: list[PackageName] = key(
+        [], "packages that must not be in the image: dropped from `packages` and `services` whoever added them, "
+            "and purged at bake time (with what depends on them) if the base or a dependency installed them",
+        Merge.APPEND)
+    base_packages: list[PackageName] = key(
+        [], "installed when the mirror-built base is made (natively, no VM): packages whose maintainer scripts are "
+            "slow under emulation; the bake installs them too, a no-op on that base", Merge.APPEND)
+    services: list[UnitName] = key([], "systemd units enabled in the image", Merge.APPEND)
+    files: list[FileSpec] = key([], "`{path, content, owner, permissions}` written at bake time", Merge.BY_KEY, "path")
+    sysctls: dict[SysctlKey, SysctlValue] = key(
+        {}, "kernel settings written to `/etc/sysctl.d/60-golden.conf`", Merge.DEEP)
+    users: list[UserSpec] = key(
+        [], "`{name, groups, shell, sudo, ssh_authorized_keys, system}`; accounts never get passwords",
+        Merge.BY_KEY, "name")
+    apt: AptSpec = key(
+        AptSpec(), "`mirror`, `security_mirror`, `archive_mirror` (Debian 10), extra `sources: {name: {source, key}}`",
+        Merge.DEEP)
+    system: SystemSpec = key(
+        SystemSpec(), "`locale`, `timezone`, `ntp_servers`, `ntp_client` (`chrony`, the default, or `ntp`), "
+                      "`keyboard`", Merge.DEEP)
+    settings: Settings = key(
+        Settings(), "role settings baked into `/etc/golden/image.json`, read by first boot; one schema per role "
+                    "section, see [Errors in input](#errors-in-input)", Merge.DEEP)
+    bake_commands: list[ShellLine] = key(
+        [], "shell commands run at the end of the bake (after packages and files), one line each; the local native "
+            "bake runs them chrooted in the tree, with nothing mounted and no service started", Merge.APPEND)
+    vm_bake_commands: list[ShellLine] = key(
+        [], "bake commands that need a running system (`update-grub`, an installer that talks to systemd): the "
+            "local bake runs them in a VM pass on the converged disk (a profile without them boots no VM); "
+            "cloud-init runs them right after `bake_commands`", Merge.APPEND)
+    instance_unique: list[GlobPath] = key(
+        [], "paths removed by the cleanup because each clone must make its own (keys, certificates)", Merge.APPEND)
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> Fragment:
@@ -180,20 +213,27 @@ class Fragment(StrictModel):
 class RoleFragment(Fragment):
     """profiles/roles/<role>.yaml: what a role adds; `with_roles` adds more when another role is present."""
 
-    with_roles: dict[Role, Fragment] = {}
-    # An example of the first-boot cluster settings this role reads (README, `golden render`).
-    example_settings: dict[str, Any] = {}
+    with_roles: dict[Role, Fragment] = key(
+        {}, "extra content added when another role is on the same host (`hardened` + a sql role adds MariaDB "
+            "encryption)", Merge.OWN)
+    example_settings: dict[str, Any] = key(
+        {}, "an example of the first-boot settings the role reads (README, `golden render`)", Merge.DEEP)
 
 
 class ProfileFile(Fragment):
     """profiles/<name>.yaml: a buildable (or abstract) profile."""
 
-    extends: list[str] | str | None = None
-    roles: list[Role] = []
-    debian: list[Annotated[int, Strict()]] | None = None
-    abstract: bool = False
-    disk_size: str | None = None
-    disk_layout: DiskLayout | None = None
+    extends: list[str] | str | None = key(None, "parent profile(s) by name; `base` holds the shared base", Merge.OWN)
+    roles: list[Role] = key(
+        [], "roles this host runs: one for a plain role, several for a hybrid host", Merge.APPEND)
+    debian: list[Annotated[int, Strict()]] | None = key(
+        None, "supported releases, e.g. `[11, 12]` (default: every release in the matrix)", Merge.REPLACE)
+    abstract: bool = key(False, "`true` for profiles that are only parents (`base`)", Merge.OWN)
+    disk_size: str | None = key(
+        None, "virtual disk size of the image, e.g. `8G` (default `4G`); at least the layout's size", Merge.REPLACE)
+    disk_layout: DiskLayout | None = key(
+        None, "`single` (default: one ext4, 3 GiB base, grown to the disk at first boot) or `separate-mounts` "
+              "(see below)", Merge.REPLACE)
 
     @field_validator("disk_size")
     @classmethod

@@ -1,13 +1,7 @@
 """Load profiles, validate them, and resolve extends, roles, release variables and overlays.
 
-Merge rules (later wins; order: roles, then the extends chain from the root down, then
-`with_roles` additions, then overlays in the order given):
-- lists of names (packages, base_packages, remove_packages, services, bake_commands, vm_bake_commands,
-  instance_unique, roles)
-  append, keeping the first occurrence;
-- lists of keyed items (files by path, users by name) merge by key: a later item replaces the earlier whole;
-- maps (settings, sysctls, system, apt, apt.sources) deep-merge;
-- scalars (description, disk_size, disk_layout) and the `debian` list of supported releases replace.
+Merge order (later wins): roles, then the extends chain from the root down, then `with_roles` additions, then
+overlays in the order given. Each key's merge rule is declared with the key (profile_schema.key, Merge).
 Once everything is merged, the names in remove_packages leave packages and services, whichever file added them
 (the bake also purges them if the base or a dependency installed them).
 """
@@ -28,9 +22,12 @@ from ..core.schema import SchemaErrors, schema_error_lines
 from ..core.yamlfile import display_path, read_yaml_mapping
 from . import plesk_install
 from .disk_layout import DiskLayout, layout_size_mib
+from .profile_content import JsonObject, ProfileContent
+from .profile_reference import keys_merged_by
 from .profile_schema import (
     FILE_NAME,
     SQL_ROLES,
+    Merge,
     OverlayFile,
     ProfileFile,
     Role,
@@ -42,9 +39,9 @@ from .values import PLACEHOLDER, check_package, check_path, check_unit
 DEFAULT_DISK_SIZE = "4G"
 DEFAULT_DISK_LAYOUT = DiskLayout.SINGLE
 
-APPEND_LISTS = ("packages", "base_packages", "remove_packages", "services", "bake_commands", "vm_bake_commands",
-                "instance_unique", "roles")
-KEYED_LISTS = {"files": "path", "users": "name"}
+#: The merge rules, as each key declares its own (profile_schema.key).
+APPEND_LISTS = tuple(keys_merged_by(Merge.APPEND))
+KEYED_LISTS = {name: str(by) for name, by in keys_merged_by(Merge.BY_KEY).items()}
 
 
 class ProfileErrors(SchemaErrors):
@@ -62,23 +59,23 @@ class ResolvedProfile:
     description: str
     roles: tuple[Role, ...]
     release: Release
-    content: dict[str, Any]  # merged Fragment fields, {{ var }} substituted
+    content: ProfileContent  # merged Fragment fields, {{ var }} substituted, typed
     disk_size: str
     disk_layout: DiskLayout
     sources: tuple[Path, ...]  # every file that contributed, in merge order
     overlays: tuple[Path, ...]
-    example_settings: dict[str, Any]  # first-boot settings examples of its roles, merged
+    example_settings: JsonObject  # first-boot settings examples of its roles, merged (host.json data)
 
     @property
     def packages(self) -> list[str]:
         """Everything the bake installs: base_packages first (already there on a mirror-built base)."""
-        base = list(self.content.get("base_packages", []))
-        return base + [p for p in self.content.get("packages", []) if p not in base]
+        base = list(self.content.base_packages)
+        return base + [p for p in self.content.packages if p not in base]
 
     @property
     def base_packages(self) -> tuple[str, ...]:
         """Packages the mirror-built base carries for this profile."""
-        return tuple(self.content.get("base_packages", []))
+        return self.content.base_packages
 
     @property
     def has_sql(self) -> bool:
@@ -94,7 +91,7 @@ class ResolvedProfile:
             "codename": self.release.codename,
             "disk_size": self.disk_size,
             "disk_layout": str(self.disk_layout),
-            "content": self.content,
+            "content": self.content.as_json(),
             "overlays": [p.name for p in self.overlays],
         }
 
@@ -334,7 +331,7 @@ def resolve(
         description=description,
         roles=tuple(roles),
         release=release,
-        content=content,
+        content=ProfileContent.from_json(content),
         disk_size=disk_size,
         disk_layout=disk_layout,
         sources=tuple([p for p, _ in fragments] + [p for p, _ in chain] + list(overlay_paths)),

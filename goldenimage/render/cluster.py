@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..core.agent_contract import host_errors
 from ..core.outdir import check_replaceable, mark, replace_dir, stage_dir
 from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
@@ -243,12 +244,18 @@ def plan(
     hosts = []
     for host in cluster.hosts:
         mine = roles[host.name]
+        settings = host_settings(cluster, roles, host, values)
+        # What the agent would refuse at its start is refused here, before any seed or apply carries it.
+        contract = host_errors(settings)
+        if contract:
+            raise ClusterErrors([f"{where}: hosts.{host.name}: its host.json breaks the agent's contract: {e}"
+                                 for e in contract])
         hosts.append(HostPlan(
             name=host.name,
             address=str(host.address),
             profile=host.profile,
             roles=mine,
-            settings=host_settings(cluster, roles, host, values),
+            settings=settings,
             network_config=network_config(cluster, host),
             mac=private_mac(cluster, host),
             uplink_mac=nic_mac(cluster.uplink, host.address) if cluster.uplink else None,

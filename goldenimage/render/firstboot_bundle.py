@@ -39,8 +39,14 @@ _ENTRY = "import sys\nfrom golden_firstboot.__main__ import main\n\nsys.exit(mai
 _PARSE_LOCK = threading.Lock()
 
 
+def _is_step(node: ast.AST) -> bool:
+    """A function made a Step by `@step(...)`: its docstring's first line is the step's description."""
+    return isinstance(node, ast.FunctionDef) and any(
+        isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "step" for d in node.decorator_list)
+
+
 def compact_source(text: str) -> str:
-    """The module without its comments, its module docstring and all but the first line of other docstrings.
+    """The module without its comments and docstrings, but for the first line of each step's.
 
     Every image's user-data carries the agent, and OpenStack takes 64 KiB of it: the prose stays in the source
     tree, the code and each step's one-line description (`Step.doc`, shown by `status`) go into images."""
@@ -57,7 +63,7 @@ def compact_source(text: str) -> str:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
                 doc = first.value.value.strip().splitlines()
-                keep = "" if isinstance(node, ast.Module) or not doc else doc[0]
+                keep = doc[0] if doc and _is_step(node) else ""
                 edits.append((first.lineno, first.col_offset, first.end_lineno or first.lineno,
                               first.end_col_offset or 0, repr(keep)))
     for row, col, end_row, end_col, replacement in sorted(edits, reverse=True):
@@ -68,7 +74,8 @@ def compact_source(text: str) -> str:
 #: The converge engine's modules: `golden apply` and the native bake run the engine from a zipapp they ship
 #: themselves, so the agent an image carries leaves them out (banking-hardened's OpenStack user-data, which
 #: carries the agent, must stay under Nova's 64 KiB).
-ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_restart.py", "converge_system.py",
+ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_host.py", "converge_restart.py",
+                  "converge_system.py",
                   # hosting environments: `golden env apply` ships the agent with them; no first boot runs them
                   "env_command.py", "env_schema.py", "env.py", "env_render.py", "env_sql.py")
 

@@ -289,9 +289,9 @@ def _apply_user_data() -> list[dict[str, Any]]:
 
 def _provisioners(profile: ResolvedProfile, target: Target) -> list[dict[str, Any]]:
     release = profile.release
-    unique = " ".join(profile.content.get("instance_unique", []))
+    unique = " ".join(profile.content.instance_unique)
     cleanup_env = [
-        f"GOLDEN_SERVICES={' '.join(profile.content.get('services', []))}",
+        f"GOLDEN_SERVICES={' '.join(profile.content.services)}",
         f"GOLDEN_INSTANCE_UNIQUE={unique}",
         f"GOLDEN_CLEAN_MACHINE_ID={1 if release.clean_machine_id else 0}",
     ]

@@ -47,14 +47,14 @@ def dump_cloud_config(data: dict[str, Any]) -> str:
 def sources_list(profile: ResolvedProfile) -> str:
     """/etc/apt/sources.list for the release: its mirror (or the archive), updates and security suites."""
     release = profile.release
-    apt = profile.content.get("apt", {})
+    apt = profile.content.apt
     if release.archived:
         # Profile mirrors serve current releases; an archived one has its own (overridable) archive.
-        mirror = apt.get("archive_mirror") or release.mirror
+        mirror = apt.archive_mirror or release.mirror
         security = release.security_mirror
     else:
-        mirror = apt.get("mirror") or release.mirror
-        security = apt.get("security_mirror") or release.security_mirror
+        mirror = apt.mirror or release.mirror
+        security = apt.security_mirror or release.security_mirror
     components = " ".join(release.components)
     lines = [f"deb {mirror} {suite} {components}" for suite in release.suites]
     lines.append(f"deb {security} {release.security_suite} {components}")
@@ -68,10 +68,11 @@ def _apt_config(profile: ResolvedProfile) -> dict[str, Any]:
         # The archive's Release files have expired on purpose; they stay signed.
         conf.append('Acquire::Check-Valid-Until "false";')
     apt["conf"] = "\n".join(conf) + "\n"
-    extra = profile.content.get("apt", {}).get("sources", {})
+    extra = profile.content.apt.sources
     if extra:
         apt["sources"] = {
-            f"{name}.list": {k: v for k, v in src.items() if v is not None} for name, src in extra.items()
+            f"{name}.list": {"source": src.source, **({"key": src.key} if src.key is not None else {})}
+            for name, src in extra.items()
         }
     return apt
 
@@ -89,15 +90,15 @@ def _build_user(build_key: str) -> dict[str, Any]:
 
 def _users(profile: ResolvedProfile, build_key: str | None) -> list[dict[str, Any]]:
     users: list[dict[str, Any]] = [] if build_key is None else [_build_user(build_key)]
-    for user in profile.content.get("users", []):
-        entry: dict[str, Any] = {"name": user["name"], "shell": user.get("shell", "/bin/bash"), "lock_passwd": True}
-        if user.get("groups"):
-            entry["groups"] = ", ".join(user["groups"])
-        if user.get("sudo"):
+    for user in profile.content.users:
+        entry: dict[str, Any] = {"name": user.name, "shell": user.shell, "lock_passwd": True}
+        if user.groups:
+            entry["groups"] = ", ".join(user.groups)
+        if user.sudo:
             entry["sudo"] = "ALL=(ALL) NOPASSWD:ALL"
-        if user.get("ssh_authorized_keys"):
-            entry["ssh_authorized_keys"] = list(user["ssh_authorized_keys"])
-        if user.get("system"):
+        if user.ssh_authorized_keys:
+            entry["ssh_authorized_keys"] = list(user.ssh_authorized_keys)
+        if user.system:
             entry["system"] = True
         users.append(entry)
     return users
@@ -111,8 +112,8 @@ def image_info(profile: ResolvedProfile, content_key: str | None) -> dict[str, A
         "debian": profile.release.number,
         "codename": profile.release.codename,
         "content_key": content_key,
-        "settings": profile.content.get("settings", {}),
-        "services": profile.content.get("services", []),
+        "settings": dict(profile.content.settings),
+        "services": list(profile.content.services),
         "release_vars": dict(profile.release.vars),
     }
 
@@ -123,18 +124,17 @@ def _write_files(
     """write_files entries, and the chown commands for owners that exist only once packages are in."""
     files: list[dict[str, Any]] = []
     chowns: list[str] = []
-    for spec in profile.content.get("files", []):
-        files.append({"path": spec["path"], "content": spec["content"], "permissions": spec.get("permissions", "0644")})
-        owner = spec.get("owner", "root:root")
-        if owner != "root:root":
-            chowns.append(shlex.join(["chown", owner, spec["path"]]))
-    system = profile.content.get("system", {})
-    per_instance = {k: system[k] for k in ("locale", "timezone") if system.get(k)}
+    for spec in profile.content.files:
+        files.append({"path": spec.path, "content": spec.content, "permissions": spec.permissions})
+        if spec.owner != "root:root":
+            chowns.append(shlex.join(["chown", spec.owner, spec.path]))
+    system = profile.content.system
+    per_instance = {k: v for k, v in (("locale", system.locale), ("timezone", system.timezone)) if v}
     if per_instance:
         # cloud-init applies locale and timezone again on every new instance: keep the profile's choice
         # there too, or the base image's defaults would win at first boot.
         files.append({"path": CLOUD_CFG_PATH, "content": "# goldenimage profile\n" + yaml.safe_dump(per_instance)})
-    sysctls = profile.content.get("sysctls", {})
+    sysctls = profile.content.sysctls
     if sysctls:
         body = "".join(f"{k} = {v}\n" for k, v in sysctls.items())
         files.append({"path": SYSCTL_PATH, "content": "# goldenimage profile sysctls\n" + body})
@@ -172,15 +172,15 @@ def render_user_data(
     `build_key` None: no build account (the native bake and `golden apply` log in as no one). `vm_commands`
     False leaves out `vm_bake_commands` (the native bake runs them in a VM pass of their own)."""
     content = profile.content
-    system = content.get("system", {})
+    system = content.system
     files, chowns = _write_files(profile, content_key, extra_files or [])
     data: dict[str, Any] = {
         "manage_etc_hosts": True,
         "ssh_pwauth": False,
         "disable_root": True,
     }
-    if system.get("locale"):
-        locale = system["locale"]
+    if system.locale:
+        locale = system.locale
         data["locale"] = locale
         if not locale.startswith(("C.", "POSIX")):
             # Debian's locale-gen builds only what /etc/locale.gen lists; cloud-init's locale step needs it
@@ -190,10 +190,10 @@ def render_user_data(
                 f"grep -q {shlex.quote(f'^{locale} ')} /etc/locale.gen || "
                 f"echo {shlex.quote(f'{locale} {charset}')} >> /etc/locale.gen"
             ]
-    if system.get("timezone"):
-        data["timezone"] = system["timezone"]
-    if system.get("ntp_servers") and system.get("ntp_client", "chrony") in (None, "chrony"):
-        data["ntp"] = {"enabled": True, "ntp_client": "chrony", "servers": list(system["ntp_servers"])}
+    if system.timezone:
+        data["timezone"] = system.timezone
+    if system.ntp_servers and system.ntp_client in (None, "chrony"):
+        data["ntp"] = {"enabled": True, "ntp_client": "chrony", "servers": list(system.ntp_servers)}
     data["users"] = _users(profile, build_key)
     data["apt"] = _apt_config(profile)
     data["package_update"] = True
@@ -201,15 +201,15 @@ def render_user_data(
     data["packages"] = profile.packages
     data["write_files"] = files
     runcmd: list[str] = [*chowns]
-    if content.get("sysctls"):
+    if content.sysctls:
         runcmd.append(f"sysctl -q -p {SYSCTL_PATH} || true")
-    if content.get("remove_packages"):
-        runcmd.append(purge_command(content["remove_packages"]))
-    runcmd.extend(content.get("bake_commands", []))
+    if content.remove_packages:
+        runcmd.append(purge_command(list(content.remove_packages)))
+    runcmd.extend(content.bake_commands)
     if vm_commands:
-        runcmd.extend(content.get("vm_bake_commands", []))
+        runcmd.extend(content.vm_bake_commands)
     runcmd.extend(extra_commands or [])
-    services = content.get("services", [])
+    services = content.services
     if services:
         runcmd.append(shlex.join(["systemctl", "enable", *services]))
     data["runcmd"] = runcmd
@@ -225,7 +225,7 @@ def render_vm_pass_user_data(profile: ResolvedProfile, build_key: str) -> str:
     data: dict[str, Any] = {
         "manage_etc_hosts": True,
         "users": [_build_user(build_key)],
-        "runcmd": [VM_PASS_STRICT, *profile.content.get("vm_bake_commands", [])],
+        "runcmd": [VM_PASS_STRICT, *profile.content.vm_bake_commands],
     }
     return dump_cloud_config(data)
 

@@ -177,6 +177,14 @@ def test_apply_web_to_a_bare_host_passes_the_web_suite_then_changes_nothing_and_
         status, out = golden(capsys, "apply", "web", *host)
         assert status == 0 and summary(out)[0] == 0, out
 
+        # a role step's drift: Apache stopped; --check lists what web.health would do and changes nothing
+        vm.ssh("sudo systemctl stop apache2")
+        status, out = golden(capsys, "apply", "web", "--check", *host)
+        assert status == 0 and "role step web.health: would change: start apache2.service" in out, out
+        assert vm.ssh("systemctl is-active apache2 || true").stdout.strip() != "active"
+        status, out = golden(capsys, "apply", "web", *host)
+        assert status == 0 and vm.ssh("systemctl is-active apache2").stdout.strip() == "active", out
+
 
 @pytest.fixture
 def sql_cluster(tmp_path: Path, key: SSHKey) -> Iterator[tuple[Path, dict, Path]]:

@@ -79,10 +79,10 @@ class FakeHost(Runner):
         self.runtime.append(command)
         return "IP changed from '127.0.0.1'" if " addr " in command else ""
 
-    def context(self, image: dict[str, Any], host: dict[str, Any]) -> Context:
+    def context(self, image: dict[str, Any], host: dict[str, Any], check: bool = False) -> Context:
         ctx = Context(image, host, root=self.root, runner=self, logger=self.log_line, sleep=self.sleeps.append,
                       probe=self.probe, chown=self.chown, haproxy=self.haproxy, http_status=self.http_status,
-                      hostname=lambda: "host1.example.com")
+                      hostname=lambda: "host1.example.com", check=check)
         return ctx
 
     # The commands.

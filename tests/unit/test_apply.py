@@ -159,12 +159,33 @@ def test_host_release_comes_from_os_release():
         host_release('ID=debian\nVERSION_ID="9"\nVERSION_CODENAME=stretch\n', "h")
 
 
-def test_converge_output_gives_changes_and_counts():
-    assert parse_converge("file /etc/a: written\npackage x: installed\nchanged: 2, unchanged: 40\n") == (
-        ["file /etc/a: written", "package x: installed"], 2, 40)
-    assert parse_converge("would change: file /etc/a\nwould change: 1, unchanged: 9, commands to run: 2\n") == (
-        ["would change: file /etc/a"], 1, 9)
-    with pytest.raises(GoldenError, match="no summary"):
+def _converge_json(changes: list[str], changed: int, unchanged: int, failure: dict | None = None) -> str:
+    """What the agent's `converge --json` prints, made by the agent's own code."""
+    from golden_firstboot.converge import result
+    from golden_firstboot.converge_host import Report
+
+    report = Report(check=False)
+    report.lines, report.changed, report.unchanged = list(changes), changed, unchanged
+    data = result(report)
+    data["failure"] = failure
+    return json.dumps(data) + "\n"
+
+
+def test_converge_json_gives_changes_and_counts():
+    from golden_firstboot.converge import result
+    from golden_firstboot.converge_host import Report
+    from golden_firstboot.system import CommandError
+
+    report = Report(check=True)
+    report.change("file /etc/a")
+    report.same("package x")
+    assert parse_converge("noise before\n" + json.dumps(result(report)) + "\n") == (
+        ["would change: file /etc/a"], 1, 1)
+    failed = result(report, CommandError("systemctl enable chrony", 1, "Unit chrony.service does not exist."))
+    assert failed["failure"] == {"message": "command failed (exit 1): systemctl enable chrony", "hint": "",
+                                 "command": "systemctl enable chrony", "exit": 1,
+                                 "stderr_tail": ["Unit chrony.service does not exist."]}
+    with pytest.raises(GoldenError, match="no JSON result"):
         parse_converge("Traceback ...\n")
 
 
@@ -173,7 +194,7 @@ def test_converge_output_gives_changes_and_counts():
 class FakeHost:
     """A transport to a pretend host: answers the commands apply runs, records them and the files shipped."""
 
-    def __init__(self, target: SSHTarget, release: int = 12, converge: str = "changed: 0, unchanged: 3\n",
+    def __init__(self, target: SSHTarget, release: int = 12, converge: str = _converge_json([], 0, 3),
                  agent_rc: int = 0, unreachable: bool = False, converge_rc: int = 0, stale: str = "") -> None:
         self.target = target
         self.release = release
@@ -212,18 +233,29 @@ class FakeHost:
                 self.on_converge(self)
             out, rc = self.converge, self.converge_rc
             if rc:
-                err = "golden-firstboot: error: command failed (exit 1): systemctl enable chrony\n" \
-                      "  Failed to enable unit: Unit file chrony.service does not exist.\n"
+                err = "golden-firstboot: error: command failed (exit 1): systemctl enable chrony\n"
         elif "--rerun" in argv:
             rc = self.agent_rc
-            err = "golden-firstboot: step mariadb.primary: x\n"
-            if rc:
-                err += "golden-firstboot: error: step mariadb.primary failed: password s3cr3t-pw refused\n"
-        elif argv[-2:] == ["status", "--json"]:
-            out = json.dumps({"result": "done", "steps": {
+            self.settings_seen = json.loads(str(self.shipped.get(argv[-1], "null"))) if "--host-settings" in argv \
+                else None
+            steps: dict = {
                 "web.snakeoil": {"state": "done", "changed": True, "description": "snakeoil"},
                 "web.health": {"state": "done", "changed": False},
-                "lb.haproxy": {"state": "skipped"}}})
+                "lb.haproxy": {"state": "skipped"}}
+            if "--check" in argv:
+                steps = {"web.vhosts": {"state": "planned", "changed": True,
+                                        "changes": ["/etc/apache2/sites-available/golden-a.conf: differs"]},
+                         "web.health": {"state": "planned", "changed": False, "changes": []},
+                         "web.nfs-mount": {"state": "unplanned"}}
+            data: dict = {"result": "checked" if "--check" in argv else "done", "steps": steps, "failure": None}
+            if rc:
+                data["result"] = "failed"
+                data["steps"]["mariadb.primary"] = {"state": "failed", "error": "x"}
+                data["failure"] = {"step": "mariadb.primary", "message": "password s3cr3t-pw refused", "hint": "",
+                                   "command": "mysql -e 'CREATE USER'", "exit": 1,
+                                   "stderr_tail": ["ERROR 1045: s3cr3t-pw denied", "the last line"]}
+                err = "golden-firstboot: error: step mariadb.primary failed: password s3cr3t-pw refused\n"
+            out = json.dumps(data) + "\n"
         return subprocess.CompletedProcess(argv, rc, out, err)
 
     def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = 120.0) -> None:
@@ -242,7 +274,7 @@ class FakeHost:
 
 def test_apply_renders_for_the_hosts_release_converges_then_runs_the_role_steps():
     host = FakeHost(SSHTarget("h", "debian"), release=11,
-                    converge="package apache2: installed\nfile /etc/x: written\nchanged: 2, unchanged: 30\n")
+                    converge=_converge_json(["package apache2: installed", "file /etc/x: written"], 2, 30))
     report = apply_host("h", "web", host, settings={"address": "10.0.0.5"})
     assert report.ok and report.release == 11
     assert report.changes == ["package apache2: installed", "file /etc/x: written", "role step web.snakeoil: snakeoil"]
@@ -255,7 +287,7 @@ def test_apply_renders_for_the_hosts_release_converges_then_runs_the_role_steps(
     converge, = host.ran("converge")
     assert converge[:2] == ["python3", "/tmp/golden-apply.abcd1234/golden-firstboot.pyz"] and "--check" not in converge
     run, = host.ran("run")
-    assert run[-4:] == ["run", "--rerun", "--host-settings", "/tmp/golden-apply.abcd1234/host.json"]
+    assert run[-5:] == ["run", "--rerun", "--json", "--host-settings", "/tmp/golden-apply.abcd1234/host.json"]
     from golden_firstboot.__main__ import parser  # the agent reads these as a rerun with the settings file
 
     assert parser().parse_args(run[2:]).rerun is True
@@ -317,29 +349,63 @@ def test_never_image_only_steps_in_what_apply_converges():
         assert image_only not in text
 
 
-def test_check_ships_no_settings_runs_no_role_steps_and_passes_check():
-    host = FakeHost(SSHTarget("h"), converge="file /etc/x: differs\nchanged: 1, unchanged: 9\n")
+def test_check_plans_the_role_steps_too_and_installs_no_settings():
+    host = FakeHost(SSHTarget("h"), converge=_converge_json(["file /etc/x: differs"], 1, 9))
     report = apply_host("h", "web", host, check=True, settings={"mariadb": {"replication_password": "pw"}})
-    assert report.ok and report.changes == ["file /etc/x: differs"] and report.changed == 1
-    assert report.summary(check=True) == "h: would change: 1, unchanged: 9"
-    assert "--check" in host.ran("converge")[0] and not host.ran("run")
-    assert not any(name.endswith("host.json") for name in host.shipped)
+    assert report.ok and report.changes == [
+        "file /etc/x: differs",
+        "role step web.vhosts: would change: /etc/apache2/sites-available/golden-a.conf: differs",
+        "note: role step web.nfs-mount: not checked (it has no plan yet; a run converges it)"]
+    assert (report.changed, report.unchanged) == (2, 10)
+    assert report.summary(check=True) == "h: would change: 2, unchanged: 10"
+    assert "--check" in host.ran("converge")[0]
+    run, = host.ran("run")
+    assert "--check" in run and "--json" in run
+    from golden_firstboot.__main__ import parser  # the agent reads --check as a check (it installs no host.json)
+
+    assert parser().parse_args(run[2:]).check is True
 
 
 def test_a_converge_that_stops_reports_what_it_changed_and_why_and_runs_no_role_steps():
-    host = FakeHost(SSHTarget("h"), converge="changed: file /etc/apt/sources.list (content)\n", converge_rc=1)
+    failure = {"message": "command failed (exit 1): systemctl enable chrony", "hint": "",
+               "command": "systemctl enable chrony", "exit": 1,
+               "stderr_tail": ["Failed to enable unit: Unit file chrony.service does not exist."]}
+    host = FakeHost(SSHTarget("h"), converge=_converge_json(["changed: file /etc/apt/sources.list (content)"], 1, 0,
+                                                            failure), converge_rc=1)
     report = apply_host("h", "web", host)
     assert report.changes == ["changed: file /etc/apt/sources.list (content)"]
-    assert "converge failed (exit 1)" in report.error and "chrony.service does not exist" in report.error
+    assert report.error.startswith("converge failed (exit 1): command failed")
+    assert report.detail == ["command (exit 1): systemctl enable chrony",
+                             "| Failed to enable unit: Unit file chrony.service does not exist."]
     assert not host.ran("run") and host.commands[-1][0][:2] == ["rm", "-rf"]
 
 
-def test_failed_role_steps_are_the_hosts_error_without_its_secrets():
+def test_failed_role_steps_reach_the_summary_with_command_and_stderr_tail_without_secrets():
     host = FakeHost(SSHTarget("h"), agent_rc=1)
     report = apply_host("h", "sql-primary", host, settings={"mariadb": {"replication_password": "s3cr3t-pw"}})
-    assert not report.ok and "mariadb.primary failed" in report.error
+    assert not report.ok and report.error.startswith("role steps failed (exit 1): step mariadb.primary: ")
     assert "s3cr3t-pw" not in report.error and "***" in report.error
+    assert report.summary_lines() == [
+        "h: FAILED: role steps failed (exit 1): step mariadb.primary: password *** refused",
+        "  command (exit 1): mysql -e 'CREATE USER'", "  | ERROR 1045: *** denied", "  | the last line"]
     assert host.commands[-1][0][:2] == ["rm", "-rf"]
+    lines, status = cluster_summary([report])
+    assert status == 1 and lines[1:4] == report.summary_lines()[1:]
+
+
+def test_host_settings_that_break_the_agents_contract_are_refused_before_anything_is_sent():
+    host = FakeHost(SSHTarget("h"))
+    report = apply_host("h", "web", host, settings={"address": "10.0.0.5", "web": {"vhost": []}})
+    assert not report.ok and "web.vhost: unknown key" in report.error
+    assert host.commands == [] and host.shipped == {}
+
+
+def test_apply_cli_refuses_a_host_settings_file_the_agent_would_refuse(tmp_path, capsys):
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps({"mariadb": {"server_id": "two", "replication_password": "s3cr3t"}}))
+    assert main(["apply", "web", "--host", "root@203.0.113.10", "--host-settings", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "mariadb.server_id: expected an integer, got 'two'" in err and "s3cr3t" not in err
 
 
 def _cluster(tmp_path: Path) -> Path:

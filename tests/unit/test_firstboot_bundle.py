@@ -94,7 +94,9 @@ def test_compacted_agent_keeps_code_and_step_lines_and_parses_under_python_3_7()
     for name in archive.namelist():
         compile(ast.parse(archive.read(name).decode(), feature_version=(3, 7)), name, "exec")
     assert "#" not in "".join(line for line in galera.splitlines() if line.lstrip().startswith("#"))
-    assert "'The galera section, checked.'" in galera  # a step's first docstring line stays: status shows it
+    # a step's first docstring line stays (status shows it); other docstrings go
+    assert "'The health endpoint HAProxy checks (200 only while this node is Synced in a primary component).'" in galera
+    assert "'The galera section, checked.'" not in galera
     assert "def may_bootstrap(ctx: Context, galera: dict[str, Any]) -> bool:" in galera
     source = sum(len(p.read_bytes()) for p in bundle.PACKAGE_DIR.rglob("*.py"))
     compacted = sum(info.file_size for info in archive.infolist())

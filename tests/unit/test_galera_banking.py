@@ -125,10 +125,10 @@ def test_secret_kinds_are_checked(name, value, bad):
 def test_the_banking_galera_profile_carries_stunnel_and_the_encryption_settings_but_no_key():
     profile = resolve(BANKING_GALERA, 12)
     assert "stunnel4" in profile.packages
-    paths = {f["path"] for f in profile.content["files"]}
+    paths = {f.path for f in profile.content.files}
     assert "/etc/golden/mariadb/70-golden-encryption.cnf" in paths
     assert not any(p.startswith(("/etc/mysql/encryption", "/etc/mysql/galera-tls")) for p in paths)
-    assert {"/etc/mysql/encryption", "/etc/mysql/galera-tls"} <= set(profile.content["instance_unique"])
+    assert {"/etc/mysql/encryption", "/etc/mysql/galera-tls"} <= set(profile.content.instance_unique)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")

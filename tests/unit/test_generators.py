@@ -165,7 +165,7 @@ def test_removed_packages_are_purged_after_the_packages_and_before_the_bake_comm
         '[ -z "$pkgs" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $pkgs'
     ]
     runcmd = data["runcmd"]
-    assert runcmd.index(purge[0]) < runcmd.index(profile.content["bake_commands"][0])
+    assert runcmd.index(purge[0]) < runcmd.index(profile.content.bake_commands[0])
     assert "chrony" not in runcmd[-1] and runcmd[-1].startswith("systemctl enable ")
     image_json = next(f for f in data["write_files"] if f["path"] == "/etc/golden/image.json")
     assert "chrony" not in json.loads(image_json["content"])["services"]

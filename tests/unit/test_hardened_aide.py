@@ -27,7 +27,7 @@ StaticFile = m+c+Checksums
 
 
 def aide_commands(debian: int) -> list[str]:
-    return [c for c in resolve("banking-hardened", debian).content["bake_commands"] if AIDE_CONF in c]
+    return [c for c in resolve("banking-hardened", debian).content.bake_commands if AIDE_CONF in c]
 
 
 def run_on(command: str, conf: Path) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ DEBIAN_LOGIN_DEFS = {
 
 
 def run_login_defs_commands(debian: int, path: Path) -> None:
-    commands = [c for c in resolve("banking-hardened", debian).content["bake_commands"] if LOGIN_DEFS in c]
+    commands = [c for c in resolve("banking-hardened", debian).content.bake_commands if LOGIN_DEFS in c]
     assert commands, "no bake command touches login.defs"
     for command in commands:
         subprocess.run(["sh", "-c", command.replace(LOGIN_DEFS, str(path))], check=True, timeout=30)

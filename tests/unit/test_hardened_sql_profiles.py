@@ -25,9 +25,9 @@ def _profile(name: str) -> ResolvedProfile:
 
 
 def _baked_cnf(profile: ResolvedProfile) -> str | None:
-    for entry in profile.content.get("files", []):
-        if entry["path"] == hardened.ENCRYPTION_SRC:
-            return str(entry["content"])
+    for entry in profile.content.files:
+        if entry.path == hardened.ENCRYPTION_SRC:
+            return entry.content
     return None
 
 
@@ -42,7 +42,7 @@ def test_banking_examples_are_hardened_database_hosts(name, role):
 @pytest.mark.parametrize("name", BANKING)
 def test_encryption_settings_are_baked_aside_and_never_where_mariadb_reads_them(name):
     # MariaDB would refuse to start with them and no key: first boot installs them once the key exists.
-    paths = [entry["path"] for entry in _profile(name).content["files"]]
+    paths = [entry.path for entry in _profile(name).content.files]
     assert hardened.ENCRYPTION_SRC in paths
     assert not [p for p in paths if p.startswith("/etc/mysql/") and "encrypt" in p]
 

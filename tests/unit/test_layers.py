@@ -89,3 +89,78 @@ def test_a_sideways_import_against_the_order_is_caught() -> None:
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_only_downwards(path: Path) -> None:
     assert violations(module_name(path), path.name == "__init__.py", path.read_text()) == []
+
+
+# The first-boot agent stands apart from the layers above; inside it, the modules import one another without a
+# circle (a module that needs another's parts imports them from a module below both, as converge_host is).
+AGENT = ROOT / "firstboot" / "golden_firstboot"
+
+
+def agent_imports(path: Path, source: str) -> set[str]:
+    """The agent's own modules (dotted, under golden_firstboot) that one of its files imports, at any depth."""
+    module = "golden_firstboot." + ".".join(path.relative_to(AGENT).with_suffix("").parts)
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.removesuffix(".__init__").split(".")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                found.add(target + "." + alias.name)
+                found.add(target)
+    return found
+
+
+def agent_graph(sources: dict[Path, str]) -> dict[str, set[str]]:
+    """module -> the agent modules it imports (a package's __init__ stands for the package)."""
+    names = {}
+    for path in sources:
+        parts = path.relative_to(AGENT).with_suffix("").parts
+        names[path] = ".".join(("golden_firstboot",) + (parts[:-1] if parts[-1] == "__init__" else parts))
+    known = set(names.values())
+    return {names[p]: {t for t in agent_imports(p, s) if t in known and t != names[p]} for p, s in sources.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two modules or more (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_a_circle_in_the_agent_is_caught() -> None:
+    sources = {AGENT / "a.py": "from .b import x\n", AGENT / "b.py": "def f():\n    from .a import y\n",
+               AGENT / "c.py": "from .a import z\n"}
+    assert circles(agent_graph(sources)) == [["golden_firstboot.a", "golden_firstboot.b"]]
+
+
+def test_the_agent_has_no_import_circle() -> None:
+    sources = {p: p.read_text() for p in sorted(AGENT.rglob("*.py"))}
+    graph = agent_graph(sources)
+    assert "golden_firstboot.converge_host" in graph["golden_firstboot.converge_files"]
+    assert circles(graph) == []

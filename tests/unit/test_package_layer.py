@@ -181,7 +181,7 @@ def test_the_manifest_records_the_vm_pass_runcmd_and_refuses_another(write_yaml)
     from goldenimage.render.userdata import render_vm_pass_user_data
 
     hardened = resolve("banking-hardened", 12)
-    commands = list(hardened.content["vm_bake_commands"])
+    commands = list(hardened.content.vm_bake_commands)
     assert "update-grub" in commands
     ran = _vm_pass_runcmd_script(render_vm_pass_user_data(hardened, "ssh-ed25519 K")).splitlines()[1:]
     assert check_vm_pass_ran(commands, {"runcmd": ran}) == ran

@@ -20,7 +20,7 @@ def installer_line(commands: list[str]) -> list[str]:
 
 
 def test_the_default_installs_the_latest_general_release_with_the_recommended_preset() -> None:
-    commands = resolve("plesk", 12).content["vm_bake_commands"]
+    commands = resolve("plesk", 12).content.vm_bake_commands
     assert commands[0] == "wget -q -O /root/plesk-installer https://autoinstall.plesk.com/plesk-installer"
     assert installer_line(commands) == ["/root/plesk-installer", "install", "plesk", "--preset", "Recommended"]
     assert commands[-1] == "rm -f /root/plesk-installer"  # the installer does not stay in the image
@@ -48,7 +48,7 @@ vm_bake_commands: [touch /root/after-plesk]
                                                ("testing", ["testing"]), ("PLESK_18_0_71", ["PLESK_18_0_71"])])
 def test_each_release_form_becomes_the_installers_release_argument(write_yaml, release, args) -> None:
     overlay = write_yaml("o.yaml", f"settings: {{plesk: {{release: '{release}'}}}}\n")
-    assert installer_line(resolve("plesk", 12, [overlay]).content["vm_bake_commands"])[2:-2] == args
+    assert installer_line(resolve("plesk", 12, [overlay]).content.vm_bake_commands)[2:-2] == args
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -64,4 +64,4 @@ def test_a_mistaken_plesk_setting_is_refused_naming_the_overlay_and_key(write_ya
 
 
 def test_a_profile_without_the_plesk_role_gets_no_installer() -> None:
-    assert not any("plesk" in c for c in resolve("web", 12).content.get("vm_bake_commands", []))
+    assert not any("plesk" in c for c in resolve("web", 12).content.vm_bake_commands)

@@ -9,6 +9,7 @@ import pytest
 
 from goldenimage.core.errors import InputError
 from goldenimage.model.disk_layout import DiskLayout
+from goldenimage.model.profile_content import FileEntry
 from goldenimage.model.profile_schema import Role
 from goldenimage.model.profiles import list_profiles, merge, resolve
 from goldenimage.model.role_settings import Settings
@@ -29,7 +30,7 @@ def test_every_profile_resolves_for_every_release(name, debian):
     # Everything from the shared base is there (the hardening layer replaces chrony with the release's ntp).
     time_daemon = profile.release.vars["ntp_package"] if "hardened" in profile.roles else "chrony"
     assert {"openssh-server", time_daemon, "unattended-upgrades"} <= set(profile.packages)
-    assert profile.content["system"]["timezone"] == "Etc/UTC"
+    assert profile.content.system.timezone == "Etc/UTC"
 
 
 def test_release_variables_pick_each_releases_php():
@@ -37,7 +38,7 @@ def test_release_variables_pick_each_releases_php():
     assert "php7.4-fpm" in resolve("web", 11).packages
     assert "php8.2-fpm" in resolve("web", 12).packages
     assert "php8.4-fpm" in resolve("web", 13).packages
-    assert "a2enconf -q \"php8.4-fpm\" golden-health zz-golden-security" in resolve("web", 13).content["bake_commands"]
+    assert "a2enconf -q \"php8.4-fpm\" golden-health zz-golden-security" in resolve("web", 13).content.bake_commands
 
 
 def test_default_release_is_12():
@@ -51,23 +52,23 @@ def test_extends_child_overrides_parent_and_appends_lists(write_yaml):
     assert profile.roles == (Role.WEB,)
     assert profile.packages.index("htop") < profile.packages.index("jq")
     # maps deep-merge: the role default, the parent's change and the child's section all meet
-    assert profile.content["settings"]["web"] == {"health_path": "/p", "document_root": "/var/www/html"}
-    assert profile.content["settings"]["firstboot"] == {"retry_delay": 5}
+    assert profile.content.settings["web"] == {"health_path": "/p", "document_root": "/var/www/html"}
+    assert profile.content.settings["firstboot"] == {"retry_delay": 5}
 
 
 def test_hybrid_host_combines_roles():
     profile = resolve(str(EXAMPLES / "hybrid-web-sql.yaml"))
     assert profile.roles == (Role.WEB, Role.SQL_PRIMARY)
     assert {"apache2", "mariadb-server", "php8.2-fpm"} <= set(profile.packages)
-    assert {"apache2", "mariadb", "ssh"} <= set(profile.content["services"])
+    assert {"apache2", "mariadb", "ssh"} <= set(profile.content.services)
     assert profile.disk_size == "8G"
 
 
 def test_hardened_with_a_sql_role_adds_encryption_and_without_does_not(write_yaml):
     plain = resolve("banking-hardened")
-    assert not [f for f in plain.content["files"] if "encryption" in f["path"]]
+    assert not [f for f in plain.content.files if "encryption" in f.path]
     hybrid = resolve(str(write_yaml("h.yaml", "extends: base\nroles: [sql-primary, hardened]\n")))
-    paths = [f["path"] for f in hybrid.content["files"]]
+    paths = [f.path for f in hybrid.content.files]
     assert "/etc/golden/mariadb/70-golden-encryption.cnf" in paths
 
 
@@ -75,21 +76,21 @@ def test_overlay_adds_packages_files_sysctls_users_mirror_and_changes_settings()
     base = resolve("web")
     acme = resolve("web", overlays=[EXAMPLES / "customers" / "acme.yaml"])
     assert set(acme.packages) - set(base.packages) == {"htop", "php8.2-gd"}
-    assert acme.content["sysctls"] == {"vm.swappiness": 10}
-    assert [u["name"] for u in acme.content["users"]] == ["acme-ops"]
-    assert acme.content["apt"]["mirror"] == "http://mirror.acme.example/debian"
-    assert acme.content["system"]["timezone"] == "Europe/Paris"
-    assert acme.content["system"]["locale"] == "en_US.UTF-8"  # untouched keys stay
-    assert acme.content["settings"]["web"]["health_path"] == "/acme-health"
-    assert acme.content["settings"]["web"]["document_root"] == "/var/www/html"
-    assert "/etc/motd" in [f["path"] for f in acme.content["files"]]
+    assert dict(acme.content.sysctls) == {"vm.swappiness": 10}
+    assert [u.name for u in acme.content.users] == ["acme-ops"]
+    assert acme.content.apt.mirror == "http://mirror.acme.example/debian"
+    assert acme.content.system.timezone == "Europe/Paris"
+    assert acme.content.system.locale == "en_US.UTF-8"  # untouched keys stay
+    assert acme.content.settings["web"]["health_path"] == "/acme-health"
+    assert acme.content.settings["web"]["document_root"] == "/var/www/html"
+    assert "/etc/motd" in [f.path for f in acme.content.files]
 
 
 def test_overlay_file_with_same_path_replaces_the_whole_file(write_yaml):
     overlay = write_yaml("o.yaml", "files:\n  - path: /usr/share/golden/health/health.php\n    content: ok\n")
     profile = resolve("web", overlays=[overlay])
-    health = [f for f in profile.content["files"] if f["path"] == "/usr/share/golden/health/health.php"]
-    assert health == [{"path": "/usr/share/golden/health/health.php", "content": "ok"}]
+    health = [f for f in profile.content.files if f.path == "/usr/share/golden/health/health.php"]
+    assert health == [FileEntry(path="/usr/share/golden/health/health.php", content="ok")]
 
 
 def test_merge_rules():
@@ -224,7 +225,7 @@ def test_banking_hardened_has_separate_mounts_on_an_8g_disk():
     profile = resolve("banking-hardened")
     assert profile.disk_layout is DiskLayout.SEPARATE_MOUNTS and profile.disk_size == "8G"
     assert profile.to_dict()["disk_layout"] == "separate-mounts"
-    assert "disk_layout" not in profile.content
+    assert "disk_layout" not in profile.content.json
 
 
 def test_disk_layout_is_a_scalar_the_child_replaces(write_yaml):
@@ -261,15 +262,15 @@ def test_remove_packages_append_and_leave_packages_and_services_whoever_added_th
     child = write_yaml("child.yaml", "extends: parent\npackages: [ntpsec]\nremove_packages: [systemd-timesyncd]\n")
     overlay = write_yaml("cust.yaml", "packages: [chrony, htop]\nbase_packages: [chrony]\nservices: [chrony]\n")
     profile = resolve(str(child), 12, [overlay])
-    assert profile.content["remove_packages"] == ["prometheus-node-exporter-collectors", "chrony", "systemd-timesyncd"]
+    assert profile.content.remove_packages == ("prometheus-node-exporter-collectors", "chrony", "systemd-timesyncd")
     assert "chrony" not in profile.packages and {"ntpsec", "htop", "openssh-server"} <= set(profile.packages)
     assert "chrony" not in profile.base_packages
-    assert "chrony" not in profile.content["services"] and "ssh" in profile.content["services"]
+    assert "chrony" not in profile.content.services and "ssh" in profile.content.services
 
 
 def test_remove_packages_take_release_variables_and_are_checked(write_yaml):
     p = write_yaml("p.yaml", "extends: base\nroles: [web]\nremove_packages: ['{{ ntp_service }}']\n")
-    assert resolve(str(p), 12).content["remove_packages"] == ["prometheus-node-exporter-collectors", "ntpsec"]
+    assert list(resolve(str(p), 12).content.remove_packages) == ["prometheus-node-exporter-collectors", "ntpsec"]
     bad = write_yaml("bad.yaml", "extends: base\nremove_packages: [Chrony]\n")
     with pytest.raises(InputError, match=r"bad.yaml: remove_packages\[0\]: 'Chrony' is not a valid Debian package"):
         resolve(str(bad))

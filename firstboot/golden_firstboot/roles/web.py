@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from .. import share_watch
-from ..services import ensure_running, wait_serving
+from ..services import ensure_running, plan_running, wait_serving
 from ..steps import Context, step
 from ..system import HOST, FirstbootError, SettingsError
 
@@ -97,6 +97,16 @@ def snakeoil(ctx: Context) -> bool:
     return True
 
 
+@snakeoil.planner
+def _snakeoil_plan(ctx: Context) -> list[str]:
+    key, cert = ctx.path(SNAKEOIL_KEY), ctx.path(SNAKEOIL_CERT)
+    if not (os.path.isfile(key) and os.path.getsize(key) and os.path.isfile(cert) and os.path.getsize(cert)):
+        return [f"make this instance's snakeoil pair ({SNAKEOIL_CERT})"]
+    if is_rsa_key(ctx.read(SNAKEOIL_KEY) or ""):
+        return [f"replace ssl-cert's RSA snakeoil pair ({SNAKEOIL_CERT}) by an ECDSA one"]
+    return []
+
+
 @step("web.nfs-mount", roles=["web"], activate=["web.nfs"], require=["web.nfs.server", "web.nfs.export"])
 def nfs_mount(ctx: Context) -> bool:
     """An fstab entry (_netdev, nofail) for the shared docroot, mounted; retried while the server is down."""
@@ -117,6 +127,20 @@ def nfs_mount(ctx: Context) -> bool:
     os.makedirs(ctx.path(mount), exist_ok=True)
     ctx.retry(lambda: ctx.run(["mount", mount]), f"mounting {source} on {mount}")
     return True
+
+
+@nfs_mount.planner
+def _nfs_mount_plan(ctx: Context) -> list[str]:
+    nfs = ctx.get("web.nfs")
+    mount = nfs.get("mount") or ctx.get("web.document_root", "/var/www/html")
+    plan = []
+    if fstab_line(nfs, mount) not in (ctx.read("/etc/fstab") or "").splitlines():
+        plan.append(f"/etc/fstab: the entry for {mount}")
+    source = "{}:{}".format(nfs["server"], nfs["export"])
+    current = mounted_from(ctx, mount)
+    if current != source:
+        plan.append(f"mount {source} on {mount}" + (f" (now {current})" if current else ""))
+    return plan
 
 
 SHARE_UNIT_PATH = "/etc/systemd/system/" + share_watch.UNIT
@@ -159,6 +183,16 @@ def share_watch_service(ctx: Context) -> bool:
     if changed and ctx.run(["systemctl", "is-active", "--quiet", share_watch.UNIT], check=False).returncode == 0:
         ctx.run(["systemctl", "restart", share_watch.UNIT])
     return ensure_running(ctx, share_watch.UNIT) or changed
+
+
+@share_watch_service.planner
+def _share_watch_plan(ctx: Context) -> list[str]:
+    nfs = ctx.get("web.nfs")
+    mount = nfs.get("mount") or ctx.get("web.document_root", "/var/www/html")
+    conf = json.dumps({"mount": mount, "source": "{}:{}".format(nfs["server"], nfs["export"])}, sort_keys=True)
+    plan = [path for path, content in ((share_watch.CONF, conf + "\n"), (SHARE_UNIT_PATH, share_watch_unit()))
+            if ctx.differs(path, content)]
+    return plan + plan_running(ctx, share_watch.UNIT)
 
 
 def vhost_file(server_name: str) -> str:
@@ -234,6 +268,25 @@ def vhosts(ctx: Context) -> bool:
     return changed
 
 
+@vhosts.planner
+def _vhosts_plan(ctx: Context) -> list[str]:
+    default_root = ctx.get("web.document_root", "/var/www/html")
+    plan, wanted = [], set()
+    for vhost in _vhosts(ctx):
+        path = vhost_file(vhost["server_name"])
+        site = os.path.basename(path)[:-len(".conf")]
+        wanted.add(os.path.basename(path))
+        if ctx.differs(path, render_vhost(vhost, default_root)):
+            plan.append(f"{path}: {'differs' if ctx.exists(path) else 'missing'}")
+        if not ctx.exists(f"{SITES_ENABLED}/{site}.conf"):
+            plan.append(f"enable site {site}")
+    available = ctx.path(SITES_AVAILABLE)
+    for name in sorted(os.listdir(available)) if os.path.isdir(available) else []:
+        if name.startswith("golden-") and name.endswith(".conf") and name not in wanted:
+            plan.append(f"disable and remove site {name[:-len('.conf')]} (no longer in the settings)")
+    return plan
+
+
 @step("web.health", roles=["web"])
 def health(ctx: Context) -> bool:
     """Apache and PHP-FPM enabled and running (restarted when they failed), then the health endpoint answers
@@ -252,6 +305,17 @@ def health(ctx: Context) -> bool:
         ctx.log("health endpoint {} answers: load balancer {} puts this node into backend {!r} once its check "
                 "passes".format(path, lb.get("address", "?"), lb.get("backend", "web")))
     return changed
+
+
+@health.planner
+def _health_plan(ctx: Context) -> list[str]:
+    plan = [line for unit in web_units(ctx) for line in plan_running(ctx, unit)]
+    url = "http://127.0.0.1" + ctx.get("web.health_path", "/healthz")
+    if not plan:
+        status = ctx.http_status(url)
+        if status != 200:
+            plan.append(f"wait for {url} to answer 200 (it answers {status or 'nothing'})")
+    return plan
 
 
 STEPS = [snakeoil, nfs_mount, share_watch_service, vhosts, health]
