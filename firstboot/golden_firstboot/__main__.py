@@ -1,5 +1,5 @@
 """golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, share-watch,
-facts, converge."""
+facts, converge, backup."""
 
 from __future__ import annotations
 
@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                                          "(golden-facts.timer runs it every 15 s)")
     for command in (run, early, status, add, remove, health, share, facts):
         add_common(command, top=False)
+    from . import backup_command
+
+    backup_command.add_parser(sub, add_common)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
         description="Apply the cloud-config goldenimage renders, with cloud-init's semantics, comparing before "
@@ -95,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "status":
             data = agent.Status(args.root).load()
             sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
-            return 0 if data is None or data.get("result") != "failed" else 1
+            backups_ok = True
+            if not args.json:
+                from . import backup_jobs
+
+                backups_ok = backup_jobs.print_status(args.root, sys.stdout)
+            return 0 if (data is None or data.get("result") != "failed") and backups_ok else 1
         if command == "galera-health":
             from . import galera_health
 
@@ -122,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             return agent.run(ctx, rerun=args.rerun)
         if command == "early":
             return agent.run_early(ctx)
+        if command == "backup":
+            from . import backup_command
+
+            return backup_command.main(ctx, args)
         from .roles import lb
 
         if command == "lb-add":

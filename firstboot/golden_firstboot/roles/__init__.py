@@ -7,7 +7,7 @@ answer once their services do, and AIDE records the system after everything else
 from __future__ import annotations
 
 from ..steps import Step
-from . import common, galera, hardened, lb, mariadb, monitoring, nfs, plesk, sql_primary, sql_replica, web
+from . import backup, common, galera, hardened, lb, mariadb, monitoring, nfs, plesk, sql_primary, sql_replica, web
 
 STEPS: list[Step] = [
     *common.STEPS,
@@ -23,5 +23,6 @@ STEPS: list[Step] = [
     *galera.LB_STEPS,
     *plesk.STEPS,
     *monitoring.STEPS,
+    *backup.STEPS,
     *hardened.LAST,
 ]
