@@ -24,6 +24,7 @@ from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from ..model.cluster_check import Roles, check, resolve_roles
 from ..model.profile_schema import SQL_ROLES, Role
+from .cluster_backup import backup_settings, check_backup
 from .cluster_secrets import galera_hardened, read_store, resolve_secrets, wanted, write_store
 from .monitoring import exporter_ports
 from .seed import write_seed_iso
@@ -199,6 +200,9 @@ def host_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[st
     if cluster.monitoring is not None:
         # The exporters move from loopback to the cluster address; only `scrapers` may reach them.
         settings["monitoring"] = {"scrapers": cluster.scrapers(), "ports": exporter_ports(mine)}
+    backup = backup_settings(cluster, roles, host, values)
+    if backup is not None:
+        settings["backup"] = backup
     return settings
 
 
@@ -234,7 +238,7 @@ def plan(
     where = display_path(path)
     cluster = load_cluster(path)
     roles, errors = resolve_roles(cluster, path.parent, where)
-    errors += check(cluster, roles, where)
+    errors += check(cluster, roles, where) + check_backup(cluster, where)
     values, store, secret_errors = resolve_secrets(wanted(cluster, roles), read_store(out_dir), path.parent,
                                                    where, environ)
     errors += secret_errors
