@@ -123,9 +123,12 @@ def sql(ctx: Context, statements: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line.strip()]
 
 
-def database(ctx: Context) -> dict[str, Any]:
+def database(ctx: Context, backing_up: bool = True) -> dict[str, Any]:
+    """host.json backup.database; {} (the defaults) for a restore onto a host that backs nothing up."""
     found = settings(ctx).get("database")
     if not isinstance(found, dict):
+        if not backing_up:
+            return {}
         raise FirstbootError("/etc/golden/host.json: backup.database: missing: this host does not back up "
                              "its database (the replica does, where there is one)")
     return found

@@ -203,7 +203,7 @@ def list_snapshots(ctx: Context, host: str | None = None) -> list[dict[str, Any]
 def restore_here(ctx: Context, at: float, source: str | None = None) -> dict[str, Any]:
     """On this (fresh) SQL host: the server stopped, its data directory set aside (refused when it holds user
     databases), the restore, the server started on the restored data. The report."""
-    conf = backup_jobs.database(ctx)
+    conf = backup_jobs.database(ctx, backing_up=False)
     datadir = conf.get("datadir") or backup_jobs.DATADIR
     socket = conf.get("socket") or backup_jobs.SOCKET
     names = ", ".join("'" + s + "'" for s in SYSTEM_SCHEMAS)

@@ -1,7 +1,8 @@
 """The cluster file's `backup` section as each host's host.json `backup` (model/backup.py HostBackup): which
 host backs up the database (the replica where a primary has one, so that the writer is not loaded; the last
 sql-galera node) and which backs up files (nfs hosts their exports, web hosts without a share their document
-roots). Hosts that back up nothing get no section, and no timers."""
+roots). Every SQL host gets the repository and its key, so that a fresh one can be restored onto (`golden
+backup restore`); a host gets timers only for what it backs up. Other hosts get no section."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from ..model.backup import HostBackup, binlog_max_age, max_age
 from ..model.cluster import Cluster, Host
 from ..model.cluster_check import Roles
-from ..model.profile_schema import Role
+from ..model.profile_schema import SQL_ROLES, Role
 
 #: The web role's document root when neither the vhost nor the host says otherwise (firstboot roles/web.py).
 DEFAULT_DOCROOT = "/var/www/html"
@@ -48,7 +49,7 @@ def backup_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[
     conf = cluster.backup
     paths = file_paths(cluster, roles, host)
     on_database = host.name in database_hosts(cluster, roles)
-    if not paths and not on_database:
+    if not paths and not on_database and not set(roles.get(host.name, ())) & SQL_ROLES:
         return None
     store = conf.store
     section: dict[str, Any] = {

@@ -9,10 +9,12 @@ before that second and none begun after it. A deleted file comes back. The bucke
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +24,8 @@ from typing import Any
 import boto3
 import pytest
 
+from goldenimage.apply.backup import AGENT, list_backups
+from tests.conftest import ROOT
 from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
 
 from golden_firstboot import backup_jobs, backup_restore  # isort: skip
@@ -114,6 +118,22 @@ class Writer(threading.Thread):
             self.rows.append((number, began, time.time()))
 
 
+class LocalAgent:
+    """A transport that runs `golden-firstboot` here, on the context's root, instead of over SSH."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.root = Path(ctx.root)
+        for name, data in (("image.json", ctx.image), ("host.json", ctx.host)):
+            (self.root / "etc/golden").mkdir(parents=True, exist_ok=True)
+            (self.root / "etc/golden" / name).write_text(json.dumps(data))
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        assert argv[0] == AGENT
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "firstboot")}
+        return subprocess.run([sys.executable, "-m", "golden_firstboot", "--root", str(self.root), *argv[1:]],
+                              capture_output=True, text=True, env=env, timeout=kwargs.get("timeout", 300))
+
+
 def sleep_to_fraction(low: float, high: float) -> None:
     """Until the wall clock's fraction of a second lies in [low, high)."""
     for _ in range(200):
@@ -180,6 +200,10 @@ def test_point_in_time_restore_one_second_before_a_drop_and_no_plaintext_in_the_
     # Nor does any command line or log line carry the repository key or the S3 secret.
     password, secret = ctx.get("backup.password"), ctx.get("backup.secret_access_key")
     assert not [line for line in stack["lines"] if password in line or secret in line]
+
+    # `golden backup list` through the agent's own command line, as SSH would run it on the host.
+    listed = list_backups(LocalAgent(ctx), "db1")  # type: ignore[arg-type]
+    assert {s.kind for s in listed} == {"full", "binlog", "files"} and {s.host for s in listed} == {"db1"}
 
     assert [v["kind"] for v in backup_jobs.verdicts(ctx) if v["ok"]] == ["full", "binlog", "files"]
     assert backup_jobs.verdicts(ctx, at=time.time() + 7200)[0]["problem"].startswith("last good")

@@ -47,7 +47,8 @@ def test_the_replica_backs_up_the_database_and_the_nfs_host_its_exports(tmp_path
                                                                            "binlog": 160}},
         "retention": {"last": 3, "daily": 7, "weekly": 4, "monthly": 6}}
     assert len(secrets["backup_password"]) == 32
-    assert "backup" not in host_json(out, "db1")  # the writer is not loaded
+    db1 = host_json(out, "db1")["backup"]  # the writer is not loaded: it holds the key to be restored onto
+    assert "database" not in db1 and "files" not in db1 and db1["password"] == secrets["backup_password"]
     assert host_json(out, "nfs1")["backup"]["files"]["paths"] == ["/srv/nfs/www"]
     assert "database" not in host_json(out, "nfs1")["backup"]
     assert "backup" not in host_json(out, "web1")  # its docroot is the NFS export, backed up on nfs1
@@ -104,6 +105,14 @@ def test_the_replica_gets_its_timers_and_starts_a_first_full_backup_on_a_fake_ho
     secret = "s3-secret-example-0123456789"
     assert not [c for c in first["commands"] if secret in c]
     assert second["exit"] == 0
+
+
+def test_a_sql_host_that_backs_nothing_up_gets_no_timers_on_a_fake_host(tmp_path: Path) -> None:
+    out = render(tmp_path, with_backup(), ENVIRON)
+    scenario = {"image": image_info(resolve("sql-primary"), None), "host": host_json(out, "db1")}
+    result = run_scenario(scenario, str(tmp_path / "root"), runs=1)
+    assert result["runs"][0]["exit"] == 0 and result["runs"][0]["steps"]["backup.timers"][0] == "skipped"
+    assert not list((tmp_path / "root" / "etc/systemd/system").glob("golden-backup-*"))
 
 
 def test_facts_give_each_kinds_last_good_backup(tmp_path: Path) -> None:

@@ -76,7 +76,12 @@ def tools(ctx: Context) -> None:
 ROLES = ("sql-primary", "sql-replica", "sql-galera", "nfs", "web")
 
 
-@step("backup.timers", roles=ROLES, activate=["backup"],
+def has_jobs(ctx: Context) -> bool:
+    """Whether this host backs anything up (every SQL host holds the repository key, for a restore)."""
+    return bool(backup_jobs.kinds(ctx))
+
+
+@step("backup.timers", roles=ROLES, activate=["backup"], when=has_jobs,
       require=["backup.repository", "backup.password", "backup.access_key_id", "backup.secret_access_key"])
 def timers(ctx: Context) -> bool:
     """Each backup job of this host on its systemd timer; a first full backup started when none succeeded."""
