@@ -21,6 +21,7 @@ from .backup_jobs import BACKUP_TOOL, BINLOG_TOOL, restic, snapshots, tool
 from .steps import Context
 from .system import FirstbootError
 
+REPLICA_STATE = ("master.info", "relay-log.info", "multi-master.info")
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 
@@ -106,6 +107,11 @@ def copy_back(ctx: Context, prepared: str, datadir: str) -> None:
                              hint="stop the server and move the data directory aside first")
     ctx.run([tool(ctx, BACKUP_TOOL), "--move-back", "--target-dir=" + prepared, "--datadir=" + datadir],
             timeout=backup_jobs.RESTIC_TIMEOUT)
+    # A copy taken on a replica carries its replication state: started as it is, the restored server would
+    # replicate from the old primary again and replay what the restore stops before (the DROP TABLE).
+    for name in os.listdir(datadir):
+        if name in REPLICA_STATE or "relay-bin" in name:
+            os.unlink(os.path.join(datadir, name))
 
 
 def stop_datetime(at: float) -> str:
