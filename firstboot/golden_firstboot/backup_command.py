@@ -1,6 +1,6 @@
 """`golden-firstboot backup`: run one job (what the timers start), check freshness, print the state, list
-the repository's snapshots, restore this (fresh) SQL host to a time. `list` and `restore` print JSON, which
-`golden backup` reads over SSH."""
+the repository's snapshots, restore this (fresh) SQL host to a time, restore a folder beside the live one.
+`list` and the restores print JSON, which `golden backup` reads over SSH."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ def add_parser(sub: Any, add_common: Any) -> None:
     restore = actions.add_parser("restore", help="restore this fresh SQL host's database to a time (JSON report)")
     restore.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
     restore.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
-    for parser in (run, restore, listing) + tuple(actions.choices[n] for n in ("check", "status")):
+    files = actions.add_parser("restore-files", help="restore a backed-up folder as of a time beside it (JSON report)")
+    files.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
+    files.add_argument("--path", required=True, help="the backed-up folder (or one under it)")
+    files.add_argument("--target", required=True, help="an empty folder to restore into (never the live one)")
+    files.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
+    for parser in (run, restore, listing, files) + tuple(actions.choices[n] for n in ("check", "status")):
         add_common(parser, top=False)
 
 
@@ -46,6 +51,11 @@ def main(ctx: Context, args: argparse.Namespace) -> int:
         return 0 if all(v["ok"] for v in verdicts) else 1
     if action == "list":
         sys.stdout.write(json.dumps(backup_restore.list_snapshots(ctx, args.host), indent=2) + "\n")
+        return 0
+    if action == "restore-files":
+        report = backup_restore.restore_files(ctx, backup_restore.parse_time(args.at), args.path, args.target,
+                                              args.source)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
     report = backup_restore.restore_here(ctx, backup_restore.parse_time(args.at), args.source)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
