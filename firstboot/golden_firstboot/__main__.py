@@ -62,9 +62,13 @@ def parser() -> argparse.ArgumentParser:
                                          "(golden-facts.timer runs it every 15 s)")
     for command in (run, early, status, add, remove, health, share, facts):
         add_common(command, top=False)
-    from . import backup_command
-
-    backup_command.add_parser(sub, add_common)
+    try:
+        from .backup_command import add_parser as add_backup_parser
+    except ModuleNotFoundError as exc:  # an image of a role that backs nothing up
+        if exc.name != __package__ + ".backup_command":
+            raise
+    else:
+        add_backup_parser(sub, add_common)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
         description="Apply the cloud-config goldenimage renders, with cloud-init's semantics, comparing before "
@@ -100,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
             backups_ok = True
             if not args.json:
-                from . import backup_jobs
-
-                backups_ok = backup_jobs.print_status(args.root, sys.stdout)
+                try:
+                    from .backup_jobs import print_status
+                except ModuleNotFoundError as exc:  # no backup modules in this image
+                    if exc.name != __package__ + ".backup_jobs":
+                        raise
+                else:
+                    backups_ok = print_status(args.root, sys.stdout)
             return 0 if (data is None or data.get("result") != "failed") and backups_ok else 1
         if command == "galera-health":
             from . import galera_health

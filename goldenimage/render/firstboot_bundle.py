@@ -11,6 +11,7 @@ import threading
 import tokenize
 import zipapp
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,16 @@ def compact_source(text: str) -> str:
 #: themselves, so the agent an image carries leaves them out (banking-hardened's OpenStack user-data, which
 #: carries the agent, must stay under Nova's 64 KiB).
 ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_restart.py", "converge_system.py")
+#: The backup jobs and restores (README: Backups and restores), carried only by images of a role that backs
+#: something up: banking-hardened alone must stay under Nova's 64 KiB; the agent runs without them.
+BACKUP_MODULES = ("backup_jobs.py", "backup_restore.py", "backup_command.py", "roles/backup.py")
+BACKUP_ROLES = frozenset({"sql-primary", "sql-replica", "sql-galera", "nfs", "web"})
 
 
-def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True) -> bytes:
+def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True, backup: bool = True) -> bytes:
     """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode; each module
     compacted (compact_source); without the converge engine's modules when `engine` is false (the agent
-    installed into images).
+    installed into images), and without the backup modules when `backup` is false.
 
     Entries are stored, not deflated: the user-data carries the whole zipapp gzip-compressed (`gz+b64`), one
     solid stream that is a fifth smaller than per-file deflate (banking-hardened's OpenStack user-data must
@@ -83,8 +88,10 @@ def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         entries = [("__main__.py", _ENTRY.encode())]
         for path in sorted(package_dir.rglob("*.py")):
-            if "__pycache__" not in path.parts and (engine or path.name not in ENGINE_MODULES):
-                name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
+            relative = path.relative_to(package_dir).as_posix()
+            if "__pycache__" not in path.parts and (engine or path.name not in ENGINE_MODULES) \
+                    and (backup or relative not in BACKUP_MODULES):
+                name = f"{package_dir.name}/{relative}"
                 entries.append((name, compact_source(path.read_text()).encode()))
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
@@ -160,10 +167,12 @@ def _entry(path: str, content: bytes, permissions: str, compress: bool = False) 
             "content": base64.b64encode(content).decode()}
 
 
-def bundle_files() -> list[dict[str, Any]]:
-    """cloud-init write_files entries that install the agent."""
+def bundle_files(roles: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """cloud-init write_files entries that install the agent (for an image of `roles`: the backup modules only
+    when one of them backs something up; all when None)."""
+    backup = roles is None or bool(BACKUP_ROLES & {str(r) for r in roles})
     return [
-        _entry(ZIPAPP_PATH, build_zipapp(engine=False), "0755", compress=True),
+        _entry(ZIPAPP_PATH, build_zipapp(engine=False, backup=backup), "0755", compress=True),
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
         _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),

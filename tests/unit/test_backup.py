@@ -4,6 +4,7 @@ on the host, one systemd timer per job and a first full backup started; facts pe
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from goldenimage.model.profiles import resolve
+from goldenimage.render.firstboot_bundle import bundle_files
 from goldenimage.render.userdata import image_info
 from tests.unit.firstboot_fake import run_scenario
 from tests.unit.test_cluster import cluster, host_json, problems, render
@@ -113,6 +115,29 @@ def test_a_sql_host_that_backs_nothing_up_gets_no_timers_on_a_fake_host(tmp_path
     result = run_scenario(scenario, str(tmp_path / "root"), runs=1)
     assert result["runs"][0]["exit"] == 0 and result["runs"][0]["steps"]["backup.timers"][0] == "skipped"
     assert not list((tmp_path / "root" / "etc/systemd/system").glob("golden-backup-*"))
+
+
+def test_an_image_whose_roles_back_nothing_up_carries_no_backup_modules_and_its_agent_runs(tmp_path: Path) -> None:
+    """banking-hardened's OpenStack user-data must stay under Nova's 64 KiB: its agent leaves the backup out."""
+    import base64
+    import gzip
+    import subprocess
+    import sys
+    import zipfile
+
+    (entry, *_) = bundle_files(["hardened"])
+    app = gzip.decompress(base64.b64decode(entry["content"]))
+    (tmp_path / "agent.pyz").write_bytes(app)
+    names = zipfile.ZipFile(tmp_path / "agent.pyz").namelist()
+    assert not [n for n in names if "backup" in n]
+    assert "golden_firstboot/roles/web.py" in names
+    with_backup = zipfile.ZipFile(io.BytesIO(gzip.decompress(base64.b64decode(bundle_files(["web"])[0]["content"]))))
+    assert "golden_firstboot/roles/backup.py" in with_backup.namelist()
+    for argv in (["status"], ["--help"]):
+        proc = subprocess.run([sys.executable, str(tmp_path / "agent.pyz"), "--root", str(tmp_path), *argv],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "backup" not in proc.stdout
 
 
 def test_facts_give_each_kinds_last_good_backup(tmp_path: Path) -> None:

@@ -7,7 +7,14 @@ answer once their services do, and AIDE records the system after everything else
 from __future__ import annotations
 
 from ..steps import Step
-from . import backup, common, galera, hardened, lb, mariadb, monitoring, nfs, plesk, sql_primary, sql_replica, web
+from . import common, galera, hardened, lb, mariadb, monitoring, nfs, plesk, sql_primary, sql_replica, web
+
+try:
+    from .backup import STEPS as BACKUP_STEPS
+except ModuleNotFoundError as exc:  # an image whose roles back nothing up carries no backup modules
+    if exc.name != __name__ + ".backup":
+        raise
+    BACKUP_STEPS = []  # type: ignore[no-redef]
 
 STEPS: list[Step] = [
     *common.STEPS,
@@ -23,6 +30,6 @@ STEPS: list[Step] = [
     *galera.LB_STEPS,
     *plesk.STEPS,
     *monitoring.STEPS,
-    *backup.STEPS,
+    *BACKUP_STEPS,
     *hardened.LAST,
 ]
