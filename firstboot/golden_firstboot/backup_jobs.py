@@ -79,9 +79,13 @@ def restic(ctx: Context, args: list[str], check: bool = True, **kwargs: Any):
 
 
 def ensure_repository(ctx: Context) -> bool:
-    """The repository exists (made on first use): True when it was made now."""
+    """The repository exists: made on first use by the one host host.json names for it (`init`), since two
+    hosts making it at once would each write a master key and leave it unreadable. True when made now."""
     if restic(ctx, ["cat", "config"], check=False).returncode == 0:
         return False
+    if not settings(ctx).get("init"):
+        raise FirstbootError("the repository {} does not exist yet: another host of the cluster makes it".format(
+            settings(ctx)["repository"]), hint="the next run tries again; see that host's golden-backup-* units")
     restic(ctx, ["init"])
     ctx.log("made the restic repository " + settings(ctx)["repository"])
     return True

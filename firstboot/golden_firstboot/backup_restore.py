@@ -46,11 +46,13 @@ def parse_time(text: str) -> float:
 class Plan:
     """What a restore to `at` reads: the full copy, the binlog snapshot after it, and how far that reaches."""
 
-    def __init__(self, at: float, full: dict[str, Any], binlog: dict[str, Any] | None) -> None:
+    def __init__(self, at: float, full: dict[str, Any], binlogs: list[dict[str, Any]]) -> None:
         self.at = at
         self.full = full
-        self.binlog = binlog
-        self.reaches = parse_time(binlog["time"]) if binlog else parse_time(full["time"])
+        #: The binlog snapshots to read, the first that holds the copy's starting binlog wins.
+        self.binlogs = binlogs
+        self.binlog = binlogs[0] if binlogs else None
+        self.reaches = parse_time(binlogs[0]["time"]) if binlogs else parse_time(full["time"])
 
     def describe(self) -> str:
         text = "full {} ({})".format(self.full["short_id"], self.full["time"][:19])
@@ -60,8 +62,10 @@ class Plan:
 
 
 def plan(ctx: Context, at: float, source: str | None = None) -> Plan:
-    """The last full copy made at or before `at`, and the first binlog snapshot covering `at` (else the last:
-    the state is then the last one shipped, and `reaches` says when that was)."""
+    """The last full copy made at or before `at`, and the binlog snapshots to replay from: the newest first (a
+    snapshot's time is the backing host's clock, and a replica's binlog holds a second's writes only once they
+    have reached it, so an older snapshot "covering" `at` may still lack some; --stop-datetime caps the replay),
+    then the first at or after `at`, in case the newest no longer holds the copy's starting binlog (purged)."""
     fulls = [s for s in snapshots(ctx, "full", source) if parse_time(s["time"]) <= at]
     if not fulls:
         raise FirstbootError("no full backup of {} at or before {} in {}".format(
@@ -70,7 +74,8 @@ def plan(ctx: Context, at: float, source: str | None = None) -> Plan:
     full = fulls[-1]
     logs = [s for s in snapshots(ctx, "binlog", source) if parse_time(s["time"]) >= parse_time(full["time"])]
     covering = [s for s in logs if parse_time(s["time"]) >= at + 1]
-    return Plan(at, full, covering[0] if covering else (logs[-1] if logs else None))
+    chosen = logs[-1:] + [s for s in covering[:1] if s is not logs[-1]]
+    return Plan(at, full, chosen)
 
 
 def _fetch(ctx: Context, snapshot: dict[str, Any], target: str) -> str:
@@ -126,9 +131,13 @@ def replay(ctx: Context, restore_plan: Plan, prepared: str, work: str, socket: s
         ctx.log("no binlogs after the full backup: the state is the copy's own")
         return 0
     first, position = binlog_start(prepared)
-    folder = _fetch(ctx, restore_plan.binlog, os.path.join(work, "binlog"))
-    names = sorted(n for n in os.listdir(folder) if n >= first and re.fullmatch(r".+\.\d{6}", n))
-    if not names or names[0] != first:
+    names: list[str] = []
+    for snapshot in restore_plan.binlogs:
+        folder = _fetch(ctx, snapshot, os.path.join(work, "binlog"))
+        names = sorted(n for n in os.listdir(folder) if n >= first and re.fullmatch(r".+\.\d{6}", n))
+        if names and names[0] == first:
+            break
+    else:
         raise FirstbootError(f"the binlog {first} that the full backup continues from is not in the store",
                              hint="take a new full backup: `systemctl start golden-backup-full`")
     events = os.path.join(work, "replay.sql")

@@ -119,6 +119,7 @@ class HostBackup(StrictModel):
     repository: str
     region: str | None = None
     host: str
+    init: bool = False  # this host makes the repository (one host of the cluster)
     password: str
     access_key_id: str
     secret_access_key: str

@@ -42,6 +42,12 @@ def file_paths(cluster: Cluster, roles: Roles, host: Host) -> list[str]:
     return []
 
 
+def first_backer(cluster: Cluster, roles: Roles) -> str | None:
+    """The host that makes the repository: the first, in file order, that backs something up."""
+    chosen = database_hosts(cluster, roles)
+    return next((h.name for h in cluster.hosts if h.name in chosen or file_paths(cluster, roles, h)), None)
+
+
 def backup_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[str, str]) -> dict[str, Any] | None:
     """host.json's `backup` for this host, validated against HostBackup; None when it backs nothing up."""
     if cluster.backup is None:
@@ -62,6 +68,8 @@ def backup_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[
     }
     if store.region:
         section["region"] = store.region
+    if host.name == first_backer(cluster, roles):
+        section["init"] = True
     if on_database:
         section["database"] = {"schedule": conf.schedule.full, "binlog_seconds": conf.schedule.binlog_seconds,
                                "max_age": {"full": max_age(conf.schedule.full),
@@ -69,7 +77,7 @@ def backup_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[
     if paths:
         section["files"] = {"paths": paths, "schedule": conf.schedule.files,
                             "max_age": {"files": max_age(conf.schedule.files)}}
-    return HostBackup.model_validate(section).model_dump(exclude_none=True)
+    return HostBackup.model_validate(section).model_dump(exclude_none=True, exclude_defaults=False)
 
 
 def check_backup(cluster: Cluster, where: str) -> list[str]:

@@ -98,6 +98,14 @@ def rows(vm: VM, table: str) -> dict[int, float]:
     return {int(a): float(b) for a, b in (line.split() for line in text.splitlines())}
 
 
+def replicated(replica: VM, query: str, expected: str, timeout: float = 300) -> None:
+    """Wait (bounded) until the replica answers `query` with `expected`."""
+    deadline = time.monotonic() + timeout
+    while sql(replica, query) != expected:
+        assert time.monotonic() < deadline, f"{replica.name} never answered {query!r} with {expected!r}"
+        time.sleep(2)
+
+
 def ship(db2: VM) -> None:
     """One more binlog run on the replica (after any the timer is running), waited for."""
     db2.ssh("sudo systemctl start golden-backup-binlog.service", timeout=600)
@@ -144,7 +152,7 @@ def test_restore_to_one_second_before_a_drop_then_the_rpo_after_losing_the_prima
             "mysql -N -B -e \"SELECT UNIX_TIMESTAMP(NOW(6)); DROP TABLE shop.orders\"'").stdout.split()[0])
         time.sleep(3)
         writer.stop()
-        ship(db2)
+        replicated(db2, "SHOW TABLES FROM shop LIKE 'orders'", "")  # the drop reached the replica's binlog
         ship(db2)
         at = math.floor(dropped) - 1
         iso_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

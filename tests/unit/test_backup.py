@@ -43,6 +43,7 @@ def test_the_replica_backs_up_the_database_and_the_nfs_host_its_exports(tmp_path
     db2 = host_json(out, "db2")["backup"]
     assert db2 == {
         "repository": "s3:https://s3.gra.io.cloud.ovh.net/golden-backups/shop", "region": "gra", "host": "db2",
+        "init": True,
         "password": secrets["backup_password"], "access_key_id": "AKIAEXAMPLE",
         "secret_access_key": "s3-secret-example-0123456789",
         "database": {"schedule": "daily", "binlog_seconds": 10, "max_age": {"full": 86400 + 21600 + 3600,
@@ -52,6 +53,7 @@ def test_the_replica_backs_up_the_database_and_the_nfs_host_its_exports(tmp_path
     db1 = host_json(out, "db1")["backup"]  # the writer is not loaded: it holds the key to be restored onto
     assert "database" not in db1 and "files" not in db1 and db1["password"] == secrets["backup_password"]
     assert host_json(out, "nfs1")["backup"]["files"]["paths"] == ["/srv/nfs/www"]
+    assert [h for h in ("db1", "nfs1", "web9") if host_json(out, h)["backup"]["init"]] == []  # db2 alone makes it
     assert "database" not in host_json(out, "nfs1")["backup"]
     assert "backup" not in host_json(out, "web1")  # its docroot is the NFS export, backed up on nfs1
     assert host_json(out, "web9")["backup"]["files"]["paths"] == ["/var/www/html"]
