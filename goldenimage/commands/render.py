@@ -58,8 +58,7 @@ def bake_user_data(profile: ResolvedProfile, build_public_key: str | None, conte
     """The bake-time user-data: the profile, plus the first-boot agent every image carries (no build account
     when `build_public_key` is None; without vm_bake_commands when `vm_commands` is False)."""
     return render_user_data(profile, build_public_key, content_key=content_key,
-                            extra_files=bundle_files(profile.roles), extra_commands=bundle_commands(),
-                            vm_commands=vm_commands)
+                            extra_files=bundle_files(), extra_commands=bundle_commands(), vm_commands=vm_commands)
 
 
 def base_name(profile: ResolvedProfile, target: Target) -> str:

@@ -11,7 +11,6 @@ import threading
 import tokenize
 import zipapp
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +69,11 @@ def compact_source(text: str) -> str:
 #: themselves, so the agent an image carries leaves them out (banking-hardened's OpenStack user-data, which
 #: carries the agent, must stay under Nova's 64 KiB).
 ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_restart.py", "converge_system.py")
-#: The backup jobs and restores (README: Backups and restores), carried only by images of a role that backs
-#: something up: banking-hardened alone must stay under Nova's 64 KiB; the agent runs without them.
+#: The backup jobs and restores (README: Backups and restores): not in the images' agent (every role's OpenStack
+#: bake user-data must stay under Nova's 64 KiB; the agent runs without them). A host whose cluster settings
+#: back something up gets them in its own user-data (backup_zip_file), and the agent loads them from there.
 BACKUP_MODULES = ("backup_jobs.py", "backup_restore.py", "backup_command.py", "roles/backup.py")
-BACKUP_ROLES = frozenset({"sql-primary", "sql-replica", "sql-galera", "nfs", "web"})
+BACKUP_ZIP_PATH = "/usr/local/lib/golden/golden-firstboot-backup.zip"
 
 
 def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True, backup: bool = True) -> bytes:
@@ -167,12 +167,29 @@ def _entry(path: str, content: bytes, permissions: str, compress: bool = False) 
             "content": base64.b64encode(content).decode()}
 
 
-def bundle_files(roles: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """cloud-init write_files entries that install the agent (for an image of `roles`: the backup modules only
-    when one of them backs something up; all when None)."""
-    backup = roles is None or bool(BACKUP_ROLES & {str(r) for r in roles})
+def backup_zip(package_dir: Path = PACKAGE_DIR) -> bytes:
+    """The backup modules, compacted, as a zip whose golden_firstboot/ the agent adds to its package path."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for relative in sorted(BACKUP_MODULES):
+            info = zipfile.ZipInfo(f"{package_dir.name}/{relative}", date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, compact_source((package_dir / relative).read_text()).encode())
+    return buffer.getvalue()
+
+
+def backup_zip_file() -> dict[str, Any]:
+    """The write_files entry of the backup modules, for a host whose settings have a `backup` section."""
+    return _entry(BACKUP_ZIP_PATH, backup_zip(), "0644", compress=True)
+
+
+def bundle_files(backup: bool = False) -> list[dict[str, Any]]:
+    """cloud-init write_files entries that install the agent (with the backup modules when `backup`: `golden
+    apply`, which has no size limit)."""
+    extra = [backup_zip_file()] if backup else []
     return [
-        _entry(ZIPAPP_PATH, build_zipapp(engine=False, backup=backup), "0755", compress=True),
+        _entry(ZIPAPP_PATH, build_zipapp(engine=False, backup=False), "0755", compress=True), *extra,
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
         _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),

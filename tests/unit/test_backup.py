@@ -119,27 +119,45 @@ def test_a_sql_host_that_backs_nothing_up_gets_no_timers_on_a_fake_host(tmp_path
     assert not list((tmp_path / "root" / "etc/systemd/system").glob("golden-backup-*"))
 
 
-def test_an_image_whose_roles_back_nothing_up_carries_no_backup_modules_and_its_agent_runs(tmp_path: Path) -> None:
-    """banking-hardened's OpenStack user-data must stay under Nova's 64 KiB: its agent leaves the backup out."""
+def test_images_carry_no_backup_modules_a_backing_host_gets_them_with_its_settings_and_its_agent_loads_them(
+        tmp_path: Path) -> None:
+    """Every role's OpenStack bake user-data must stay under Nova's 64 KiB: the image's agent leaves the backup
+    out, runs without it, and loads it from the zip a cluster host's user-data writes."""
     import base64
     import gzip
     import subprocess
     import sys
     import zipfile
 
-    (entry, *_) = bundle_files(["hardened"])
-    app = gzip.decompress(base64.b64decode(entry["content"]))
+    import yaml
+
+    from goldenimage.render.firstboot_bundle import BACKUP_ZIP_PATH
+
+    app = gzip.decompress(base64.b64decode(bundle_files()[0]["content"]))
     (tmp_path / "agent.pyz").write_bytes(app)
-    names = zipfile.ZipFile(tmp_path / "agent.pyz").namelist()
-    assert not [n for n in names if "backup" in n]
-    assert "golden_firstboot/roles/web.py" in names
-    with_backup = zipfile.ZipFile(io.BytesIO(gzip.decompress(base64.b64decode(bundle_files(["web"])[0]["content"]))))
-    assert "golden_firstboot/roles/backup.py" in with_backup.namelist()
-    for argv in (["status"], ["--help"]):
-        proc = subprocess.run([sys.executable, str(tmp_path / "agent.pyz"), "--root", str(tmp_path), *argv],
-                              capture_output=True, text=True, timeout=60)
+    assert not [n for n in zipfile.ZipFile(tmp_path / "agent.pyz").namelist() if "backup" in n]
+    out = render(tmp_path, with_backup(), ENVIRON)
+    files = {f["path"]: f for f in yaml.safe_load((out / "db2" / "user-data").read_text())["write_files"]}
+    assert BACKUP_ZIP_PATH not in {f["path"] for f in
+                                   yaml.safe_load((out / "lb1" / "user-data").read_text())["write_files"]}
+    (tmp_path / "backup.zip").write_bytes(gzip.decompress(base64.b64decode(files[BACKUP_ZIP_PATH]["content"])))
+
+    def agent(*argv: str, extra: bool) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "GOLDEN_FIRSTBOOT_BACKUP_ZIP": str(tmp_path / ("backup.zip" if extra else "none"))}
+        return subprocess.run([sys.executable, str(tmp_path / "agent.pyz"), *argv], capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    for argv in (["--root", str(tmp_path), "status"], ["--help"]):
+        proc = agent(*argv, extra=False)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "backup" not in proc.stdout
+    assert "backup" not in agent("--help", extra=False).stdout
+    loaded = agent("backup", "run", "--help", extra=True)
+    assert loaded.returncode == 0 and "full,binlog,files,prune" in loaded.stdout, loaded.stderr
+    code = "from golden_firstboot.roles import STEPS; print([s.id for s in STEPS if s.id.startswith('backup')])"
+    steps = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'agent.pyz')!r}); "
+                            + code], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "GOLDEN_FIRSTBOOT_BACKUP_ZIP": str(tmp_path / "backup.zip")})
+    assert steps.stdout.strip() == "['backup.timers']", steps.stderr
 
 
 def test_facts_give_each_kinds_last_good_backup(tmp_path: Path) -> None:
