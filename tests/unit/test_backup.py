@@ -4,7 +4,6 @@ on the host, one systemd timer per job and a first full backup started; facts pe
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
