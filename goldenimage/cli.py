@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
 
+    from .commands.backup_cli import add_parser as add_backup_parser
+
+    add_backup_parser(sub)
+
     from .commands.doctor import add_parser as add_doctor_parser
 
     add_doctor_parser(sub)

@@ -1,5 +1,5 @@
 """golden-firstboot command line: run (the default), early, status, lb-add, lb-remove, galera-health, share-watch,
-facts, converge."""
+facts, converge, backup."""
 
 from __future__ import annotations
 
@@ -76,6 +76,13 @@ def parser() -> argparse.ArgumentParser:
     env.add_argument("--prune", action="store_true", help="remove the environments the batch no longer declares")
     for command in (run, early, status, add, remove, health, share, facts, env):
         add_common(command, top=False)
+    try:
+        from .backup_command import add_parser as add_backup_parser
+    except ModuleNotFoundError as exc:  # an image of a role that backs nothing up
+        if exc.name != __package__ + ".backup_command":
+            raise
+    else:
+        add_backup_parser(sub, add_common)
     converge = sub.add_parser(
         "converge", help="apply a cloud-config (JSON form) to a tree or to this host, with cloud-init's semantics",
         description="Apply the cloud-config goldenimage renders, with cloud-init's semantics, comparing before "
@@ -113,7 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         if command == "status":
             data = agent.Status(args.root).load()
             sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else agent.format_status(data))
-            return 0 if data is None or data.get("result") != "failed" else 1
+            backups_ok = True
+            if not args.json:
+                try:
+                    from .backup_jobs import print_status
+                except ModuleNotFoundError as exc:  # no backup modules in this image
+                    if exc.name != __package__ + ".backup_jobs":
+                        raise
+                else:
+                    backups_ok = print_status(args.root, sys.stdout)
+            return 0 if (data is None or data.get("result") != "failed") and backups_ok else 1
         if command == "galera-health":
             from . import galera_health
 
@@ -155,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             return agent.run(ctx, rerun=args.rerun)
         if command == "early":
             return agent.run_early(ctx)
+        if command == "backup":
+            from . import backup_command
+
+            return backup_command.main(ctx, args)
         from .roles import lb
 
         if command == "lb-add":

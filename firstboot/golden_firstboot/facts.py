@@ -23,6 +23,7 @@ SHARE_CONF = "/etc/golden/web-share.json"
 SHARE_STATUS = "/run/golden-web/share.json"
 SHARE_STALE = 10
 BACKUP_MARK = "/var/lib/golden/backup-last-success"
+BACKUP_KINDS = ("full", "binlog", "files")
 #: Certificates the roles install: the web snakeoil pair, a Galera node's and an arbitrator's TLS.
 CERTIFICATES = ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/mysql/galera-tls/cert.pem",
                 "/etc/golden/galera-tls/cert.pem")
@@ -150,11 +151,15 @@ def certificates(root: str, enddate: Callable[[str], float | None]) -> list[Any]
 
 
 def backup(root: str) -> list[Any]:
-    try:
-        when = os.stat(os.path.join(root, BACKUP_MARK.lstrip("/"))).st_mtime
-    except OSError:
-        return []
-    return [("golden_backup_last_success_timestamp_seconds", {}, when)]
+    """The last good backup: BACKUP_MARK's mtime, and each kind's (BACKUP_MARK.KIND, the backup role's jobs)."""
+    samples = []
+    for kind in ("",) + BACKUP_KINDS:
+        try:
+            when = os.stat(os.path.join(root, (BACKUP_MARK + ("." + kind if kind else "")).lstrip("/"))).st_mtime
+        except OSError:
+            continue
+        samples.append(("golden_backup_last_success_timestamp_seconds", {"kind": kind} if kind else {}, when))
+    return samples
 
 
 def collect(root: str = "/", now: float | None = None, addresses: Callable[[], list[str]] = interface_addresses,

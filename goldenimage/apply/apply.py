@@ -147,7 +147,7 @@ def python_version(probe_output: str) -> tuple[int, int] | None:
 def apply_user_data(profile: ResolvedProfile) -> str:
     """What apply converges the host to: the bake's user-data for the profile and release, with the agent,
     without the build account; in JSON form (YAML's JSON subset), which the agent reads with its stdlib."""
-    return cloud_config_json(render_user_data(profile, None, extra_files=bundle_files(),
+    return cloud_config_json(render_user_data(profile, None, extra_files=bundle_files(backup=True),
                                               extra_commands=bundle_commands()))
 
 

@@ -15,6 +15,7 @@
     databases: [shop]               # created on every sql-primary (and by the sql-galera nodes)
     db_users: [{name: shop, database: shop, password: generate}]
     vhosts: [{server_name: www.example.com}]    # optional: Apache vhosts of every web host
+    backup: {store: {endpoint: "https://s3.gra.io.cloud.ovh.net", bucket: b}}   # optional: model/backup.py
     monitoring:                     # optional: exporters on the cluster address, `golden cluster monitoring`
       scrapers: [10.10.0.50]        # who may scrape: addresses or networks inside `network` (default: all of it)
       scrape_interval: 15           # seconds (5 to 300)
@@ -49,6 +50,7 @@ from pydantic import BeforeValidator, Field, Strict, ValidationError, field_vali
 from ..core.inert import excerpt
 from ..core.schema import SchemaErrors, StrictModel, schema_error_lines
 from ..core.yamlfile import display_path, read_yaml_mapping
+from .backup import Backup
 from .values import DNS_NAME, HOST_LABEL, MAC, MAC_PREFIX, SshPublicKey, check_one_line, check_path
 
 # RFC 1123 label, lower case: what cloud-init, /etc/hosts and MariaDB's report_host all accept.
@@ -147,6 +149,9 @@ class Secrets(StrictModel):
     plesk_license: Secret | None = None
     galera_encryption_key: Secret | None = None
     galera_tls: Secret | None = None
+    backup_password: Secret | None = None  # the restic repository key (model/backup.py)
+    backup_access_key: Secret | None = None
+    backup_secret_key: Secret | None = None
 
 
 class DbUser(StrictModel):
@@ -284,6 +289,7 @@ class Cluster(StrictModel):
     db_users: list[DbUser] = []
     vhosts: list[Vhost] = []
     monitoring: Monitoring | None = None
+    backup: Backup | None = None  # model/backup.py
     hosts: list[Host] = Field(min_length=1)
 
     @field_validator("name")

@@ -25,7 +25,9 @@ from ..core.yamlfile import display_path
 from ..model.cluster import Cluster, ClusterErrors, Host, grant_host, load_cluster, nic_mac, private_mac, server_id
 from ..model.cluster_check import Roles, check, resolve_roles
 from ..model.profile_schema import SQL_ROLES, Role
+from .cluster_backup import backup_settings, check_backup
 from .cluster_secrets import galera_hardened, read_store, resolve_secrets, wanted, write_store
+from .firstboot_bundle import backup_zip_file
 from .monitoring import exporter_ports
 from .seed import write_seed_iso
 from .userdata import render_host_user_data, render_meta_data
@@ -200,6 +202,9 @@ def host_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[st
     if cluster.monitoring is not None:
         # The exporters move from loopback to the cluster address; only `scrapers` may reach them.
         settings["monitoring"] = {"scrapers": cluster.scrapers(), "ports": exporter_ports(mine)}
+    backup = backup_settings(cluster, roles, host, values)
+    if backup is not None:
+        settings["backup"] = backup
     return settings
 
 
@@ -235,7 +240,7 @@ def plan(
     where = display_path(path)
     cluster = load_cluster(path)
     roles, errors = resolve_roles(cluster, path.parent, where)
-    errors += check(cluster, roles, where)
+    errors += check(cluster, roles, where) + check_backup(cluster, where)
     values, store, secret_errors = resolve_secrets(wanted(cluster, roles), read_store(out_dir), path.parent,
                                                    where, environ)
     errors += secret_errors
@@ -294,8 +299,10 @@ def render_cluster(path: Path, out_dir: Path, environ: Mapping[str, str] | None 
         for host in hosts:
             directory = stage / host.name
             directory.mkdir(mode=0o700)
+            # A host that backs up (or can be restored onto) gets the agent's backup modules with its settings.
             user_data = render_host_user_data(host.name, host.settings,
-                                              ssh_authorized_keys=list(cluster.ssh_authorized_keys))
+                                              ssh_authorized_keys=list(cluster.ssh_authorized_keys),
+                                              extra_files=[backup_zip_file()] if "backup" in host.settings else None)
             network = yaml.safe_dump(host.network_config, sort_keys=False) if host.network_config else None
             iid = instance_id(cluster.name, host.name, user_data, network)
             meta_data = render_meta_data(iid, host.name)

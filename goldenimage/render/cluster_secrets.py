@@ -93,6 +93,9 @@ def wanted(cluster: Cluster, roles: Roles) -> dict[str, tuple[str, SecretSource]
         "plesk_license": False,  # never generated: check.py reports a plesk host without one
         "galera_encryption_key": galera_hardened(cluster, roles),
         "galera_tls": galera_hardened(cluster, roles),
+        "backup_password": cluster.backup is not None,
+        "backup_access_key": False,  # never generated: check_backup reports a store without credentials
+        "backup_secret_key": False,
     }
     out: dict[str, tuple[str, SecretSource]] = {}
     for name, needed in needs.items():

@@ -78,12 +78,17 @@ ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "conver
                   "converge_system.py",
                   # hosting environments: `golden env apply` ships the agent with them; no first boot runs them
                   "env_command.py", "env_schema.py", "env.py", "env_render.py", "env_sql.py")
+#: The backup jobs and restores (README: Backups and restores): not in the images' agent (every role's OpenStack
+#: bake user-data must stay under Nova's 64 KiB; the agent runs without them). A host whose cluster settings
+#: back something up gets them in its own user-data (backup_zip_file), and the agent loads them from there.
+BACKUP_MODULES = ("backup_jobs.py", "backup_restore.py", "backup_command.py", "roles/backup.py")
+BACKUP_ZIP_PATH = "/usr/local/lib/golden/golden-firstboot-backup.zip"
 
 
-def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True) -> bytes:
+def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True, backup: bool = True) -> bytes:
     """The agent as a zipapp (shebang + zip): sorted entries, fixed dates and modes, no bytecode; each module
     compacted (compact_source); without the converge engine's modules when `engine` is false (the agent
-    installed into images).
+    installed into images), and without the backup modules when `backup` is false.
 
     Entries are stored, not deflated: the user-data carries the whole zipapp gzip-compressed (`gz+b64`), one
     solid stream that is a fifth smaller than per-file deflate (banking-hardened's OpenStack user-data must
@@ -92,8 +97,10 @@ def build_zipapp(package_dir: Path = PACKAGE_DIR, engine: bool = True) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         entries = [("__main__.py", _ENTRY.encode())]
         for path in sorted(package_dir.rglob("*.py")):
-            if "__pycache__" not in path.parts and (engine or path.name not in ENGINE_MODULES):
-                name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
+            relative = path.relative_to(package_dir).as_posix()
+            if "__pycache__" not in path.parts and (engine or path.name not in ENGINE_MODULES) \
+                    and (backup or relative not in BACKUP_MODULES):
+                name = f"{package_dir.name}/{relative}"
                 entries.append((name, compact_source(path.read_text()).encode()))
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
@@ -169,10 +176,29 @@ def _entry(path: str, content: bytes, permissions: str, compress: bool = False) 
             "content": base64.b64encode(content).decode()}
 
 
-def bundle_files() -> list[dict[str, Any]]:
-    """cloud-init write_files entries that install the agent."""
+def backup_zip(package_dir: Path = PACKAGE_DIR) -> bytes:
+    """The backup modules, compacted, as a zip whose golden_firstboot/ the agent adds to its package path."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for relative in sorted(BACKUP_MODULES):
+            info = zipfile.ZipInfo(f"{package_dir.name}/{relative}", date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, compact_source((package_dir / relative).read_text()).encode())
+    return buffer.getvalue()
+
+
+def backup_zip_file() -> dict[str, Any]:
+    """The write_files entry of the backup modules, for a host whose settings have a `backup` section."""
+    return _entry(BACKUP_ZIP_PATH, backup_zip(), "0644", compress=True)
+
+
+def bundle_files(backup: bool = False) -> list[dict[str, Any]]:
+    """cloud-init write_files entries that install the agent (with the backup modules when `backup`: `golden
+    apply`, which has no size limit)."""
+    extra = [backup_zip_file()] if backup else []
     return [
-        _entry(ZIPAPP_PATH, build_zipapp(engine=False), "0755", compress=True),
+        _entry(ZIPAPP_PATH, build_zipapp(engine=False, backup=False), "0755", compress=True), *extra,
         _entry(WRAPPER_PATH, wrapper_script().encode(), "0755"),
         _entry(UNIT_PATH, unit_file().encode(), "0644"),
         _entry(EARLY_UNIT_PATH, early_unit_file().encode(), "0644"),

@@ -199,9 +199,9 @@ def alerts(t: Thresholds) -> list[Alert]:
               "warning",
               f"{HOST}: the last successful backup is more than {t.backup_hours} hours old",
               f"older than {t.backup_hours} hours",
-              "The backup job has not succeeded since; a restore now would lose more than a day. The job's "
+              "The backup job has not succeeded since; a restore now would lose more than a day. Its "
               "own log says why.",
-              "ssh {{ $labels.host }} ls -l --time-style=full-iso /var/lib/golden/backup-last-success"),
+              "ssh {{ $labels.host }} golden-firstboot backup status"),
         Alert("DiskFilling",
               f"100 * node_filesystem_avail_bytes{{{LOCAL_FS}}} / node_filesystem_size_bytes{{{LOCAL_FS}}} "
               f"< {t.disk_free_percent}",

@@ -248,8 +248,10 @@ def render_host_user_data(
     *,
     ssh_authorized_keys: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    extra_files: list[dict[str, Any]] | None = None,
 ) -> str:
-    """First-boot user-data for one host: its name, access keys, and its cluster settings for first boot.
+    """First-boot user-data for one host: its name, access keys, and its cluster settings for first boot (and
+    `extra_files`, write_files entries, after them).
 
     The settings go to /etc/golden/host.json (root only) through write_files, base64 so that secrets in
     them are not shown by `cloud-init query` in clear in logs. Without a hostname the datasource's metadata
@@ -262,6 +264,8 @@ def render_host_user_data(
         data["ssh_authorized_keys"] = list(ssh_authorized_keys)
     if host_settings:
         data["write_files"] = [_host_settings_file(payload)]
+    if extra_files:
+        data["write_files"] = data.get("write_files", []) + list(extra_files)
     if extra:
         data.update(extra)
     return dump_cloud_config(data)

@@ -6,8 +6,20 @@ answer once their services do, and AIDE records the system after everything else
 
 from __future__ import annotations
 
+import os
+
+from .. import BACKUP_ZIP
 from ..steps import Step
 from . import common, galera, hardened, lb, mariadb, monitoring, nfs, plesk, sql_primary, sql_replica, web
+
+if os.path.isfile(BACKUP_ZIP):
+    __path__.append(os.path.join(BACKUP_ZIP, "golden_firstboot", "roles"))  # type: ignore[name-defined]  # noqa: F821
+try:
+    from .backup import STEPS as BACKUP_STEPS
+except ModuleNotFoundError as exc:  # an image whose roles back nothing up carries no backup modules
+    if exc.name != __name__ + ".backup":
+        raise
+    BACKUP_STEPS = []  # type: ignore[no-redef]
 
 STEPS: list[Step] = [
     *common.STEPS,
@@ -23,5 +35,6 @@ STEPS: list[Step] = [
     *galera.LB_STEPS,
     *plesk.STEPS,
     *monitoring.STEPS,
+    *BACKUP_STEPS,
     *hardened.LAST,
 ]

@@ -1,0 +1,62 @@
+"""`golden-firstboot backup`: run one job (what the timers start), check freshness, print the state, list
+the repository's snapshots, restore this (fresh) SQL host to a time, restore a folder beside the live one.
+`list` and the restores print JSON, which `golden backup` reads over SSH."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import backup_jobs, backup_restore
+from .steps import Context
+
+
+def add_parser(sub: Any, add_common: Any) -> None:
+    backup = sub.add_parser("backup", help="this host's backups: run a job, check, status, list, restore")
+    add_common(backup, top=False)
+    actions = backup.add_subparsers(dest="backup_action", metavar="ACTION")
+    actions.required = True
+    run = actions.add_parser("run", help="run one backup job now (the timers' command)")
+    run.add_argument("kind", choices=backup_jobs.JOBS)
+    actions.add_parser("check", help="fail when a kind's last good backup is too old or its last run failed")
+    actions.add_parser("status", help="each kind's last good backup")
+    listing = actions.add_parser("list", help="the repository's snapshots, as JSON")
+    listing.add_argument("--host", help="this host's name in the repository (default: every host)")
+    restore = actions.add_parser("restore", help="restore this fresh SQL host's database to a time (JSON report)")
+    restore.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
+    restore.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
+    files = actions.add_parser("restore-files", help="restore a backed-up folder as of a time beside it (JSON report)")
+    files.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
+    files.add_argument("--path", required=True, help="the backed-up folder (or one under it)")
+    files.add_argument("--target", required=True, help="an empty folder to restore into (never the live one)")
+    files.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
+    for parser in (run, restore, listing, files) + tuple(actions.choices[n] for n in ("check", "status")):
+        add_common(parser, top=False)
+
+
+def main(ctx: Context, args: argparse.Namespace) -> int:
+    action = args.backup_action
+    if action == "run":
+        snapshot = backup_jobs.run(ctx, args.kind)
+        ctx.log("backup {} done{}".format(args.kind, ": snapshot " + snapshot if snapshot else ""))
+        return 0
+    if action == "check":
+        backup_jobs.check(ctx)
+        return 0
+    if action == "status":
+        verdicts = backup_jobs.verdicts(ctx)
+        sys.stdout.write(backup_jobs.format_verdicts(verdicts) or "this host backs nothing up\n")
+        return 0 if all(v["ok"] for v in verdicts) else 1
+    if action == "list":
+        sys.stdout.write(json.dumps(backup_restore.list_snapshots(ctx, args.host), indent=2) + "\n")
+        return 0
+    if action == "restore-files":
+        report = backup_restore.restore_files(ctx, backup_restore.parse_time(args.at), args.path, args.target,
+                                              args.source)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    report = backup_restore.restore_here(ctx, backup_restore.parse_time(args.at), args.source)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0

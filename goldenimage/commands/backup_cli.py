@@ -1,0 +1,80 @@
+"""`golden backup list|restore|restore-env`: argument parsing and printing only; the work is in apply/backup.py."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InputError
+from ..core.inert import inert
+
+
+def _transport(args: argparse.Namespace) -> Any:
+    from ..apply.target import TargetError, parse_target
+    from ..apply.transport import SSHTransport
+    from .apply_cli import _ssh_options
+
+    try:
+        target = parse_target(args.host)
+    except TargetError as exc:
+        raise InputError(f"HOST: {exc}", hint="write [USER@]HOST[:PORT], e.g. root@10.10.0.12") from None
+    return SSHTransport(target, _ssh_options(args))
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ..apply.backup import list_backups
+
+    with _transport(args) as transport:
+        snapshots = list_backups(transport, args.of)
+    print(f"{'TIME (UTC)':<21} {'KIND':<7} {'HOST':<16} ID")
+    for snap in snapshots:
+        print(inert(snap.line()))
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from ..apply.backup import parse_at, restore_host
+    from ..core.log import step
+
+    at = parse_at(args.at)
+    with step(f"Restoring {args.source or args.host} as of {at:%Y-%m-%dT%H:%M:%SZ} onto {args.host}"), \
+            _transport(args) as transport:
+        report = restore_host(transport, at, args.source)
+    for line in report.lines():
+        print(inert(line))
+    return 0
+
+
+def _cmd_restore_env(args: argparse.Namespace) -> int:
+    raise InputError(f"restore-env {args.name[:64]!r}: there are no environments on this infrastructure yet",
+                     hint="restore the database host with `golden backup restore HOST --at TIME`")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `golden backup`."""
+    p = subparsers.add_parser("backup", help="list backups, restore a database host to a second",
+                              description="The cluster's backups (README: Backups and restores). HOST is a "
+                                          "[USER@]ADDRESS[:PORT] reached over SSH; its agent does the work.")
+    actions = p.add_subparsers(dest="backup_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="the snapshots in the cluster's repository, oldest first")
+    listing.add_argument("host", metavar="HOST", help="any host holding the repository key (a SQL host)")
+    listing.add_argument("--of", metavar="NAME", help="only this host's backups (its name in the cluster file)")
+    restore = actions.add_parser("restore", help="restore a fresh SQL host's database to a second, then check it")
+    restore.add_argument("host", metavar="HOST", help="the fresh SQL host to restore onto (booted from the image)")
+    restore.add_argument("--at", required=True, metavar="TIMESTAMP",
+                         help="ISO 8601 with its zone (2026-12-07T04:42:43Z), or `now` for the latest state")
+    restore.add_argument("--source", metavar="NAME",
+                         help="the host whose backups to read (its name in the cluster file; default: HOST's own)")
+    env = actions.add_parser("restore-env", help="restore one environment's database and files")
+    env.add_argument("name", metavar="NAME")
+    env.add_argument("--at", required=True, metavar="TIMESTAMP")
+    for sub, func in ((listing, _cmd_list), (restore, _cmd_restore)):
+        sub.add_argument("--identity", type=Path, metavar="KEY", help="SSH private key (default: ssh's own choice)")
+        sub.add_argument("--known-hosts", type=Path, metavar="FILE",
+                         help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts)")
+        sub.add_argument("--accept-new-host-key", action="store_true",
+                         help="trust a host key seen for the first time and record it (a changed key is refused)")
+        sub.set_defaults(func=func)
+    env.set_defaults(func=_cmd_restore_env)
+    return p

@@ -1,0 +1,222 @@
+"""The backup role's jobs and restore against real components on this host: a throwaway mariadbd (sockets in a
+temporary folder, no network), real mariabackup and mysqlbinlog, real restic, and nanio (the S3 server that
+verifies Signature V4) on 127.0.0.1. The same functions the golden-backup-* units and `golden-firstboot backup
+restore` run, not a copy.
+
+The drill in small: a full copy, a writer acknowledging rows, binlogs shipped, a table dropped at a noted
+second; the restore to one second before the drop onto a fresh data directory holds every row acknowledged
+before that second and none begun after it. A deleted file comes back. The bucket holds no plaintext."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from goldenimage.apply.backup import AGENT, list_backups
+from tests.conftest import ROOT
+from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
+
+from golden_firstboot import backup_jobs, backup_restore  # isort: skip
+from golden_firstboot.steps import Context  # isort: skip
+from golden_firstboot.system import FirstbootError  # isort: skip
+
+ROW_SECRET = "GOLDEN-PLAINTEXT-ROW-7f3a91"
+FILE_SECRET = "GOLDEN-PLAINTEXT-FILE-9c1e55"
+BUCKET = "golden-drill"
+
+
+class Server:
+    """One mariadbd on a socket of its own; with a binary log in its datadir, as the images' servers have."""
+
+    def __init__(self, root: Path, datadir: Path, binlog: bool, install: bool) -> None:
+        self.root, self.data, self.socket = root, datadir, root / "mysqld.sock"
+        if install:
+            subprocess.run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.data}",
+                            "--auth-root-authentication-method=socket", "--skip-test-db"],
+                           check=True, capture_output=True, timeout=300)
+        argv = ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.data}", f"--socket={self.socket}",
+                "--skip-networking", f"--pid-file={root / 'mysqld.pid'}", f"--log-error={root / 'error.log'}",
+                "--server-id=1", "--innodb-buffer-pool-size=16M", "--binlog-format=ROW"]
+        self.proc = subprocess.Popen(argv + (["--log-bin=mysql-bin"] if binlog else []))
+        deadline = time.monotonic() + 120
+        while self.sql("SELECT 1;", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"mariadbd did not start: {(root / 'error.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    def sql(self, statements: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["mysql", f"--socket={self.socket}", "--user=root", "--batch", "--skip-column-names"],
+                              input=statements, text=True, capture_output=True, check=check, timeout=120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, sigv4_s3) -> Iterator[dict[str, Any]]:
+    for tool in ("mariadbd", "mariadb-backup", "mariadb-binlog", "restic"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is missing: scripts/install-deps installs mariadb-server-core, mariadb-backup "
+                        "and restic")
+    (tmp_path / "src").mkdir()
+    source = Server(tmp_path / "src", tmp_path / "src" / "data", binlog=True, install=True)
+    servers = [source]
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    host = {"hostname": "db1", "backup": {"init": True,
+        "repository": f"s3:{sigv4_s3.endpoint}/{BUCKET}/shop", "password": "drill-" + os.urandom(8).hex(),
+        "access_key_id": sigv4_s3.access_key, "secret_access_key": sigv4_s3.secret_key,
+        "database": {"socket": str(source.socket), "datadir": str(source.data), "spool": str(tmp_path / "spool"),
+                     "max_age": {"full": 3600, "binlog": 120}},
+        "files": {"paths": [str(docroot)], "max_age": {"files": 3600}}}}
+    lines: list[str] = []
+    ctx = Context({"roles": ["sql-primary"]}, host, root=str(tmp_path / "root"), logger=lines.append)
+    try:
+        yield {"ctx": ctx, "source": source, "servers": servers, "tmp": tmp_path, "docroot": docroot,
+               "s3": sigv4_s3, "lines": lines}
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class Writer(threading.Thread):
+    """A client inserting rows one at a time, noting when each began and when the server acknowledged it."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.rows: list[tuple[int, float, float]] = []  # (id, began, acknowledged)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        number = 1000
+        deadline = time.monotonic() + 120  # bounded whatever happens
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            number += 1
+            began = time.time()
+            done = self.server.sql(f"INSERT INTO shop.orders (id, note) VALUES ({number}, 'row {number}');",
+                                   check=False)
+            if done.returncode != 0:
+                return  # the table is gone
+            self.rows.append((number, began, time.time()))
+
+
+class LocalAgent:
+    """A transport that runs `golden-firstboot` here, on the context's root, instead of over SSH."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.root = Path(ctx.root)
+        for name, data in (("image.json", ctx.image), ("host.json", ctx.host)):
+            (self.root / "etc/golden").mkdir(parents=True, exist_ok=True)
+            (self.root / "etc/golden" / name).write_text(json.dumps(data))
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        assert argv[0] == AGENT
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "firstboot")}
+        return subprocess.run([sys.executable, "-m", "golden_firstboot", "--root", str(self.root), *argv[1:]],
+                              capture_output=True, text=True, env=env, timeout=kwargs.get("timeout", 300))
+
+
+def sleep_to_fraction(low: float, high: float) -> None:
+    """Until the wall clock's fraction of a second lies in [low, high)."""
+    for _ in range(200):
+        if low <= time.time() % 1 < high:
+            return
+        time.sleep(0.01)
+
+
+def test_point_in_time_restore_one_second_before_a_drop_and_no_plaintext_in_the_bucket(stack):
+    ctx, source, tmp = stack["ctx"], stack["source"], stack["tmp"]
+    source.sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(200)) ENGINE=InnoDB;"
+               f"INSERT INTO shop.orders VALUES (1, '{ROW_SECRET}');")
+    (stack["docroot"] / "index.html").write_text(f"<p>{FILE_SECRET}</p>\n")
+    backup_jobs.run(ctx, "files")
+    files_done = time.time()
+    backup_jobs.run(ctx, "full")
+
+    writer = Writer(source)
+    writer.start()
+    time.sleep(2)
+    backup_jobs.run(ctx, "binlog")  # shipped while the writer goes on
+    time.sleep(1.5)
+    sleep_to_fraction(0.5, 0.7)  # half a second of writes in the drop's own second, which must not come back
+    dropped = time.time()
+    source.sql("DROP TABLE shop.orders;")
+    writer.join(timeout=30)
+    backup_jobs.run(ctx, "binlog")  # the logs holding the drop's second, closed and shipped
+    at = math.floor(dropped) - 1
+
+    (stack["docroot"] / "index.html").unlink()
+    restored_root = tmp / "restored"
+    restored_root.mkdir()
+    started: list[Server] = []
+
+    def start() -> None:
+        started.append(Server(restored_root, restored_root / "data", binlog=False, install=False))
+        stack["servers"].append(started[-1])
+
+    report = backup_restore.restore_database(ctx, at, str(restored_root / "data"), str(restored_root / "mysqld.sock"),
+                                             start, source="db1", work=str(tmp / "work"))
+    ids = {int(v) for v in started[0].sql("SELECT id FROM shop.orders;").stdout.split()}
+    acknowledged_before = {n for n, _, acked in writer.rows if acked < at + 1}
+    begun_after = {n for n, began, _ in writer.rows if began >= at + 1}
+    assert len(acknowledged_before) > 20 and begun_after, (len(acknowledged_before), len(begun_after))
+    assert 1 in ids
+    assert acknowledged_before <= ids, sorted(acknowledged_before - ids)[:10]
+    assert not ids & begun_after, sorted(ids & begun_after)[:10]
+    assert report["tables"] == [{"table": "shop.orders", "rows": len(ids), "checksum": report["tables"][0]["checksum"]}]
+    assert report["binlog_files"] >= 2
+
+    back = backup_restore.restore_files(ctx, files_done, str(stack["docroot"]), str(tmp / "files-back"), source="db1")
+    assert Path(back["target"], "index.html").read_text() == f"<p>{FILE_SECRET}</p>\n", back
+
+    # The secrets are on the source's disk in clear (the binlog), so the search below can find what it looks for.
+    assert any(ROW_SECRET.encode() in p.read_bytes() for p in source.data.glob("mysql-bin.0*"))
+    s3 = boto3.client("s3", endpoint_url=stack["s3"].endpoint, aws_access_key_id=stack["s3"].access_key,
+                      aws_secret_access_key=stack["s3"].secret_key, region_name="us-east-1")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])]
+    assert len(keys) > 10
+    for key in keys:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert ROW_SECRET.encode() not in body and FILE_SECRET.encode() not in body, key
+    # Nor does any command line or log line carry the repository key or the S3 secret.
+    password, secret = ctx.get("backup.password"), ctx.get("backup.secret_access_key")
+    assert not [line for line in stack["lines"] if password in line or secret in line]
+
+    # `golden backup list` through the agent's own command line, as SSH would run it on the host.
+    listed = list_backups(LocalAgent(ctx), "db1")  # type: ignore[arg-type]
+    assert {s.kind for s in listed} == {"full", "binlog", "files"} and {s.host for s in listed} == {"db1"}
+
+    assert [v["kind"] for v in backup_jobs.verdicts(ctx) if v["ok"]] == ["full", "binlog", "files"]
+    assert backup_jobs.verdicts(ctx, at=time.time() + 7200)[0]["problem"].startswith("last good")
+
+
+def test_a_failed_backup_fails_in_one_line_and_status_says_why(stack):
+    ctx = stack["ctx"]
+    stack["source"].stop()
+    with pytest.raises(FirstbootError) as failed:
+        backup_jobs.run(ctx, "full")
+    assert failed.value.message.startswith("backup full failed: command failed")
+    assert "\n" not in failed.value.message
+    full = backup_jobs.verdicts(ctx)[0]
+    assert full["kind"] == "full" and not full["ok"] and "last run failed: command failed" in full["problem"]
+    with pytest.raises(FirstbootError, match="backups failing: full: never succeeded"):
+        backup_jobs.check(ctx)
