@@ -45,6 +45,9 @@ SECTIONS = {
     "plesk": {"license_key": str, "admin_email": str, "admin_name": str, "admin_password": str},
     "hardened": {"aide_init": bool, "grub_password_pbkdf2": str},
     "monitoring": {"scrapers": [str], "ports": dict},
+    # the backup role's repository, key, store credentials and jobs: golden checks it whole (model/backup.py's
+    # HostBackup) before sending; roles/backup.py reads its inside
+    "backup": dict,
     "firstboot": {"retry_attempts": int, "retry_delay": NUMBER, "retry_max_delay": NUMBER,
                   "service_restarts": int, "service_timeout": NUMBER, "galera_wait_attempts": int},
 }
