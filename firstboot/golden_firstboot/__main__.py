@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             return share_watch.serve(root + share_watch.CONF, root + share_watch.STATUS)
         if command == "facts":
             if args.json:
-                from . import host_summary
+                try:
+                    from . import host_summary
+                except ImportError:
+                    raise FirstbootError("this agent carries no host summary (the one installed in images)",
+                                         hint="golden cluster status ships a zipapp with it") from None
 
                 return host_summary.main(args.root)
             from . import facts as host_facts

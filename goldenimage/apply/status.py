@@ -1,6 +1,7 @@
-"""`golden cluster status`: one table of a running cluster, read from the hosts themselves over SSH (each host's
-agent answers `golden-firstboot facts --json`: the facts the exporters give Prometheus), for an operator without
-Prometheus. Hosts are asked in parallel; one that cannot be reached is a row that says why, never a hang."""
+"""`golden cluster status`: one table of a running cluster, read from the hosts themselves over SSH (the agent,
+shipped for the session, answers `golden-firstboot facts --json`: the facts the exporters give Prometheus), for an
+operator without Prometheus. Hosts are asked in parallel; one that cannot be reached is a row that says why,
+never a hang."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from ..core.inert import inert
 from ..model.cluster import Thresholds, load_cluster
 from .cluster import TransportFactory
 from .inventory import load_inventory, match_cluster
+from .remote_agent import RemoteAgent
 from .transport import SSHOptions, SSHTransport
 
-AGENT = "/usr/local/sbin/golden-firstboot"
+REMOTE_PREFIX = "golden-status."
 STATUS_TIMEOUT = 60.0
 DEFAULT_PARALLEL = 16
 
@@ -86,13 +88,17 @@ def judge(status: HostStatus, thresholds: Thresholds, has_backups: bool) -> Host
 
 
 def ask(name: str, profile: str, transport: Any) -> HostStatus:
-    """One host's facts through its agent; an unreachable host or an unreadable answer is the row's error."""
+    """One host's facts through the shipped agent; an unreachable host or an unreadable answer is the row's error."""
     status = HostStatus(name, profile)
+    remote = RemoteAgent(name, transport, REMOTE_PREFIX)
     try:
-        proc = transport.run([AGENT, "facts", "--json"], timeout=STATUS_TIMEOUT, check=False)
+        remote.open()
+        proc = remote.run("facts", "--json", timeout=STATUS_TIMEOUT)
     except GoldenError as exc:
         status.error = exc.message.splitlines()[0][:200]
         return status
+    finally:
+        remote.close()
     try:
         facts = json.loads(proc.stdout)
         if not isinstance(facts, dict):
@@ -115,11 +121,7 @@ def cluster_status(cluster_file: Path, inventory_file: Path, *, options: SSHOpti
     has_backups = bool(getattr(cluster, "backup", None))
 
     def one(name: str, profile: str) -> HostStatus:
-        transport = factory(inventory.hosts[name], options)
-        try:
-            return judge(ask(name, profile, transport), thresholds, has_backups)
-        finally:
-            transport.close()
+        return judge(ask(name, profile, factory(inventory.hosts[name], options)), thresholds, has_backups)
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(cluster.hosts)))) as pool:
         futures = [pool.submit(one, h.name, h.profile) for h in cluster.hosts]

@@ -16,18 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..apply.apply import AGENT, AGENT_TIMEOUT, REMOTE_DIR
 from ..apply.inventory import load_inventory, match_cluster
+from ..apply.remote_agent import RemoteAgent
 from ..apply.target import SSHTarget
 from ..apply.transport import SSHOptions, SSHTransport, Transport
 from ..core.errors import GoldenError, InputError
-from ..core.fs import scratch
 from ..core.yamlfile import display_path
 from ..model.cluster import grant_host, load_cluster
 from ..model.cluster_check import resolve_roles
 from ..model.environments import SCHEMA, agent_batch, load_environments
 from ..model.profile_schema import Role
-from ..render.firstboot_bundle import build_zipapp
 
 TransportFactory = Callable[[SSHTarget, SSHOptions], Transport]
 DEFAULT_ROOT = "/srv/env"
@@ -96,35 +94,15 @@ def infrastructure(cluster_file: Path) -> Infrastructure:
                           host_names=frozenset(h.name for h in cluster.hosts), cluster_domains=frozenset(domains))
 
 
-class Remote:
+class Remote(RemoteAgent):
     """One host's session: the agent and a batch in a private temporary directory, removed at the end."""
 
     def __init__(self, name: str, transport: Transport) -> None:
-        self.name = name
-        self.transport = transport
-        self.dir = ""
-
-    def open(self, files: dict[str, str]) -> None:
-        prefix = f"{REMOTE_DIR}/{REMOTE_PREFIX}"
-        remote = self.transport.run(["mktemp", "-d", prefix + "XXXXXXXX"], root=False).stdout.strip()
-        if not remote.startswith(prefix):
-            raise GoldenError(f"{self.name}: mktemp gave {remote!r}")
-        self.dir = remote
-        with scratch("golden-env") as tmp:
-            local = Path(tmp)
-            (local / AGENT).write_bytes(build_zipapp())
-            paths = [local / AGENT]
-            for name, text in files.items():
-                path = local / name
-                path.touch(mode=0o600)
-                path.write_text(text)
-                paths.append(path)
-            self.transport.put(paths, remote)
+        super().__init__(name, transport, REMOTE_PREFIX)
 
     def agent(self, *args: str, secrets: Sequence[str] = ()) -> dict[str, Any]:
         """Run `golden-firstboot env ARGS`; its JSON report (the last line of its stdout)."""
-        proc = self.transport.run(["python3", f"{self.dir}/{AGENT}", "env", *args], timeout=AGENT_TIMEOUT,
-                                  check=False, secrets=secrets)
+        proc = self.run("env", *args, secrets=secrets)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         try:
             report = json.loads(lines[-1]) if lines else None
@@ -136,14 +114,6 @@ class Remote:
             raise GoldenError(f"{self.name}: env {args[0]} failed (exit {proc.returncode}): "
                               + ("; ".join(tail) or proc.stderr.strip()[-300:] or "no report"))
         return report
-
-    def close(self) -> None:
-        if self.dir:
-            try:
-                self.transport.run(["rm", "-rf", "--", self.dir], check=False, cleanup=True)
-            except GoldenError:
-                pass
-        self.transport.close()
 
 
 def _merge(report: EnvReport, host: str, part: dict[str, Any]) -> None:

@@ -47,7 +47,7 @@ def test_mismatches_are_named_by_dotted_key_all_at_once_and_secrets_are_never_qu
         "mariadb.server_id: expected an integer, got True",
         "mariadb.users[0].password: expected a string, got 7",
         "mariadb.replication_password: expected a string, got a list",
-        "backups: unknown key (known: address, firstboot, galera, hardened, hostname, lb, mariadb, monitoring, "
+        "backups: unknown key (known: address, backup, firstboot, galera, hardened, hostname, lb, mariadb, monitoring, "
         "network, nfs, plesk, web)",
         "web.vhosts: expected a list, got 'www'",
         "lb.max_servers: expected an integer, got 1.5",

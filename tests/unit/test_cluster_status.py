@@ -96,6 +96,19 @@ def test_a_probe_that_cannot_run_is_a_failed_check_not_a_crash() -> None:
     assert host_summary.http_status("http://127.0.0.1:9/") != "200"  # nothing listens on the discard port
 
 
+def test_images_leave_the_summary_to_the_agent_golden_ships() -> None:
+    import io
+    import zipfile
+
+    from goldenimage.render.firstboot_bundle import build_zipapp
+
+    def names(app: bytes) -> set[str]:
+        return set(zipfile.ZipFile(io.BytesIO(app[app.index(b"PK"):])).namelist())
+
+    assert "golden_firstboot/host_summary.py" in names(build_zipapp())
+    assert "golden_firstboot/host_summary.py" not in names(build_zipapp(engine=False, backup=False))
+
+
 def test_the_agent_prints_its_summary_as_json(tmp_path: Path) -> None:
     root = tree(tmp_path, ["nfs"])
     proc = subprocess.run(["python3", "-m", "golden_firstboot", "facts", "--json", "--root", str(root)],
@@ -108,15 +121,28 @@ def test_the_agent_prints_its_summary_as_json(tmp_path: Path) -> None:
 
 
 class FakeTransport:
+    """A host as the status session sees it: mktemp, the agent copied there, the agent run, the folder removed."""
+
     def __init__(self, answer: Any) -> None:
         self.answer = answer
         self.closed = False
+        self.calls: list[list[str]] = []
+        self.put_files: list[str] = []
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        assert list(argv) == [cluster_status_mod.AGENT, "facts", "--json"]
+        self.calls.append(list(argv))
         if isinstance(self.answer, Exception):
             raise self.answer
-        return subprocess.CompletedProcess(list(argv), 0, self.answer, "")
+        if argv[0] == "mktemp":
+            return subprocess.CompletedProcess(list(argv), 0, "/tmp/golden-status.abcdefgh\n", "")
+        if argv[0] == "python3":
+            assert list(argv) == ["python3", "/tmp/golden-status.abcdefgh/golden-firstboot.pyz", "facts", "--json"]
+            return subprocess.CompletedProcess(list(argv), 0, self.answer, "")
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+    def put(self, files: Sequence[Path], remote_dir: str, **kwargs: Any) -> None:
+        assert remote_dir == "/tmp/golden-status.abcdefgh"
+        self.put_files += [f.name for f in files]
 
     def close(self) -> None:
         self.closed = True
@@ -154,6 +180,9 @@ hosts:
 
     statuses = cluster_status_mod.cluster_status(cluster, inventory, options=None, factory=factory)  # type: ignore[arg-type]
     assert [s.name for s in statuses] == ["db1", "db2", "web1"] and all(t.closed for t in transports)
+    shipped = [t for t in transports if t.put_files]
+    assert len(shipped) == 2 and all(t.put_files == ["golden-firstboot.pyz"] for t in shipped)
+    assert all(t.calls[-1] == ["rm", "-rf", "--", "/tmp/golden-status.abcdefgh"] for t in shipped)
     assert statuses[0].ok
     assert statuses[1].problems == ["replica 600 s behind (threshold 60)"]
     assert statuses[2].error and "Connection refused" in statuses[2].error
