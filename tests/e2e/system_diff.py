@@ -29,6 +29,13 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("/var/cache/ldconfig/aux-cache", "any", "ldconfig's cache of what it scanned, written at boot in a VM"),
     ("/etc/ld.so.cache", "content", "ldconfig's output: same libraries, order of scan may differ"),
     ("*/__pycache__/*", "any", "bytecode compiled by the Python programs a booted system ran (cloud-init)"),
+    ("/var/lib/golden/converge.json", "any",
+     "the native engine's record of what it converged (the manifest's converge section); cloud-init keeps its "
+     "own under /var/lib/cloud, which cleanup.sh removes"),
+    ("/etc/hostname", "content",
+     "the bake VM's name from its meta-data (golden-PROFILE) against the layer's 'debian'; every clone sets "
+     "its own at first boot"),
+    ("/etc/hosts", "content", "manage_etc_hosts writes the bake VM's name (see /etc/hostname)"),
 )
 
 #: The area each part of the tree belongs to, for the messages (first match wins).

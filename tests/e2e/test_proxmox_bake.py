@@ -111,6 +111,11 @@ def test_proxmox_bake_applies_the_profile_and_ships_no_build_account(tmp_path: P
     build_key = SSHKey(rendered.build_key, rendered.build_key.with_name("build_key.pub").read_text().strip())
     # the rendered user-data carries the build key: the template's clone logs in with the same one
     assert build_key.public in rendered.user_data.read_text()
+    if os.environ.get("GOLDEN_PVE_UNPINNED"):
+        # the check of the check: apply-user-data.sh without its seed pin, as before 53b161a (this test must fail)
+        script = rendered.directory / "scripts/apply-user-data.sh"
+        script.write_text(script.read_text().replace("    fs_label: null\n", ""))
+        assert "fs_label" not in script.read_text()
 
     disk = layer_disk(profile, tmp_path)
     mac = random_mac("proxmox")
