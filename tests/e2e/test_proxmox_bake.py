@@ -115,7 +115,7 @@ def test_proxmox_bake_applies_the_profile_and_ships_no_build_account(tmp_path: P
         # the check of the check: apply-user-data.sh without its seed pin, as before 53b161a (this test must fail)
         script = rendered.directory / "scripts/apply-user-data.sh"
         script.write_text(script.read_text().replace("    fs_label: null\n", ""))
-        assert "fs_label" not in script.read_text()
+        assert "    fs_label: null" not in script.read_text()
 
     disk = layer_disk(profile, tmp_path)
     mac = random_mac("proxmox")
