@@ -123,12 +123,20 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware and not env and not backup'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware and not env and not backup and not proxmox_bake and not differential'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-hardware
 test-hardware: host-tools venv ## Targets' hardware and datasources beyond make test: metadata service, Proxmox drive (BIOS and UEFI), web and sql-primary for metal (bakes them; ~1.5 h under TCG)
 	$(VENV)/bin/pytest -m hardware -v tests/e2e/test_targets.py
+
+.PHONY: test-proxmox-bake
+test-proxmox-bake: host-tools venv ## The Proxmox bake played locally: a clone with qemu-server's cloud-init drive, the rendered provisioners over SSH, the disk read offline (profile applied, no build account; ~10 min under TCG)
+	$(VENV)/bin/pytest -m proxmox_bake -v -s tests/e2e/test_proxmox_bake.py
+
+.PHONY: test-differential
+test-differential: host-tools venv ## web and banking-hardened baked natively and by cloud-init in a VM from one package layer; the two systems compared (allow-list in tests/e2e/system_diff.py)
+	$(VENV)/bin/pytest -m differential -v -s tests/e2e/test_differential.py
 
 .PHONY: test-ha
 test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; kills the active lb, a web node and the SQL writer under load (HA_RATE, HA_DWELL, HA_MAX_SECONDS)

@@ -158,17 +158,19 @@ def openstack_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
 
 
 def proxmox_files(name: str, key: SSHKey, settings: dict[str, Any], mac: str,
-                  net: UserNet = DEFAULT_NET) -> dict[str, str]:
+                  net: UserNet = DEFAULT_NET, *, ciuser: str | None = None) -> dict[str, str]:
     """The files of qemu-server's NoCloud drive for a VM named `name` with `sshkeys`, `ciupgrade 0` and
-    `ipconfig0 ip=10.0.2.15/24,gw=10.0.2.2`; vendor-data the project's host settings."""
+    `ipconfig0 ip=10.0.2.15/24,gw=10.0.2.2` (and `ciuser`, which renames the image's default user, as a
+    Packer bake's clone has it); vendor-data the project's host settings."""
     import yaml
 
     from ..render.userdata import dump_cloud_config, render_host_user_data
 
-    user = dump_cloud_config({
-        "hostname": name, "manage_etc_hosts": True, "fqdn": name, "ssh_authorized_keys": [key.public],
-        "chpasswd": {"expire": False}, "users": ["default"],
-    })
+    user_cfg: dict[str, Any] = {"hostname": name, "manage_etc_hosts": True, "fqdn": name}
+    if ciuser:
+        user_cfg["user"] = ciuser
+    user = dump_cloud_config({**user_cfg, "ssh_authorized_keys": [key.public], "chpasswd": {"expire": False},
+                              "users": ["default"]})
     network = yaml.safe_dump({"version": 1, "config": [
         {"type": "physical", "name": "eth0", "mac_address": mac.lower(), "subnets": [
             {"type": "static", "address": net.address, "netmask": net.netmask, "gateway": net.gateway}]},

@@ -12,7 +12,11 @@
 # happens, so the template's clones read their own Proxmox drive again. The seed has no network-config:
 # cloud-init writes its fallback (DHCP on the first NIC), which the clones' own drive replaces.
 #   GOLDEN_ROOT  a prefix for every path (tests run the script against a fake root); empty on a guest
+# Packer logs in as soon as sshd answers, which is after cloud-init's network stage but while the clone's
+# first boot may still run its config and final stages (cloud-config.service, cloud-final.service): those
+# finish first, or `cloud-init clean` and the stages below would run beside them on the same instance.
 set -eu
+sudo cloud-init status --wait >/dev/null || true
 root=${GOLDEN_ROOT:-}
 seed=$root/var/lib/cloud/seed/nocloud
 pin=$root/etc/cloud/cloud.cfg.d/99-golden-bake-seed.cfg
