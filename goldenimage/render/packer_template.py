@@ -263,11 +263,15 @@ def _shutdown_command() -> str:
     # The build account goes last, in the command that stops the machine: nothing logs in after it.
     # cloud-init's sudoers file also holds the profile's users' rules (the native converge writes the same
     # file): only the build account's lines go, and the file when no rule is left (remove-build-account.sh).
+    # disable_root: cloud-init put the build key into root's authorized_keys too, behind a "login as" command.
     rules = "/etc/sudoers.d/90-cloud-init-users"
+    keys = "/root/.ssh/authorized_keys"
     return (
         f"sudo sh -c 'userdel -rf {BUILD_USER}; if [ -e {rules} ]; then "
         f'sed -i "/^# User rules for {BUILD_USER}\\$/d; /^{BUILD_USER}[[:space:]]/d" {rules}; '
         f'grep -q "^[^#[:space:]]" {rules} || rm -f {rules}; fi; '
+        f'if [ -e {keys} ]; then '
+        f'sed -i "/Please login as the user .*{BUILD_USER}.* rather than the user/d" {keys}; fi; '
         "shutdown -P now'"
     )
 

@@ -85,6 +85,25 @@ def test_removal_keeps_the_profiles_sudo_rules_and_drops_the_build_one(tmp_path)
     assert not script.exists()  # skip_clean: the script removes itself
 
 
+def root_keys(user: str, key: str) -> str:
+    """A line cloud-init writes into root's authorized_keys for each user's key when disable_root is set."""
+    return ('no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command="echo \'Please login as the user '
+            f'\\"{user}\\" rather than the user \\"root\\".\';echo;sleep 10;exit 142" {key}\n')
+
+
+OPS_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOpsOpsOpsOpsOpsOpsOpsOpsOpsOpsOpsOpsOps0000 ops"
+BUILD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildBuildBuildBuildBuildBuildBuildBuild00 golden-build"
+
+
+def test_removal_takes_the_build_key_out_of_roots_authorized_keys(tmp_path):
+    keys = tmp_path / "root/root/.ssh/authorized_keys"
+    keys.parent.mkdir(parents=True)
+    keys.write_text(root_keys("ops", OPS_KEY) + root_keys(BUILD_USER, BUILD_KEY))
+    _, _, done = _run_removal(tmp_path, CLOUD_INIT_SUDOERS)
+    assert done.returncode == 0, done.stderr
+    assert keys.read_text() == root_keys("ops", OPS_KEY)
+
+
 def test_removal_deletes_a_sudoers_file_left_with_no_rule(tmp_path):
     root, _, done = _run_removal(tmp_path, CLOUD_INIT_SUDOERS)
     assert done.returncode == 0, done.stderr
@@ -100,8 +119,11 @@ def test_qemu_shutdown_command_keeps_the_profiles_sudo_rules(tmp_path):
     assert command.startswith(prefix) and command.endswith("'")
     rules_dir = tmp_path / "sudoers.d"
     rules_dir.mkdir()
+    keys = tmp_path / "authorized_keys"
+    keys.write_text(root_keys("acme-ops", OPS_KEY) + root_keys(BUILD_USER, BUILD_KEY))
     script = command[len(prefix):-1].replace("/etc/sudoers.d", str(rules_dir)).replace("shutdown -P now",
                                                                                         "echo stopped")
+    script = script.replace("/root/.ssh/authorized_keys", str(keys))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "userdel").write_text("#!/bin/sh\n")
@@ -112,6 +134,7 @@ def test_qemu_shutdown_command_keeps_the_profiles_sudo_rules(tmp_path):
     done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout == "stopped\n", done.stderr
     assert BUILD_USER not in rules.read_text() and "acme-ops ALL=(ALL) NOPASSWD:ALL" in rules.read_text()
+    assert keys.read_text() == root_keys("acme-ops", OPS_KEY)  # the build key out of root's too
     rules.write_text(CLOUD_INIT_SUDOERS)
     subprocess.run(["sh", "-c", script], env=env, check=True, capture_output=True, timeout=30)
     assert not rules.exists()

@@ -22,5 +22,11 @@ if [ -e "$rules" ]; then
   grep -q '^[^#[:space:]]' "$rules" || rm -f "$rules"
 fi
 rm -rf "$root/home/$user"
+# disable_root: cloud-init also put every user's keys into root's, behind a "login as USER" command: the build
+# key's line goes with its account.
+keys=$root/root/.ssh/authorized_keys
+if [ -e "$keys" ]; then
+  sed -i "/Please login as the user .*$user.* rather than the user/d" "$keys"
+fi
 sync
 echo "golden: build account $user removed"
