@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                                      hint="golden apply and the native bake ship a zipapp with it") from None
 
             return converge.main(args.user_data, args.root, args.check, args.verbose, sys.stdout, args.json)
-        check = command == "run" and args.check
-        if command == "run" and args.json:
+        # `golden-firstboot [--rerun]` with no command is `run`: the top parser has no --check or --json
+        check = command == "run" and getattr(args, "check", False)
+        if command == "run" and getattr(args, "json", False):
             return _run_json(args.root, args.host_settings, args.rerun, check)
         ctx = context(args.root, args.host_settings, check)
         if command == "env":

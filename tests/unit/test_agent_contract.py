@@ -72,6 +72,16 @@ def test_the_agent_refuses_a_host_json_that_breaks_the_contract_in_one_line(tmp_
     assert not (tmp_path / "var/lib/golden/firstboot.json").exists()
 
 
+@pytest.mark.parametrize("argv", [["--rerun"], []], ids=["--rerun", "no-command"])
+def test_the_agent_with_no_command_runs_as_run_does(tmp_path, capsys, argv):
+    """`golden-firstboot --rerun` (README, the web suite) is `run`: the top parser has no --check or --json."""
+    scenario = load_fixture("web")
+    scenario["host"]["web"]["vhost"] = []
+    make_root(str(tmp_path), scenario)
+    assert agent_main(["--root", str(tmp_path), *argv]) == 2  # refused by the contract, as `run` is
+    assert "does not match the agent's host.json contract" in capsys.readouterr().err
+
+
 def _tree_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
             for p in sorted(root.rglob("*")) if p.is_file()}
