@@ -26,5 +26,5 @@ def test_the_quick_start_names_every_marker_make_test_leaves_out_with_its_target
     markers = excluded_markers()
     assert "apply" in markers and "ha" in markers
     for marker in markers:
-        target = f"make test-{marker}"
+        target = f"make test-{marker.replace('_', '-')}"
         assert f"`{marker}` (`{target}`" in section, f"README quick start: {marker} ({target}) is not named"
