@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.nanio_server import SigV4Server, nanio_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -56,48 +54,9 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@dataclass(frozen=True)
-class SigV4Server:
-    endpoint: str
-    access_key: str
-    secret_key: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def sigv4_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigV4Server]:
     """nanio (PyPI, the test extra) in its own process on 127.0.0.1: it refuses any request, presigned URL
     included, whose Signature V4 does not verify, and anonymous or SigV2 requests."""
-    server = SigV4Server("", "golden-nanio", "nanio-secret-" + os.urandom(8).hex())
-    data = tmp_path_factory.mktemp("nanio")
-    port = _free_port()
-    env = {**os.environ, "NANIO_ACCESS_KEY": server.access_key, "NANIO_SECRET_KEY": server.secret_key}
-    log = (data / "nanio.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "nanio", "serve", "--data-dir", str(data / "store"),
-                             "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(200):  # at most 20 s for the server to listen
-            if proc.poll() is not None:
-                raise RuntimeError(f"nanio exited {proc.returncode}: {(data / 'nanio.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("nanio did not listen within 20 s")
-        yield SigV4Server(f"http://127.0.0.1:{port}", server.access_key, server.secret_key)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+    with nanio_server(tmp_path_factory.mktemp("nanio")) as server:
+        yield server

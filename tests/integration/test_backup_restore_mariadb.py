@@ -26,6 +26,7 @@ import pytest
 
 from goldenimage.apply.backup import AGENT, list_backups
 from tests.conftest import ROOT
+from tests.mariadb_server import Server
 from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
 
 from golden_firstboot import backup_jobs, backup_restore  # isort: skip
@@ -37,38 +38,6 @@ FILE_SECRET = "GOLDEN-PLAINTEXT-FILE-9c1e55"
 BUCKET = "golden-drill"
 
 
-class Server:
-    """One mariadbd on a socket of its own; with a binary log in its datadir, as the images' servers have."""
-
-    def __init__(self, root: Path, datadir: Path, binlog: bool, install: bool) -> None:
-        self.root, self.data, self.socket = root, datadir, root / "mysqld.sock"
-        if install:
-            subprocess.run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.data}",
-                            "--auth-root-authentication-method=socket", "--skip-test-db"],
-                           check=True, capture_output=True, timeout=300)
-        argv = ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.data}", f"--socket={self.socket}",
-                "--skip-networking", f"--pid-file={root / 'mysqld.pid'}", f"--log-error={root / 'error.log'}",
-                "--server-id=1", "--innodb-buffer-pool-size=16M", "--binlog-format=ROW"]
-        self.proc = subprocess.Popen(argv + (["--log-bin=mysql-bin"] if binlog else []))
-        deadline = time.monotonic() + 120
-        while self.sql("SELECT 1;", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"mariadbd did not start: {(root / 'error.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-
-    def sql(self, statements: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["mysql", f"--socket={self.socket}", "--user=root", "--batch", "--skip-column-names"],
-                              input=statements, text=True, capture_output=True, check=check, timeout=120)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def stack(tmp_path: Path, sigv4_s3) -> Iterator[dict[str, Any]]:
     for tool in ("mariadbd", "mariadb-backup", "mariadb-binlog", "restic"):
@@ -76,7 +45,7 @@ def stack(tmp_path: Path, sigv4_s3) -> Iterator[dict[str, Any]]:
             pytest.fail(f"{tool} is missing: scripts/install-deps installs mariadb-server-core, mariadb-backup "
                         "and restic")
     (tmp_path / "src").mkdir()
-    source = Server(tmp_path / "src", tmp_path / "src" / "data", binlog=True, install=True)
+    source = Server(tmp_path / "src", binlog="mysql-bin")
     servers = [source]
     docroot = tmp_path / "www"
     docroot.mkdir()
@@ -169,7 +138,7 @@ def test_point_in_time_restore_one_second_before_a_drop_and_no_plaintext_in_the_
     started: list[Server] = []
 
     def start() -> None:
-        started.append(Server(restored_root, restored_root / "data", binlog=False, install=False))
+        started.append(Server(restored_root, install=False))
         stack["servers"].append(started[-1])
 
     report = backup_restore.restore_database(ctx, at, str(restored_root / "data"), str(restored_root / "mysqld.sock"),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.mariadb_server import Server
 from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
 
 from golden_firstboot.roles import sql_replica  # isort: skip
@@ -23,40 +23,6 @@ from golden_firstboot.roles.mariadb import MYSQL  # isort: skip
 
 ACCOUNT = "'shop'@'10.10.0.0/255.255.255.0'"
 GRANT = f"GRANT ALL PRIVILEGES ON `shop`.* TO {ACCOUNT};"
-
-
-class Server:
-    """One mariadbd on a socket of its own, with a binlog and GTIDs as the images' servers have."""
-
-    def __init__(self, root: Path, server_id: int) -> None:
-        self.data, self.socket = root / "data", root / "mysqld.sock"
-        subprocess.run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.data}",
-                        "--auth-root-authentication-method=socket", "--skip-test-db"],
-                       check=True, capture_output=True, timeout=300)
-        self.proc = subprocess.Popen(
-            ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.data}", f"--socket={self.socket}",
-             "--skip-networking", f"--pid-file={root / 'mysqld.pid'}", f"--log-error={root / 'error.log'}",
-             f"--log-bin={root / 'binlog'}", f"--server-id={server_id}", "--innodb-buffer-pool-size=16M"])
-        deadline = time.monotonic() + 120
-        while self.sql("SELECT 1;", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"mariadbd did not start: {(root / 'error.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-
-    def client(self) -> list[str]:
-        return [MYSQL[0], f"--socket={self.socket}"] + MYSQL[1:]
-
-    def sql(self, statements: str, check: bool = True, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.client() + list(extra), input=statements, text=True, capture_output=True,
-                              check=check, timeout=120)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
@@ -67,7 +33,8 @@ def servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     try:
         for number, name in ((1, "primary"), (2, "replica")):
             (tmp_path / name).mkdir()
-            made.append(Server(tmp_path / name, number))
+            made.append(Server(tmp_path / name, binlog=str(tmp_path / name / "binlog"), server_id=number,
+                               client=MYSQL))
         yield made[0], made[1]
     finally:
         for server in made:
