@@ -1,5 +1,6 @@
 """`golden-firstboot backup`: run one job (what the timers start), check freshness, print the state, list
-the repository's snapshots, restore this (fresh) SQL host to a time, restore a folder beside the live one.
+the repository's snapshots, restore this (fresh) SQL host to a time, restore a folder beside the live one,
+restore one environment's databases or site files.
 `list` and the restores print JSON, which `golden backup` reads over SSH."""
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ def add_parser(sub: Any, add_common: Any) -> None:
     files.add_argument("--path", required=True, help="the backed-up folder (or one under it)")
     files.add_argument("--target", required=True, help="an empty folder to restore into (never the live one)")
     files.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
-    for parser in (run, restore, listing, files) + tuple(actions.choices[n] for n in ("check", "status")):
+    env = actions.add_parser("restore-env", help="restore one environment's databases (on the writer) or site "
+                                                 "files (on a web node) as of a time (JSON report)")
+    env.add_argument("--name", required=True, help="the environment")
+    env.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
+    env.add_argument("--part", required=True, choices=("databases", "files"))
+    env.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
+    for parser in (run, restore, listing, files, env) + tuple(actions.choices[n] for n in ("check", "status")):
         add_common(parser, top=False)
 
 
@@ -55,6 +62,12 @@ def main(ctx: Context, args: argparse.Namespace) -> int:
     if action == "restore-files":
         report = backup_restore.restore_files(ctx, backup_restore.parse_time(args.at), args.path, args.target,
                                               args.source)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    if action == "restore-env":
+        restore = backup_restore.restore_env_databases if args.part == "databases" else \
+            backup_restore.restore_env_files
+        report = restore(ctx, args.name, backup_restore.parse_time(args.at), args.source)
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
     report = backup_restore.restore_here(ctx, backup_restore.parse_time(args.at), args.source)

@@ -32,9 +32,12 @@ JOBS = KINDS + ("prune",)
 TAG = "golden-{}"
 SOCKET = "/run/mysqld/mysqld.sock"
 DATADIR = "/var/lib/mysql"
+#: Environments' homes on a web node (roles/env.py), backed up with the files when they exist.
+ENV_HOMES = "/srv/env"
 #: The tools' names by release (image.json's release_vars: Debian 10's MariaDB 10.3 has the mysql* names only).
 BINLOG_TOOL = ("mariadb_binlog", "mariadb-binlog")
 BACKUP_TOOL = ("mariadb_backup", "mariadb-backup")
+DUMP_TOOL = ("mariadb_dump", "mariadb-dump")
 RESTIC_TIMEOUT = 6 * 3600
 
 
@@ -206,9 +209,14 @@ def run_files(ctx: Context) -> str:
     paths = [str(p) for p in (settings(ctx).get("files") or {}).get("paths") or []]
     if not paths:
         raise FirstbootError("/etc/golden/host.json: backup.files.paths: missing: no files to back up")
+    # Environments' homes exist once `golden env apply` made the first one: until then there is nothing there.
+    paths = [p for p in paths if p != ENV_HOMES or os.path.isdir(p)]
     missing = [p for p in paths if not os.path.isdir(p)]
     if missing:
         raise FirstbootError("not a directory: " + ", ".join(missing))
+    if not paths:
+        ctx.log("no environment yet: nothing to back up")
+        return ""
     return _backup(ctx, "files", paths)
 
 

@@ -6,6 +6,7 @@ The host's agent does the work (golden-firstboot backup ...): the repository key
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +37,8 @@ def iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _agent_json(transport: Transport, argv: list[str], timeout: float, what: str) -> Any:
-    proc = transport.run([AGENT, "backup", *argv], timeout=timeout, check=False)
+def agent_json(proc: subprocess.CompletedProcess[str], what: str) -> Any:
+    """The JSON an agent's backup command printed; GoldenError with its one-line reason when it failed."""
     if proc.returncode != 0:
         lines = [line.removeprefix("golden-firstboot: ") for line in (proc.stderr or "").strip().splitlines()]
         reason = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "")
@@ -47,6 +48,10 @@ def _agent_json(transport: Transport, argv: list[str], timeout: float, what: str
         return json.loads(proc.stdout)
     except ValueError:
         raise GoldenError(f"{what}: the host's agent answered no JSON (an older agent?)") from None
+
+
+def _agent_json(transport: Transport, argv: list[str], timeout: float, what: str) -> Any:
+    return agent_json(transport.run([AGENT, "backup", *argv], timeout=timeout, check=False), what)
 
 
 @dataclass(frozen=True)

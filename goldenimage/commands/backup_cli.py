@@ -47,8 +47,17 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore_env(args: argparse.Namespace) -> int:
-    raise InputError(f"restore-env {args.name[:64]!r}: there are no environments on this infrastructure yet",
-                     hint="restore the database host with `golden backup restore HOST --at TIME`")
+    from ..apply.backup import parse_at
+    from ..core.log import step
+    from ..hosting.restore_env import restore_environment
+    from .apply_cli import _ssh_options
+
+    at = parse_at(args.at)
+    with step(f"Restoring environment {args.name} as of {at:%Y-%m-%dT%H:%M:%SZ}"):
+        report = restore_environment(args.name, at, args.cluster, args.inventory, options=_ssh_options(args))
+    for line in report.lines():
+        print(inert(line))
+    return 0 if report.ok else 1
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -66,15 +75,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                          help="ISO 8601 with its zone (2026-12-07T04:42:43Z), or `now` for the latest state")
     restore.add_argument("--source", metavar="NAME",
                          help="the host whose backups to read (its name in the cluster file; default: HOST's own)")
-    env = actions.add_parser("restore-env", help="restore one environment's database and files")
+    env = actions.add_parser("restore-env", help="restore one environment's databases and site files to a second",
+                             description="NAME's databases on the cluster's SQL writer (restored beside the live "
+                                         "server, then swapped in) and its site files on every web node; what they "
+                                         "replace is kept in /var/lib/golden/env-archive/. Other environments are "
+                                         "not touched.")
     env.add_argument("name", metavar="NAME")
-    env.add_argument("--at", required=True, metavar="TIMESTAMP")
-    for sub, func in ((listing, _cmd_list), (restore, _cmd_restore)):
+    env.add_argument("--at", required=True, metavar="TIMESTAMP",
+                     help="ISO 8601 with its zone (2026-12-07T04:42:43Z), or `now` for the latest state")
+    env.add_argument("--cluster", type=Path, required=True, metavar="FILE", help="the cluster file")
+    env.add_argument("--inventory", type=Path, required=True, metavar="FILE", help="how to reach each host over SSH")
+    for sub, func in ((listing, _cmd_list), (restore, _cmd_restore), (env, _cmd_restore_env)):
         sub.add_argument("--identity", type=Path, metavar="KEY", help="SSH private key (default: ssh's own choice)")
         sub.add_argument("--known-hosts", type=Path, metavar="FILE",
                          help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts)")
         sub.add_argument("--accept-new-host-key", action="store_true",
                          help="trust a host key seen for the first time and record it (a changed key is refused)")
         sub.set_defaults(func=func)
-    env.set_defaults(func=_cmd_restore_env)
     return p

@@ -24,11 +24,11 @@ from ..core.errors import GoldenError, InputError
 from ..core.yamlfile import display_path
 from ..model.cluster import grant_host, load_cluster
 from ..model.cluster_check import resolve_roles
+from ..model.environments import ENV_HOMES as DEFAULT_ROOT
 from ..model.environments import SCHEMA, agent_batch, load_environments
 from ..model.profile_schema import Role
 
 TransportFactory = Callable[[SSHTarget, SSHOptions], Transport]
-DEFAULT_ROOT = "/srv/env"
 BATCH = "env-batch.json"
 CERTS = "env-certs"
 REMOTE_PREFIX = "golden-env."

@@ -47,6 +47,9 @@ CSV_COLUMNS = ("name", "domains", "databases", "quota", "uid", "ssh_authorized_k
                "php_max_children", "php_memory_limit_mb", "php_max_execution_time", "php_upload_max_mb")
 QUOTA_UNITS = {"M": 1, "G": 1024, "T": 1024 * 1024}
 
+#: Where each environment's chroot lives on a web node (the agent's batch `root`; backed up with the files).
+ENV_HOMES = "/srv/env"
+
 
 def env_schema() -> ModuleType:
     """The agent's own schema module (firstboot/golden_firstboot/env_schema.py): the one both ends check."""

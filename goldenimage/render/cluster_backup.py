@@ -12,6 +12,7 @@ from typing import Any
 from ..model.backup import HostBackup, binlog_max_age, max_age
 from ..model.cluster import Cluster, Host
 from ..model.cluster_check import Roles
+from ..model.environments import ENV_HOMES
 from ..model.profile_schema import SQL_ROLES, Role
 
 #: The web role's document root when neither the vhost nor the host says otherwise (firstboot roles/web.py).
@@ -33,12 +34,15 @@ def database_hosts(cluster: Cluster, roles: Roles) -> set[str]:
 
 
 def file_paths(cluster: Cluster, roles: Roles, host: Host) -> list[str]:
-    """What this host backs up as files: an nfs host's exports; a web host's document roots when it has no share."""
+    """What this host backs up as files: an nfs host's exports; a web host's document roots when it has no share,
+    and its environments' homes (each web node's own: SFTP uploads land on the node that took them; the job
+    skips the folder until `golden env apply` made the first environment)."""
     mine = roles.get(host.name, ())
     if Role.NFS in mine:
         return [e.path for e in host.exports]
-    if Role.WEB in mine and host.nfs is None:
-        return sorted({v.document_root or DEFAULT_DOCROOT for v in cluster.vhosts} or {DEFAULT_DOCROOT})
+    if Role.WEB in mine:
+        roots = sorted({v.document_root or DEFAULT_DOCROOT for v in cluster.vhosts} or {DEFAULT_DOCROOT})
+        return (roots if host.nfs is None else []) + [ENV_HOMES]
     return []
 
 

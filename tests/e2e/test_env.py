@@ -45,7 +45,9 @@ DOMAIN = "{}.golden-test.net"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, VM], Path]]:
     tmp = tmp_path_factory.mktemp("env")
-    with booted_cluster(CLUSTER, tmp, forwards={"lb1": [f"hostfwd=tcp:127.0.0.1:{LB_HTTP}-:80"]}) as vms:
+    # six guests on two cores under TCG: each gets a third of a core, and a SQL host needs about 250 s of CPU to SSH
+    with booted_cluster(CLUSTER, tmp, forwards={"lb1": [f"hostfwd=tcp:127.0.0.1:{LB_HTTP}-:80"]},
+                        ssh_timeout=2400) as vms:
         for vm in vms.values():
             wait_firstboot(vm)
         yield vms, tmp

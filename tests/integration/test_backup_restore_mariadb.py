@@ -189,3 +189,46 @@ def test_a_failed_backup_fails_in_one_line_and_status_says_why(stack):
     assert full["kind"] == "full" and not full["ok"] and "last run failed: command failed" in full["problem"]
     with pytest.raises(FirstbootError, match="backups failing: full: never succeeded"):
         backup_jobs.check(ctx)
+
+
+def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touched(stack, tmp_path):
+    """`golden backup restore-env`'s work on the writer and a web node: alpha's databases restored to a second in a
+    scratch server beside the live one and swapped in, beta's left as they are; alpha's files back from the node's
+    own backups, the replaced ones archived."""
+    ctx, source = stack["ctx"], stack["source"]
+    source.sql("CREATE DATABASE alpha_1; CREATE DATABASE alpha_2; CREATE DATABASE beta_1;"
+               "CREATE TABLE alpha_1.t (id INT PRIMARY KEY) ENGINE=InnoDB; CREATE TABLE alpha_2.t (id INT PRIMARY KEY);"
+               "CREATE TABLE beta_1.t (id INT PRIMARY KEY) ENGINE=InnoDB;"
+               "INSERT INTO alpha_1.t VALUES (1), (2); INSERT INTO alpha_2.t VALUES (1); INSERT INTO beta_1.t VALUES (1);")
+    htdocs = stack["docroot"] / "alpha" / "htdocs"
+    htdocs.mkdir(parents=True)
+    (htdocs / "index.php").write_text("<?php echo 'before';\n")
+    ctx.host["backup"]["files"]["paths"] = [str(stack["docroot"])]
+    backup_jobs.run(ctx, "full")
+    backup_jobs.run(ctx, "files")
+    source.sql("INSERT INTO alpha_1.t VALUES (3); INSERT INTO beta_1.t VALUES (2);")
+    time.sleep(1.2)
+    at = math.floor(time.time())
+    time.sleep(1.2)
+    # the accident, after `at`: alpha's table emptied and a database dropped; beta goes on writing
+    source.sql("DELETE FROM alpha_1.t; DROP DATABASE alpha_2; INSERT INTO beta_1.t VALUES (3);")
+    (htdocs / "index.php").write_text("<?php echo 'defaced';\n")
+    backup_jobs.run(ctx, "binlog")
+
+    report = backup_restore.restore_env_databases(ctx, "alpha", at, source="db1", live_socket=str(source.socket))
+    assert report["databases"] == ["alpha_1", "alpha_2"], report
+    assert source.sql("SELECT id FROM alpha_1.t ORDER BY id;").stdout.split() == ["1", "2", "3"]
+    assert source.sql("SELECT id FROM alpha_2.t;").stdout.split() == ["1"]
+    assert source.sql("SELECT id FROM beta_1.t ORDER BY id;").stdout.split() == ["1", "2", "3"]  # untouched
+    assert {t["table"]: t["rows"] for t in report["tables"]} == {"alpha_1.t": 3, "alpha_2.t": 1}
+    archived = Path(report["archived"]).read_text()  # what was replaced: alpha_1 emptied, no alpha_2
+    assert "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `alpha_1`" in archived and "`alpha_2`" not in archived
+    assert not list(Path(ctx.path(backup_restore.ENV_WORK)).iterdir())  # no scratch data or dump left
+
+    files = backup_restore.restore_env_files(ctx, "alpha", time.time(), source="db1", env_root=str(stack["docroot"]))
+    assert (htdocs / "index.php").read_text() == "<?php echo 'before';\n"
+    assert Path(ctx.path(files["archived"]), "index.php").read_text() == "<?php echo 'defaced';\n"
+    assert files["files"] == 1
+
+    with pytest.raises(FirstbootError, match="not an environment name"):
+        backup_restore.restore_env_databases(ctx, "../x", at, source="db1", live_socket=str(source.socket))

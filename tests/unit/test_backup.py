@@ -54,8 +54,10 @@ def test_the_replica_backs_up_the_database_and_the_nfs_host_its_exports(tmp_path
     assert host_json(out, "nfs1")["backup"]["files"]["paths"] == ["/srv/nfs/www"]
     assert [h for h in ("db1", "nfs1", "web9") if host_json(out, h)["backup"]["init"]] == []  # db2 alone makes it
     assert "database" not in host_json(out, "nfs1")["backup"]
-    assert "backup" not in host_json(out, "web1")  # its docroot is the NFS export, backed up on nfs1
-    assert host_json(out, "web9")["backup"]["files"]["paths"] == ["/var/www/html"]
+    # web1's docroot is the NFS export, backed up on nfs1; each web node backs up its environments' homes
+    assert host_json(out, "web1")["backup"]["files"]["paths"] == ["/srv/env"]
+    assert "database" not in host_json(out, "web1")["backup"]
+    assert host_json(out, "web9")["backup"]["files"]["paths"] == ["/var/www/html", "/srv/env"]
     assert "backup" not in host_json(out, "lb1")
     again = render(tmp_path, with_backup(schedule={"binlog_seconds": 10}), ENVIRON)
     assert host_json(again, "db2")["backup"]["password"] == secrets["backup_password"]  # made once, reused
