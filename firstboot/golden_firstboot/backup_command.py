@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from . import backup_jobs, backup_restore
+from . import backup_jobs, backup_restore, backup_restore_env
 from .steps import Context
 
 
@@ -65,8 +65,8 @@ def main(ctx: Context, args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
     if action == "restore-env":
-        restore = backup_restore.restore_env_databases if args.part == "databases" else \
-            backup_restore.restore_env_files
+        restore = backup_restore_env.restore_env_databases if args.part == "databases" else \
+            backup_restore_env.restore_env_files
         report = restore(ctx, args.name, backup_restore.parse_time(args.at), args.source)
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0

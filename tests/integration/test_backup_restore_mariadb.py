@@ -29,7 +29,7 @@ from tests.conftest import ROOT
 from tests.mariadb_server import Server
 from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
 
-from golden_firstboot import backup_jobs, backup_restore  # isort: skip
+from golden_firstboot import backup_jobs, backup_restore, backup_restore_env  # isort: skip
 from golden_firstboot.steps import Context  # isort: skip
 from golden_firstboot.system import FirstbootError  # isort: skip
 
@@ -50,7 +50,7 @@ def stack(tmp_path: Path, sigv4_s3) -> Iterator[dict[str, Any]]:
     docroot = tmp_path / "www"
     docroot.mkdir()
     host = {"hostname": "db1", "backup": {"init": True,
-        "repository": f"s3:{sigv4_s3.endpoint}/{BUCKET}/shop", "password": "drill-" + os.urandom(8).hex(),
+        "repository": f"s3:{sigv4_s3.endpoint}/{BUCKET}/{tmp_path.name}", "password": "drill-" + os.urandom(8).hex(),
         "access_key_id": sigv4_s3.access_key, "secret_access_key": sigv4_s3.secret_key,
         "database": {"socket": str(source.socket), "datadir": str(source.data), "spool": str(tmp_path / "spool"),
                      "max_age": {"full": 3600, "binlog": 120}},
@@ -199,7 +199,8 @@ def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touche
     source.sql("CREATE DATABASE alpha_1; CREATE DATABASE alpha_2; CREATE DATABASE beta_1;"
                "CREATE TABLE alpha_1.t (id INT PRIMARY KEY) ENGINE=InnoDB; CREATE TABLE alpha_2.t (id INT PRIMARY KEY);"
                "CREATE TABLE beta_1.t (id INT PRIMARY KEY) ENGINE=InnoDB;"
-               "INSERT INTO alpha_1.t VALUES (1), (2); INSERT INTO alpha_2.t VALUES (1); INSERT INTO beta_1.t VALUES (1);")
+               "INSERT INTO alpha_1.t VALUES (1), (2); INSERT INTO alpha_2.t VALUES (1);"
+               "INSERT INTO beta_1.t VALUES (1);")
     htdocs = stack["docroot"] / "alpha" / "htdocs"
     htdocs.mkdir(parents=True)
     (htdocs / "index.php").write_text("<?php echo 'before';\n")
@@ -215,7 +216,7 @@ def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touche
     (htdocs / "index.php").write_text("<?php echo 'defaced';\n")
     backup_jobs.run(ctx, "binlog")
 
-    report = backup_restore.restore_env_databases(ctx, "alpha", at, source="db1", live_socket=str(source.socket))
+    report = backup_restore_env.restore_env_databases(ctx, "alpha", at, source="db1", live_socket=str(source.socket))
     assert report["databases"] == ["alpha_1", "alpha_2"], report
     assert source.sql("SELECT id FROM alpha_1.t ORDER BY id;").stdout.split() == ["1", "2", "3"]
     assert source.sql("SELECT id FROM alpha_2.t;").stdout.split() == ["1"]
@@ -223,12 +224,13 @@ def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touche
     assert {t["table"]: t["rows"] for t in report["tables"]} == {"alpha_1.t": 3, "alpha_2.t": 1}
     archived = Path(report["archived"]).read_text()  # what was replaced: alpha_1 emptied, no alpha_2
     assert "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `alpha_1`" in archived and "`alpha_2`" not in archived
-    assert not list(Path(ctx.path(backup_restore.ENV_WORK)).iterdir())  # no scratch data or dump left
+    assert not list(Path(ctx.path(backup_restore_env.ENV_WORK)).iterdir())  # no scratch data or dump left
 
-    files = backup_restore.restore_env_files(ctx, "alpha", time.time(), source="db1", env_root=str(stack["docroot"]))
+    files = backup_restore_env.restore_env_files(ctx, "alpha", time.time(), source="db1",
+                                                 env_root=str(stack["docroot"]))
     assert (htdocs / "index.php").read_text() == "<?php echo 'before';\n"
     assert Path(ctx.path(files["archived"]), "index.php").read_text() == "<?php echo 'defaced';\n"
     assert files["files"] == 1
 
     with pytest.raises(FirstbootError, match="not an environment name"):
-        backup_restore.restore_env_databases(ctx, "../x", at, source="db1", live_socket=str(source.socket))
+        backup_restore_env.restore_env_databases(ctx, "../x", at, source="db1", live_socket=str(source.socket))
