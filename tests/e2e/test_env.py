@@ -49,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
     with booted_cluster(CLUSTER, tmp, forwards={"lb1": [f"hostfwd=tcp:127.0.0.1:{LB_HTTP}-:80"]},
                         ssh_timeout=2400) as vms:
         for vm in vms.values():
-            wait_firstboot(vm)
+            wait_firstboot(vm, timeout=2400)
         yield vms, tmp
 
 
@@ -86,6 +86,7 @@ def env_args(vms: dict[str, VM], tmp: Path, pebble: tuple[str, str]) -> list[str
 
 
 PROBE = """<?php
+mysqli_report(MYSQLI_REPORT_OFF);  // PHP 8.1+ throws on a refused connection or database: answer false instead
 $out = [];
 foreach (['/srv/env/beta/htdocs/secret.txt', '/srv/env/beta/conf/database.ini', '/srv/env/beta/tmp/t',
           '/srv/env/beta/sessions/sess_x', '/etc/passwd'] as $f) { $out[$f] = @file_get_contents($f) !== false; }
@@ -127,8 +128,12 @@ def test_environments_created_isolated_certified_changed_and_pruned(cluster, peb
              "/srv/env/beta/tmp/t /srv/env/beta/sessions/sess_x")
     web1.ssh("sudo tee /srv/env/alpha/htdocs/probe.php >/dev/null", input=PROBE)
     web1.ssh("sudo chown alpha:alpha /srv/env/alpha/htdocs/probe.php")
-    body = web1.ssh(f"curl -sk --resolve {DOMAIN.format('alpha')}:443:127.0.0.1 "
-                    f"https://{DOMAIN.format('alpha')}/probe.php").stdout
+    answer = web1.ssh(f"curl -sk -w '\\n%{{http_code}}' --resolve {DOMAIN.format('alpha')}:443:127.0.0.1 "
+                      f"https://{DOMAIN.format('alpha')}/probe.php").stdout
+    body, _, code = answer.rpartition("\n")
+    if code != "200":
+        log = web1.ssh("sudo tail -n 20 /var/log/apache2/error.log /var/log/php*-fpm.log", check=False).stdout
+        pytest.fail(f"probe.php answered {code}: {body[:500]}\n{log}")
     result = json.loads(body)
     assert result["own_db"] is True, result
     assert not any(v for k, v in result.items() if k != "own_db"), result
