@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..bake import packer_cli
 from ..bake.identity_stub import identity_stub
+from ..bake.render_dir import Rendered, render
 from ..core.errors import GoldenError
 from ..core.fs import scratch
 from ..core.run import require, run
@@ -17,7 +18,6 @@ from ..model.profiles import resolve, supported_releases
 from ..model.releases import matrix
 from ..render.packer_template import Target
 from ..render.rendered_safety import check_template, check_user_data
-from .render import Rendered, render
 
 # Values the templates read from the environment, for validation only (no cloud is contacted).
 VALIDATE_ENV = {
