@@ -2,8 +2,11 @@
 
 Native route: package layer -> copy -> converge -> hygiene -> disk -> compression (or conversion, then a VM pass
 for the profile's vm_bake_commands) -> publish. VM route (an official base, or a profile with apt sources):
-base -> VM pass with cloud-init -> publish. Each stage runs in a `Stages` clock, which times it once; every
-stage works in the bake's staging folder, so a stage that fails leaves nothing in the store.
+base -> VM pass with cloud-init -> publish. The native stages from copy to the VM pass run in one `Stages`
+clock, which times each once for the manifest (route.seconds); the package layer and publish are timed by their
+progress steps, as the layer's build and the store's commit log them. Every stage after the content key works in
+the bake's staging folder and the store takes the artifact whole (manifest last), so a stage that fails leaves
+nothing in the store.
 """
 
 from __future__ import annotations

@@ -53,8 +53,7 @@ def cloud_init_schema(path: Path) -> tuple[bool, str]:
 def _check_packer(rendered: Rendered, target: Target, label: str, identity_url: str) -> Check:
     var_file = rendered.var_file
     if target is Target.OPENSTACK:
-        values = json.loads(var_file.read_text())
-        values["identity_endpoint"] = identity_url
+        values = {**rendered.values, "identity_endpoint": identity_url}
         var_file = var_file.with_name(var_file.stem + ".validate.json")
         var_file.write_text(json.dumps(values))
     ok, message = packer_cli.validate(rendered.template, var_file, env=VALIDATE_ENV)
