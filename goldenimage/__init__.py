@@ -11,13 +11,14 @@ core       core           errors, run (every external command), log, paths + shi
                           fs helpers, SSH key pairs, the strict schema base and its error lines
 model      model          releases, values, role settings, disk layouts, profiles + schema, clusters
 producers  render         cloud-init user-data and seed, Packer templates, first-boot bundle, checks
-producers  bake           base and disk builders, Packer runs, accelerator, the artifact store
+producers  bake           the bake pipeline (plan, stages, typed manifest), base and disk builders, Packer
+                          runs, accelerator, the artifact store
 services   verify         the VM harness (boot a clone, its seed, wait, SSH), L2 switch, cluster VMs
 services   audit          SCAP content, guest tools, OpenSCAP and Lynis results
 services   publish        publish targets (OpenStack, S3, Proxmox, OVH)
 services   apply          a running host over SSH: transport, inventory, converge and role steps, clusters
 services   hosting        environments on a running cluster (`golden env`): SQL writer, web nodes, ACME
-commands   commands       render, validate, bake, verify, audit, publish, apply and cluster commands
+commands   commands       one module per command with its add_parser: parse, then call the layers below
 commands   cli            the `golden` front door (argparse)
 ========== ============== ==========================================================================
 

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.markup import escape
@@ -43,12 +44,15 @@ class KvmHang(GoldenError):
 
 
 def packer_build(template: Path, var_file: Path, *, serial_log: Path | None = None,
-                 title: str = "packer build", env: dict[str, str] | None = None, watch_kvm: bool = False) -> None:
+                 title: str = "packer build", env: dict[str, str] | None = None, watch_kvm: bool = False,
+                 more_var_files: Sequence[Path] = ()) -> None:
     """Run the build in the template's directory; raise GoldenError with the causes when it fails, KvmHang
-    when `watch_kvm` and its guest hangs under KVM before the kernel (the caller runs it again under TCG)."""
+    when `watch_kvm` and its guest hangs under KVM before the kernel (the caller runs it again under TCG).
+    `more_var_files` (in the template's directory too) are read after `var_file`: their values win."""
     require("packer", purpose="to bake images")
     init(template)
-    argv = ["packer", "build", "-machine-readable", "-color=false", f"-var-file={var_file.name}", template.name]
+    var_files = [f"-var-file={path.name}" for path in (var_file, *more_var_files)]
+    argv = ["packer", "build", "-machine-readable", "-color=false", *var_files, template.name]
     proc = spawn(argv, cwd=template.parent, env=packer_env(env))
     lines: queue.Queue[str | None] = queue.Queue()
     assert proc.stdout is not None

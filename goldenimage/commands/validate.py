@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..bake import packer_cli
 from ..bake.identity_stub import identity_stub
+from ..bake.render_dir import Rendered, render
 from ..core.errors import GoldenError
 from ..core.fs import scratch
 from ..core.run import require, run
@@ -17,7 +18,6 @@ from ..model.profiles import resolve, supported_releases
 from ..model.releases import matrix
 from ..render.packer_template import Target
 from ..render.rendered_safety import check_template, check_user_data
-from .render import Rendered, render
 
 # Values the templates read from the environment, for validation only (no cloud is contacted).
 VALIDATE_ENV = {
@@ -53,8 +53,7 @@ def cloud_init_schema(path: Path) -> tuple[bool, str]:
 def _check_packer(rendered: Rendered, target: Target, label: str, identity_url: str) -> Check:
     var_file = rendered.var_file
     if target is Target.OPENSTACK:
-        values = json.loads(var_file.read_text())
-        values["identity_endpoint"] = identity_url
+        values = {**rendered.values, "identity_endpoint": identity_url}
         var_file = var_file.with_name(var_file.stem + ".validate.json")
         var_file.write_text(json.dumps(values))
     ok, message = packer_cli.validate(rendered.template, var_file, env=VALIDATE_ENV)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from goldenimage.bake import store
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.render.seed import write_seed_iso

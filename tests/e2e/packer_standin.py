@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from goldenimage.bake import native
-from goldenimage.commands.bake import get_layer_tree
+from goldenimage.bake.plan import get_layer_tree
 from goldenimage.model.profiles import ResolvedProfile
 from goldenimage.verify.vm import VM
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.core.fs import sha256_file
 from goldenimage.core.run import run
 from tests.conftest import ROOT

@@ -27,8 +27,8 @@ import boto3
 import pytest
 import yaml
 
+from goldenimage.bake.pipeline import bake
 from goldenimage.cli import main
-from goldenimage.commands.bake import bake
 from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from goldenimage.bake import store
-from goldenimage.commands.bake import bake, layer_packages
+from goldenimage.bake.pipeline import bake
+from goldenimage.bake.plan import layer_packages
 from goldenimage.core.fs import sha256_file
 from goldenimage.core.run import run
 from goldenimage.model.profiles import resolve

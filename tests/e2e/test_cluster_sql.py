@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from goldenimage.bake import store
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.core.ssh_keys import SSHKey, ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch

@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import VM
 from tests.e2e.cluster_boot import booted_cluster

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.commands.bake import _vm_pass, bake, get_layer_tree, native_key
-from goldenimage.commands.render import render
+from goldenimage.bake.pipeline import bake
+from goldenimage.bake.plan import get_layer_tree, native_key
+from goldenimage.bake.render_dir import render
+from goldenimage.bake.vm_pass import vm_pass
 from goldenimage.core.fs import sha256_file
 from goldenimage.model.profiles import resolve
 from goldenimage.render.packer_template import Target
@@ -38,7 +40,7 @@ def test_native_and_cloud_init_bakes_give_the_same_system(name: str, tmp_path: P
     disk = layer_disk(profile, tmp_path)
     # the content key the image records is the native artifact's: the two images say the same of themselves
     rendered = render(profile, Target.QEMU, tmp_path / "render", content_key=key)
-    _vm_pass(rendered, disk, sha256_file(disk), tmp_path, 2048)
+    vm_pass(rendered, disk, sha256_file(disk), tmp_path, 2048)
     vm_disk = tmp_path / "output" / f"{profile.name}-debian{profile.release.number}.qcow2"
     disk.unlink()
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet, boot_cluster

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from goldenimage.bake import store
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.core.run import run
 from tests.conftest import ROOT
 

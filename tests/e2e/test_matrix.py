@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.model.profiles import resolve
 from goldenimage.model.releases import matrix
 from tests.conftest import ROOT

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from goldenimage.commands.verify import SUITES_DIR, suites_for
 from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.seed import write_seed_iso

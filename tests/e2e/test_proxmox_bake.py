@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goldenimage.commands.render import render
+from goldenimage.bake.render_dir import render
 from goldenimage.core.run import run
 from goldenimage.core.ssh_keys import SSHKey
 from goldenimage.model.profiles import resolve

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from goldenimage.bake import store
-from goldenimage.commands.bake import bake
+from goldenimage.bake.pipeline import bake
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.vm

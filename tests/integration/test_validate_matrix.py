@@ -10,7 +10,7 @@ import pytest
 
 from goldenimage.bake.identity_stub import identity_stub
 from goldenimage.bake.packer_cli import validate
-from goldenimage.commands.render import render
+from goldenimage.bake.render_dir import render
 from goldenimage.commands.validate import check_profile, cloud_init_schema
 from goldenimage.model.profiles import list_profiles, resolve
 from goldenimage.render.packer_template import Target

@@ -9,7 +9,7 @@ import pytest
 
 from goldenimage.bake import base_image as base
 from goldenimage.bake.base_image import BaseImage, fetch_base
-from goldenimage.commands.bake import get_base
+from goldenimage.bake.plan import get_base
 from goldenimage.core.errors import GoldenError, InputError
 from goldenimage.model.disk_layout import DiskLayout
 from goldenimage.model.profiles import resolve

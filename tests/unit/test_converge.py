@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from goldenimage.commands.render import bake_user_data
+from goldenimage.bake.render_dir import bake_user_data
 from goldenimage.model.profiles import list_profiles, resolve, supported_releases
 from goldenimage.render.firstboot_bundle import ZIPAPP_PATH, build_zipapp
 from goldenimage.render.userdata import cloud_config_json

@@ -207,12 +207,12 @@ def test_validate_with_a_bad_release_is_one_line() -> None:
 
 
 def test_an_oserror_reaching_main_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import goldenimage.cli as cli
+    from goldenimage.commands import profiles_cli
 
     def broken(args: Any) -> int:
         raise PermissionError(13, "Permission denied", "/somewhere")
 
-    monkeypatch.setattr(cli, "_cmd_profiles", broken)
+    monkeypatch.setattr(profiles_cli, "_cmd_profiles", broken)
     status, err = golden("profiles")
     assert (status, err) == (1, "golden: error: Permission denied: /somewhere\n")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from goldenimage.bake import render_dir as render
 from goldenimage.bake.base_image import BaseImage, mmdebstrap_argv, prepare_rootfs
-from goldenimage.commands import render
-from goldenimage.commands.bake import layer_key, layer_packages, profile_key
+from goldenimage.bake.plan import layer_key, layer_packages, profile_key
 from goldenimage.model.profiles import resolve
 
 
@@ -176,7 +176,8 @@ def test_a_failing_vm_bake_command_fails_the_vm_pass_script(write_yaml, tmp_path
 
 def test_the_manifest_records_the_vm_pass_runcmd_and_refuses_another(write_yaml):
     """The native bake takes the guest's runcmd as proof that the VM pass ran the profile's vm_bake_commands."""
-    from goldenimage.commands.bake import check_vm_pass_ran
+    from goldenimage.bake.manifest import Guest
+    from goldenimage.bake.vm_pass import check_vm_pass_ran
     from goldenimage.core.errors import GoldenError
     from goldenimage.render.userdata import render_vm_pass_user_data
 
@@ -184,16 +185,16 @@ def test_the_manifest_records_the_vm_pass_runcmd_and_refuses_another(write_yaml)
     commands = list(hardened.content.vm_bake_commands)
     assert "update-grub" in commands
     ran = _vm_pass_runcmd_script(render_vm_pass_user_data(hardened, "ssh-ed25519 K")).splitlines()[1:]
-    assert check_vm_pass_ran(commands, {"runcmd": ran}) == ran
+    assert check_vm_pass_ran(commands, Guest.from_json({"runcmd": ran})) == tuple(ran)
     for other in ([], ran[1:], [*ran, "true"], [ran[0], *reversed(ran[1:])]):
         with pytest.raises(GoldenError, match="did not run the profile's vm_bake_commands"):
-            check_vm_pass_ran(commands, {"runcmd": other})
+            check_vm_pass_ran(commands, Guest.from_json({"runcmd": other}))
     with pytest.raises(GoldenError):
-        check_vm_pass_ran(commands, {})
+        check_vm_pass_ran(commands, Guest.from_json({}))
 
 
 def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.MonkeyPatch):
-    import goldenimage.commands.bake as bake_module
+    import goldenimage.bake.plan as bake_module
     from goldenimage.bake.base_image import base_key, resolve_mirror
 
     def fake_build_base(release, *, mirror=None, flavour="cloud", layout, extra_packages, packages, compression):
@@ -212,8 +213,8 @@ def test_the_bake_builds_its_base_under_the_layer_key(monkeypatch: pytest.Monkey
 
 def test_an_image_for_metal_has_the_generic_kernel_firmware_and_mdadm_in_its_own_layer():
     from goldenimage.bake.base_image import base_key, resolve_mirror
+    from goldenimage.bake.plan import LAYER_COMPRESSION, kind_packages
     from goldenimage.bake.store import artifact_name
-    from goldenimage.commands.bake import LAYER_COMPRESSION, kind_packages
 
     web = resolve("web", 12)
     cloud = base_key(web.release, resolve_mirror(web.release), "cloud", web.disk_layout, web.base_packages,

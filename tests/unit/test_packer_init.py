@@ -13,7 +13,7 @@ import pytest
 
 from goldenimage.bake import packer_cli
 from goldenimage.bake.packer_build import packer_build
-from goldenimage.commands.render import render
+from goldenimage.bake.render_dir import render
 from goldenimage.commands.validate import check_profile
 from goldenimage.model.profiles import resolve
 from goldenimage.render.packer_template import PLUGINS, Target

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from goldenimage.commands.render import render
+from goldenimage.bake.render_dir import render
 from goldenimage.model.profiles import resolve
 from goldenimage.render.packer_template import Target
 from tests.e2e.packer_standin import play_provisioners

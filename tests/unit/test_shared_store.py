@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake import channels, shared_store, store
+from goldenimage.bake import channels, pipeline, shared_store, store
 from goldenimage.bake.shared_store import Location, SharedStore, SharedStoreError
 from goldenimage.cli import main
-from goldenimage.commands import bake as bake_command
 from goldenimage.core.errors import InputError
 from tests.unit.test_channels import fake_artifact
 
@@ -130,9 +129,9 @@ def test_build_looks_the_key_up_in_the_shared_store(bucket: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     shared().share(fake_artifact(tmp_path / "a", KEY))
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(tmp_path / "b"))
-    fetched = bake_command._from_store(KEY, force=False)
+    fetched = pipeline.from_store(KEY, force=False)
     assert fetched is not None and fetched.qcow2.parent == tmp_path / "b"
-    assert bake_command._from_store("0" * 16, force=False) is None
+    assert pipeline.from_store("0" * 16, force=False) is None
 
 
 def test_images_commands_work_on_the_shared_store(bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -155,9 +154,9 @@ def test_a_local_artifact_whose_upload_failed_is_shared_by_the_next_build(bucket
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     built = fake_artifact(tmp_path / "a", KEY)  # baked, but its upload never happened
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(tmp_path / "a"))
-    assert bake_command._from_store(KEY, force=False) == built
+    assert pipeline.from_store(KEY, force=False) == built
     assert shared().manifest(KEY) is not None
-    assert bake_command._from_store(KEY, force=False) == built  # shared already, same bytes: nothing moves
+    assert pipeline.from_store(KEY, force=False) == built  # shared already, same bytes: nothing moves
 
 
 def test_a_publish_is_recorded_in_the_shared_record_and_prune_on_the_bucket_keeps_it(

@@ -144,8 +144,8 @@ def stable_in(images: Path, packages: dict[str, str]) -> Path:
 def stable_build(served: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """build_stable with the release at the test's repository and a bake that records the pins it ran under and
     installs what `taken` says (default: exactly the pins)."""
+    from goldenimage.bake import stable_build as stable
     from goldenimage.bake import store
-    from goldenimage.commands import stable
     from goldenimage.model import profiles
 
     images = stable_in(tmp_path / "images", STABLE)

@@ -92,13 +92,15 @@ def test_a_wrong_or_missing_key_is_refused_naming_the_setting(tmp_path: Path,
 
 
 def test_the_manifest_says_the_release_support(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from goldenimage.commands import bake
+    from goldenimage.bake import manifest as manifests
     from goldenimage.model.profiles import resolve
 
-    monkeypatch.setattr(bake, "packer_version", lambda: (1, 11, 2))
-    monkeypatch.setattr(bake, "_qemu_version", lambda: "QEMU emulator version 7.2")
+    monkeypatch.setattr(manifests, "packer_version", lambda: (1, 11, 2))
+    monkeypatch.setattr(manifests, "qemu_version", lambda: "QEMU emulator version 7.2")
     monkeypatch.delenv(support.EXTENDED_ENV, raising=False)
     profile = resolve("web", 10)
     base = base_image.BaseImage(tmp_path / "base.qcow2", "0" * 64, "k", 10, "mmdebstrap")
-    manifest = bake._manifest(profile, "k" * 16, base, {}, "tcg", 0.0)
+    route = manifests.Route("vm", native=(), vm=())
+    manifest = manifests.Manifest("k" * 16, "cloud", profile, base, manifests.Build.now(0.0, "tcg", packer_ran=True),
+                                  manifests.Guest(), route).to_json()
     assert manifest["support"]["status"] == "none" and manifest["support"]["lts_until"] == "2024-06-30"

@@ -1,15 +1,19 @@
 """Write everything a bake needs into one directory: Packer template and values, user-data, meta-data,
-the NoCloud seed ISO, the bake scripts, an ephemeral build key, and an example first-boot user-data."""
+the NoCloud seed ISO, the bake scripts, an ephemeral build key, and an example first-boot user-data.
+
+`golden render` writes it for a look or a Packer run of your own; the bake's VM pass writes it once, with the
+Packer documents the content key was computed from (`PackerDocuments`), and reads back nothing."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..bake.packer_cli import PLUGINS_FROM, render_packer_version
 from ..core.outdir import check_replaceable, mark, replace_dir, stage_dir
 from ..core.ssh_keys import ephemeral_keypair
 from ..model.profiles import ResolvedProfile
@@ -29,13 +33,36 @@ from ..render.userdata import (
     render_user_data,
     render_vm_pass_user_data,
 )
+from .packer_cli import PLUGINS_FROM, render_packer_version, supports_required_plugins
 
 BUILD_KEY = "build_key"
 
 
 @dataclass(frozen=True)
+class PackerDocuments:
+    """A target's Packer template and its variables' values, rendered once: the content key is computed from
+    `template`, and the same documents are written for the Packer run."""
+
+    template: Mapping[str, Any]
+    values: Mapping[str, Any]
+
+    @classmethod
+    def render(cls, profile: ResolvedProfile, target: Target, required_plugins: bool | None = None) -> PackerDocuments:
+        """The documents for `target`, for the installed Packer unless `required_plugins` says otherwise."""
+        if required_plugins is None:
+            required_plugins = supports_required_plugins()
+        template, values = render_template(profile, target, required_plugins=required_plugins)
+        return cls(template, values)
+
+    @property
+    def image_name(self) -> str:
+        """The name Packer gives the qcow2 it writes (output_directory/NAME.qcow2)."""
+        return str(self.values["image_name"])
+
+
+@dataclass(frozen=True)
 class Rendered:
-    """The files of one rendering."""
+    """The files of one rendering, and the Packer variables' values written into `var_file`."""
 
     directory: Path
     template: Path
@@ -45,6 +72,7 @@ class Rendered:
     seed_iso: Path
     firstboot_example: Path
     build_key: Path
+    values: Mapping[str, Any]
 
 
 def make_build_key(directory: Path) -> tuple[Path, str]:
@@ -75,25 +103,28 @@ def render(
     required_plugins: bool | None = None,
     packer_version: str | None = None,
     vm_pass_only: bool = False,
+    documents: PackerDocuments | None = None,
 ) -> Rendered:
     """Render `profile` for `target` into out_dir; files appear only once all are written.
 
     The template is for `packer_version` (X.Y), else the installed Packer, else the newest supported one;
     `required_plugins` overrides that choice.
     out_dir is replaced whole, and only if golden wrote it (its marker) or it is empty: InputError otherwise.
-    `vm_pass_only`: the user-data of the native bake's VM pass (the build account and vm_bake_commands)."""
+    `vm_pass_only`: the user-data of the native bake's VM pass (the build account and vm_bake_commands).
+    `documents`: the Packer documents already rendered (the bake's, which its content key was computed from)."""
     out_dir = Path(out_dir)
     check_replaceable(out_dir)
-    if required_plugins is None:
-        required_plugins = render_packer_version(packer_version) >= PLUGINS_FROM
+    if documents is None:
+        if required_plugins is None:
+            required_plugins = render_packer_version(packer_version) >= PLUGINS_FROM
+        documents = PackerDocuments.render(profile, target, required_plugins)
     stage = stage_dir(out_dir)
     try:
         if build_public_key is None:
             _, build_public_key = make_build_key(stage)
         name = base_name(profile, target)
-        template, values = render_template(profile, target, required_plugins=required_plugins)
-        (stage / f"{name}.pkr.json").write_text(json.dumps(template, indent=2) + "\n")
-        (stage / f"{name}.pkrvars.json").write_text(json.dumps(values, indent=2) + "\n")
+        (stage / f"{name}.pkr.json").write_text(json.dumps(documents.template, indent=2) + "\n")
+        (stage / f"{name}.pkrvars.json").write_text(json.dumps(documents.values, indent=2) + "\n")
         if vm_pass_only:
             user_data = render_vm_pass_user_data(profile, build_public_key)
         else:
@@ -127,5 +158,6 @@ def render(
         seed_iso=out_dir / "seed.iso",
         firstboot_example=out_dir / "firstboot-user-data.example",
         build_key=out_dir / BUILD_KEY,
+        values=documents.values,
     )
 

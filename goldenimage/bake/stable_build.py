@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bake import channels, stable_pins, store
 from ..core.errors import InputError
 from ..core.log import info
 from ..model.profiles import resolve
-from .bake import bake
+from . import channels, stable_pins, store
+from .pipeline import bake
 
 
 def stable_artifact(profile: str, debian: int, kind: str, directory: Path | None = None) -> store.Artifact:
