@@ -101,7 +101,7 @@ class ApplyChange:
         finally:
             transport.close()
         if not report.ok:
-            raise GoldenError(f"apply failed: {(report.error or '').splitlines()[0]}")
+            raise GoldenError((report.error or "failed").splitlines()[0])
         self.progress(f"{node.name}: apply: changed {report.changed}, unchanged {report.unchanged}")
 
     def undo(self, node: Node) -> None:
