@@ -1,6 +1,7 @@
 """Draining a server and putting it back through HAProxy's runtime API, against a real haproxy on 127.0.0.1 with
 its admin socket, in front of two small HTTP servers: a request in flight on the drained server ends with its
-answer, no new one goes there, and after `enable` it serves again."""
+answer, no new one goes there, and after `enable` it serves again. A rolling reboot's plan for one node runs
+against it too (its other hosts the fake transport of tests/unit/rolling_fake.py)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class Named(http.server.BaseHTTPRequestHandler):
 class Balancer:
     url: str
     send: runtime.Send
+    admin: Path
 
 
 @pytest.fixture
@@ -88,7 +90,7 @@ backend web
             time.sleep(0.1)
         else:
             raise RuntimeError(f"haproxy did not come up: {(tmp_path / 'haproxy.log').read_text()[-1000:]}")
-        yield Balancer(f"http://127.0.0.1:{port}", send)
+        yield Balancer(f"http://127.0.0.1:{port}", send, admin)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -136,3 +138,50 @@ def test_a_drain_that_does_not_finish_puts_the_server_back(balancer: Balancer) -
 def test_an_unknown_server_is_refused_before_anything_changes(balancer: Balancer) -> None:
     with pytest.raises(runtime.RuntimeApiError, match="no server web/web9"):
         runtime.drain(balancer.send, "web", "web9")
+
+
+def test_a_rolling_reboot_drains_the_node_on_a_real_haproxy_before_it_changes_and_puts_it_back(
+        balancer: Balancer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from goldenimage.apply.inventory import Inventory
+    from goldenimage.apply.target import parse_target
+    from goldenimage.apply.transport import SSHOptions
+    from goldenimage.rolling.changes import RebootChange
+    from goldenimage.rolling.hosts import Hosts, Waits
+    from goldenimage.rolling.order import Kind, Node, Pool
+    from goldenimage.rolling.upgrade import Rolling
+    from tests.unit.rolling_fake import World, factory, ha_plan
+
+    monkeypatch.setattr("goldenimage.apply.remote_agent.shipped_agent", lambda: b"agent")
+    at_change: list[runtime.ServerState] = []
+    served_meanwhile: set[str] = set()
+
+    def on_change(name: str) -> None:  # the node reboots now: it must be out of the pool, its requests done
+        at_change.append(runtime.state(balancer.send, "web", name))
+        served_meanwhile.update(get(balancer.url) for _ in range(6))
+
+    world = World(real={"lb1": str(balancer.admin)}, on_change=on_change)
+    for host in world.hosts.values():
+        host.needs_reboot = host.name == "web1"
+    inventory = Inventory(Path("inventory.yaml"), {h.name: parse_target(h.address) for h in ha_plan()})
+    waits = Waits(drain=20, up=20, health=5, boot=5, address=5, poll=0.05, runtime_poll=0.2)
+    hosts = Hosts(inventory, SSHOptions(), factory(world), {h.name: h.profile for h in ha_plan()})
+    node = Node("web1", "web", Kind.WEB, pools=(Pool("lb1", "web", "web1"),), standin=True)
+    answers: list[str] = []
+    slow = [threading.Thread(target=lambda: answers.append(get(balancer.url + "/slow?2"))) for _ in range(2)]
+    for thread in slow:  # round robin: one slow request on each server, in flight as the plan starts
+        thread.start()
+    time.sleep(0.5)
+    progress: list[str] = []
+    results = Rolling(hosts, [node], RebootChange(hosts, waits), waits=waits, progress=progress.append).run()
+    for thread in slow:
+        thread.join(timeout=10)
+    assert [r.outcome for r in results] == ["changed"]
+    assert [e.split(" [")[0] for e in world.events] == ["lb1: web/web1 drain", "lb1: web/web1 maint", "web1 reboot",
+                                                        "lb1: web/web1 ready"]
+    assert results[0].seconds["drain"] >= 1.0  # it waited for web1's slow request
+    assert sorted(answers) == ["web1", "web2"]  # which ended with its answer
+    assert [(s.status, s.sessions) for s in at_change] == [("MAINT", 0)]
+    assert served_meanwhile == {"web2"}
+    assert runtime.state(balancer.send, "web", "web1").status.startswith("UP")
+    assert {get(balancer.url) for _ in range(10)} == {"web1", "web2"}
+    assert "web1: back in service" in progress

@@ -6,14 +6,8 @@ failure are read from that record."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import functools
-import io
-import json
-import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,145 +15,16 @@ import pytest
 import yaml
 
 from goldenimage.apply.apply import HostReport
-from goldenimage.apply.haproxy_runtime import REMOTE_EXCHANGE
-from goldenimage.apply.target import SSHTarget
 from goldenimage.apply.transport import SSHOptions
 from goldenimage.core.errors import CommandError, GoldenError
-from goldenimage.render.cluster import HostPlan, plan
 from goldenimage.rolling import changes
-from goldenimage.rolling.changes import NEEDS_REBOOT, REBOOT, ImageChange, reboot_reasons
+from goldenimage.rolling.changes import ImageChange, reboot_reasons
 from goldenimage.rolling.hosts import Hosts, Waits
 from goldenimage.rolling.order import Kind, nodes, order
 from goldenimage.rolling.upgrade import Rolling, UpgradeStopped, rolling_cluster, summary
+from tests.unit.rolling_fake import HA, World, factory, ha_plan
 
-ROOT = Path(__file__).resolve().parents[2]
-HA = ROOT / "examples" / "cluster-ha.yaml"
 FAST = Waits(drain=5, up=5, health=0.5, boot=2, address=2, poll=0.01, runtime_poll=0.01)
-ROLES = {"lb": ["lb"], "web": ["web"], "sql-galera": ["sql-galera"], "nfs": ["nfs"]}
-
-
-@functools.cache
-def ha_plan() -> list[HostPlan]:
-    """examples/cluster-ha.yaml's hosts (secrets generated in memory: nothing written)."""
-    return plan(HA, Path("/nonexistent"))[0]
-
-
-@dataclass
-class FakeHost:
-    name: str
-    profile: str
-    boot: int = 1
-    needs_reboot: bool = True
-    problems: list[str] = field(default_factory=list)
-    #: the problems it has once it has been changed (rebooted, converged, booted on a new image)
-    after_change: list[str] = field(default_factory=list)
-    keepalived: bool = False
-    image: str = "old"
-
-
-class World:
-    """The hosts of examples/cluster-ha.yaml, lb1 holding the floating address, HAProxy on both load balancers."""
-
-    def __init__(self) -> None:
-        hosts = ha_plan()
-        self.hosts = {h.name: FakeHost(h.name, h.profile, keepalived=h.profile == "lb") for h in hosts}
-        self.holder: str | None = "lb1"
-        #: what was done to the hosts, in order
-        self.events: list[str] = []
-        #: the progress lines golden printed
-        self.progress: list[str] = []
-        #: lb -> (backend, server) -> [status, sessions]
-        self.haproxy: dict[str, dict[tuple[str, str], list[Any]]] = {}
-        for host in hosts:
-            if host.profile == "lb":
-                self.haproxy[host.name] = {(b["name"], s["name"]): ["UP", 0]
-                                           for b in host.settings["lb"]["backends"] for s in b["servers"]}
-
-    def pools_of(self, server: str) -> list[str]:
-        return [f"{lb}:{state[0]}/{state[1]}" for lb, servers in self.haproxy.items()
-                for (_, name), state in servers.items() if name == server]
-
-    def changed(self, name: str, what: str) -> None:
-        host = self.hosts[name]
-        self.events.append(f"{name} {what} [{' '.join(self.pools_of(name))}]".replace(" []", ""))
-        host.boot += 1
-        host.needs_reboot = False
-        host.problems = list(host.after_change)
-        if host.keepalived:
-            host.keepalived = True  # enabled: it starts at boot, as BACKUP (nopreempt)
-            self.holder = self.holder or name
-
-    def facts(self, name: str) -> dict[str, Any]:
-        host = self.hosts[name]
-        checks = [{"name": p.split(":")[0], "ok": False, "detail": p.split(": ", 1)[-1]} for p in host.problems]
-        if host.profile == "lb":
-            checks.append({"name": "virtual address", "ok": self.holder == name, "detail": "10.10.0.5"})
-        return {"roles": ROLES[host.profile], "firstboot": {"result": "done", "failed_steps": []}, "checks": checks}
-
-    def runtime(self, lb: str, command: str) -> str:
-        servers = self.haproxy[lb]
-        if command == "show stat":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(["# pxname", "svname", "scur", "qcur", "stot", "status"])
-            for (backend, server), state in servers.items():
-                writer.writerow([backend, server, state[1], 0, 10, state[0]])
-                if state[0] == "DRAIN" and state[1]:
-                    state[1] -= 1  # its connections end, one per look
-            return out.getvalue()
-        words = command.split()  # set server BACKEND/SERVER state STATE
-        backend, server = words[2].split("/")
-        state = servers[(backend, server)]
-        wanted = {"drain": "DRAIN", "maint": "MAINT", "ready": "UP"}[words[4]]
-        if wanted == "MAINT" and state[1]:
-            raise AssertionError(f"{server} put in maintenance on {lb} with {state[1]} sessions")
-        state[0] = "DOWN" if wanted == "UP" and self.hosts[server].problems else wanted
-        self.events.append(f"{lb}: {backend}/{server} {words[4]}")
-        return ""
-
-    def answer(self, name: str, argv: Sequence[str]) -> str:
-        host = self.hosts[name]
-        if argv[:2] == ["mktemp", "-d"]:
-            return argv[2].replace("XXXXXXXX", "abcdefgh") + "\n"
-        if argv[0] == "rm":
-            return ""
-        if argv[0] == "python3" and argv[1] == "-c":
-            assert argv[2] == REMOTE_EXCHANGE and argv[3] == "/run/haproxy/admin.sock"
-            return self.runtime(name, argv[4])
-        if argv[0] == "python3" and list(argv[2:]) == ["facts", "--json"]:
-            return json.dumps(self.facts(name))
-        if list(argv) == ["sh", "-c", NEEDS_REBOOT]:
-            return "reboot-required\n" if host.needs_reboot else ""
-        if argv[0] == "cat" and argv[1].endswith("boot_id"):
-            return f"boot-{host.boot}\n"
-        if list(argv) == REBOOT:
-            self.changed(name, "reboot")
-            return ""
-        if argv[0] == "systemctl" and argv[2] == "keepalived":
-            host.keepalived = argv[1] == "start"
-            self.events.append(f"{name}: keepalived {argv[1]}")
-            if argv[1] == "stop" and self.holder == name:
-                self.holder = next((n for n, h in self.hosts.items() if h.keepalived and n != name), None)
-            return ""
-        raise AssertionError(f"{name}: unexpected command {argv}")
-
-
-class FakeTransport:
-    def __init__(self, world: World, name: str, target: SSHTarget) -> None:
-        self.world, self.name, self.target = world, name, target
-
-    def run(self, argv: Sequence[str], *, root: bool = True, timeout: float = 120, check: bool = True,
-            secrets: Iterable[str] = (), cleanup: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(list(argv), 0, self.world.answer(self.name, list(argv)), "")
-
-    def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = 120) -> None:
-        pass
-
-    def cancel(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(autouse=True)
@@ -177,13 +42,6 @@ def inventory(tmp_path: Path) -> Path:
     path = tmp_path / "inventory.yaml"
     path.write_text(yaml.safe_dump({"hosts": {h.name: h.address for h in ha_plan()}}))
     return path
-
-
-def factory(world: World) -> Any:
-    names = {}
-    for host in ha_plan():
-        names[host.address] = host.name
-    return lambda target, options: FakeTransport(world, names[target.host], target)
 
 
 def reboot(world: World, inventory: Path, tmp_path: Path, waits: Waits = FAST) -> list[Any]:
