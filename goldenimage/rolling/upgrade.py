@@ -96,6 +96,10 @@ class Rolling:
         reason = self.change.reason(node)
         if reason is None:
             self.progress(f"{name}: nothing to do")
+            if self.left_out(node):  # an earlier run stopped at it; it is healthy now (preflight)
+                self.progress(f"{name}: out of its pools since an earlier run: putting it back")
+                self.put_back(node)
+                return NodeResult(name, "nothing to do, put back in service")
             return NodeResult(name, "nothing to do")
         if not node.standin and not self.change.in_place:
             self.progress(f"{name}: skipped: it needs a {what} ({reason}) but no other node stands in for it")
@@ -179,6 +183,11 @@ class Rolling:
             raise UpgradeStopped(f"{node.name}: health check failed after the {self.change.name}: {failed} "
                                  f"(after {self.waits.health:.0f}s); it stays out of its pools{undone}",
                                  hint="repair the node, then run the command again") from None
+
+    def left_out(self, node: Node) -> bool:
+        """Whether any pool has the node in maintenance or draining."""
+        return any(runtime.state(self.hosts.runtime(p.lb), p.backend, p.server).status.startswith(("MAINT", "DRAIN"))
+                   for p in node.pools)
 
     def put_back(self, node: Node) -> None:
         for pool in node.pools:

@@ -212,3 +212,19 @@ def test_a_host_that_does_not_answer_is_a_stop_naming_it(world: World, inventory
     monkeypatch.setattr(world, "answer", answer)
     with pytest.raises(UpgradeStopped, match=r"before the reboot: web2 \(unreachable: .*web2: mktemp"):
         reboot(world, inventory, tmp_path)
+
+
+def test_a_node_left_out_by_an_earlier_stop_is_put_back_once_healthy(world: World, inventory: Path,
+                                                                    tmp_path: Path) -> None:
+    world.hosts["web1"].after_change = ["web: /healthz answered 503"]
+    with pytest.raises(UpgradeStopped):
+        reboot(world, inventory, tmp_path)
+    world.hosts["web1"].problems = []  # repaired by hand
+    world.events.clear()
+    results = reboot(world, inventory, tmp_path)
+    assert world.events == [
+        "lb1: web/web1 ready", "lb2: web/web1 ready",
+        "lb1: web/web2 drain", "lb1: web/web2 maint", "lb2: web/web2 drain", "lb2: web/web2 maint",
+        f"web2 reboot {BOTH_MAINT}", "lb1: web/web2 ready", "lb2: web/web2 ready"]
+    assert {r.name: r.outcome for r in results}["web1"] == "nothing to do, put back in service"
+    assert all(state == ["UP", 0] for servers in world.haproxy.values() for state in servers.values())
