@@ -143,15 +143,21 @@ class Rolling:
                                  hint="look at keepalived on the peers") from None
         self.progress(f"{node.name}: the floating address is on {peer}")
 
-    def drain(self, node: Node) -> None:
+    def _each_pool(self, node: Node, action: Callable[..., float], timeout: float, failed: str, done: str) -> None:
+        """action (runtime.drain or runtime.enable) on every pool of the node, bounded; UpgradeStopped naming the
+        load balancer when one fails."""
         for pool in node.pools:
-            self.progress(f"{node.name}: draining {pool}")
             try:
-                took = runtime.drain(self.hosts.runtime(pool.lb), pool.backend, pool.server,
-                                     timeout=self.waits.drain, poll=self.waits.runtime_poll)
+                took = action(self.hosts.runtime(pool.lb), pool.backend, pool.server, timeout=timeout,
+                              poll=self.waits.runtime_poll)
             except GoldenError as exc:
-                raise UpgradeStopped(f"{node.name}: drain failed on {pool.lb}: {exc.message}") from None
-            self.progress(f"{node.name}: drained from {pool} in {took:.1f}s")
+                raise UpgradeStopped(f"{node.name}: {failed} on {pool.lb}: {exc.message}") from None
+            self.progress(f"{node.name}: " + done.format(pool=pool, took=took))
+
+    def drain(self, node: Node) -> None:
+        if node.pools:
+            self.progress(f"{node.name}: draining from {', '.join(str(p) for p in node.pools)}")
+        self._each_pool(node, runtime.drain, self.waits.drain, "drain failed", "drained from {pool} in {took:.1f}s")
 
     def wait_healthy(self, node: Node) -> None:
         """First boot done and every health check passing (bounded); on a failure the change is undone where it
@@ -190,13 +196,7 @@ class Rolling:
                    for p in node.pools)
 
     def put_back(self, node: Node) -> None:
-        for pool in node.pools:
-            try:
-                took = runtime.enable(self.hosts.runtime(pool.lb), pool.backend, pool.server,
-                                      timeout=self.waits.up, poll=self.waits.runtime_poll)
-            except GoldenError as exc:
-                raise UpgradeStopped(f"{node.name}: not back in service on {pool.lb}: {exc.message}") from None
-            self.progress(f"{node.name}: UP in {pool} after {took:.1f}s")
+        self._each_pool(node, runtime.enable, self.waits.up, "not back in service", "UP in {pool} after {took:.1f}s")
 
 
 def summary(results: Sequence[NodeResult], what: str) -> list[str]:
