@@ -45,6 +45,8 @@ class Node:
     pools: tuple[Pool, ...] = ()
     #: a load balancer in a keepalived group: the floating address must move off it first
     keepalived: bool = False
+    #: that group's floating address (load balancers sharing it are peers)
+    virtual_address: str = ""
     #: another node takes its work while it is out (the other load balancer, another server of each pool)
     standin: bool = False
     #: its place in the pools' server lists (0: the active server of a pool whose others are backups)
@@ -74,6 +76,7 @@ def nodes(hosts: Sequence[HostPlan]) -> list[Node]:
         if Role.LB in host.roles:
             keepalived = (host.settings.get("lb") or {}).get("keepalived") or {}
             out.append(Node(host.name, host.profile, Kind.LB, keepalived=bool(keepalived),
+                            virtual_address=str(keepalived.get("virtual_address") or ""),
                             standin=bool(keepalived.get("peers"))))
         elif mine:
             kind = Kind.SQL if Role.SQL_GALERA in host.roles else Kind.WEB

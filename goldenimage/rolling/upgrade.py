@@ -125,7 +125,8 @@ class Rolling:
         """The floating address moved off this load balancer on purpose: its keepalived stopped (it leaves the
         address at once, the peer takes it), bounded; on a timeout keepalived is started again and the run stops."""
         self.progress(f"{node.name}: moving the floating address to its peer (keepalived stopped here)")
-        peers = [n for n in self.nodes if n.keepalived and n.name != node.name]
+        peers = [n for n in self.nodes if n.keepalived and n.virtual_address == node.virtual_address
+                 and n.name != node.name]
         self.hosts.run(node.name, ["systemctl", "stop", "keepalived"])
 
         def moved() -> str | None:

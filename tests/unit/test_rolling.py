@@ -179,7 +179,8 @@ def test_the_order_reads_the_pools_from_the_load_balancers_settings(tmp_path: Pa
     assert found["web1"].kind is Kind.WEB and found["web1"].standin
     assert [str(p) for p in found["web1"].pools] == ["web/web1 on lb1", "web/web1 on lb2"]
     assert found["db1"].rank == 0 and found["db2"].rank == 1
-    assert found["lb1"].keepalived and found["lb1"].standin
+    assert found["lb1"].keepalived and found["lb1"].standin and found["lb1"].virtual_address == "10.10.0.5/24"
+    assert found["lb2"].virtual_address == found["lb1"].virtual_address
     assert found["nfs1"].kind is Kind.ALONE and not found["nfs1"].standin
     assert [n.name for n in order(list(found.values()), {"lb1"})] == [
         "lb2", "lb1", "db2", "db1", "web1", "web2", "nfs1"]
