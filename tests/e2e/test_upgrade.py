@@ -2,7 +2,8 @@
 under the HA drill's load (tests/e2e/ha_scenario.py: the same guests, client and figures), changed by the real
 commands over SSH, one after the other: `golden cluster upgrade --apply` (every node converged, node by node),
 then `golden cluster reboot --rolling` after every node but nfs1 was flagged (/run/reboot-required). Each phase:
-requests sent, no failed request, p99 latency under 2 s.
+requests sent, no failed request, p99 latency under 2 s. The converge runs apt (the images keep no package lists):
+each guest reaches Debian's mirror through the mirror relay, and nothing else.
 
 Marked `vm` and `upgrade`: outside `make test` (eight guests under TCG take most of an hour to boot, and each
 node's converge and reboot some minutes more). HA_RATE, HA_DWELL, HA_IMAGES and HA_LOGS as for the drill;
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from goldenimage.core.ssh_keys import SSHKey
 from tests.e2e.ha_scenario import (
     Drill,
     figures,
@@ -60,8 +62,10 @@ def cluster_files(drill: Drill, tmp: Path) -> tuple[Path, Path, Path]:
 
 def golden(drill: Drill, tmp: Path, files: tuple[Path, Path, Path], *args: str) -> str:
     cluster, inventory, out = files
+    key = drill.net.key
+    identity = key.private if isinstance(key, SSHKey) else key
     argv = [sys.executable, "-m", "goldenimage.cli", "cluster", *args, str(cluster), "--inventory", str(inventory),
-            "--out", str(out), "--identity", str(drill.net.key.private), "--accept-new-host-key",
+            "--out", str(out), "--identity", str(identity), "--accept-new-host-key",
             "--known-hosts", str(tmp / "known_hosts")]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
@@ -73,7 +77,7 @@ def golden(drill: Drill, tmp: Path, files: tuple[Path, Path, Path], *args: str) 
 
 
 def test_a_rolling_apply_upgrade_and_a_rolling_reboot_fail_no_request(tmp_path: Path) -> None:
-    with infrastructure(tmp_path) as drill:
+    with infrastructure(tmp_path, mirror=True) as drill:  # the converge's apt reaches Debian's mirror only
         files = cluster_files(drill, tmp_path)
         dwell = knob("HA_DWELL", 30)
         start_client(drill, knob("HA_RATE", 5), knob("HA_MAX_SECONDS", 4 * 3600))
