@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..apply import haproxy_runtime as runtime
 from ..apply.cluster import TransportFactory, cluster_plan
-from ..apply.status import VIRTUAL_ADDRESS_CHECK, health_problems, holds_virtual_address
+from ..apply.status import VIRTUAL_ADDRESS_CHECK, HostStatus, health_problems, holds_virtual_address
 from ..apply.transport import SSHOptions, SSHTransport
 from ..core.errors import GoldenError, InputError
 from .changes import ApplyChange, Change, ImageChange, RebootChange, Replacer
@@ -50,20 +50,24 @@ class Rolling:
         self.hosts, self.nodes, self.change, self.waits, self.progress = hosts, list(found), change, waits, progress
         self.results: list[NodeResult] = []
 
-    def healthy(self, node: Node) -> list[str] | None:
-        """None when the node is healthy; else its problems (an unreachable node's one line)."""
-        status = self.hosts.facts(node.name)
+    @staticmethod
+    def problems(status: HostStatus) -> list[str]:
+        """What keeps a node from serving, from its facts (an unreachable node's one line); the floating address
+        held by a peer is no fault."""
         if status.error:
             return [f"unreachable: {status.error}"]
-        return health_problems(status.facts, skip=(VIRTUAL_ADDRESS_CHECK,)) or None
+        return health_problems(status.facts, skip=(VIRTUAL_ADDRESS_CHECK,))
+
+    def healthy(self, node: Node) -> list[str] | None:
+        """None when the node is healthy; else its problems."""
+        return self.problems(self.hosts.facts(node.name)) or None
 
     def preflight(self) -> set[str]:
         """Every node healthy, every keepalived group with one holder; the load balancers holding an address."""
         bad, holders = [], set()
         for node in self.nodes:
             status = self.hosts.facts(node.name)
-            problems = [f"unreachable: {status.error}"] if status.error else \
-                health_problems(status.facts, skip=(VIRTUAL_ADDRESS_CHECK,))
+            problems = self.problems(status)
             if problems:
                 bad.append(f"{node.name} ({problems[0]})")
             if node.keepalived and holds_virtual_address(status.facts):
@@ -114,8 +118,7 @@ class Rolling:
             self._timed(result, what, lambda: self.change.run(node))
         except GoldenError as exc:
             raise UpgradeStopped(f"{name}: {what} failed: {exc.message.splitlines()[0]}; it stays out of its pools",
-                                 hint="repair it, then run the command again: nodes already done have nothing to do"
-                                 if what == "reboot" else "repair it, then run the command again") from None
+                                 hint="repair it, then run the command again") from None
         self._timed(result, "health", lambda: self.wait_healthy(node))
         self._timed(result, "back", lambda: self.put_back(node))
         self.progress(f"{name}: back in service")
