@@ -123,7 +123,7 @@ test-all: host-tools venv ## Every test there is (hours under TCG)
 
 .PHONY: test
 test: venv ## What CI runs: the fast suite plus the VM tests that prove the point (web bake + verify, SQL pair, lb + 2 web + nfs); prints its time
-	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware and not env and not backup and not proxmox_bake and not differential'; rc=$$?; \
+	@start=$$(date +%s); $(VENV)/bin/pytest -q -m 'not audit and not starved and not extended and not matrix and not ha and not apply and not plesk and not watch and not hardware and not env and not backup and not proxmox_bake and not differential and not upgrade'; rc=$$?; \
 	  echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 .PHONY: test-hardware
@@ -145,6 +145,10 @@ test-ha: host-tools venv ## HA drill: 2 lb + 2 web + 2 Galera + nfs + a client; 
 .PHONY: test-ha-sql
 test-ha-sql: host-tools venv ## the short HA drill: the lb pair and the Galera pair with a mysql client (5 guests); kills the active lb and the SQL writer
 	$(VENV)/bin/pytest -m ha -v -s tests/e2e/test_ha.py::test_lb_pair_and_galera_survive_the_loss_of_the_active_lb_and_of_the_sql_writer
+
+.PHONY: test-upgrade
+test-upgrade: host-tools venv ## Rolling upgrade (cluster upgrade --apply) and rolling reboot of the HA infrastructure under the drill's load: 0 failed requests, p99 < 2 s
+	$(VENV)/bin/pytest -m upgrade -v -s tests/e2e/test_upgrade.py
 
 .PHONY: test-env
 test-env: host-tools venv ## Hosting environments on lb + 2 web + nfs + the SQL pair: create, change, prune three; isolation; certificates from Pebble on the host

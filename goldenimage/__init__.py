@@ -18,6 +18,7 @@ services   audit          SCAP content, guest tools, OpenSCAP and Lynis results
 services   publish        publish targets (OpenStack, S3, Proxmox, OVH)
 services   apply          a running host over SSH: transport, inventory, converge and role steps, clusters
 services   hosting        environments on a running cluster (`golden env`): SQL writer, web nodes, ACME
+services   rolling        rolling upgrades and reboots of a running cluster: order, drain, change, wait, put back
 commands   commands       one module per command with its add_parser: parse, then call the layers below
 commands   cli            the `golden` front door (argparse)
 ========== ============== ==========================================================================
@@ -35,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("core",)),
     ("model", ("model",)),
     ("producers", ("render", "bake")),
-    ("services", ("verify", "audit", "publish", "apply", "hosting")),
+    ("services", ("verify", "audit", "publish", "apply", "hosting", "rolling")),
     ("commands", ("commands", "cli")),
 )
 

@@ -118,6 +118,21 @@ def _apply_one(host: HostPlan, inventory: Inventory, base_dir: Path, options: SS
     return report
 
 
+def cluster_plan(cluster_file: Path, inventory_file: Path, out_dir: Path, *, check: bool = False
+                 ) -> tuple[Inventory, list[HostPlan]]:
+    """The inventory and every host's plan (settings with the cluster's secrets). The whole input is checked
+    before anything is written: cluster file, secrets, inventory against it; then, unless check, the cluster is
+    rendered into out_dir (its secrets.json keeps the generated secrets: the next apply reuses them, and the
+    seeds there can boot images of the same cluster)."""
+    inventory = load_inventory(inventory_file)
+    hosts, _, _ = plan(cluster_file, out_dir)  # nothing written: generated secrets may be new
+    match_cluster(inventory, [h.name for h in hosts])
+    if not check:
+        render_cluster(cluster_file, out_dir)
+        hosts, _, _ = plan(cluster_file, out_dir)
+    return inventory, hosts
+
+
 def apply_cluster(
     cluster_file: Path,
     inventory_file: Path,
@@ -132,15 +147,7 @@ def apply_cluster(
     """Apply every host; the reports in cluster-file order. Input errors (cluster file, inventory) raise
     before any host is touched; a host's failure is in its report."""
     console = console or Console(stderr=True)
-    inventory = load_inventory(inventory_file)
-    # The whole input is checked before anything is written: cluster file, secrets, inventory against it.
-    hosts, _, _ = plan(cluster_file, out_dir)  # nothing written: generated secrets may be new
-    match_cluster(inventory, [h.name for h in hosts])
-    if not check:
-        # Rendering keeps the generated secrets in out_dir/secrets.json: the next apply reuses them, and the
-        # seeds there can boot images of the same cluster.
-        render_cluster(cluster_file, out_dir)
-        hosts, _, _ = plan(cluster_file, out_dir)
+    inventory, hosts = cluster_plan(cluster_file, inventory_file, out_dir, check=check)
     board = Board([h.name for h in hosts], console)
     reports: dict[str, HostReport] = {}
     running = Running()

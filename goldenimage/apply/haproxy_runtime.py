@@ -114,3 +114,32 @@ def enable(send: Send, backend: str, server: str, timeout: float = UP_TIMEOUT_S,
             raise RuntimeApiError(f"{backend}/{server} is {now.status} {timeout:.0f}s after it was put back",
                                   hint="its health check fails: look at the node before going on")
         time.sleep(poll)
+
+
+#: The admin socket Debian's haproxy.cfg opens (level admin); the lb role uses the same.
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+#: The exchange `unix_socket` makes, run by a load balancer's own python3 (argv: socket path, command): for a
+#: sender over SSH.
+REMOTE_EXCHANGE = """import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\\n")
+out = []
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    out.append(data)
+sys.stdout.write(b"".join(out).decode(errors="replace"))
+"""
+
+
+def remote_socket(run: Callable[[list[str]], str], path: str = ADMIN_SOCKET) -> Send:
+    """A sender that runs the exchange on the load balancer itself: run(argv) runs argv there (as root, over
+    SSH) and gives its standard output."""
+
+    def send(command: str) -> str:
+        return run(["python3", "-c", REMOTE_EXCHANGE, path, command])
+
+    return send

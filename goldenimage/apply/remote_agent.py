@@ -4,6 +4,7 @@ status` run agent commands an image's own agent leaves out this way (images carr
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,12 @@ from ..core.fs import scratch
 from ..render.firstboot_bundle import build_zipapp
 from .apply import AGENT, AGENT_TIMEOUT, REMOTE_DIR
 from .transport import Transport
+
+
+@functools.cache
+def shipped_agent() -> bytes:
+    """The whole agent, built once per process (seconds of work): a rolling change asks every host many times."""
+    return build_zipapp()
 
 
 class RemoteAgent:
@@ -32,7 +39,7 @@ class RemoteAgent:
         self.dir = remote
         with scratch(self.prefix.rstrip(".")) as tmp:
             local = Path(tmp)
-            (local / AGENT).write_bytes(build_zipapp())
+            (local / AGENT).write_bytes(shipped_agent())
             paths = [local / AGENT]
             for name, text in (files or {}).items():
                 path = local / name

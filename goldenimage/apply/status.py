@@ -63,16 +63,35 @@ def _database(state: dict[str, Any] | None) -> str:
     return f"{state.get('kind')} {state.get('state')}"
 
 
-def judge(status: HostStatus, thresholds: Thresholds, has_backups: bool) -> HostStatus:
-    """The problems an operator must see, from the facts and the cluster's alert thresholds."""
-    facts = status.facts
+#: The check a load balancer reports on its floating address: not a fault on the one that does not hold it.
+VIRTUAL_ADDRESS_CHECK = "virtual address"
+
+
+def health_problems(facts: dict[str, Any], skip: Sequence[str] = ()) -> list[str]:
+    """First boot not done, and each failed health check (but those named in skip), one line each."""
+    problems = []
     firstboot = facts.get("firstboot") or {}
     if firstboot.get("result") != "done":
         failed = ", ".join(firstboot.get("failed_steps") or [])
-        status.problems.append(f"first boot {firstboot.get('result')}" + (f" ({failed})" if failed else ""))
+        problems.append(f"first boot {firstboot.get('result')}" + (f" ({failed})" if failed else ""))
     for check in facts.get("checks") or []:
-        if not check.get("ok"):
-            status.problems.append(f"{check.get('name')}: {check.get('detail')}")
+        if not check.get("ok") and check.get("name") not in skip:
+            problems.append(f"{check.get('name')}: {check.get('detail')}")
+    return problems
+
+
+def holds_virtual_address(facts: dict[str, Any]) -> bool | None:
+    """Whether this load balancer holds its floating address; None for a host without one."""
+    for check in facts.get("checks") or []:
+        if check.get("name") == VIRTUAL_ADDRESS_CHECK:
+            return bool(check.get("ok"))
+    return None
+
+
+def judge(status: HostStatus, thresholds: Thresholds, has_backups: bool) -> HostStatus:
+    """The problems an operator must see, from the facts and the cluster's alert thresholds."""
+    facts = status.facts
+    status.problems += health_problems(facts)
     database = facts.get("database") or {}
     if database.get("kind") == "replica" and isinstance(database.get("lag"), int) \
             and database["lag"] > thresholds.replica_lag_seconds:

@@ -64,4 +64,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     add_cluster_apply_parser(sub)
     add_cluster_status_parser(sub)
+    from .rolling_cli import add_parsers as add_rolling_parsers
+
+    add_rolling_parsers(sub)
     return cluster

@@ -53,8 +53,11 @@ class ClusterNet:
         cpus: int = 1,
         status_wait_ok: Sequence[int] = (0,),
         max_lifetime: float = MAX_LIFETIME,
+        netdev_options: Sequence[str] = (),
     ) -> None:
         self.key = key
+        #: more options of each guest's user-mode NIC (a mirror relay's guestfwd)
+        self.netdev_options = tuple(netdev_options)
         self.workdir = Path(workdir)
         self.memory_mib = memory_mib
         self.cpus = cpus
@@ -96,6 +99,7 @@ class ClusterNet:
             memory_mib=self.memory_mib,
             cpus=self.cpus,
             status_wait_ok=self.status_wait_ok,
+            netdev_options=self.netdev_options,
         )
 
     def boot(self, host: ClusterHost) -> VM:

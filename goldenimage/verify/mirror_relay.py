@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -125,6 +126,14 @@ def guestfwd(allow: list[str]) -> str:
             raise ValueError(f"{host!r} is not a host name")
     command = " ".join([sys.executable, "-m", __name__] + [f"--allow {h}" for h in allow])
     return f"guestfwd=tcp:{GUEST_PROXY[0]}:{GUEST_PROXY[1]}-cmd:{command}"
+
+
+def mirror_hosts(release: int) -> list[str]:
+    """The host names apt needs for a release (its mirror and security mirror): what a guest's relay allows."""
+    from ..model.releases import matrix  # here: the relay itself starts for each connection and needs none of it
+
+    r = matrix().get(release)
+    return sorted({re.sub(r"^https?://([^/:]+).*$", r"\1", url) for url in (r.mirror, r.security_mirror)})
 
 
 def apt_proxy_conf() -> str:

@@ -35,6 +35,7 @@ from goldenimage.render.cluster import render_cluster
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
+from goldenimage.verify.mirror_relay import apt_proxy_conf, guestfwd, mirror_hosts
 from goldenimage.verify.vm import VM
 from tests.e2e.ha_figures import (  # noqa: F401 -- test_ha and bench/ha take them from here
     PhaseFigures,
@@ -200,19 +201,23 @@ def boot_hosts(net: ClusterNet, rendered: Path, hosts: dict[str, Any], images: d
 
 
 @contextmanager
-def infrastructure(tmp: Path, log: Callable[[str], None] = print) -> Iterator[Drill]:
+def infrastructure(tmp: Path, log: Callable[[str], None] = print, mirror: bool = False) -> Iterator[Drill]:
     """examples/cluster-ha.yaml + the client, baked (or reused), rendered, booted, first boot done everywhere,
-    the drill's table and PHP pages in place. Every guest is stopped on the way out."""
+    the drill's table and PHP pages in place. Every guest is stopped on the way out. With `mirror`, apt in each
+    guest reaches the Debian mirror through the mirror relay (and nothing else): for a converge over SSH."""
     images = {name: image(name) for name in ("sql-galera", "lb", "web", "nfs")}
     key = ephemeral_keypair(tmp)
     rendered, hosts = render_spec(tmp, cluster_spec(key.public))
-    with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY) as net:
+    relay = [guestfwd(mirror_hosts(12))] if mirror else []
+    with ClusterNet(key, tmp / "vms", memory_mib=OTHER_MEMORY, netdev_options=relay) as net:
         boot_hosts(net, rendered, hosts, images)
         drill = Drill(net, rendered, hosts, log)
         with kept_logs(drill, tmp):
             net.wait_for_ssh(timeout=BOOT_TIMEOUT)
             for name in hosts:
                 wait_firstboot(drill, name)
+                if mirror:
+                    net[name].ssh("sudo tee /etc/apt/apt.conf.d/00proxy >/dev/null", input=apt_proxy_conf())
             prepare(drill)
             yield drill
 

@@ -30,7 +30,7 @@ from goldenimage.render.cluster import render_cluster
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.l2switch import L2Switch
-from goldenimage.verify.mirror_relay import apt_proxy_conf, guestfwd
+from goldenimage.verify.mirror_relay import apt_proxy_conf, guestfwd, mirror_hosts
 from goldenimage.verify.vm import VM
 from tests.conftest import EXAMPLES
 from tests.e2e.test_cluster_sql import assert_replicating
@@ -40,12 +40,6 @@ USER = "debian"  # the base image's cloud-init default user: sudo without a pass
 MANAGED = "/etc/apache2/conf-available/zz-golden-security.conf"
 #: base-suite tests that read an artifact's manifest or firmware: an applied host has neither
 NOT_FOR_APPLIED = "not image_says and not manifest_lists and not firmware"
-
-
-def mirror_hosts(release: int) -> list[str]:
-    """The host names apt needs for a release (its mirror and security mirror)."""
-    r = matrix().get(release)
-    return sorted({re.sub(r"^https?://([^/:]+).*$", r"\1", url) for url in (r.mirror, r.security_mirror)})
 
 
 def base_or_skip(release: int) -> BaseImage:

@@ -1,0 +1,1 @@
+"""Rolling upgrades and reboots of a running cluster (README: Channels and upgrades)."""
