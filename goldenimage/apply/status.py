@@ -89,9 +89,10 @@ def holds_virtual_address(facts: dict[str, Any]) -> bool | None:
 
 
 def judge(status: HostStatus, thresholds: Thresholds, has_backups: bool) -> HostStatus:
-    """The problems an operator must see, from the facts and the cluster's alert thresholds."""
+    """The problems an operator must see, from the facts and the cluster's alert thresholds. A load balancer not
+    holding its floating address is no fault by itself: `address_holders` judges that across its group."""
     facts = status.facts
-    status.problems += health_problems(facts)
+    status.problems += health_problems(facts, skip=(VIRTUAL_ADDRESS_CHECK,))
     database = facts.get("database") or {}
     if database.get("kind") == "replica" and isinstance(database.get("lag"), int) \
             and database["lag"] > thresholds.replica_lag_seconds:
@@ -144,7 +145,27 @@ def cluster_status(cluster_file: Path, inventory_file: Path, *, options: SSHOpti
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(cluster.hosts)))) as pool:
         futures = [pool.submit(one, h.name, h.profile) for h in cluster.hosts]
-        return [f.result() for f in futures]
+        statuses = [f.result() for f in futures]
+    groups: dict[str, list[HostStatus]] = {}
+    for host, status in zip(cluster.hosts, statuses, strict=True):
+        if host.virtual_address is not None:
+            groups.setdefault(str(host.virtual_address), []).append(status)
+    for address, members in groups.items():
+        address_holders(address, members)
+    return statuses
+
+
+def address_holders(address: str, members: Sequence[HostStatus]) -> None:
+    """A floating address must be held by exactly one of the load balancers that share it: by none, each reachable
+    one gets the problem; by two (split brain), both do."""
+    holders = [s for s in members if not s.error and holds_virtual_address(s.facts)]
+    if len(holders) == 1:
+        return
+    problem = (f"{VIRTUAL_ADDRESS_CHECK} {address}: held by no load balancer" if not holders else
+               f"{VIRTUAL_ADDRESS_CHECK} {address}: held by {len(holders)} at once ("
+               + ", ".join(s.name for s in holders) + ")")
+    for status in (holders or [s for s in members if not s.error]):
+        status.problems.append(problem)
 
 
 def status_table(statuses: Sequence[HostStatus]) -> Table:

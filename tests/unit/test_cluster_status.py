@@ -204,3 +204,29 @@ def test_a_certificate_and_a_backup_past_their_thresholds_are_problems() -> None
         ["web"], certificate_expires_in_seconds=86400, backup_age_seconds=30 * 3600)))
     judged = cluster_status_mod.judge(status, Thresholds(), has_backups=True)
     assert judged.problems == ["a certificate expires in 1d (threshold 14d)", "last backup 1d ago (threshold 26h)"]
+
+
+@pytest.mark.parametrize("holding, problems", [
+    ((True, False), ([], [])),  # the backup lb waits: both healthy
+    ((False, False), (["virtual address 10.10.0.5: held by no load balancer"],) * 2),
+    ((True, True), (["virtual address 10.10.0.5: held by 2 at once (lb1, lb2)"],) * 2),
+])
+def test_a_floating_address_is_judged_across_its_load_balancers(tmp_path: Path, holding, problems) -> None:
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("""name: shop
+network: 10.10.0.0/24
+hosts:
+  - {name: lb1, profile: lb, address: 10.10.0.10, virtual_address: 10.10.0.5}
+  - {name: lb2, profile: lb, address: 10.10.0.9, virtual_address: 10.10.0.5}
+""")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts: {lb1: 127.0.0.1:2201, lb2: 127.0.0.1:2202}\n")
+
+    def answer(holds: bool) -> str:
+        check = {"name": "virtual address", "ok": holds, "detail": "10.10.0.5 " + ("held" if holds else "not here")}
+        return json.dumps(dict(json.loads(healthy(["lb"])), checks=[check]))
+
+    answers = {2201: answer(holding[0]), 2202: answer(holding[1])}
+    statuses = cluster_status_mod.cluster_status(cluster, inventory, options=None,  # type: ignore[arg-type]
+                                                 factory=lambda target, options: FakeTransport(answers[target.port]))
+    assert (statuses[0].problems, statuses[1].problems) == tuple(problems)
