@@ -147,7 +147,8 @@ def test_environments_created_isolated_certified_changed_and_pruned(cluster, peb
                            "-b", "-", "alpha@127.0.0.1"], input="pwd\nls /\ncd /etc\n", capture_output=True,
                           text=True, timeout=60)
     assert "Remote working directory: /htdocs" in sftp.stdout, sftp
-    assert "conf" in sftp.stdout and "sessions" in sftp.stdout and "etc" not in sftp.stdout.split("ls /")[-1]
+    listing = sftp.stdout.split("sftp> ls /")[-1].split("sftp> cd")[0]  # the root the account sees: its home
+    assert set(listing.split()) == {"/conf", "/htdocs", "/sessions", "/tmp"}, sftp.stdout
     shell = subprocess.run(["ssh", "-i", str(tmp_path / "sftp"), "-p", str(web1.ssh_port), "-o",
                             "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path / 'kh'}",
                             "alpha@127.0.0.1", "id"], capture_output=True, text=True, timeout=60)
