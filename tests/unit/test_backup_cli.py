@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from goldenimage.apply.backup import AGENT, list_backups, parse_at, restore_host
 from goldenimage.cli import main
 from goldenimage.core.errors import GoldenError, InputError
+from tests.unit.test_cluster import cluster
 
 
 class Agent:
@@ -78,6 +80,10 @@ def test_list_reads_the_agents_snapshots() -> None:
     assert snap.line().split() == ["2026-12-07T04:00:00Z", "full", "db2", "ab12cd34"]
 
 
-def test_restore_env_says_there_are_no_environments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["backup", "restore-env", "shop", "--at", "now"]) == 2
-    assert "no environments on this infrastructure" in capsys.readouterr().err
+def test_restore_env_refuses_a_cluster_that_backs_nothing_up(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster()))
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"hosts": {h["name"]: h["name"]
+                                                                       for h in cluster()["hosts"]}}))
+    assert main(["backup", "restore-env", "shop", "--at", "now", "--cluster", str(tmp_path / "cluster.yaml"),
+                 "--inventory", str(tmp_path / "inventory.yaml")]) == 2
+    assert "cluster.yaml: backup: missing: this cluster backs nothing up" in capsys.readouterr().err
