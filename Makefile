@@ -158,10 +158,11 @@ test-env: host-tools venv ## Hosting environments on lb + 2 web + nfs + the SQL 
 test-apply: host-tools venv ## golden apply to bare guests (the base image + an SSH key): web and the SQL pair on Debian 12, web on 11 (skipped, naming the file, while the mirror cannot build its base)
 	$(VENV)/bin/pytest -m apply -v
 
-.PHONY: test-plesk
+.PHONY: test-backup
 test-backup: host-tools venv ## Backup drill: SQL pair + a fresh SQL host, nanio on 127.0.0.1; PITR to the second before a DROP TABLE, then RPO after losing the primary
 	$(VENV)/bin/pytest -m backup -v -s tests/e2e/test_backup_drill.py
 
+.PHONY: test-plesk
 test-plesk: host-tools venv ## plesk's pipeline with a stand-in for Plesk's installer (served on 127.0.0.1): bake with an overlay's settings, verify (plesk suite), licence at first boot
 	$(VENV)/bin/pytest -m plesk -v
 
