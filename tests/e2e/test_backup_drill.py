@@ -106,9 +106,19 @@ def replicated(replica: VM, query: str, expected: str, timeout: float = 300) -> 
         time.sleep(2)
 
 
+def start(vm: VM, unit: str, timeout: float) -> None:
+    """systemctl start UNIT, waited for; when it fails, the unit's journal and the agent's backup status are
+    the assertion's message (a failed job says why in one line there, never only "exit code")."""
+    done = vm.ssh(f"sudo systemctl start {unit}", timeout=timeout, check=False)
+    if done.returncode != 0:
+        journal = vm.ssh(f"sudo journalctl -u {unit} -n 60 --no-pager; sudo golden-firstboot backup status",
+                         timeout=120, check=False)
+        pytest.fail(f"{vm.name}: {unit} failed:\n{done.stderr}\n{journal.stdout}\n{journal.stderr}")
+
+
 def ship(db2: VM) -> None:
     """One more binlog run on the replica (after any the timer is running), waited for."""
-    db2.ssh("sudo systemctl start golden-backup-binlog.service", timeout=600)
+    start(db2, "golden-backup-binlog.service", 600)
 
 
 def test_restore_to_one_second_before_a_drop_then_the_rpo_after_losing_the_primary(
@@ -144,7 +154,7 @@ def test_restore_to_one_second_before_a_drop_then_the_rpo_after_losing_the_prima
                  f"CREATE TABLE shop.notes (v VARCHAR(64)); INSERT INTO shop.notes VALUES ('{ROW_SECRET}')")
         writer = Writer(db1, "orders", 1)
         writer.start()
-        db2.ssh("sudo systemctl start golden-backup-full.service", timeout=1800)
+        start(db2, "golden-backup-full.service", 1800)
         time.sleep(15)
         # The drop late in db1's second: the acknowledged rows of that second before it must not return.
         dropped = float(db1.ssh(
