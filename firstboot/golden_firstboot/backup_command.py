@@ -1,6 +1,6 @@
 """`golden-firstboot backup`: run one job (what the timers start), check freshness, print the state, list
-the repository's snapshots, restore this (fresh) SQL host to a time, restore a folder beside the live one,
-restore one environment's databases or site files.
+the repository's snapshots, restore this (fresh) SQL host to a time, put a file or folder back as of a time (in
+place or under another folder), restore one environment's databases or site files.
 `list` and the restores print JSON, which `golden backup` reads over SSH."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from . import backup_jobs, backup_restore, backup_restore_env
+from . import backup_jobs, backup_restore, backup_restore_env, backup_restore_files
 from .steps import Context
 
 
@@ -28,11 +28,14 @@ def add_parser(sub: Any, add_common: Any) -> None:
     restore = actions.add_parser("restore", help="restore this fresh SQL host's database to a time (JSON report)")
     restore.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
     restore.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
-    files = actions.add_parser("restore-files", help="restore a backed-up folder as of a time beside it (JSON report)")
+    files = actions.add_parser("restore-files", help="put a backed-up file or folder back as of a time, the live "
+                                                     "one archived first, or under --to DIR (JSON report)")
     files.add_argument("--at", required=True, metavar="TIME", help="UTC, such as 2026-12-07T04:42:43Z")
-    files.add_argument("--path", required=True, help="the backed-up folder (or one under it)")
-    files.add_argument("--target", required=True, help="an empty folder to restore into (never the live one)")
-    files.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one)")
+    files.add_argument("--path", required=True, help="a file or folder inside one of this host's backed-up folders")
+    files.add_argument("--to", "--target", dest="to", metavar="DIR",
+                       help="an empty folder to restore under, nothing live touched (default: in place)")
+    files.add_argument("--source", metavar="HOST", help="the host whose backups to read (default: this one; "
+                                                        "another host's with --to only)")
     env = actions.add_parser("restore-env", help="restore one environment's databases (on the writer) or site "
                                                  "files (on a web node) as of a time (JSON report)")
     env.add_argument("--name", required=True, help="the environment")
@@ -60,8 +63,8 @@ def main(ctx: Context, args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(backup_restore.list_snapshots(ctx, args.host), indent=2) + "\n")
         return 0
     if action == "restore-files":
-        report = backup_restore.restore_files(ctx, backup_restore.parse_time(args.at), args.path, args.target,
-                                              args.source)
+        report = backup_restore_files.restore_path(ctx, backup_restore.parse_time(args.at), args.path, args.to,
+                                                   args.source)
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
     if action == "restore-env":

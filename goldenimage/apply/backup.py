@@ -1,5 +1,6 @@
-"""`golden backup`'s work on a host over SSH: the repository's snapshots as that host's agent lists them, and a
-restore onto a fresh SQL host, checked (every table passed CHECK TABLE and was counted) before it is reported.
+"""`golden backup`'s work on a host over SSH: the repository's snapshots as that host's agent lists them, a
+restore onto a fresh SQL host, checked (every table passed CHECK TABLE and was counted) before it is reported,
+and one file or folder of a host's files backups put back (each file checked against the snapshot).
 
 The host's agent does the work (golden-firstboot backup ...): the repository key never leaves the hosts."""
 
@@ -98,3 +99,53 @@ def restore_host(transport: Transport, at: datetime, source: str | None) -> Rest
         raise GoldenError("the restore reported no table check: it cannot be trusted",
                           hint="run `golden-firstboot backup restore` on the host and read its log")
     return RestoreReport(iso(at), str(data.get("reached")), source or "the host's own backups", tables)
+
+
+def remote_path(text: str, option: str) -> str:
+    """An absolute, plain path on the host (no `.`, `..`, empty part or control character); InputError."""
+    shown = repr(text[:200])
+    if not text.startswith("/"):
+        raise InputError(f"{option} {shown}: not an absolute path", hint="write it as /srv/nfs/www/uploads/logo.png")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InputError(f"{option} {shown}: holds a control character")
+    if text != "/" and any(part in ("", ".", "..") for part in text.split("/")[1:]):
+        raise InputError(f"{option} {shown}: not a plain path (an empty, `.` or `..` part)",
+                         hint="write it as /srv/nfs/www/uploads/logo.png")
+    return text
+
+
+@dataclass(frozen=True)
+class FilesReport:
+    path: str
+    snapshot: str
+    snapshot_time: str
+    files: int
+    size: int
+    restored: str
+    archived: str | None
+
+    def lines(self) -> list[str]:
+        out = [f"restored {self.path} as of files snapshot {self.snapshot} ({self.snapshot_time}): {self.files} "
+               f"files, {self.size} bytes, each checked against the snapshot (sha256, size, mode, owner, mtime)"]
+        if self.restored != self.path:
+            out.append(f"  under {self.restored} (nothing live touched)")
+        elif self.archived:
+            out.append(f"  the version it replaced: {self.archived} (on the host)")
+        else:
+            out.append("  nothing was there to replace")
+        return out
+
+
+def restore_files(transport: Transport, path: str, at: datetime, to: str | None = None) -> FilesReport:
+    """PATH on the host behind transport as it was in its newest files backup at or before `at`: in place (the
+    live one archived on the host first) or under `to`; the checked report."""
+    argv = ["restore-files", "--path", remote_path(path, "--path"), "--at", iso(at)]
+    if to is not None:
+        argv += ["--to", remote_path(to, "--to")]
+    data = _agent_json(transport, argv, RESTORE_TIMEOUT, f"restoring {path}")
+    if not isinstance(data, dict) or not data.get("checked") or not isinstance(data.get("files"), int):
+        raise GoldenError(f"restoring {path}: the host reported no check of what it restored: it cannot be trusted",
+                          hint="run `golden-firstboot backup restore-files` on the host and read its log")
+    return FilesReport(path, str(data.get("snapshot")), str(data.get("snapshot_time")), int(data["files"]),
+                       int(data.get("bytes") or 0), str(data.get("restored")),
+                       str(data["archived"]) if data.get("archived") else None)

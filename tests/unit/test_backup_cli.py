@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from goldenimage.apply.backup import AGENT, list_backups, parse_at, restore_host
+from goldenimage.apply.backup import AGENT, list_backups, parse_at, restore_files, restore_host
 from goldenimage.cli import main
 from goldenimage.core.errors import GoldenError, InputError
 from tests.unit.test_cluster import cluster
@@ -87,3 +87,70 @@ def test_restore_env_refuses_a_cluster_that_backs_nothing_up(tmp_path, capsys: p
     assert main(["backup", "restore-env", "shop", "--at", "now", "--cluster", str(tmp_path / "cluster.yaml"),
                  "--inventory", str(tmp_path / "inventory.yaml")]) == 2
     assert "cluster.yaml: backup: missing: this cluster backs nothing up" in capsys.readouterr().err
+
+
+FILES = {"snapshot": "ab12cd34", "snapshot_time": "2026-12-07T03:00:00Z", "path": "/srv/nfs/www/logo.png",
+         "restored": "/srv/nfs/www/logo.png", "archived": "/var/lib/golden/files-archive/20261207T031500Z/srv/nfs/www/"
+         "logo.png", "files": 1, "bytes": 2048, "entries": 1, "checked": "sha256, size, mode, owner and mtime"}
+
+
+def test_restore_files_sends_the_path_and_utc_and_says_where_the_replaced_version_went() -> None:
+    agent = Agent(FILES)
+    report = restore_files(agent, "/srv/nfs/www/logo.png", parse_at("2026-12-07T04:15:00+01:00"))  # type: ignore[arg-type]
+    assert agent.argv == [AGENT, "backup", "restore-files", "--path", "/srv/nfs/www/logo.png",
+                          "--at", "2026-12-07T03:15:00Z"]
+    assert report.lines() == [
+        "restored /srv/nfs/www/logo.png as of files snapshot ab12cd34 (2026-12-07T03:00:00Z): 1 files, 2048 bytes, "
+        "each checked against the snapshot (sha256, size, mode, owner, mtime)",
+        "  the version it replaced: /var/lib/golden/files-archive/20261207T031500Z/srv/nfs/www/logo.png (on the host)"]
+
+
+def test_restore_files_to_a_folder_says_nothing_live_was_touched() -> None:
+    agent = Agent(dict(FILES, restored="/root/back/srv/nfs/www/logo.png", archived=None))
+    report = restore_files(agent, "/srv/nfs/www/logo.png", parse_at("now"), "/root/back")  # type: ignore[arg-type]
+    assert agent.argv[-2:] == ["--to", "/root/back"]
+    assert report.lines()[1] == "  under /root/back/srv/nfs/www/logo.png (nothing live touched)"
+
+
+@pytest.mark.parametrize(("path", "reason"), [("srv/www/x", "not an absolute path"), ("/srv/www/../etc", "not a plain"),
+                                              ("/srv//www", "not a plain"), ("/srv/www/", "not a plain"),
+                                              ("/srv/www/x\n/etc", "holds a control character")])
+def test_restore_files_refuses_a_path_that_is_not_plain_before_asking_the_host(path: str, reason: str) -> None:
+    agent = Agent(FILES)
+    with pytest.raises(InputError, match=f"^--path .*: {reason}"):
+        restore_files(agent, path, parse_at("now"))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=f"^--to .*: {reason}"):
+        restore_files(agent, "/srv/www/x", parse_at("now"), path)  # type: ignore[arg-type]
+    assert agent.argv == []
+
+
+def test_restore_files_without_the_hosts_check_is_not_reported_as_done() -> None:
+    agent = Agent({k: v for k, v in FILES.items() if k != "checked"})
+    with pytest.raises(GoldenError, match="reported no check of what it restored"):
+        restore_files(agent, "/srv/nfs/www/logo.png", parse_at("now"))  # type: ignore[arg-type]
+    agent = Agent("", 2, "golden-firstboot: error: --path /etc/passwd: not inside this host's backed-up folders "
+                         "(/srv/nfs/www)\n")
+    with pytest.raises(GoldenError, match=r"^restoring /etc/passwd failed: --path /etc/passwd: not inside this host's "
+                                          r"backed-up folders \(/srv/nfs/www\)$"):
+        restore_files(agent, "/etc/passwd", parse_at("now"))  # type: ignore[arg-type]
+
+
+class OpenAgent(Agent):
+    def __enter__(self) -> OpenAgent:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        pass
+
+
+def test_the_restore_files_command_prints_the_report(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    agent = OpenAgent(FILES)
+    monkeypatch.setattr("goldenimage.commands.backup_cli._transport", lambda args: agent)
+    assert main(["backup", "restore-files", "root@10.10.0.30", "--path", "/srv/nfs/www/logo.png",
+                 "--at", "2026-12-07T03:15:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "restored /srv/nfs/www/logo.png as of files snapshot ab12cd34" in out and "files-archive" in out
+    assert main(["backup", "restore-files", "root@10.10.0.30", "--path", "/srv/nfs/www/../../etc",
+                 "--at", "now"]) == 2
+    assert "--path '/srv/nfs/www/../../etc': not a plain path" in capsys.readouterr().err
