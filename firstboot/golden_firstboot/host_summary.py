@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -21,6 +22,8 @@ COMMAND_TIMEOUT = 10
 MYSQL = ["mysql", "--protocol=socket", "--user=root", "--batch", "--connect-timeout=5"]
 #: The web role's health endpoint (the load balancers check the same path).
 WEB_HEALTH = "http://127.0.0.1/healthz"
+#: Where HTTPS ends on a web node; the load balancers' port 443 pool also checks that it accepts connections.
+WEB_TLS = ("127.0.0.1", 443)
 SQL_ROLES = ("sql-primary", "sql-replica", "sql-galera")
 
 Command = Callable[[Sequence[str], str], "tuple[int, str]"]
@@ -74,10 +77,23 @@ def http_status(url: str) -> str:
         return str(getattr(exc, "reason", exc))[:200]
 
 
-def web(run: Command, http: Callable[[str], str]) -> list[dict[str, Any]]:
+def tcp_accepts(host: str, port: int) -> str:
+    """'accepts' when a TCP connection to host:port opens (bounded by COMMAND_TIMEOUT), else the reason."""
+    try:
+        with socket.create_connection((host, port), timeout=COMMAND_TIMEOUT):
+            return "accepts"
+    except OSError as exc:
+        return str(exc.strerror or exc)[:200]
+
+
+def web(run: Command, http: Callable[[str], str],
+        connect: Callable[[str, int], str] = tcp_accepts) -> list[dict[str, Any]]:
     status = http(WEB_HEALTH)
+    tls = connect(*WEB_TLS)
     return [unit_active(run, "apache2"),
-            check("health endpoint", status == "200", "HTTP " + status if status.isdigit() else status)]
+            check("health endpoint", status == "200", "HTTP " + status if status.isdigit() else status),
+            # out of the load balancers' HTTPS pool while it refuses, even with the health endpoint answering
+            check("https port", tls == "accepts", f"{WEB_TLS[0]}:{WEB_TLS[1]} {tls}")]
 
 
 def replication(run: Command) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -139,7 +155,8 @@ def failed_units(run: Command) -> dict[str, Any]:
 def summary(root: str = "/", now: float | None = None, run: Command = command,
             addresses: Callable[[], list[str]] = facts.interface_addresses,
             enddate: Callable[[str], float | None] = facts.openssl_enddate,
-            http: Callable[[str], str] = http_status) -> dict[str, Any]:
+            http: Callable[[str], str] = http_status,
+            connect: Callable[[str, int], str] = tcp_accepts) -> dict[str, Any]:
     """This host's state: roles, first boot, checks (each with ok and a one-line detail), the replication or
     Galera state, the backup's age and the nearest certificate expiry (seconds), and `healthy`."""
     now = time.time() if now is None else now
@@ -154,7 +171,7 @@ def summary(root: str = "/", now: float | None = None, run: Command = command,
     checks: list[dict[str, Any]] = []
     database = None
     if "web" in roles:
-        checks += web(run, http)
+        checks += web(run, http, connect)
     if "lb" in roles:
         checks.append(unit_active(run, "haproxy"))
         for _, labels, held in facts.virtual_address(facts._json(under(facts.HOST)), addresses):

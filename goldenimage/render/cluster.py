@@ -35,13 +35,18 @@ from .userdata import render_host_user_data, render_meta_data
 HOSTS_FILE = "hosts.json"
 BACKEND = "web"
 WEB_PORT = 80
+#: HTTPS passed through to the web nodes (TLS ends there, with each environment's certificate): the same servers
+#: as BACKEND, on port 443, checked by BACKEND's health check plus a connection to 443.
+TLS_BACKEND = "web-tls"
+TLS_PORT = 443
 SQL_BACKEND = "sql"
 SQL_PORT = 3306
 #: The Galera nodes' health endpoint (firstboot galera-health), which HAProxy's SQL checks ask.
 GALERA_HEALTH_PORT = 9200
 #: The agent's own default, written out so that host.json says what is exported and how.
 EXPORT_OPTIONS = "rw,sync,no_subtree_check,root_squash"
-FRONTENDS = [{"name": "www", "bind": f"*:{WEB_PORT}", "backend": BACKEND}]
+FRONTENDS = [{"name": "www", "bind": f"*:{WEB_PORT}", "backend": BACKEND},
+             {"name": "www-tls", "bind": f"*:{TLS_PORT}", "backend": TLS_BACKEND, "mode": "tcp"}]
 #: keepalived priorities: the first load balancer of a group listed in the file holds the address.
 TOP_PRIORITY = 150
 PRIORITY_STEP = 50
@@ -99,7 +104,9 @@ def _lb_settings(cluster: Cluster, roles: Roles, host: Host, values: Mapping[str
                for h in cluster.hosts if h.lb in names and Role.WEB in roles[h.name]]
     settings: dict[str, Any] = {
         "frontends": [dict(f) for f in FRONTENDS],
-        "backends": [{"name": BACKEND, "port": WEB_PORT, "servers": servers}],
+        "backends": [{"name": BACKEND, "port": WEB_PORT, "servers": servers},
+                     {"name": TLS_BACKEND, "mode": "tcp", "port": TLS_PORT, "follows": BACKEND,
+                      "servers": [dict(s, port=TLS_PORT) for s in servers]}],
     }
     nodes = galera_nodes(cluster, roles)
     if nodes:

@@ -173,7 +173,8 @@ def alerts(t: Thresholds) -> list[Alert]:
               f"{HOST}: {{{{ $labels.server }}}} is out of pool {{{{ $labels.proxy }}}} (its health check fails)",
               "health check failing for 1 minute",
               "HAProxy sends no request to this node: its health endpoint fails (Apache or PHP-FPM down, its "
-              "share dead) or the node is down. The others carry its load.",
+              "share dead) or the node is down; in the HTTPS pool (web-tls), also when its port 443 refuses. "
+              "The others carry its load.",
               "ssh {{ $labels.server }} curl -s http://localhost/healthz"),
         Alert("PoolEmpty", "haproxy_backend_active_servers + haproxy_backend_backup_servers == 0", "1m",
               "critical",

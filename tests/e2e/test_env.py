@@ -1,6 +1,7 @@
 """Hosting environments on the lb + 2 web + nfs + SQL pair cluster: `golden env apply` creates, changes and
 prunes three environments; A's PHP and SFTP cannot reach B; certificates come from a Pebble on the host, whose
-HTTP-01 validations reach the load balancer's port 80 (forwarded to the host's loopback).
+HTTP-01 validations reach the load balancer's port 80 (forwarded to the host's loopback); each site answers
+HTTPS with its own certificate on every web node and through the load balancer's port 443 (passed through).
 
 Marked `vm` and `env`: `make test-env` runs them (not `make test` for now).
 """
@@ -117,6 +118,12 @@ def test_environments_created_isolated_certified_changed_and_pruned(cluster, peb
             cert = vms[node].ssh(f"echo | openssl s_client -connect 127.0.0.1:443 -servername {DOMAIN.format(name)} "
                                  "2>/dev/null | openssl x509 -noout -issuer -ext subjectAltName").stdout
             assert "Pebble" in cert and DOMAIN.format(name) in cert, (node, name, cert)
+    # ... and through the load balancer's port 443, passed through (TLS ends on the web nodes): twice per site,
+    # so that round robin reaches both nodes
+    for name in names * 2:
+        cert = vms["lb1"].ssh(f"echo | openssl s_client -connect 10.10.0.10:443 -servername {DOMAIN.format(name)} "
+                              "2>/dev/null | openssl x509 -noout -issuer -ext subjectAltName").stdout
+        assert "Pebble" in cert and DOMAIN.format(name) in cert, ("lb1:443", name, cert)
     # HTTP redirects to HTTPS, through the load balancer
     location = vms["lb1"].ssh(f"curl -s -o /dev/null -w '%{{redirect_url}}' -H 'Host: {DOMAIN.format('alpha')}' "
                               "http://10.10.0.10/x").stdout

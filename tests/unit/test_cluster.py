@@ -138,9 +138,14 @@ def test_host_json_per_role_is_what_the_first_boot_agent_reads(tmp_path: Path) -
     assert web1["web"] == {"nfs": {"server": "10.10.0.30", "export": "/srv/nfs/www"},
                            "lb": {"address": "10.10.0.5", "backend": "web"}}
     assert lb1["lb"] == {
-        "frontends": [{"name": "www", "bind": "*:80", "backend": "web"}],
+        "frontends": [{"name": "www", "bind": "*:80", "backend": "web"},
+                      {"name": "www-tls", "bind": "*:443", "backend": "web-tls", "mode": "tcp"}],
         "backends": [{"name": "web", "port": 80, "servers": [{"name": "web1", "address": "10.10.0.21", "port": 80},
-                                                             {"name": "web2", "address": "10.10.0.22", "port": 80}]}],
+                                                             {"name": "web2", "address": "10.10.0.22", "port": 80}]},
+                     # HTTPS passed through to the same web nodes (TLS ends there), checked as the HTTP pool is
+                     {"name": "web-tls", "mode": "tcp", "port": 443, "follows": "web",
+                      "servers": [{"name": "web1", "address": "10.10.0.21", "port": 443},
+                                  {"name": "web2", "address": "10.10.0.22", "port": 443}]}],
         "keepalived": {"virtual_address": "10.10.0.5/24", "router_id": 5, "priority": 150,
                        "password": secrets["keepalived_password"], "interface": "eth1"},
     }

@@ -90,10 +90,31 @@ def test_a_web_node_reports_its_health_endpoint_failed_units_and_a_failed_first_
     assert facts["backup_age_seconds"] == 7200 and facts["certificate_expires_in_seconds"] == 3 * 86400
 
 
+def test_a_web_node_whose_https_port_refuses_is_unhealthy_though_its_health_endpoint_answers(
+        tmp_path: Path) -> None:
+    root = tree(tmp_path, ["web"])
+    asked = []
+
+    def connect(host: str, port: int) -> str:
+        asked.append((host, port))
+        return "Connection refused"
+
+    facts = host_summary.summary(str(root), NOW, run=fake_run({}), addresses=lambda: [], enddate=lambda p: None,
+                                 http=lambda url: "200", connect=connect)
+    checks = {c["name"]: c for c in facts["checks"]}
+    assert checks["health endpoint"]["ok"] and asked == [("127.0.0.1", 443)]
+    assert checks["https port"] == {"name": "https port", "ok": False, "detail": "127.0.0.1:443 Connection refused"}
+    assert facts["healthy"] is False
+    facts = host_summary.summary(str(root), NOW, run=fake_run({}), addresses=lambda: [], enddate=lambda p: None,
+                                 http=lambda url: "200", connect=lambda host, port: "accepts")
+    assert facts["healthy"] is True
+
+
 def test_a_probe_that_cannot_run_is_a_failed_check_not_a_crash() -> None:
     code, out = host_summary.command(["/nonexistent/golden-probe"])
     assert code == 127 and out
     assert host_summary.http_status("http://127.0.0.1:9/") != "200"  # nothing listens on the discard port
+    assert host_summary.tcp_accepts("127.0.0.1", 9) != "accepts"
 
 
 def test_images_leave_the_summary_to_the_agent_golden_ships() -> None:

@@ -16,7 +16,7 @@ from tests.unit.firstboot_fake import FIXTURES, FakeHost, fixture_names, load_fi
 
 from golden_firstboot import agent  # isort: skip  (on sys.path through firstboot_fake)
 from golden_firstboot.roles import hardened, lb, nfs, plesk  # isort: skip
-from golden_firstboot.system import RetryPolicy, RetryExhausted, retry  # isort: skip
+from golden_firstboot.system import FirstbootError, RetryPolicy, RetryExhausted, SettingsError, retry  # isort: skip
 
 SECRETS = ["Repl-S3cret-pw", "Shop-S3cret-pw", "Vrrp-S3cret-pw", "Plesk-S3cret-pw", "PLSK.12345678.0001"]
 
@@ -190,6 +190,78 @@ def test_lb_add_and_remove_use_the_runtime_api_and_survive_a_restart(tmp_path):
     assert lb.pool_remove(ctx, "web3") == "dyn1"
     assert fake.runtime[-2:] == ["set server web/dyn1 state maint", "set server web/dyn1 addr 127.0.0.1 port 80"]
     assert "server dyn1 127.0.0.1:80 check disabled" in (tmp_path / "etc/haproxy/conf.d/golden-cluster.cfg").read_text()
+
+
+def with_https(settings):
+    """The lb settings with the cluster's HTTPS pass-through: frontend www-tls, backend web-tls following web."""
+    settings["frontends"].append({"name": "www-tls", "bind": "*:443", "backend": "web-tls", "mode": "tcp"})
+    settings["backends"].append({"name": "web-tls", "mode": "tcp", "port": 443, "follows": "web",
+                                 "servers": [dict(s, port=443) for s in settings["backends"][0]["servers"]]})
+    return settings
+
+
+def section(text, name):
+    return text.split("\n" + name + "\n", 1)[1].split("\n\n", 1)[0].rstrip("\n")
+
+
+def test_lb_passes_https_through_to_the_web_nodes_checked_on_443_and_the_http_health_endpoint():
+    settings = with_https(load_fixture("lb")["host"]["lb"])
+    settings.update({"health_path": "/healthz", "max_servers": 4})
+    text = lb.render_haproxy(settings, {"web": {"dyn1": {"name": "web3", "address": "10.10.0.23", "port": 80}}})
+    front = section(text, "frontend www-tls")
+    assert front.splitlines() == ["    bind *:443", "    mode tcp", "    option tcplog", "    default_backend web-tls"]
+    back = section(text, "backend web-tls")
+    assert "    mode tcp\n    balance roundrobin\n    option tcp-check\n" in back
+    # its own port must accept, then the HTTP pool's own check must pass: one sequence
+    assert ("    tcp-check connect port 443\n    tcp-check connect port 80\n"
+            "    tcp-check send GET\\ /healthz\\ HTTP/1.0\\r\\n\\r\\n\n"
+            "    tcp-check expect rstring ^HTTP/1\\.[01]\\ 200\n") in back
+    assert "backup" not in back and "timeout client" not in front + back  # all nodes active; default timeouts
+    assert back.endswith("    server web1 10.10.0.21:443 check\n    server web2 10.10.0.22:443 check\n"
+                         "    server dyn1 10.10.0.23:443 check  # web3\n    server dyn2 127.0.0.1:443 check disabled")
+    assert "    server dyn1 10.10.0.23:80 check  # web3\n" in section(text, "backend web")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b: b.update(follows="nope"), r"lb.backends\[1\].follows: 'nope' is not an HTTP backend"),
+    (lambda b: b.pop("mode"), r"lb.frontends\[1\].mode: 'tcp' differs from backend web-tls's 'http'"),
+    (lambda b: b["servers"].pop(), r"lb.backends\[1\].servers: \['web1'\] are not backend web's servers"),
+])
+def test_a_pass_through_backend_that_does_not_match_its_http_backend_is_refused(change, message):
+    settings = with_https(load_fixture("lb")["host"]["lb"])
+    change(settings["backends"][1])
+    with pytest.raises(SettingsError, match=message):
+        lb._validate(settings)
+
+
+def test_a_health_path_that_would_break_the_check_line_is_refused():
+    settings = with_https(load_fixture("lb")["host"]["lb"])
+    settings["health_path"] = "/healthz\\r\\nX: 1"
+    with pytest.raises(SettingsError, match=r"lb.health_path: .* is not a plain URL path"):
+        lb._validate(settings)
+
+
+def test_lb_add_fills_the_same_slot_of_the_https_pool_on_443_and_lb_remove_parks_both(tmp_path):
+    scenario = load_fixture("lb")
+    with_https(scenario["host"]["lb"])
+    make_root(str(tmp_path), scenario)
+    fake = FakeHost(str(tmp_path), scenario["facts"])
+    ctx = fake.context(scenario["image"], scenario["host"])
+    assert agent.run(ctx) == 0
+    assert lb.pool_add(ctx, "web3", "10.10.0.23") == "dyn1"
+    assert fake.runtime[:4] == ["set server web/dyn1 addr 10.10.0.23 port 80", "set server web/dyn1 state ready",
+                                "set server web-tls/dyn1 addr 10.10.0.23 port 443",
+                                "set server web-tls/dyn1 state ready"]
+    cfg = (tmp_path / "etc/haproxy/conf.d/golden-cluster.cfg").read_text()
+    assert "server dyn1 10.10.0.23:443 check  # web3" in section(cfg, "backend web-tls")
+    with pytest.raises(FirstbootError, match="backend web-tls follows backend web"):
+        lb.pool_add(ctx, "web4", "10.10.0.24", backend_name="web-tls")
+    assert lb.pool_remove(ctx, "web3") == "dyn1"
+    assert fake.runtime[-4:] == ["set server web/dyn1 state maint", "set server web/dyn1 addr 127.0.0.1 port 80",
+                                 "set server web-tls/dyn1 state maint",
+                                 "set server web-tls/dyn1 addr 127.0.0.1 port 443"]
+    assert "server dyn1 127.0.0.1:443 check disabled" in section(
+        (tmp_path / "etc/haproxy/conf.d/golden-cluster.cfg").read_text(), "backend web-tls")
 
 
 def test_keepalived_conf_holds_the_vrrp_password_readable_by_root_only(tmp_path):

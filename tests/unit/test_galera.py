@@ -210,7 +210,8 @@ def test_ha_example_renders_galera_nodes_the_sql_pool_and_the_arbitrator(tmp_pat
     assert "replication_password" not in db1["mariadb"] and db2["mariadb"]["databases"] == ["shop"]
     lb1, lb2 = lb1["lb"], lb2["lb"]
     assert lb1["backends"] == lb2["backends"]
-    assert [s["name"] for s in lb1["backends"][1]["servers"]] == ["db1", "db2"]
+    sql = next(b for b in lb1["backends"] if b["name"] == "sql")
+    assert [s["name"] for s in sql["servers"]] == ["db1", "db2"]
     assert "arbitrator" not in lb1 and lb2["arbitrator"] == {"group": "ha", "nodes": ["10.10.0.11", "10.10.0.12"]}
 
 

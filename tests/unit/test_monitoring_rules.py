@@ -101,12 +101,11 @@ def healthy() -> dict[Key, str]:
         if profile == "lb":
             series[k("golden_lb_virtual_address_held", host, virtual_address="10.10.0.5")] = const(
                 1 if host == "lb1" else 0)
-            for server, state in (("web1", "UP"), ("web2", "UP"), ("dyn1", "MAINT")):
-                for each in ("UP", "DOWN", "MAINT"):
-                    series[k("haproxy_server_status", host, proxy="web", server=server, state=each)] = const(
-                        int(each == state))
-            series[k("haproxy_backend_active_servers", host, proxy="web")] = const(2)
-            series[k("haproxy_backend_backup_servers", host, proxy="web")] = const(0)
+            for proxy in ("web", "web-tls"):  # HTTP, and HTTPS passed through to the same nodes
+                for server, state in (("web1", "UP"), ("web2", "UP"), ("dyn1", "MAINT")):
+                    series.update(haproxy_state(host, server, state, proxy))
+                series[k("haproxy_backend_active_servers", host, proxy=proxy)] = const(2)
+                series[k("haproxy_backend_backup_servers", host, proxy=proxy)] = const(0)
     return series
 
 
@@ -114,8 +113,8 @@ def down(*keys: Key) -> dict[Key, str]:
     return {key: const(0) for key in keys}
 
 
-def haproxy_state(host: str, server: str, state: str) -> dict[Key, str]:
-    return {k("haproxy_server_status", host, proxy="web", server=server, state=each): const(int(each == state))
+def haproxy_state(host: str, server: str, state: str, proxy: str = "web") -> dict[Key, str]:
+    return {k("haproxy_server_status", host, proxy=proxy, server=server, state=each): const(int(each == state))
             for each in ("UP", "DOWN", "MAINT")}
 
 
@@ -161,6 +160,9 @@ SCENARIOS: dict[str, tuple[dict[Key, str], list[tuple[str, Key]], int]] = {
         {**haproxy_state("lb1", "web2", "DOWN"), **haproxy_state("lb2", "web2", "DOWN")},
         [("OutOfPool", k("haproxy_server_status", h, proxy="web", server="web2", state="DOWN"))
          for h in ("lb1", "lb2")], 15),
+    "web node out of the HTTPS pool only (its 443 refuses)": (
+        haproxy_state("lb1", "web1", "DOWN", "web-tls"),
+        [("OutOfPool", k("haproxy_server_status", "lb1", proxy="web-tls", server="web1", state="DOWN"))], 15),
     # HAProxy before 2.4 (Debian 11) exports one series per server: 0 DOWN, 1 UP, 2 MAINT.
     "web node out of the pool (haproxy 2.2)": (
         {k("haproxy_server_status", "lb1", proxy="web", server="web1"): const(0),

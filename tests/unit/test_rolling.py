@@ -50,6 +50,18 @@ def reboot(world: World, inventory: Path, tmp_path: Path, waits: Waits = FAST) -
 
 
 BOTH_MAINT = "[lb1:MAINT/0 lb2:MAINT/0]"
+#: a web node is in two pools on each load balancer: HTTP (web) and the HTTPS pass-through (web-tls)
+WEB_MAINT = "[lb1:MAINT/0 lb1:MAINT/0 lb2:MAINT/0 lb2:MAINT/0]"
+
+
+def web_out(server: str) -> list[str]:
+    """A web node drained from both of its pools on each load balancer, one pool after the other."""
+    return [f"{lb}: {backend}/{server} {what}" for lb in ("lb1", "lb2") for backend in ("web", "web-tls")
+            for what in ("drain", "maint")]
+
+
+def web_back(server: str) -> list[str]:
+    return [f"{lb}: {backend}/{server} ready" for lb in ("lb1", "lb2") for backend in ("web", "web-tls")]
 
 
 def test_a_rolling_reboot_goes_backup_lb_then_master_then_sql_then_web_each_drained_first(
@@ -63,10 +75,8 @@ def test_a_rolling_reboot_goes_backup_lb_then_master_then_sql_then_web_each_drai
         f"db2 reboot {BOTH_MAINT}", "lb1: sql/db2 ready", "lb2: sql/db2 ready",
         "lb1: sql/db1 drain", "lb1: sql/db1 maint", "lb2: sql/db1 drain", "lb2: sql/db1 maint",
         f"db1 reboot {BOTH_MAINT}", "lb1: sql/db1 ready", "lb2: sql/db1 ready",
-        "lb1: web/web1 drain", "lb1: web/web1 maint", "lb2: web/web1 drain", "lb2: web/web1 maint",
-        f"web1 reboot {BOTH_MAINT}", "lb1: web/web1 ready", "lb2: web/web1 ready",
-        "lb1: web/web2 drain", "lb1: web/web2 maint", "lb2: web/web2 drain", "lb2: web/web2 maint",
-        f"web2 reboot {BOTH_MAINT}", "lb1: web/web2 ready", "lb2: web/web2 ready",
+        *web_out("web1"), f"web1 reboot {WEB_MAINT}", *web_back("web1"),
+        *web_out("web2"), f"web2 reboot {WEB_MAINT}", *web_back("web2"),
     ]
     assert world.holder == "lb2"  # moved on purpose, and nopreempt kept it there
     assert all(state == ["UP", 0] for servers in world.haproxy.values() for state in servers.values())
@@ -88,7 +98,7 @@ def test_a_node_that_needs_no_reboot_is_left_alone(world: World, inventory: Path
     for host in world.hosts.values():
         host.needs_reboot = host.name == "web2"
     results = reboot(world, inventory, tmp_path)
-    assert [e for e in world.events if "reboot" in e] == [f"web2 reboot {BOTH_MAINT}"]
+    assert [e for e in world.events if "reboot" in e] == [f"web2 reboot {WEB_MAINT}"]
     assert "lb1: keepalived stop" not in world.events  # the address stays where it is
     assert sum(r.outcome == "nothing to do" for r in results) == 6
 
@@ -99,9 +109,9 @@ def test_a_failed_health_check_stops_the_run_and_leaves_the_node_out_of_the_pool
     with pytest.raises(UpgradeStopped, match=r"^web1: health check failed after the reboot: web: /healthz "
                                              r"answered 503 .*it stays out of its pools"):
         reboot(world, inventory, tmp_path)
-    assert world.haproxy["lb1"][("web", "web1")][0] == "MAINT"
-    assert world.haproxy["lb2"][("web", "web1")][0] == "MAINT"
-    assert not [e for e in world.events if e.startswith("web2") or "web/web2" in e]  # never touched
+    assert {world.haproxy[lb][(backend, "web1")][0] for lb in ("lb1", "lb2") for backend in ("web", "web-tls")} == {
+        "MAINT"}  # out of HTTP and HTTPS alike
+    assert not [e for e in world.events if e.startswith("web2") or "/web2" in e]  # never touched
     assert world.hosts["web2"].needs_reboot
 
 
@@ -177,7 +187,9 @@ def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_
 def test_the_order_reads_the_pools_from_the_load_balancers_settings(tmp_path: Path) -> None:
     found = {n.name: n for n in nodes(ha_plan())}
     assert found["web1"].kind is Kind.WEB and found["web1"].standin
-    assert [str(p) for p in found["web1"].pools] == ["web/web1 on lb1", "web/web1 on lb2"]
+    assert [str(p) for p in found["web1"].pools] == ["web/web1 on lb1", "web-tls/web1 on lb1", "web/web1 on lb2",
+                                                     "web-tls/web1 on lb2"]
+    assert [str(p) for p in found["db1"].pools] == ["sql/db1 on lb1", "sql/db1 on lb2"]
     assert found["db1"].rank == 0 and found["db2"].rank == 1
     assert found["lb1"].keepalived and found["lb1"].standin and found["lb1"].virtual_address == "10.10.0.5/24"
     assert found["lb2"].virtual_address == found["lb1"].virtual_address
@@ -223,9 +235,6 @@ def test_a_node_left_out_by_an_earlier_stop_is_put_back_once_healthy(world: Worl
     world.hosts["web1"].problems = []  # repaired by hand
     world.events.clear()
     results = reboot(world, inventory, tmp_path)
-    assert world.events == [
-        "lb1: web/web1 ready", "lb2: web/web1 ready",
-        "lb1: web/web2 drain", "lb1: web/web2 maint", "lb2: web/web2 drain", "lb2: web/web2 maint",
-        f"web2 reboot {BOTH_MAINT}", "lb1: web/web2 ready", "lb2: web/web2 ready"]
+    assert world.events == [*web_back("web1"), *web_out("web2"), f"web2 reboot {WEB_MAINT}", *web_back("web2")]
     assert {r.name: r.outcome for r in results}["web1"] == "nothing to do, put back in service"
     assert all(state == ["UP", 0] for servers in world.haproxy.values() for state in servers.values())

@@ -1,11 +1,14 @@
 """lb: HAProxy frontends and backends from the settings, health-checked on the web health endpoint; spare
 `dynN` server slots that `golden-firstboot lb-add/lb-remove` fill and empty through the runtime API (no
 restart, no reload); an optional keepalived instance for a floating address (VRRP to unicast peers,
-nopreempt: the address moves only when its holder fails); an optional TCP pool for a Galera cluster."""
+nopreempt: the address moves only when its holder fails); an optional TCP pool for a Galera cluster; TCP
+pass-through pools (`follows`: HTTPS to the web nodes, TLS ending there) that carry the same servers as an HTTP
+backend on another port, checked by that backend's own health check."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 from typing import Any
 
@@ -47,26 +50,72 @@ def slots(settings: dict[str, Any], backend: dict[str, Any]) -> list[str]:
     return [f"dyn{i}" for i in range(1, max(count, 0) + 1)]
 
 
+#: What a health path may hold where it is written into a check line (no space, quote, backslash or `#`).
+HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&+-]*$")
+
+
+def _backends(settings: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    return {b.get("name"): b for b in settings.get("backends") or []}
+
+
+def _leader(settings: dict[str, Any], backend: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP backend a pass-through backend follows (its servers, slots and health check); itself otherwise."""
+    return _backends(settings).get(backend.get("follows"), backend) if backend.get("follows") else backend
+
+
+def _followers(settings: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [b for b in settings.get("backends") or [] if b.get("follows") == name]
+
+
+def _passthrough_lines(settings: dict[str, Any], backend: dict[str, Any]) -> list[str]:
+    """A TCP pass-through of an HTTP backend's servers (HTTPS: the TLS bytes reach the server untouched, SNI
+    included). A server takes connections when its own port accepts one AND the HTTP backend's check passes on
+    the HTTP port: one tcp-check sequence, so that a node out of the HTTP pool is out of this one too, and a node
+    whose pass-through port refuses is out even while its HTTP check passes."""
+    leader = _leader(settings, backend)
+    path = leader.get("health_path", settings.get("health_path", "/healthz"))
+    return ["    mode tcp",
+            "    balance {}".format(backend.get("balance", leader.get("balance", "roundrobin"))),
+            "    option tcp-check",
+            "    tcp-check connect port {}".format(int(backend.get("port", 443))),
+            "    tcp-check connect port {}".format(int(leader.get("port", 80))),
+            # HTTP/1.0 with no Host, like `option httpchk`: the node's default site answers the health path.
+            f"    tcp-check send GET\\ {path}\\ HTTP/1.0\\r\\n\\r\\n",
+            "    tcp-check expect rstring ^HTTP/1\\.[01]\\ 200",
+            # A node that died without a word answers no SYN: the connection goes to another one.
+            "    option redispatch 1",
+            "    retries 2",
+            "    timeout connect 2s",
+            "    default-server inter 2s fall 2 rise 2"]
+
+
 def render_haproxy(settings: dict[str, Any], pool: dict[str, dict[str, dict[str, Any]]]) -> str:
     """conf.d/golden-cluster.cfg from the lb settings and the slots filled by lb-add (pool).
 
     A backend in `mode: tcp` (the SQL pool) is checked over HTTP on its servers' `check_port`, sends every
     connection to its first healthy server (the others are `backup`), and cuts the sessions of a server marked
-    down, so that clients reconnect to the one taking over."""
+    down, so that clients reconnect to the one taking over. A `mode: tcp` backend that `follows` an HTTP backend
+    is a pass-through of that backend's servers instead (all active, its health check, its spare slots)."""
     health = settings.get("health_path", "/healthz")
+    backends = _backends(settings)
     out = ["# goldenimage first boot: cluster frontends and backends (written by golden-firstboot).",
            "# dynN slots are spare: `golden-firstboot lb-add NAME ADDRESS` fills one at run time.", ""]
     for frontend in settings.get("frontends") or []:
         out += ["frontend {}".format(frontend["name"]),
                 "    bind {}".format(frontend["bind"])]
         if frontend.get("mode") == "tcp":
-            out += ["    mode tcp", "    option tcplog", "    timeout client 1h"]
+            out += ["    mode tcp", "    option tcplog"]
+            if not (backends.get(frontend["backend"]) or {}).get("follows"):
+                out.append("    timeout client 1h")  # SQL sessions idle for long; HTTPS keeps the defaults
         out += ["    default_backend {}".format(frontend["backend"]), ""]
     for backend in settings.get("backends") or []:
         port = int(backend.get("port", 80))
         tcp = backend.get("mode") == "tcp"
+        follows = bool(backend.get("follows"))
         out += ["backend {}".format(backend["name"])]
-        if tcp:
+        if follows:
+            out += _passthrough_lines(settings, backend)
+        elif tcp:
             out += ["    mode tcp",
                     "    option httpchk GET {}".format(backend.get("health_path", "/")),
                     "    http-check expect status 200",
@@ -87,17 +136,20 @@ def render_haproxy(settings: dict[str, Any], pool: dict[str, dict[str, dict[str,
                     "    timeout connect 2s",
                     "    default-server inter 2s fall 2 rise 2"]
         for index, server in enumerate(backend.get("servers") or []):
-            backup = "  backup" if tcp and index > 0 else ""
+            backup = "  backup" if tcp and not follows and index > 0 else ""
             out.append("    server {} {}:{} check{}".format(server["name"], server["address"],
                                                             int(server.get("port", port)), backup))
-        if tcp:
+        if tcp and not follows:
             out.append("")
             continue
-        filled = pool.get(backend["name"], {})
-        for slot in slots(settings, backend):
+        # A pass-through backend's slots are its leader's, filled with the same members on its own port.
+        leader = _leader(settings, backend)
+        filled = pool.get(leader["name"], {})
+        for slot in slots(settings, leader):
             member = filled.get(slot)
             if member:
-                out.append("    server {} {}:{} check  # {}".format(slot, member["address"], member["port"],
+                member_port = port if follows else member["port"]
+                out.append("    server {} {}:{} check  # {}".format(slot, member["address"], member_port,
                                                                    member["name"]))
             else:
                 out.append(f"    server {slot} {PARKED}:{port} check disabled")
@@ -143,6 +195,28 @@ def _validate(settings: dict[str, Any]) -> None:
         for s_index, server in enumerate(backend.get("servers") or []):
             if not server.get("name") or not server.get("address"):
                 raise SettingsError(f"{HOST}: lb.backends[{index}].servers[{s_index}]: needs name and address")
+        if backend.get("follows"):
+            _validate_follower(settings, index, backend, modes)
+
+
+def _validate_follower(settings: dict[str, Any], index: int, backend: dict[str, Any], modes: dict[Any, str]) -> None:
+    """A pass-through backend: TCP, following an HTTP backend, with that backend's servers (same names, in order)
+    and a health path that goes into a check line as it is."""
+    where = f"{HOST}: lb.backends[{index}]"
+    leader_name = backend["follows"]
+    if modes.get(leader_name) != "http":
+        raise SettingsError(f"{where}.follows: {leader_name!r} is not an HTTP backend of this load balancer")
+    if backend.get("mode") != "tcp":
+        raise SettingsError(f"{where}.mode: a backend that follows {leader_name} passes TCP through: mode tcp")
+    leader = _backends(settings)[leader_name]
+    names = [s.get("name") for s in backend.get("servers") or []]
+    if names != [s.get("name") for s in leader.get("servers") or []]:
+        raise SettingsError(f"{where}.servers: {names} are not backend {leader_name}'s servers",
+                            hint="a pass-through backend lists the same servers as the backend it follows")
+    path = str(leader.get("health_path", settings.get("health_path", "/healthz")))
+    if not HEALTH_PATH.match(path):
+        raise SettingsError(f"{HOST}: lb.health_path: {path!r} is not a plain URL path",
+                            hint="letters, digits and . _ ~ / % ? = & + - only, starting with /")
 
 
 @step("lb.haproxy", roles=["lb"], activate=["lb.frontends", "lb.backends"], require=["lb.backends"])
@@ -227,6 +301,9 @@ def _backend(ctx: Context, name: str | None) -> dict[str, Any]:
     backends = ctx.get("lb.backends") or []
     for backend in backends:
         if name in (None, backend.get("name")):
+            if backend.get("follows"):
+                raise FirstbootError("backend {} follows backend {}: its members are that one's".format(
+                    backend["name"], backend["follows"]), hint="--backend " + str(backend["follows"]))
             return backend
     raise FirstbootError("no backend {!r} in this load balancer's settings".format(name or ""),
                          hint="backends: " + ", ".join(b.get("name", "?") for b in backends))
@@ -248,9 +325,12 @@ def pool_add(ctx: Context, name: str, address: str, port: int | None = None,
             raise FirstbootError("backend {} has no spare slot left".format(backend["name"]),
                                  hint="raise lb.max_servers and run `golden-firstboot --rerun`")
         slot = free[0]
-    target = "{}/{}".format(backend["name"], slot)
-    _runtime(ctx, f"set server {target} addr {address} port {port}")
-    _runtime(ctx, f"set server {target} state ready")
+    # The pass-through backends that follow this one take the member in the same slot, on their own port.
+    for each, each_port in [(backend, port)] + [(f, int(f.get("port", 443))) for f in _followers(ctx.get("lb"),
+                                                                                               backend["name"])]:
+        target = "{}/{}".format(each["name"], slot)
+        _runtime(ctx, f"set server {target} addr {address} port {each_port}")
+        _runtime(ctx, f"set server {target} state ready")
     members[slot] = {"name": name, "address": address, "port": port}
     ctx.write(POOL, json.dumps(pool, indent=2, sort_keys=True) + "\n")
     # The file follows the runtime state, so a later restart keeps the member; no reload is needed now.
@@ -267,9 +347,10 @@ def pool_remove(ctx: Context, name: str, backend_name: str | None = None) -> str
     if slot is None:
         ctx.log("{} is not in backend {}: nothing to remove".format(name, backend["name"]))
         return None
-    target = "{}/{}".format(backend["name"], slot)
-    _runtime(ctx, f"set server {target} state maint")
-    _runtime(ctx, "set server {} addr {} port {}".format(target, PARKED, int(backend.get("port", 80))))
+    for each in [backend] + _followers(ctx.get("lb"), backend["name"]):
+        target = "{}/{}".format(each["name"], slot)
+        _runtime(ctx, f"set server {target} state maint")
+        _runtime(ctx, "set server {} addr {} port {}".format(target, PARKED, int(each.get("port", 80))))
     del members[slot]
     ctx.write(POOL, json.dumps(pool, indent=2, sort_keys=True) + "\n")
     ctx.write(CLUSTER_CFG, render_haproxy(ctx.get("lb"), pool))
