@@ -13,12 +13,14 @@ with one line (the unit's failure reason in the journal) when it fails."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from .steps import Context
 from .system import FirstbootError
@@ -39,6 +41,9 @@ BINLOG_TOOL = ("mariadb_binlog", "mariadb-binlog")
 BACKUP_TOOL = ("mariadb_backup", "mariadb-backup")
 DUMP_TOOL = ("mariadb_dump", "mariadb-dump")
 RESTIC_TIMEOUT = 6 * 3600
+#: How long a job waits for another job of this host to release a shared step (the repository's making, the
+#: binlog spool) before it fails; a binlog run takes seconds, a first `init` a few.
+LOCK_WAIT = 900
 
 
 def now_iso(when: float | None = None) -> str:
@@ -81,17 +86,38 @@ def restic(ctx: Context, args: list[str], check: bool = True, **kwargs: Any):
                    env=restic_env(ctx), check=check, timeout=kwargs.pop("timeout", RESTIC_TIMEOUT), **kwargs)
 
 
+@contextlib.contextmanager
+def host_lock(ctx: Context, name: str, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """One job of this host at a time in a shared step (STATE_DIR/NAME.lock, flock: released if the job dies)."""
+    path = ctx.path(STATE_DIR + "/" + name + ".lock")
+    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+    deadline = time.monotonic() + wait
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise FirstbootError(f"another backup job of this host held {path} for over {int(wait)} s",
+                                         hint="systemctl list-units 'golden-backup-*'") from None
+                time.sleep(0.5)
+        yield
+
+
 def ensure_repository(ctx: Context) -> bool:
     """The repository exists: made on first use by the one host host.json names for it (`init`), since two
-    hosts making it at once would each write a master key and leave it unreadable. True when made now."""
-    if restic(ctx, ["cat", "config"], check=False).returncode == 0:
-        return False
-    if not settings(ctx).get("init"):
-        raise FirstbootError("the repository {} does not exist yet: another host of the cluster makes it".format(
-            settings(ctx)["repository"]), hint="the next run tries again; see that host's golden-backup-* units")
-    restic(ctx, ["init"])
-    ctx.log("made the restic repository " + settings(ctx)["repository"])
-    return True
+    hosts making it at once would each write a master key and leave it unreadable; on that host, by one job at
+    a time (the full job and the binlog timer start together at first boot). True when made now."""
+    with host_lock(ctx, "repository"):
+        if restic(ctx, ["cat", "config"], check=False).returncode == 0:
+            return False
+        if not settings(ctx).get("init"):
+            raise FirstbootError("the repository {} does not exist yet: another host of the cluster makes it".format(
+                settings(ctx)["repository"]), hint="the next run tries again; see that host's golden-backup-* units")
+        restic(ctx, ["init"])
+        ctx.log("made the restic repository " + settings(ctx)["repository"])
+        return True
 
 
 def host_name(ctx: Context) -> str:
@@ -164,7 +190,13 @@ def run_full(ctx: Context) -> str:
 
 def run_binlog(ctx: Context) -> str:
     """The binary logs closed so far, hard-linked into the spool (a stable path: each snapshot holds all the
-    server still keeps), the current one flushed first when it holds anything new since the last run."""
+    server still keeps), the current one flushed first when it holds anything new since the last run. One run
+    at a time: the full job ships the binlogs too, and two runs would prune each other's spool."""
+    with host_lock(ctx, "binlog"):
+        return _ship_binlogs(ctx)
+
+
+def _ship_binlogs(ctx: Context) -> str:
     conf = database(ctx)
     datadir = conf.get("datadir") or DATADIR
     spool = ctx.path(conf.get("spool") or SPOOL) + "/binlog"
@@ -263,6 +295,15 @@ def read_state(ctx: Context, kind: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def one_line(message: str) -> str:
+    """A failure in one line: its first, and for a command its stderr's last (the tool's own reason, which the
+    first line alone, `command failed (exit 1): restic backup ...`, leaves out)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    return lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
+
+
 def run(ctx: Context, kind: str) -> str:
     """One job, recorded either way; FirstbootError (one line) when it fails."""
     if kind not in RUNNERS:
@@ -273,7 +314,7 @@ def run(ctx: Context, kind: str) -> str:
             ensure_repository(ctx)
         snapshot = RUNNERS[kind](ctx)
     except FirstbootError as exc:
-        reason = exc.message.splitlines()[0]
+        reason = one_line(exc.message)
         record(ctx, kind, False, reason, started)
         raise FirstbootError(f"backup {kind} failed: {reason}", hint=exc.hint) from None
     record(ctx, kind, True, f"snapshot {snapshot}" if snapshot else "done", started)

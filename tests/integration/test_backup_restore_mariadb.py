@@ -178,6 +178,29 @@ def test_point_in_time_restore_one_second_before_a_drop_and_no_plaintext_in_the_
     assert backup_jobs.verdicts(ctx, at=time.time() + 7200)[0]["problem"].startswith("last good")
 
 
+def test_jobs_starting_together_on_the_init_host_make_one_repository(stack):
+    """First boot starts the full job and the binlog timer at once on the host that makes the repository: two
+    `restic init` at once would each write a master key, one config would win, and the repository would refuse
+    every later job ("config or key ... is damaged")."""
+    ctx = stack["ctx"]
+    (stack["docroot"] / "index.html").write_text("hello\n")
+    agent = LocalAgent(ctx)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "firstboot")}
+    jobs = [subprocess.Popen([sys.executable, "-m", "golden_firstboot", "--root", str(agent.root), "backup", "run",
+                              kind], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for kind in ("files", "binlog", "files")]
+    results = [(job.wait(timeout=300), job.stderr.read() if job.stderr else "") for job in jobs]
+    for job in jobs:
+        for stream in (job.stdout, job.stderr):
+            if stream:
+                stream.close()
+    assert [code for code, _ in results] == [0, 0, 0], results
+    keys = backup_jobs.restic(ctx, ["key", "list", "--json"]).stdout
+    assert len(json.loads(keys)) == 1, keys
+    assert sum("made the restic repository" in err for _, err in results) == 1, results
+    assert len(backup_jobs.snapshots(ctx, "files")) == 2 and len(backup_jobs.snapshots(ctx, "binlog")) == 1
+
+
 def test_a_failed_backup_fails_in_one_line_and_status_says_why(stack):
     ctx = stack["ctx"]
     stack["source"].stop()
@@ -185,8 +208,11 @@ def test_a_failed_backup_fails_in_one_line_and_status_says_why(stack):
         backup_jobs.run(ctx, "full")
     assert failed.value.message.startswith("backup full failed: command failed")
     assert "\n" not in failed.value.message
+    # the tool's own reason comes with the command, in that one line
+    assert "Failed to connect to MariaDB server" in failed.value.message
     full = backup_jobs.verdicts(ctx)[0]
     assert full["kind"] == "full" and not full["ok"] and "last run failed: command failed" in full["problem"]
+    assert "Failed to connect to MariaDB server" in full["problem"]
     with pytest.raises(FirstbootError, match="backups failing: full: never succeeded"):
         backup_jobs.check(ctx)
 
