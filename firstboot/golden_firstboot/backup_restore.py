@@ -241,22 +241,3 @@ def restore_here(ctx: Context, at: float, source: str | None = None) -> dict[str
     report = restore_database(ctx, at, datadir, socket, start, source)
     report["set_aside"] = aside
     return report
-
-
-def restore_files(ctx: Context, at: float, path: str, target: str, source: str | None = None) -> dict[str, Any]:
-    """The backed-up folder `path` as it was in the last files snapshot at or before `at`, restored under target
-    (never over the live folder: the operator moves what they need). The report."""
-    found = [s for s in snapshots(ctx, "files", source)
-             if parse_time(s["time"]) <= at and any(path == p or path.startswith(p.rstrip("/") + "/")
-                                                    for p in s.get("paths") or [])]
-    if not found:
-        raise FirstbootError(f"no files backup of {path} at or before {backup_jobs.now_iso(at)}",
-                             hint="`golden backup list HOST` shows what the store holds")
-    snap = found[-1]
-    os.makedirs(target, 0o700, exist_ok=True)
-    restic(ctx, ["restore", snap["id"], "--target", target, "--include", path])
-    target = os.path.join(target, path.lstrip("/"))
-    count = sum(len(files) for _, _, files in os.walk(target))
-    return {"at": backup_jobs.now_iso(at), "from": "files {} ({})".format(snap["short_id"], snap["time"][:19]),
-            "path": path, "target": target, "files": count}
-

@@ -1,7 +1,8 @@
 """`golden-firstboot backup restore-env`: one environment's databases (on the writer) or site files (on a web
 node) put back as of a time, the others untouched. The databases: the whole server restored to that time in a
 scratch server beside the live one, the environment's databases dumped from it and swapped in, the live ones
-dumped into the archive first. The files: the node's own files backup, the live folder archived first."""
+dumped into the archive first. The files: the node's own files backup, through restore-files' checked path
+(backup_restore_files.restore_path), the live folder archived only once the restored one has been checked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 
 from . import backup_jobs
 from .backup_jobs import DUMP_TOOL, tool
-from .backup_restore import restore_database, restore_files, verify
+from .backup_restore import restore_database, verify
+from .backup_restore_files import restore_path
 from .steps import Context
 from .system import FirstbootError
 
@@ -148,23 +150,15 @@ def restore_env_databases(ctx: Context, name: str, at: float, source: str | None
 
 def restore_env_files(ctx: Context, name: str, at: float, source: str | None = None,
                       env_root: str = ENV_ROOT) -> dict[str, Any]:
-    """Environment NAME's site files (ENV_ROOT/NAME/htdocs) as of `at`, from this web node's files backups;
-    the live folder moved into the archive first. Owners and modes come back as they were backed up."""
+    """Environment NAME's site files (ENV_ROOT/NAME/htdocs) as of `at`, from this web node's files backups,
+    through `restore-files`' checked path: restored beside the live folder, every entry checked against the
+    snapshot (sha256, size, mode, owner, mtime, the same entries), and only then the live folder moved into the
+    archive (ENV_ARCHIVE/NAME-htdocs-before-restore-TIME-XXXX/...) and the restored one renamed into place.
+    A restore that differs from the snapshot leaves the live folder as it was. The report."""
     if not ENV_NAME.match(name):
         raise FirstbootError(f"{name!r} is not an environment name")
     live = f"{env_root}/{name}/htdocs"  # as the files job names it (host.json paths, not under root)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    work = ctx.path(f"{ENV_WORK}/{name}-files-{stamp}")
-    aside = f"{ENV_ARCHIVE}/{name}-htdocs-before-restore-{stamp}"
-    try:
-        report = restore_files(ctx, at, live, work, source)
-        if not os.path.isdir(report["target"]):
-            raise FirstbootError(f"the files backup holds no {live} at {backup_jobs.now_iso(at)}")
-        os.makedirs(os.path.dirname(ctx.path(aside)), 0o700, exist_ok=True)
-        if os.path.isdir(live):
-            shutil.move(live, ctx.path(aside))
-        shutil.move(report["target"], live)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report.update({"environment": name, "target": live, "archived": aside})
+    report = restore_path(ctx, at, live, source=source, archive=ENV_ARCHIVE, label=f"{name}-htdocs-before-restore-")
+    report.update({"environment": name, "target": live,
+                   "from": "files {} ({})".format(report["snapshot"], report["snapshot_time"])})
     return report

@@ -215,10 +215,11 @@ def move(source: str, target: str) -> None:
         os.unlink(source)
 
 
-def restore_path(ctx: Context, at: float, path: str, to: str | None = None,
-                 source: str | None = None) -> dict[str, Any]:
+def restore_path(ctx: Context, at: float, path: str, to: str | None = None, source: str | None = None,
+                 archive: str = FILES_ARCHIVE, label: str = "") -> dict[str, Any]:
     """PATH (a file or folder under one of this host's backed-up folders) as of `at`: in place, the live one
-    archived first, or under `to`. Checked against the snapshot before it is put in place. The report."""
+    archived first (under `archive`, in a folder of its own named LABEL + the time + a unique tail), or under
+    `to`. Checked against the snapshot before it is put in place. The report."""
     check_path(path)
     own = source is None or source == backup_jobs.host_name(ctx)
     roots = backed_up_roots(ctx) if own else \
@@ -258,8 +259,8 @@ def restore_path(ctx: Context, at: float, path: str, to: str | None = None,
         counts = verify(ctx, snap, path, restored, os.path.join(staging, DUMP))
         if to is None:
             if os.path.lexists(path):
-                os.makedirs(ctx.path(FILES_ARCHIVE), 0o700, exist_ok=True)
-                archived = tempfile.mkdtemp(prefix=stamp + "-", dir=ctx.path(FILES_ARCHIVE)) + path
+                os.makedirs(ctx.path(archive), 0o700, exist_ok=True)
+                archived = tempfile.mkdtemp(prefix=label + stamp + "-", dir=ctx.path(archive)) + path
                 os.makedirs(os.path.dirname(archived), 0o700, exist_ok=True)
                 move(path, archived)
             try:

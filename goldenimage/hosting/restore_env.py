@@ -4,7 +4,8 @@ Its databases on the SQL writer: the agent there restores the whole server to TI
 the live one (from the backups of the host that backs the database up), dumps NAME's databases from it, dumps
 the live ones into the archive, and replaces them (the replicas follow through the binlog); every restored table
 is checked. Its site files on every web node, from that node's own files backups (SFTP uploads land on the node
-that took them), the live folder moved into the archive first. The repository key never leaves the hosts."""
+that took them), each file checked against the snapshot before the live folder is moved into the archive. The
+repository key never leaves the hosts."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ class RestoreEnvReport:
             if self.databases.get("archived"):
                 out.append(f"  the databases replaced: {self.databases['archived']} on the writer")
         for host, part in sorted(self.files.items()):
-            out.append(f"{self.name}: files on {host} as of {part.get('from')}: {part.get('files')} files; "
-                       f"the folder replaced: {part.get('archived')}")
+            out.append(f"{self.name}: files on {host} as of {part.get('from')}: {part.get('files')} files, "
+                       f"{part.get('bytes')} bytes, each checked against the snapshot (sha256, size, mode, owner, "
+                       f"mtime); the folder replaced: {part.get('archived') or 'none'}")
         out += [f"{host}: FAILED: {reason}" for host, reason in sorted(self.failed.items())]
         return out
 
@@ -83,7 +85,13 @@ def restore_environment(name: str, at: datetime, cluster_file: Path, inventory_f
             report.failed[infra.writer] = exc.message.splitlines()[0]
     for host in infra.web:
         try:
-            report.files[host] = agent(host, "--part", "files")
+            part = agent(host, "--part", "files")
         except GoldenError as exc:
             report.failed[host] = exc.message.splitlines()[0]
+            continue
+        if not part.get("checked") or not isinstance(part.get("files"), int):
+            # An agent that swapped the files in without checking them: not reported as restored.
+            report.failed[host] = f"restoring {name}'s files: the host reported no check of what it restored"
+        else:
+            report.files[host] = part
     return report

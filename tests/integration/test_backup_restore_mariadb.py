@@ -29,7 +29,7 @@ from tests.conftest import ROOT
 from tests.mariadb_server import Server
 from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
 
-from golden_firstboot import backup_jobs, backup_restore, backup_restore_env  # isort: skip
+from golden_firstboot import backup_jobs, backup_restore, backup_restore_env, backup_restore_files  # isort: skip
 from golden_firstboot.steps import Context  # isort: skip
 from golden_firstboot.system import FirstbootError  # isort: skip
 
@@ -153,8 +153,9 @@ def test_point_in_time_restore_one_second_before_a_drop_and_no_plaintext_in_the_
     assert report["tables"] == [{"table": "shop.orders", "rows": len(ids), "checksum": report["tables"][0]["checksum"]}]
     assert report["binlog_files"] >= 2
 
-    back = backup_restore.restore_files(ctx, files_done, str(stack["docroot"]), str(tmp / "files-back"), source="db1")
-    assert Path(back["target"], "index.html").read_text() == f"<p>{FILE_SECRET}</p>\n", back
+    back = backup_restore_files.restore_path(ctx, files_done, str(stack["docroot"]), str(tmp / "files-back"),
+                                             source="db1")
+    assert Path(back["restored"], "index.html").read_text() == f"<p>{FILE_SECRET}</p>\n", back
 
     # The secrets are on the source's disk in clear (the binlog), so the search below can find what it looks for.
     assert any(ROW_SECRET.encode() in p.read_bytes() for p in source.data.glob("mysql-bin.0*"))
@@ -217,7 +218,7 @@ def test_a_failed_backup_fails_in_one_line_and_status_says_why(stack):
         backup_jobs.check(ctx)
 
 
-def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touched(stack, tmp_path):
+def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touched(stack, tmp_path, monkeypatch):
     """`golden backup restore-env`'s work on the writer and a web node: alpha's databases restored to a second in a
     scratch server beside the live one and swapped in, beta's left as they are; alpha's files back from the node's
     own backups, the replaced ones archived."""
@@ -252,11 +253,36 @@ def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touche
     assert "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `alpha_1`" in archived and "`alpha_2`" not in archived
     assert not list(Path(ctx.path(backup_restore_env.ENV_WORK)).iterdir())  # no scratch data or dump left
 
+    # A restore that differs from the snapshot (restic, the disk or the store lying) is caught before the swap:
+    # the live (defaced) folder stays as it was, nothing is archived, no staging folder is left beside it.
+    real_restic = backup_restore_files.restic
+
+    def tampering(ctx: Context, argv: list[str], *rest: Any, **kwargs: Any) -> Any:
+        done = real_restic(ctx, argv, *rest, **kwargs)
+        if argv[0] == "restore":
+            for page in Path(argv[argv.index("--target") + 1]).rglob("alpha/htdocs/index.php"):
+                page.write_text("<?php echo 'B3fore';\n")  # the same size, other bytes
+        return done
+
+    live = {p.name: p.read_bytes() for p in htdocs.iterdir()}
+    for module in (backup_restore, backup_restore_files):  # whichever path the files part takes
+        monkeypatch.setattr(module, "restic", tampering)
+    with pytest.raises(FirstbootError, match="alpha/htdocs/index.php differs from the snapshot's content"):
+        backup_restore_env.restore_env_files(ctx, "alpha", time.time(), source="db1", env_root=str(stack["docroot"]))
+    assert {p.name: p.read_bytes() for p in htdocs.iterdir()} == live
+    assert sorted(p.name for p in htdocs.parent.iterdir()) == ["htdocs"]
+    assert not list(Path(ctx.path(backup_restore_env.ENV_ARCHIVE)).glob("alpha-htdocs-*"))
+    monkeypatch.undo()
+
     files = backup_restore_env.restore_env_files(ctx, "alpha", time.time(), source="db1",
                                                  env_root=str(stack["docroot"]))
     assert (htdocs / "index.php").read_text() == "<?php echo 'before';\n"
-    assert Path(ctx.path(files["archived"]), "index.php").read_text() == "<?php echo 'defaced';\n"
-    assert files["files"] == 1
+    archived = Path(files["archived"])  # the defaced folder, in the environment archive, under its full path
+    assert archived.relative_to(ctx.path(backup_restore_env.ENV_ARCHIVE)).parts[0].startswith(
+        "alpha-htdocs-before-restore-") and str(archived).endswith(str(htdocs))
+    assert (archived / "index.php").read_text() == "<?php echo 'defaced';\n"
+    assert (files["files"], files["bytes"]) == (1, len("<?php echo 'before';\n")) and files["checked"]
+    assert sorted(p.name for p in htdocs.parent.iterdir()) == ["htdocs"]  # no staging folder left
 
     with pytest.raises(FirstbootError, match="not an environment name"):
         backup_restore_env.restore_env_databases(ctx, "../x", at, source="db1", live_socket=str(source.socket))

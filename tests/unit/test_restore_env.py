@@ -25,6 +25,7 @@ AT = datetime(2026, 12, 7, 3, 12, 44, tzinfo=UTC)
 class FakeHost:
     calls: list[tuple[str, list[str]]] = []
     failing: set[str] = set()
+    unchecked: set[str] = set()
 
     def __init__(self, target: SSHTarget, options: SSHOptions) -> None:
         self.name = target.host
@@ -44,7 +45,10 @@ class FakeHost:
             report = {"databases": ["shop_1"], "reached": "2026-12-07T03:12:44Z", "archived": "/x.sql",
                       "tables": [{"table": "shop_1.orders", "rows": 12, "checksum": "99"}]}
         else:
-            report = {"from": "files abc (2026-12-07T03:00:00)", "files": 4, "archived": "/y"}
+            report = {"from": "files abc (2026-12-07T03:00:00Z)", "files": 4, "bytes": 812, "archived": "/y",
+                      "checked": "sha256, size, mode, owner and mtime of each file against restic dump"}
+            if self.name in FakeHost.unchecked:
+                report = {"from": "files abc (2026-12-07T03:00:00Z)", "files": 4, "archived": "/y"}
         return subprocess.CompletedProcess(list(argv), 0, json.dumps(report, indent=2) + "\n", "")
 
     def put(self, files: Sequence[Path], remote_dir: str, *, timeout: float = 60) -> None:
@@ -58,7 +62,7 @@ def files(tmp_path: Path, data: dict) -> tuple[Path, Path]:
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data))
     names = [h["name"] for h in data["hosts"]]
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"hosts": {n: n for n in names}}))
-    FakeHost.calls, FakeHost.failing = [], set()
+    FakeHost.calls, FakeHost.failing, FakeHost.unchecked = [], set(), set()
     return tmp_path / "cluster.yaml", tmp_path / "inventory.yaml"
 
 
@@ -73,7 +77,18 @@ def test_the_writer_restores_from_the_backing_replica_and_each_web_node_its_own_
     assert not report.ok and list(report.failed) == ["web9"] and "no files backup" in report.failed["web9"]
     text = "\n".join(report.lines())
     assert "shop: databases shop_1 as of 2026-12-07T03:12:44Z (1 tables, 12 rows, every table checked)" in text
-    assert "shop: files on web1 as of files abc" in text and "web9: FAILED: " in text
+    assert "shop: files on web1 as of files abc (2026-12-07T03:00:00Z): 4 files, 812 bytes, each checked against " \
+           "the snapshot (sha256, size, mode, owner, mtime); the folder replaced: /y" in text
+    assert "web9: FAILED: " in text
+
+
+def test_a_web_node_that_reports_no_check_of_its_files_is_not_reported_as_restored(tmp_path):
+    cluster_file, inventory = files(tmp_path, with_backup())
+    FakeHost.unchecked = {"web2"}
+    report = restore_environment("shop", AT, cluster_file, inventory, options=SSHOptions(), factory=FakeHost)
+    assert sorted(report.files) == ["web1", "web9"] and list(report.failed) == ["web2"]
+    assert report.failed["web2"] == "restoring shop's files: the host reported no check of what it restored"
+    assert not report.ok
 
 
 def test_a_cluster_without_backups_is_refused_before_any_host(tmp_path):
