@@ -99,6 +99,9 @@ class FakeHost(Runner):
         if args[0] == "mysql":
             if stdin_path:
                 self.commands.append(line)
+                if self.facts.get("import_failures"):
+                    self.facts["import_failures"] -= 1
+                    return Result(1, "", "ERROR 1049 (42000) at line 3: Unknown database 'shop'")
                 self.databases += [d for d in self.facts.get("primary_databases", []) if d not in self.databases]
                 return Result(0)
             return self.mysql(input or "")
@@ -108,7 +111,8 @@ class FakeHost(Runner):
                 self.dump_failures -= 1
                 return Result(2, "", "Access denied for user 'repl'")
             with open(stdout_path, "w") as handle:
-                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n-- Dump completed on 2025-01-01\n")
+                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n-- Current Database: `shop`\nUSE `shop`;\n"
+                             "-- Dump completed on 2025-01-01\n")
             return Result(0)
         if args[0] == "systemctl":
             return self.systemctl(args[1:])

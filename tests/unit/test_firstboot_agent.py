@@ -123,6 +123,29 @@ def test_replica_interrupted_mid_import_reimports_the_complete_dump_without_dump
     assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
 
 
+def test_a_dump_the_replica_refuses_is_dumped_again_and_the_log_says_where_it_stopped(tmp_path):
+    scenario = load_fixture("sql-replica")
+    scenario["facts"].update({"import_failures": 1, "probe_failures": 0, "dump_failures": 0})
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    commands = result["runs"][0]["commands"]
+    assert result["runs"][0]["exit"] == 0, result["log"]
+    assert sum(c.startswith("mariadb-dump") for c in commands) == 2
+    assert sum("init-command" in c for c in commands) == 2
+    log = "\n".join(result["log"])
+    assert "did not import (attempt 1 of 3): line 3 is 'USE `shop`;', in database `shop`" in log, log
+    assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
+
+
+def test_a_replica_whose_imports_keep_failing_fails_its_seed_step_without_a_dump_left(tmp_path):
+    scenario = load_fixture("sql-replica")
+    scenario["facts"].update({"import_failures": 5, "probe_failures": 0, "dump_failures": 0})
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    assert result["runs"][0]["exit"] == 1
+    assert sum(c.startswith("mariadb-dump") for c in result["runs"][0]["commands"]) == 3
+    assert any("sql-replica.seed failed" in line and "Unknown database 'shop'" in line for line in result["log"])
+    assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
+
+
 @pytest.mark.parametrize("name", fixture_names())
 def test_secrets_never_appear_in_logged_commands_or_argv(name, tmp_path):
     result = run_scenario(load_fixture(name), str(tmp_path))

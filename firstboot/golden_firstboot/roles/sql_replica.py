@@ -9,6 +9,7 @@ A data directory holding databases without the `seeding` marker is never touched
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from ..steps import Context, step
@@ -98,17 +99,60 @@ def _seed(ctx: Context) -> None:
         ctx.log("an earlier seed stopped half-way (databases: {}): importing again over it".format(
             ", ".join(databases)))
     ctx.write(SEEDING, json.dumps({"primary": _primary(ctx)[0], "started": time.time()}) + "\n", 0o600)
-    if _dump_complete(ctx):
-        ctx.log("reusing the complete dump " + DUMP)
-    else:
-        _dump(ctx)
-    if rows(ctx, "SELECT @@GLOBAL.gtid_binlog_pos;\n") not in ([], [[""]]):
-        # Our own binlog must not carry GTIDs the primary does not know, or gtid_slave_pos is refused.
-        # It holds nothing but this server's empty start: there are no user databases yet.
-        ctx.log("clearing this replica's own binary log before taking the primary's GTID position")
-        mysql(ctx, "RESET MASTER;\n")
-    ctx.run(MYSQL + [IMPORT_INIT], stdin_path=ctx.path(DUMP))
+    for attempt in range(1, SEED_ATTEMPTS + 1):
+        if _dump_complete(ctx):
+            ctx.log("reusing the complete dump " + DUMP)
+        else:
+            _dump(ctx)
+        if rows(ctx, "SELECT @@GLOBAL.gtid_binlog_pos;\n") not in ([], [[""]]):
+            # Our own binlog must not carry GTIDs the primary does not know, or gtid_slave_pos is refused.
+            # It holds nothing but this server's empty start: there are no user databases yet.
+            ctx.log("clearing this replica's own binary log before taking the primary's GTID position")
+            mysql(ctx, "RESET MASTER;\n")
+        try:
+            ctx.run(MYSQL + [IMPORT_INIT], stdin_path=ctx.path(DUMP))
+            break
+        except CommandError as exc:
+            # A dump the server refuses is not reused: the next attempt (or run) takes a new one. Seen twice
+            # on a pair booted together: "ERROR 1049 ... Unknown database 'shop'" while the primary's first
+            # boot was making that database.
+            where = failed_statement(ctx, exc.stderr_tail)
+            ctx.log(f"the primary's dump did not import (attempt {attempt} of {SEED_ATTEMPTS}){where}")
+            _discard_dump(ctx)
+            if attempt == SEED_ATTEMPTS:
+                raise
+            ctx.log("dumping the primary again")
     ctx.write(SEEDED, json.dumps({"primary": _primary(ctx)[0], "finished": time.time()}) + "\n", 0o600)
+
+
+#: Dump and import attempts in one run: a dump taken while the primary changes its schema can be refused.
+SEED_ATTEMPTS = 3
+#: Statements of a dump that carry no row data (and so no secret): the ones failed_statement may quote.
+SAFE_STATEMENT = re.compile(r"^(USE |CREATE DATABASE |ALTER DATABASE |DROP TABLE |CREATE TABLE |-- )")
+
+
+def failed_statement(ctx: Context, stderr: str) -> str:
+    """Where the import stopped, for the log: the dump's line (only a statement that carries no data, else its
+    first word) and the database part it is in. The dump holds rows and password hashes: nothing else is read
+    out."""
+    found = re.search(r"at line (\d+)", stderr or "")
+    if not found:
+        return ""
+    number, part, text = int(found.group(1)), "", None
+    try:
+        with open(ctx.path(DUMP), encoding="utf-8", errors="replace") as handle:
+            for index, line in enumerate(handle, 1):
+                if line.startswith("-- Current Database: "):
+                    part = line[len("-- Current Database: "):].strip()
+                if index == number:
+                    text = line.strip()
+                    break
+    except OSError:
+        return ""
+    if text is None:
+        return ""
+    shown = text[:120] if SAFE_STATEMENT.match(text) else (text.split() or ["(empty)"])[0] + " ..."
+    return f": line {number} is {shown!r}" + (", in database " + part if part else ", before any database")
 
 
 def _discard_dump(ctx: Context) -> bool:
