@@ -110,9 +110,14 @@ class FakeHost(Runner):
             if self.dump_failures:
                 self.dump_failures -= 1
                 return Result(2, "", "Access denied for user 'repl'")
+            torn = bool(self.facts.get("torn_dumps"))
+            if torn:
+                self.facts["torn_dumps"] -= 1
             with open(stdout_path, "w") as handle:
-                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n-- Current Database: `shop`\nUSE `shop`;\n"
-                             "-- Dump completed on 2025-01-01\n")
+                # --all-databases lists databases twice (tables, then views): `shop` made in between is torn
+                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n-- Current Database: `shop`\n"
+                             + ("" if torn else "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;\n")
+                             + "USE `shop`;\n-- Dump completed on 2025-01-01\n")
             return Result(0)
         if args[0] == "systemctl":
             return self.systemctl(args[1:])

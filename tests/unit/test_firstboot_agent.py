@@ -132,8 +132,21 @@ def test_a_dump_the_replica_refuses_is_dumped_again_and_the_log_says_where_it_st
     assert sum(c.startswith("mariadb-dump") for c in commands) == 2
     assert sum("init-command" in c for c in commands) == 2
     log = "\n".join(result["log"])
-    assert "did not import (attempt 1 of 3): line 3 is 'USE `shop`;', in database `shop`" in log, log
+    assert "did not import (attempt 1 of 3): line 3 is 'CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;', in " \
+           "database `shop`" in log, log
     assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
+
+
+def test_a_torn_dump_is_taken_again_before_any_import(tmp_path):
+    """A database made on the primary between mariadb-dump's two lists (tables, then views) is only `USE`d."""
+    scenario = load_fixture("sql-replica")
+    scenario["facts"].update({"torn_dumps": 1, "probe_failures": 0, "dump_failures": 0})
+    result = run_scenario(scenario, str(tmp_path), runs=1)
+    commands = result["runs"][0]["commands"]
+    assert result["runs"][0]["exit"] == 0, result["log"]
+    assert sum(c.startswith("mariadb-dump") for c in commands) == 2
+    assert sum("init-command" in c for c in commands) == 1
+    assert any("uses database shop without creating it" in line for line in result["log"]), result["log"]
 
 
 def test_a_replica_whose_imports_keep_failing_fails_its_seed_step_without_a_dump_left(tmp_path):
