@@ -123,14 +123,20 @@ def test_replica_interrupted_mid_import_reimports_the_complete_dump_without_dump
     assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
 
 
-def test_a_dump_the_replica_refuses_is_dumped_again_and_the_log_says_where_it_stopped(tmp_path):
+def seed_run(tmp_path, **facts) -> tuple[dict, int, int, int]:
+    """One first boot of a replica whose primary is up, with `facts`: the result, its exit status, and how many
+    dumps and imports it ran."""
     scenario = load_fixture("sql-replica")
-    scenario["facts"].update({"import_failures": 1, "probe_failures": 0, "dump_failures": 0})
+    scenario["facts"].update({"probe_failures": 0, "dump_failures": 0, **facts})
     result = run_scenario(scenario, str(tmp_path), runs=1)
     commands = result["runs"][0]["commands"]
-    assert result["runs"][0]["exit"] == 0, result["log"]
-    assert sum(c.startswith("mariadb-dump") for c in commands) == 2
-    assert sum("init-command" in c for c in commands) == 2
+    return (result, result["runs"][0]["exit"], sum(c.startswith("mariadb-dump") for c in commands),
+            sum("init-command" in c for c in commands))
+
+
+def test_a_dump_the_replica_refuses_is_dumped_again_and_the_log_says_where_it_stopped(tmp_path):
+    result, status, dumps, imports = seed_run(tmp_path, import_failures=1)
+    assert (status, dumps, imports) == (0, 2, 2), result["log"]
     log = "\n".join(result["log"])
     assert "did not import (attempt 1 of 3): line 3 is 'CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;', in " \
            "database `shop`" in log, log
@@ -139,22 +145,14 @@ def test_a_dump_the_replica_refuses_is_dumped_again_and_the_log_says_where_it_st
 
 def test_a_torn_dump_is_taken_again_before_any_import(tmp_path):
     """A database made on the primary between mariadb-dump's two lists (tables, then views) is only `USE`d."""
-    scenario = load_fixture("sql-replica")
-    scenario["facts"].update({"torn_dumps": 1, "probe_failures": 0, "dump_failures": 0})
-    result = run_scenario(scenario, str(tmp_path), runs=1)
-    commands = result["runs"][0]["commands"]
-    assert result["runs"][0]["exit"] == 0, result["log"]
-    assert sum(c.startswith("mariadb-dump") for c in commands) == 2
-    assert sum("init-command" in c for c in commands) == 1
+    result, status, dumps, imports = seed_run(tmp_path, torn_dumps=1)
+    assert (status, dumps, imports) == (0, 2, 1), result["log"]
     assert any("uses database shop without creating it" in line for line in result["log"]), result["log"]
 
 
 def test_a_replica_whose_imports_keep_failing_fails_its_seed_step_without_a_dump_left(tmp_path):
-    scenario = load_fixture("sql-replica")
-    scenario["facts"].update({"import_failures": 5, "probe_failures": 0, "dump_failures": 0})
-    result = run_scenario(scenario, str(tmp_path), runs=1)
-    assert result["runs"][0]["exit"] == 1
-    assert sum(c.startswith("mariadb-dump") for c in result["runs"][0]["commands"]) == 3
+    result, status, dumps, imports = seed_run(tmp_path, import_failures=5)
+    assert (status, dumps, imports) == (1, 3, 3), result["log"]
     assert any("sql-replica.seed failed" in line and "Unknown database 'shop'" in line for line in result["log"])
     assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
 
