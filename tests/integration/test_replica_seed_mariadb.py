@@ -76,7 +76,7 @@ def test_a_database_made_between_the_dumps_two_lists_is_caught_before_the_import
     (MariaDB's mysql.user is a view). A database the primary's first boot makes between the two lists appears
     in the second only: `USE` without `CREATE DATABASE`, which the replica refuses (ERROR 1049, seen on a pair
     booted together). The dump below is a real one with shop's first section taken out, as the dump of that
-    moment is; torn_databases finds it, and finds nothing in the dump as it came."""
+    moment is; dumped_databases finds it, and finds nothing in the dump as it came."""
     primary, replica = servers
     primary.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY);")
     dump = subprocess.run(["mariadb-dump", f"--socket={primary.socket}", "--user=root"] + sql_replica.DUMP_OPTIONS,
@@ -85,9 +85,26 @@ def test_a_database_made_between_the_dumps_two_lists_is_caught_before_the_import
     headers = [i for i, line in enumerate(lines) if line.startswith("-- Current Database: ")]
     assert [lines[i].strip() for i in headers] == ["-- Current Database: `mysql`", "-- Current Database: `shop`",
                                                    "-- Current Database: `mysql`", "-- Current Database: `shop`"]
-    assert sql_replica.torn_databases(lines) == []
+    assert sql_replica.dumped_databases(lines) == ({"mysql", "shop"}, [])
     torn = lines[:headers[1]] + lines[headers[2]:]  # shop only in the views' list
-    assert sql_replica.torn_databases(torn) == ["shop"]
+    assert sql_replica.dumped_databases(torn)[1] == ["shop"]
     refused = subprocess.run(replica.client() + [sql_replica.IMPORT_INIT], input="".join(torn), text=True,
                              capture_output=True, timeout=300)
     assert refused.returncode != 0 and "Unknown database 'shop'" in refused.stderr, refused.stderr
+
+
+def test_an_account_between_create_user_and_grant_dumps_only_a_position(servers):
+    """MariaDB's dump with --single-transaction --master-data takes its position without FLUSH TABLES WITH
+    READ LOCK, so it needs no RELOAD: the replication account, made but not yet granted by the primary's first
+    boot, dumps "successfully" a GTID position and nothing else. The replica must not take it (it would then
+    replay the GRANT for an account it never got: "Can't find any matching row in the user table")."""
+    primary, _ = servers
+    primary.sql("CREATE DATABASE shop; CREATE USER 'repl'@'localhost' IDENTIFIED BY 'pw';")
+    dump = subprocess.run(["mariadb-dump", f"--socket={primary.socket}", "--user=repl", "--password=pw"]
+                          + sql_replica.DUMP_OPTIONS, capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "SET GLOBAL gtid_slave_pos=" in dump and "-- Dump completed" in dump[-300:]
+    assert sql_replica.dumped_databases(dump.splitlines(keepends=True)) == (set(), [])
+    primary.sql("GRANT SELECT, RELOAD, SHOW VIEW, EVENT, TRIGGER, LOCK TABLES ON *.* TO 'repl'@'localhost';")
+    dump = subprocess.run(["mariadb-dump", f"--socket={primary.socket}", "--user=repl", "--password=pw"]
+                          + sql_replica.DUMP_OPTIONS, capture_output=True, text=True, check=True, timeout=300).stdout
+    assert sql_replica.dumped_databases(dump.splitlines(keepends=True)) == ({"mysql", "shop"}, [])

@@ -101,7 +101,7 @@ class FakeHost(Runner):
                 self.commands.append(line)
                 if self.facts.get("import_failures"):
                     self.facts["import_failures"] -= 1
-                    return Result(1, "", "ERROR 1049 (42000) at line 3: Unknown database 'shop'")
+                    return Result(1, "", "ERROR 1049 (42000) at line 5: Unknown database 'shop'")
                 self.databases += [d for d in self.facts.get("primary_databases", []) if d not in self.databases]
                 return Result(0)
             return self.mysql(input or "")
@@ -110,14 +110,16 @@ class FakeHost(Runner):
             if self.dump_failures:
                 self.dump_failures -= 1
                 return Result(2, "", "Access denied for user 'repl'")
-            torn = bool(self.facts.get("torn_dumps"))
-            if torn:
-                self.facts["torn_dumps"] -= 1
+            kind = next((k for k in ("torn_dumps", "grantless_dumps") if self.facts.get(k)), "")
+            if kind:
+                self.facts[kind] -= 1
             with open(stdout_path, "w") as handle:
-                # --all-databases lists databases twice (tables, then views): `shop` made in between is torn
-                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n-- Current Database: `shop`\n"
-                             + ("" if torn else "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;\n")
-                             + "USE `shop`;\n-- Dump completed on 2025-01-01\n")
+                # --all-databases lists databases twice (tables, then views): `shop` made in between is torn;
+                # an account without its grants yet dumps a GTID position and nothing else
+                handle.write("SET GLOBAL gtid_slave_pos='0-1-42';\n" + ("" if kind == "grantless_dumps" else (
+                    "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `mysql`;\nUSE `mysql`;\n-- Current Database: `shop`\n"
+                    + ("" if kind == "torn_dumps" else "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;\n")
+                    + "USE `shop`;\n")) + "-- Dump completed on 2025-01-01\n")
             return Result(0)
         if args[0] == "systemctl":
             return self.systemctl(args[1:])

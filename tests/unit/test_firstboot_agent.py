@@ -138,7 +138,7 @@ def test_a_dump_the_replica_refuses_is_dumped_again_and_the_log_says_where_it_st
     result, status, dumps, imports = seed_run(tmp_path, import_failures=1)
     assert (status, dumps, imports) == (0, 2, 2), result["log"]
     log = "\n".join(result["log"])
-    assert "did not import (attempt 1 of 3): line 3 is 'CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;', in " \
+    assert "did not import (attempt 1 of 3): line 5 is 'CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;', in " \
            "database `shop`" in log, log
     assert not (tmp_path / "var/lib/golden/replica-seed.sql").exists()
 
@@ -148,6 +148,13 @@ def test_a_torn_dump_is_taken_again_before_any_import(tmp_path):
     result, status, dumps, imports = seed_run(tmp_path, torn_dumps=1)
     assert (status, dumps, imports) == (0, 2, 1), result["log"]
     assert any("uses database shop without creating it" in line for line in result["log"]), result["log"]
+
+
+def test_a_dump_taken_before_the_replication_account_had_its_grants_is_taken_again(tmp_path):
+    """Between the primary's CREATE USER and GRANT the account dumps a GTID position and nothing else."""
+    result, status, dumps, imports = seed_run(tmp_path, grantless_dumps=1)
+    assert (status, dumps, imports) == (0, 2, 1), result["log"]
+    assert any("the dump holds no mysql schema: repl had no privileges yet" in line for line in result["log"])
 
 
 def test_a_replica_whose_imports_keep_failing_fails_its_seed_step_without_a_dump_left(tmp_path):

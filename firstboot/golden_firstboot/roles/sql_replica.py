@@ -83,7 +83,13 @@ def _dump(ctx: Context) -> None:
         if not _dump_complete(ctx):
             raise FirstbootError(f"{tool} stopped before the end of the dump")
         with open(ctx.path(DUMP), encoding="utf-8", errors="replace") as handle:
-            torn = torn_databases(handle)
+            created, torn = dumped_databases(handle)
+        if "mysql" not in created:
+            # MariaDB's dump with --single-transaction --master-data needs no RELOAD: an account between CREATE
+            # USER and GRANT dumps "successfully" a GTID position and nothing else, and the replica then fails
+            # to replay that GRANT ("Can't find any matching row in the user table").
+            raise FirstbootError(f"the dump holds no mysql schema: {user} had no privileges yet on the primary "
+                                 "(between its CREATE USER and GRANT)")
         if torn:
             raise FirstbootError("the dump uses database {} without creating it: made on the primary while it "
                                  "was dumped".format(", ".join(torn)))
@@ -130,10 +136,11 @@ def _seed(ctx: Context) -> None:
     ctx.write(SEEDED, json.dumps({"primary": _primary(ctx)[0], "finished": time.time()}) + "\n", 0o600)
 
 
-def torn_databases(lines: Iterable[str]) -> list[str]:
-    """Databases the dump switches to (`USE`) before any `CREATE DATABASE` of theirs. --all-databases lists the
-    databases twice, for the tables and again for the views (MariaDB's mysql.user is a view): one made on the
-    primary between the two lists gets only `USE`, and the import stops with "ERROR 1049 Unknown database"."""
+def dumped_databases(lines: Iterable[str]) -> tuple[set[str], list[str]]:
+    """The databases the dump creates, and those it switches to (`USE`) before any `CREATE DATABASE` of theirs.
+    --all-databases lists the databases twice, for the tables and again for the views (MariaDB's mysql.user is
+    a view): one that became visible between the two lists (made on the primary, or granted to the dumping
+    account) gets only `USE`, and the import stops with "ERROR 1049 Unknown database"."""
     created: set[str] = set()
     torn: list[str] = []
     for line in lines:
@@ -146,7 +153,7 @@ def torn_databases(lines: Iterable[str]) -> list[str]:
                 created.add(name)
             elif name not in created and name not in torn:
                 torn.append(name)
-    return torn
+    return created, torn
 
 
 #: Dump and import attempts in one run: a dump taken while the primary changes its schema can be refused.
