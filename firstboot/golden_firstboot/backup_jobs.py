@@ -23,7 +23,7 @@ import time
 from typing import Any, Iterator
 
 from .steps import Context
-from .system import FirstbootError
+from .system import FirstbootError, one_line
 
 STATE_DIR = "/var/lib/golden/backup"
 MARK = "/var/lib/golden/backup-last-success.{}"
@@ -293,15 +293,6 @@ def read_state(ctx: Context, kind: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def one_line(message: str) -> str:
-    """A failure in one line: its first, and for a command its stderr's last (the tool's own reason, which the
-    first line alone, `command failed (exit 1): restic backup ...`, leaves out)."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if not lines:
-        return "failed"
-    return lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
 
 
 def run(ctx: Context, kind: str) -> str:

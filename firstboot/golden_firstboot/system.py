@@ -57,6 +57,15 @@ class RetryExhausted(FirstbootError):
     exit_status = 75
 
 
+def one_line(message: str) -> str:
+    """A failure in one line: its first, and for a command its stderr's last (the tool's own reason, which the
+    first line alone, `command failed (exit 1): restic backup ...`, leaves out)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    return lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
+
+
 class CommandError(FirstbootError):
     """An external command failed; the message carries the redacted command and its stderr tail."""
 

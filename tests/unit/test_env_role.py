@@ -83,7 +83,7 @@ class FakeWebNode(Runner):
         elif tool == "usermod":
             groups = self._groups()
             for g in groups:
-                if g[0] == args[3]:
+                if g[0] in args[3].split(","):
                     g[3] = ",".join([m for m in g[3].split(",") if m] + [args[4]])
             self._save_groups(groups)
         elif tool == "userdel":
@@ -137,6 +137,47 @@ def test_three_environments_cost_one_reload_of_each_service(node: tuple[FakeWebN
     groups = {g.split(":")[0]: g.split(":")[3] for g in (fake.root / "etc/group").read_text().splitlines()}
     assert groups["golden-env"] == "shop,blog,wiki"
     assert groups["shop"] == "www-data"  # Apache reads the site; no other environment's account does
+
+
+def test_a_batch_costs_no_process_per_site_and_one_usermod_for_apache(node: tuple[FakeWebNode, Context]) -> None:
+    """A thousand environments on a slow guest: a2ensite (Perl) and usermod (a rewrite of /etc/group) per
+    environment cost minutes; the links are written as a2ensite writes them and www-data joins all at once."""
+    fake, ctx = node
+    many = [environment(f"e{n:03d}", 210000 + n) for n in range(40)]
+    report = env.apply_web(ctx, batch(*many))
+    assert report["failed"] == {}
+    assert fake.ran("a2ensite") == 0 and fake.ran("usermod") == 1
+    assert fake.ran("useradd") == 40 and fake.ran("groupadd") == 41  # the environments' and golden-env
+    link = fake.root / "etc/apache2/sites-enabled/golden-env-e007.conf"
+    assert os.readlink(link) == "../sites-available/golden-env-e007.conf"  # relative, as a2ensite makes it
+    groups = {g.split(":")[0]: g.split(":")[3] for g in (fake.root / "etc/group").read_text().splitlines()}
+    assert all(groups[e["name"]] == "www-data" for e in many)
+    # the master can hold a socket per pool (tests/integration/test_fpm_many_pools.py starts a real FPM on it)
+    limits = (fake.root / "etc/php/8.2/fpm/pool.d" / env_render.FPM_LIMITS).read_text()
+    assert limits.splitlines()[1:] == ["[global]", f"rlimit_files = {env_render.FPM_MAX_FILES}"]
+    pool = (fake.root / "etc/php/8.2/fpm/pool.d/golden-env-e007.conf").read_text()
+    assert f"rlimit_files = {env_render.POOL_MAX_FILES}" in pool.splitlines()
+    fake.commands.clear()
+    assert env.apply_web(ctx, batch(*many))["changed"] == 0 and fake.commands == []
+
+
+def test_an_environment_apache_cannot_join_fails_and_is_retried(node: tuple[FakeWebNode, Context]) -> None:
+    fake, ctx = node
+    real = fake.execute
+
+    def usermod_fails(args, *rest):  # type: ignore[no-untyped-def]
+        if args[0] == "usermod":
+            fake.commands.append(args)
+            return Result(10, "", "usermod: cannot lock /etc/group; try again later.")
+        return real(args, *rest)
+
+    fake.execute = usermod_fails  # type: ignore[method-assign,assignment]
+    report = env.apply_web(ctx, batch(*THREE))
+    assert set(report["failed"]) == {"shop", "blog", "wiki"}
+    assert "cannot lock /etc/group" in report["failed"]["shop"]
+    fake.execute = real  # type: ignore[method-assign]
+    report = env.apply_web(ctx, batch(*THREE))
+    assert report["failed"] == {} and fake.ran("usermod") == 2
 
 
 def test_each_environment_is_isolated_by_its_tree_and_its_pool(node: tuple[FakeWebNode, Context]) -> None:

@@ -25,11 +25,13 @@ from typing import Any
 
 from .. import env_schema
 from ..steps import Context
-from ..system import FirstbootError
+from ..system import FirstbootError, one_line
 from .env_render import (
     APACHE_MODULES,
     ARCHIVE_DIR,
     CHALLENGE_DIR,
+    FPM_LIMITS,
+    FPM_MAX_FILES,
     GROUP,
     KEYS_DIR,
     NOLOGIN,
@@ -43,6 +45,7 @@ from .env_render import (
     cert_paths,
     pool_name,
     render_db_ini,
+    render_fpm_limits,
     render_pool,
     render_vhost,
     sshd_block,
@@ -95,6 +98,8 @@ class Batch:
         self.owed: set[str] = set((ctx.read(PENDING) or "").split()) & set(RELOADS)
         self.passwd = passwd_entries(ctx)
         self.groups = group_members(ctx)
+        #: The environments' groups www-data joins at the end of the batch (one usermod for all of them).
+        self.readers: list[str] = []
 
     def owe(self, *reloads: str) -> None:
         if self.check or set(reloads) <= self.owed:
@@ -156,7 +161,44 @@ def ensure_account(batch: Batch, env: dict[str, Any]) -> None:
             batch.run(["usermod", "--append", "--groups", GROUP, name])
     if "www-data" not in batch.groups.get(name, []):
         batch.change(f"let Apache (www-data) read {name}'s site")
-        batch.run(["usermod", "--append", "--groups", name, "www-data"])
+        batch.readers.append(name)
+
+
+def add_readers(batch: Batch) -> None:
+    """www-data into the groups of the batch's new environments, with one usermod (one rewrite of /etc/group
+    instead of one per environment): an environment whose group it could not join fails with the reason."""
+    if batch.check or not batch.readers:
+        return
+    try:
+        batch.ctx.run(["usermod", "--append", "--groups", ",".join(batch.readers), "www-data"])
+    except FirstbootError as exc:
+        for name in batch.readers:
+            batch.failed[name] = "www-data cannot join its group: " + one_line(exc.message)
+        return
+    for name in batch.readers:
+        batch.groups.setdefault(name, []).append("www-data")
+
+
+def site_target(site: str) -> str:
+    """Where sites-enabled/SITE.conf points: what a2ensite links (relative, into sites-available)."""
+    return f"../sites-available/{site}.conf"
+
+
+def site_link(ctx: Context, site: str) -> str:
+    """The link sites-enabled/SITE.conf itself (not followed, as ctx.path follows links inside a tree)."""
+    return os.path.join(ctx.path(SITES_ENABLED), site + ".conf")
+
+
+def enable_site(ctx: Context, site: str) -> None:
+    """The site's link in sites-enabled, as a2ensite makes it, without a Perl process per environment (a thousand
+    of them cost minutes on a slow guest)."""
+    link = site_link(ctx, site)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    tmp = link + ".golden-tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(site_target(site), tmp)
+    os.replace(tmp, link)
 
 
 def ensure_tree(batch: Batch, env: dict[str, Any]) -> None:
@@ -188,9 +230,11 @@ def ensure_site(batch: Batch, env: dict[str, Any], php: str) -> None:
     if batch.write(f"{SITES_AVAILABLE}/{site}.conf", render_vhost(env, batch.root, has_cert)):
         batch.change("Apache site {} ({})".format(site, ", ".join(env["domains"])))
         batch.owe("apache")
-    if not batch.ctx.exists(f"{SITES_ENABLED}/{site}.conf"):
+    link = site_link(batch.ctx, site)
+    if not (os.path.islink(link) and os.readlink(link) == site_target(site)):
         batch.change("enable Apache site " + site)
-        batch.run(["a2ensite", "-q", site])
+        if not batch.check:
+            enable_site(batch.ctx, site)
         batch.owe("apache")
 
 
@@ -225,8 +269,8 @@ def prune(batch: Batch, name: str, php: str) -> None:
     if os.path.isdir(batch.ctx.path(home)):
         batch.ctx.run(["tar", "--create", "--gzip", "--file", archive, "--directory", batch.root, name])
     site = SITE_PREFIX + name
-    if batch.ctx.exists(f"{SITES_ENABLED}/{site}.conf"):
-        batch.ctx.run(["a2dissite", "-q", site])
+    if os.path.lexists(site_link(batch.ctx, site)):
+        os.remove(site_link(batch.ctx, site))
     for path in (f"{SITES_AVAILABLE}/{site}.conf", f"/etc/php/{php}/fpm/pool.d/{pool_name(name)}.conf",
                  f"{KEYS_DIR}/{name}"):
         batch.ctx.remove(path)
@@ -240,9 +284,9 @@ def prune(batch: Batch, name: str, php: str) -> None:
     batch.owe("apache", "fpm")
 
 
-def ensure_shared(batch: Batch) -> None:
+def ensure_shared(batch: Batch, php: str) -> None:
     """What every environment of this node shares: the group, the sshd block, Apache's modules, the challenge
-    folder."""
+    folder, PHP-FPM's file limit."""
     if GROUP not in batch.groups:
         batch.change("create group " + GROUP)
         batch.run(["groupadd", "--system", GROUP])
@@ -263,6 +307,11 @@ def ensure_shared(batch: Batch) -> None:
             batch.change("enable Apache module " + module)
             batch.run(["a2enmod", "-q", module])
             batch.owe("apache")
+    # One listening socket per pool in the master: at systemd's soft limit (1024) a node stops at about 1,000
+    # pools, and FPM refuses to start at all. Raised for the master only (each pool keeps 1024: env_render).
+    if batch.write(f"/etc/php/{php}/fpm/pool.d/{FPM_LIMITS}", render_fpm_limits()):
+        batch.change(f"PHP-FPM: room for {FPM_MAX_FILES} open files in the master (a socket per pool)")
+        batch.owe("fpm")
     if batch.directory(CHALLENGE_DIR, 0o755, "root", "root"):
         batch.change("ACME challenge folder " + CHALLENGE_DIR)
 
@@ -289,7 +338,7 @@ def apply_web(ctx: Context, data: dict[str, Any], check: bool = False, prune_rem
     """Bring this web node's environments to `data` (a checked batch); the report says what changed."""
     php = php_version(ctx)
     batch = Batch(ctx, data, check)
-    ensure_shared(batch)
+    ensure_shared(batch, php)
     wanted = {env["name"]: env for env in data["environments"]}
     for name, env in wanted.items():
         start = len(batch.changes)
@@ -301,11 +350,12 @@ def apply_web(ctx: Context, data: dict[str, Any], check: bool = False, prune_rem
                 if len(batch.changes) == start:
                     batch.change("record environment " + name)
         except (FirstbootError, OSError) as exc:
-            batch.failed[name] = str(getattr(exc, "message", exc)).splitlines()[0]
+            batch.failed[name] = one_line(str(getattr(exc, "message", exc)))
             ctx.log(f"environment {name}: FAILED: {batch.failed[name]}")
             continue
         if len(batch.changes) == start:
             batch.unchanged.append(name)
+    add_readers(batch)
     removed = sorted(set(applied(ctx)) - set(wanted))
     for name in removed:
         if prune_removed:

@@ -46,6 +46,21 @@ def sshd_block(root: str) -> str:
     ]) + "\n"
 
 
+#: PHP-FPM's [global] settings the env role owns, in pool.d (a [global] section there applies to the master);
+#: not a pool's name: those start with golden-env-.
+FPM_LIMITS = "golden-fpm-limits.conf"
+#: The master's open files: a socket per pool, and two pipes per running child (catch_workers_output): room
+#: for several thousand pools on one node, more than its memory holds.
+FPM_MAX_FILES = 16384
+#: Each pool's processes keep the usual limit (what a customer's PHP gets).
+POOL_MAX_FILES = 1024
+
+
+def render_fpm_limits() -> str:
+    return "\n".join(["; goldenimage: PHP-FPM's master for many environments (golden env apply)", "[global]",
+                      f"rlimit_files = {FPM_MAX_FILES}"]) + "\n"
+
+
 def pool_name(name: str) -> str:
     return "golden-env-" + name
 
@@ -83,6 +98,7 @@ def render_pool(env: dict[str, Any], root: str) -> str:
         "pm.process_idle_timeout = 10s",
         "pm.max_requests = 500",
         "request_terminate_timeout = {}".format(php["max_execution_time"] + 10),
+        f"rlimit_files = {POOL_MAX_FILES}",
         "chdir = " + home + "/htdocs",
         "clear_env = yes",
         "env[TMPDIR] = " + home + "/tmp",
