@@ -76,6 +76,7 @@ def pebble_server(tmp: Path, http_port: int) -> Iterator[tuple[str, str]]:
         ca_server = subprocess.Popen(["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{dns}"],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         directory = f"https://127.0.0.1:{api}/dir"
+        (tmp / "management-url").write_text(f"https://127.0.0.1:{management}")
         context = ssl.create_default_context(cafile=str(ca))
         try:
             for _ in range(100):  # at most 10 s
@@ -96,3 +97,12 @@ def pebble_server(tmp: Path, http_port: int) -> Iterator[tuple[str, str]]:
                     proc.kill()
                     proc.wait()
 
+
+
+def issuing_root(tmp: Path) -> str:
+    """The root of the certificates the Pebble running in `tmp` issues (PEM, from its management API): what a
+    client trusts to check a served chain. Pebble makes a new one each start."""
+    base = (tmp / "management-url").read_text()
+    context = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
+    with urllib.request.urlopen(base + "/roots/0", context=context, timeout=10) as answer:
+        return answer.read().decode()

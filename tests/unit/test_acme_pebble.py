@@ -4,6 +4,7 @@ same code writes on web nodes (challenge.TreeStore / challenge_file)."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,7 +16,7 @@ from cryptography import x509
 
 from goldenimage.hosting.acme_issue import Issuer, needs_renewal, new_account_key, not_after
 from goldenimage.hosting.challenge import CHALLENGE_DIR, TreeStore, challenge_file
-from tests.pebble_server import free_port, pebble_server
+from tests.pebble_server import free_port, issuing_root, pebble_server
 
 BROKEN = "broken.golden-test.net"
 
@@ -47,20 +48,20 @@ def challenge_server(root: Path, port: int) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path, Path]]:
     tmp = tmp_path_factory.mktemp("pebble")
     http = free_port()
     web_root = tmp / "webnode"
     server = challenge_server(web_root, http)
     try:
         with pebble_server(tmp, http) as (directory, ca):
-            yield directory, ca, web_root
+            yield directory, ca, web_root, tmp
     finally:
         server.shutdown()
 
 
-def test_a_certificate_is_issued_and_renewed_over_http01(pebble: tuple[str, str, Path]) -> None:
-    directory, ca, web_root = pebble
+def test_a_certificate_is_issued_and_renewed_over_http01(pebble: tuple[str, str, Path, Path]) -> None:
+    directory, ca, web_root, tmp = pebble
     issuer = Issuer(directory, new_account_key(), TreeStore(web_root), ca_bundle=ca, timeout=60)
     domains = ["shop.golden-test.net", "www.shop.golden-test.net"]
     first = issuer.issue("shop", domains)
@@ -69,6 +70,14 @@ def test_a_certificate_is_issued_and_renewed_over_http01(pebble: tuple[str, str,
         x509.DNSName)
     assert sorted(names) == sorted(domains)
     assert first.fullchain_pem.count("BEGIN CERTIFICATE") >= 2  # the chain to Pebble's CA comes with it
+    # ... and it leads to the root Pebble issues from (what bench/env's clients trust)
+    leaf, _, chain = first.fullchain_pem.partition("-----END CERTIFICATE-----\n")
+    (tmp / "root.pem").write_text(issuing_root(tmp))
+    (tmp / "chain.pem").write_text(chain)
+    (tmp / "leaf.pem").write_text(leaf + "-----END CERTIFICATE-----\n")
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(tmp / "root.pem"), "-untrusted",
+                               str(tmp / "chain.pem"), str(tmp / "leaf.pem")], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
     assert "PRIVATE KEY" in first.key_pem
     # the answers are gone once the order is done
     assert list((web_root / CHALLENGE_DIR.lstrip("/")).iterdir()) == []
@@ -80,8 +89,8 @@ def test_a_certificate_is_issued_and_renewed_over_http01(pebble: tuple[str, str,
     assert x509.load_pem_x509_certificate(renewed.fullchain_pem.encode()).serial_number != cert.serial_number
 
 
-def test_one_failing_environment_never_stops_the_others(pebble: tuple[str, str, Path]) -> None:
-    directory, ca, web_root = pebble
+def test_one_failing_environment_never_stops_the_others(pebble: tuple[str, str, Path, Path]) -> None:
+    directory, ca, web_root, _ = pebble
     issuer = Issuer(directory, new_account_key(), TreeStore(web_root), ca_bundle=ca, timeout=60)
     report = issuer.issue_many([("blog", ["blog.golden-test.net"]), ("broken", [BROKEN]),
                                 ("wiki", ["wiki.golden-test.net"]), ("late", ["late.golden-test.net"])],
