@@ -168,7 +168,7 @@ def test_environments_created_isolated_certified_changed_and_pruned(cluster, peb
     status, out = golden(capsys, "env", "apply", str(changed), "--prune", *args)
     assert status == 0, out
     assert web1.ssh("test -d /srv/env/gamma", check=False).returncode != 0
-    assert web1.ssh("ls /var/lib/golden/env-archive/ | grep -c '^gamma-'").stdout.strip() == "1"
+    assert web1.ssh("sudo ls /var/lib/golden/env-archive/ | grep -c '^gamma-'").stdout.strip() == "1"  # 0700 root
     assert vms["db1"].ssh("sudo test -s /var/lib/golden/env-archive/gamma-databases.sql", check=False).returncode == 0
     status, out = golden(capsys, "env", "list", *args[:8])
     assert status == 0 and "alpha" in out and "gamma" not in out and "MISSING" not in out, out
