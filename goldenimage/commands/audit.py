@@ -153,9 +153,9 @@ def audit_artifact(
     started = time.monotonic()
     artifact = _as_artifact(target, debian)
     manifest = artifact.manifest()
-    roles: list[str] = manifest["profile"]["roles"]
-    profile_name = str(manifest["profile"].get("profile") or artifact.name.split("-debian")[0])
-    release = matrix().get(manifest["release"]["number"])
+    roles = list(manifest.roles)
+    profile_name = manifest.profile or artifact.name.split("-debian")[0]
+    release = matrix().get(manifest.debian)
     seconds: dict[str, float] = {}
     scan: oscap_mod.ScanResult | None = None
     lynis_report: lynis_mod.LynisReport | None = None

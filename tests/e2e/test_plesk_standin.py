@@ -134,7 +134,7 @@ settings:
 
 
 def test_the_vm_pass_runs_the_installer_from_the_overlays_address_with_its_settings(standin, artifact):
-    runcmd = artifact.manifest()["route"]["vm_pass_runcmd"]
+    runcmd = artifact.manifest().data["route"]["vm_pass_runcmd"]
     installer = [shlex.split(line) for line in runcmd if line.startswith("/root/plesk-installer ")]
     assert installer == [["/root/plesk-installer", "install", "PLESK_18_0_71", "--preset", "Full",
                           "--source", f"http://10.0.2.2:{standin.port}/mirror/"]], runcmd

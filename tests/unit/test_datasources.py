@@ -12,6 +12,7 @@ import pycdlib
 import pytest
 import yaml
 
+from goldenimage.bake.manifest import StoredManifest
 from goldenimage.commands.verify import check_hardware, suites_for
 from goldenimage.core.errors import InputError
 from goldenimage.core.ssh_keys import SSHKey
@@ -151,10 +152,10 @@ def test_virt_is_todays_layout(tmp_path: Path) -> None:
 
 def test_metal_hardware_refuses_a_cloud_image_in_one_line() -> None:
     with pytest.raises(InputError, match="the artifact is a cloud image") as caught:
-        check_hardware({"profile": {}}, "metal")
+        check_hardware(StoredManifest.from_json({"profile": {}}), "metal")
     assert "\n" not in str(caught.value)
-    check_hardware({"kind": "metal"}, "metal")
-    check_hardware({}, "proxmox-uefi")
+    check_hardware(StoredManifest.from_json({"kind": "metal"}), "metal")
+    check_hardware(StoredManifest.from_json({}), "proxmox-uefi")
 
 
 def test_the_datasource_suite_runs_only_with_a_datasource() -> None:
