@@ -24,10 +24,10 @@ from collections.abc import Iterator
 import pytest
 
 from goldenimage.bake.pipeline import bake
-from goldenimage.commands.verify import SUITES_DIR, suites_for
 from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
+from goldenimage.verify.artifact import SUITES_DIR, suites_for
 from goldenimage.verify.guest import wait_for_first_boot
 from goldenimage.verify.vm import VM
 from tests.conftest import ROOT

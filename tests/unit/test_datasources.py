@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from goldenimage.bake.manifest import StoredManifest
-from goldenimage.commands.verify import check_hardware, suites_for
 from goldenimage.core.errors import InputError
 from goldenimage.core.ssh_keys import SSHKey
 from goldenimage.verify import metadata_service
+from goldenimage.verify.artifact import check_hardware, suites_for
 from goldenimage.verify.datasources import GUEST_ADDRESS, GUEST_GATEWAY, clone_data
 from goldenimage.verify.vm import VM
 

@@ -11,9 +11,9 @@ import pytest
 from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
 from goldenimage.bake.manifest import StoredManifest
-from goldenimage.commands import verify as verify_mod
-from goldenimage.commands.verify import clone_firmwares, collect
 from goldenimage.core.errors import GoldenError, InputError
+from goldenimage.verify import artifact as verify_mod
+from goldenimage.verify.artifact import clone_firmwares, collect
 from goldenimage.verify.vm import VM
 
 
@@ -59,7 +59,7 @@ def test_firmware_option_refuses_a_firmware_the_artifact_does_not_boot() -> None
 
 
 def test_cli_firmware_option_reaches_verify(monkeypatch: pytest.MonkeyPatch) -> None:
-    import goldenimage.commands.verify as verify_mod
+    import goldenimage.verify.artifact as verify_mod
     from goldenimage.cli import build_parser
 
     seen: dict[str, object] = {}

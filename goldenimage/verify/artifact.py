@@ -25,12 +25,12 @@ from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.datasources import DATASOURCES, CloneData, clone_data
-from ..verify.guest import GUEST_USER, boot_clone, standalone_settings, wait_for_first_boot
-from ..verify.vm import FIRMWARES, HARDWARE, HARDWARE_FIRMWARE, VM
+from .datasources import DATASOURCES, CloneData, clone_data
+from .guest import GUEST_USER, boot_clone, standalone_settings, wait_for_first_boot
+from .vm import FIRMWARES, HARDWARE, HARDWARE_FIRMWARE, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
-SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
 
 @dataclass(frozen=True)
