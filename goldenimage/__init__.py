@@ -12,9 +12,11 @@ core       core           errors, run (every external command), log, paths + shi
 model      model          releases, values, role settings, disk layouts, profiles + schema, clusters
 producers  render         cloud-init user-data and seed, Packer templates, first-boot bundle, checks
 producers  bake           the bake pipeline (plan, stages, typed manifest), base and disk builders, Packer
-                          runs, accelerator, the artifact store
-services   verify         the VM harness (boot a clone, its seed, wait, SSH), L2 switch, cluster VMs
-services   audit          SCAP content, guest tools, OpenSCAP and Lynis results
+                          runs, accelerator, the artifact store, validation of rendered files, the
+                          build host's checks (doctor)
+services   verify         the VM harness (boot a clone, its seed, wait, SSH), L2 switch, cluster VMs, an
+                          artifact's verify run (clones, testinfra suites)
+services   audit          SCAP content, guest tools, OpenSCAP and Lynis results, an artifact's audit run
 services   publish        publish targets (OpenStack, S3, Proxmox, OVH)
 services   apply          a running host over SSH: transport, inventory, converge and role steps, clusters
 services   hosting        environments on a running cluster (`golden env`): SQL writer, web nodes, ACME

@@ -23,6 +23,7 @@ from ..core.errors import GoldenError, InputError
 from ..core.fs import write_atomic
 from ..core.paths import images_dir
 from . import store
+from .manifest import StoredManifest
 
 CHANNELS = ("edge", "candidate", "stable")
 #: Days an artifact stays on candidate before it may go to stable (the issue's "proven over months" in small).
@@ -181,16 +182,15 @@ class Entry:
         return self.profile, self.debian, self.kind, self.channel
 
 
-def entry(name: str, manifest: dict[str, Any], record: dict[str, Any], fallback_built: float,
+def entry(name: str, manifest: StoredManifest, record: dict[str, Any], fallback_built: float,
           artifact: store.Artifact | None = None) -> Entry:
     """An Entry from an artifact's manifest and channel record."""
     try:
-        built = _epoch(manifest["build"]["finished"])
-    except (KeyError, ValueError, TypeError):
+        built = _epoch(manifest.finished) if manifest.finished else fallback_built
+    except ValueError:
         built = fallback_built
-    return Entry(name=name, key=str(manifest.get("content_key", "")), channel=str(record.get("channel", "edge")),
-                 profile=str(manifest.get("profile", {}).get("profile", name.split("-debian")[0])),
-                 debian=int(manifest.get("release", {}).get("number", 0)), kind=str(manifest.get("kind", "cloud")),
+    return Entry(name=name, key=manifest.content_key, channel=str(record.get("channel", "edge")),
+                 profile=manifest.profile or name.split("-debian")[0], debian=manifest.debian, kind=manifest.kind,
                  built=built, published=tuple(f"{p.get('target')}:{p.get('id')}" for p in record.get("published", [])),
                  artifact=artifact)
 

@@ -1,13 +1,15 @@
 """An artifact's manifest, typed: what was baked, from which base, by which route and tools, and what the image
 holds. The store writes `Manifest.to_json()` (with the image's file, checksum and size) as NAME.manifest.json;
-verify, publish, channels, stable pins and the shared store read those keys."""
+verify, audit, publish, channels, stable pins and the shared store read it back as a `StoredManifest`."""
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..core.run import run
@@ -152,6 +154,77 @@ class Manifest:
             data["converge"] = {"summary": self.converge.summary, "changes": list(self.converge.changes)}
             data["after_layer_dpkg"] = list(self.guest.after_layer_dpkg)
         return data
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """The qcow2 a stored manifest names, as the store committed it."""
+
+    file: str
+    sha256: str
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """A manifest file read back, typed: what its readers use of it. An older manifest lacks `kind` and
+    `firmware` (a cloud image that boots BIOS); `data` is the JSON whole, for a store that copies it on."""
+
+    content_key: str
+    kind: str
+    profile: str  # the profile's name; "" when the manifest does not say
+    roles: tuple[str, ...]
+    debian: int  # 0 when the manifest does not say
+    codename: str
+    disk_size: str
+    firmware: tuple[str, ...]
+    packages: Mapping[str, str]
+    finished: str | None  # build.finished, ISO 8601 UTC
+    image: ImageFile | None  # None until the store commits the qcow2
+    store_object: str | None  # the shared store's object holding the qcow2
+    data: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Any) -> StoredManifest:
+        """The typed reading of a manifest's JSON; ValueError when it is not a JSON object."""
+        if not isinstance(data, Mapping):
+            raise ValueError("a manifest is a JSON object")
+        profile, release = _object(data, "profile"), _object(data, "release")
+        image, build, shared = _object(data, "image"), _object(data, "build"), _object(data, "store")
+        size = image.get("size_bytes")
+        return cls(
+            content_key=str(data.get("content_key", "")),
+            kind=str(data.get("kind") or "cloud"),
+            profile=str(profile.get("profile") or ""),
+            roles=tuple(str(r) for r in profile.get("roles") or ()),
+            debian=int(release.get("number", profile.get("debian", 0)) or 0),
+            codename=str(release.get("codename", profile.get("codename", ""))),
+            disk_size=str(profile.get("disk_size") or ""),
+            firmware=tuple(str(f) for f in data.get("firmware") or ("bios",)),
+            packages={str(k): str(v) for k, v in _object(data, "packages").items()},
+            finished=str(build["finished"]) if build.get("finished") else None,
+            image=ImageFile(str(image["file"]), str(image["sha256"]), int(size) if size else None)
+            if "file" in image and "sha256" in image else None,
+            store_object=str(shared["object"]) if shared.get("object") else None,
+            data=data,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> StoredManifest:
+        """The manifest file at `path`; OSError or ValueError when it cannot be read as one."""
+        return cls.from_json(json.loads(path.read_text()))
+
+    def to_json(self, store_object: str | None = None) -> dict[str, Any]:
+        """The JSON to write again: as read, less the shared store's entry, or with `store_object` as it."""
+        data = {k: v for k, v in self.data.items() if k != "store"}
+        if store_object is not None:
+            data["store"] = {"object": store_object}
+        return data
+
+
+def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    found = data.get(key)
+    return found if isinstance(found, Mapping) else {}
 
 
 def qemu_version() -> str:

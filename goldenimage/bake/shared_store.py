@@ -30,6 +30,7 @@ from ..core.errors import GoldenError, InputError
 from ..core.log import info
 from ..core.paths import images_dir
 from . import channels, store
+from .manifest import StoredManifest
 
 STORE_ENV = "GOLDEN_STORE"
 ENDPOINT_ENV = "GOLDEN_STORE_ENDPOINT"
@@ -183,9 +184,15 @@ class SharedStore:
 
     # --- artifacts ----------------------------------------------------------------------------------
 
-    def manifest(self, key: str) -> dict[str, Any] | None:
+    def manifest(self, key: str) -> StoredManifest | None:
         found = self._get_json(self._key("artifacts", key, "manifest.json"))
-        return found[0] if found else None
+        if not found:
+            return None
+        try:
+            return StoredManifest.from_json(found[0])
+        except ValueError as exc:
+            raise SharedStoreError(f"{self.url}artifacts/{key}/manifest.json: not an artifact manifest ({exc})",
+                                   hint="remove that folder from the bucket; the next build uploads it again") from exc
 
     def fetch(self, key: str, directory: Path | None = None) -> store.Artifact | None:
         """The artifact with this content key, downloaded into the local store (its sha256 checked against the
@@ -194,19 +201,18 @@ class SharedStore:
         if manifest is None:
             return None
         directory = directory or images_dir()
-        try:
-            obj, digest, name = manifest["store"]["object"], manifest["image"]["sha256"], manifest["image"]["file"]
-        except (KeyError, TypeError) as exc:
+        obj, image = manifest.store_object, manifest.image
+        if obj is None or image is None:
             raise SharedStoreError(f"{self.url}artifacts/{key}/manifest.json lacks store.object or image.sha256",
-                                   hint="remove that folder from the bucket; the next build uploads it again") from exc
+                                   hint="remove that folder from the bucket; the next build uploads it again")
+        digest, name = image.sha256, image.file
         started = time.monotonic()
         with store.staging(directory, prefix=f"fetch-{key}") as work:
             part = work / "download.qcow2"
             if self._download(obj, part) != digest:
                 raise SharedStoreError(f"s3://{self.location.bucket}/{obj}: sha256 differs from its manifest's",
                                        hint="the object is damaged: remove artifacts/" + key + " from the bucket")
-            local = {k: v for k, v in manifest.items() if k != "store"}
-            artifact = store.commit(part, local, str(name).removesuffix(".qcow2"), directory)
+            artifact = store.commit(part, manifest.to_json(), name.removesuffix(".qcow2"), directory)
         record = self._get_json(self._key("artifacts", key, "channel.json"))
         channels.write_record(artifact, record[0] if record else channels.new_record(key))
         seconds = time.monotonic() - started
@@ -229,10 +235,10 @@ class SharedStore:
         content key first, our upload is removed and the local artifact replaced by theirs (returned)."""
         key = artifact.key
         obj = self._key("artifacts", key, f"{artifact.name}.{secrets.token_hex(4)}.qcow2")
-        manifest = {**artifact.manifest(), "store": {"object": obj}}
+        manifest = artifact.manifest().to_json(store_object=obj)
         shared = self.manifest(key)
         if shared is not None:  # shared already: ours if the bytes are the same, else theirs replaces ours
-            same = str(shared.get("image", {}).get("sha256", "")) == artifact.sha256()
+            same = shared.image is not None and shared.image.sha256 == artifact.sha256()
             return artifact if same else self._adopt(artifact)
         started = time.monotonic()
         self._call(self.s3.upload_file, obj, Filename=str(artifact.qcow2), Bucket=self.location.bucket, Key=obj,
@@ -302,7 +308,7 @@ class SharedStore:
         for key in self.keys():
             manifest = self.manifest(key)
             if manifest is not None:
-                name = str(manifest.get("image", {}).get("file", key)).removesuffix(".qcow2")
+                name = (manifest.image.file if manifest.image else key).removesuffix(".qcow2")
                 found.append(channels.entry(name, manifest, self.record(key)[0], 0.0))
         return channels.newest_first(found)
 
@@ -335,8 +341,8 @@ class SharedStore:
         """Remove an artifact from the shared store, its manifest first (from then on nobody fetches it)."""
         manifest = self.manifest(key)
         self._delete(self._key("artifacts", key, "manifest.json"))
-        if manifest and isinstance(manifest.get("store"), dict) and manifest["store"].get("object"):
-            self._delete(str(manifest["store"]["object"]))
+        if manifest is not None and manifest.store_object:
+            self._delete(manifest.store_object)
         self._delete(self._key("artifacts", key, "channel.json"))
 
     def prune(self, keep: int, dry_run: bool = False) -> tuple[list[channels.Entry], list[channels.Entry]]:

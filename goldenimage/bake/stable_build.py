@@ -30,7 +30,7 @@ def build_stable(name: str, debian: int | str | None = None, overlays: tuple[Pat
                  mirror: str | None = None, kind: str = "cloud") -> store.Artifact:
     profile = resolve(name, debian, overlays)
     stable = stable_artifact(profile.name, profile.release.number, kind)
-    pinned: dict[str, str] = {str(k): str(v) for k, v in stable.manifest().get("packages", {}).items()}
+    pinned = dict(stable.manifest().packages)
     if not pinned:
         raise InputError(f"{stable.manifest_file}: packages: the stable artifact's manifest lists no package")
     indices = stable_pins.release_indices(profile.release, mirror)
@@ -45,7 +45,7 @@ def build_stable(name: str, debian: int | str | None = None, overlays: tuple[Pat
         info(f"{package} {old} -> {new} ({suite})")
     with stable_pins.pinned(plan.pins):
         artifact = bake(name, debian, overlays, mirror=mirror, kind=kind)
-    rebuilt = {str(k): str(v) for k, v in artifact.manifest().get("packages", {}).items()}
+    rebuilt = dict(artifact.manifest().packages)
     try:
         changes = stable_pins.check_rebuild(pinned, rebuilt, plan)
     except stable_pins.StableChannelError:

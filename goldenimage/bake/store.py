@@ -24,6 +24,7 @@ from ..core.fs import canonical_json, orphans, sha256_file, work_dir, write_atom
 from ..core.paths import images_dir, shipped
 from ..model.profiles import ResolvedProfile
 from ..model.releases import matrix
+from .manifest import StoredManifest
 
 KEY_LENGTH = 16
 #: The in-image agent's sources: a change there is a change of every image.
@@ -43,9 +44,8 @@ class Artifact:
     def name(self) -> str:
         return self.qcow2.name.removesuffix(".qcow2")
 
-    def manifest(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.manifest_file.read_text())
-        return data
+    def manifest(self) -> StoredManifest:
+        return StoredManifest.read(self.manifest_file)
 
     def sha256(self) -> str:
         return self.sha256_file.read_text().split()[0]
@@ -89,7 +89,7 @@ def artifact_name(profile: ResolvedProfile, key: str, when: float | None = None,
 def artifact_kind(artifact: Artifact) -> str:
     """What the artifact is for, from its manifest: cloud (older manifests) or metal."""
     try:
-        return str(json.loads(artifact.manifest_file.read_text()).get("kind", "cloud"))
+        return artifact.manifest().kind
     except (OSError, ValueError):
         return "cloud"
 
@@ -97,12 +97,14 @@ def artifact_kind(artifact: Artifact) -> str:
 def _complete(manifest_file: Path) -> Artifact | None:
     """The artifact a manifest describes, if its qcow2 and checksum file are there and agree."""
     try:
-        manifest = json.loads(manifest_file.read_text())
-        qcow2 = manifest_file.with_name(manifest["image"]["file"])
+        manifest = StoredManifest.read(manifest_file)
+        if manifest.image is None or "content_key" not in manifest.data:
+            return None
+        qcow2 = manifest_file.with_name(manifest.image.file)
         sha_file = qcow2.with_name(qcow2.name + ".sha256")
-        if qcow2.is_file() and sha_file.read_text().split()[0] == manifest["image"]["sha256"]:
-            return Artifact(qcow2, sha_file, manifest_file, manifest["content_key"])
-    except (OSError, ValueError, KeyError, IndexError):
+        if qcow2.is_file() and sha_file.read_text().split()[0] == manifest.image.sha256:
+            return Artifact(qcow2, sha_file, manifest_file, manifest.content_key)
+    except (OSError, ValueError, IndexError):
         return None
     return None
 

@@ -3,46 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from ..core.agent_contract import host_errors
 from ..core.errors import GoldenError, InputError
-from ..core.inert import CONTROL, excerpt, inert
-from ..core.yamlfile import display_path, read_input_text
-
-
-def _no_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON: Python's parser takes them unless told."""
-    raise ValueError(f"{name} is not a JSON number")
-
-
-#: host.json as `golden cluster render` writes it is small and shallow: a bound on what one may hold.
-MAX_SETTINGS_NODES = 100_000
-MAX_SETTINGS_DEPTH = 32
-MAX_KEY = 256
-
-
-def check_host_settings(settings: dict[str, Any], where: str) -> None:
-    """The shape every host.json has: keys one short line each (no control character or line break), nesting
-    and size bounded; InputError naming the key otherwise. The values are the agent's to check."""
-    stack: list[tuple[Any, str, int]] = [(settings, "", 0)]
-    nodes = 0
-    while stack:
-        value, key, depth = stack.pop()
-        nodes += 1
-        if nodes > MAX_SETTINGS_NODES or depth > MAX_SETTINGS_DEPTH:
-            raise InputError(f"{where}: too large or nested too deep (at most {MAX_SETTINGS_NODES} values, "
-                             f"{MAX_SETTINGS_DEPTH} levels)")
-        if isinstance(value, dict):
-            for name, item in value.items():
-                path = f"{key}.{name}" if key else str(name)
-                if not name or len(name) > MAX_KEY or CONTROL.search(name):
-                    raise InputError(f"{where}: {excerpt(path)}: not a settings key (one short line)")
-                stack.append((item, path, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{key}[{i}]", depth + 1) for i, item in enumerate(value))
+from ..core.inert import inert
 
 
 def _ssh_options(args: argparse.Namespace) -> Any:
@@ -61,6 +26,7 @@ def _print_report(report: Any, check: bool, prefix: str = "") -> None:
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     from ..apply.apply import apply_host
+    from ..apply.host_settings import read_host_settings
     from ..apply.target import TargetError, parse_target
     from ..apply.transport import SSHTransport
     from ..core.log import step
@@ -69,22 +35,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         target = parse_target(args.host)
     except TargetError as exc:
         raise InputError(f"--host: {exc}", hint="write [USER@]HOST[:PORT], e.g. debian@203.0.113.10:22") from None
-    settings = None
-    if args.host_settings is not None:
-        where = f"--host-settings {display_path(args.host_settings)}"
-        text = read_input_text(args.host_settings, what=where)  # bounded: never /dev/zero or a FIFO
-        try:
-            settings = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
-            problem = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise InputError(f"{where}: not valid JSON: {problem}"[:300]) from None
-        if not isinstance(settings, dict):
-            raise InputError(f"{where}: must hold a JSON object")
-        check_host_settings(settings, where)
-        errors = host_errors(settings)
-        if errors:
-            raise InputError(f"{where}: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-                             hint="host.json is the agent's contract: firstboot/golden_firstboot/host_schema.py")
+    settings = None if args.host_settings is None else read_host_settings(args.host_settings, "--host-settings")
     options = _ssh_options(args)
     verb = "Checking" if args.check else "Applying"
     with step(f"{verb} {args.profile} on {target}"), SSHTransport(target, options) as transport:

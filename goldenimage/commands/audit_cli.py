@@ -1,4 +1,4 @@
-"""`golden audit IMAGE|PROFILE`: argument parsing and the printed figures; the work is in audit.audit."""
+"""`golden audit IMAGE|PROFILE`: argument parsing and the printed figures; the work is in audit/artifact.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import GoldenError
 from ..model.releases import release_help
 
 if TYPE_CHECKING:
@@ -45,20 +44,8 @@ def print_report(report: Any, console: Console | None = None) -> None:
             console.print(f"  warning {escape(finding.line())}")
 
 
-def check_targets(report: Any, min_rules: int | None, min_lynis: int | None) -> None:
-    """GoldenError (exit 1) naming every target the figures miss."""
-    missed = []
-    if min_rules is not None and (report.anssi_passed is None or report.anssi_passed < min_rules):
-        missed.append(f"ANSSI {report.anssi_passed}/{report.anssi_total} pass, target {min_rules}")
-    if min_lynis is not None and (report.lynis_index is None or report.lynis_index < min_lynis):
-        missed.append(f"Lynis index {report.lynis_index}, target {min_lynis}")
-    if missed:
-        raise GoldenError(f"{report.artifact} is below target: {'; '.join(missed)}",
-                          hint="the failing rules and the Lynis warnings are listed above")
-
-
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import audit_artifact
+    from ..audit.artifact import audit_artifact, check_targets
 
     report = audit_artifact(args.target, debian=args.debian, out=args.out, oscap=not args.no_oscap,
                             lynis=not args.no_lynis)

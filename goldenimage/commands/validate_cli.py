@@ -21,10 +21,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from ..bake.validate import validate_all
     from ..model.profiles import list_profiles
     from ..render.packer_template import Target
     from .options import release_number
-    from .validate import validate_all
 
     names = list_profiles() if args.all or not args.profiles else args.profiles
     targets = [Target(t) for t in args.target] if args.target else None

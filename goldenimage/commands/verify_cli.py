@@ -1,4 +1,4 @@
-"""`golden verify ARTIFACT`: boot fresh clones of an artifact and run its testinfra suites (commands/verify.py)."""
+"""`golden verify ARTIFACT`: boot fresh clones of an artifact and run its testinfra suites (verify/artifact.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from ..verify.artifact import verify
 
     verify(args.target, args.debian, all_firmwares=args.all_firmwares, firmwares_only=args.firmware,
            datasource=args.datasource, hardware=args.hardware, parallel=args.parallel)

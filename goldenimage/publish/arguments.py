@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..bake.manifest import StoredManifest
 from ..bake.store import Artifact
 from ..core.errors import InputError
 from ..core.fs import sha256_file
@@ -114,9 +115,12 @@ def check_artifact(artifact: Artifact) -> None:
     from json import loads
 
     try:
-        manifest_sha = loads(read_input_text(artifact.manifest_file, MAX_SIDE_FILE))["image"]["sha256"]
-    except (ValueError, KeyError, TypeError):
-        raise InputError(f"{artifact.manifest_file}: not an artifact manifest (image.sha256 missing)") from None
+        image = StoredManifest.from_json(loads(read_input_text(artifact.manifest_file, MAX_SIDE_FILE))).image
+    except (ValueError, TypeError):
+        image = None
+    if image is None:
+        raise InputError(f"{artifact.manifest_file}: not an artifact manifest (image.sha256 missing)")
+    manifest_sha = image.sha256
     actual = sha256_file(artifact.qcow2)
     if not recorded or recorded[0] != actual or manifest_sha != actual:
         raise InputError(f"{artifact.qcow2}: its SHA-256 does not match its .sha256 file and manifest",

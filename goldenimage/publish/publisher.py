@@ -96,19 +96,17 @@ class ImageFacts:
     @classmethod
     def of(cls, artifact: Artifact) -> ImageFacts:
         manifest = artifact.manifest()
-        profile = manifest.get("profile", {})
-        release = manifest.get("release", {})
         return cls(
             name=artifact.name,
-            profile=str(profile.get("profile", artifact.name.split("-debian")[0])),
-            roles=tuple(profile.get("roles", ())),
+            profile=manifest.profile or artifact.name.split("-debian")[0],
+            roles=manifest.roles,
             content_key=artifact.key,
             sha256=artifact.sha256(),
-            size_bytes=int(manifest.get("image", {}).get("size_bytes") or artifact.qcow2.stat().st_size),
-            debian=int(release.get("number", profile.get("debian", 0))),
-            codename=str(release.get("codename", profile.get("codename", ""))),
-            disk_gib=_gib(str(profile.get("disk_size") or "4G")),
-            firmware=tuple(manifest.get("firmware") or ("bios",)),
+            size_bytes=(manifest.image and manifest.image.size_bytes) or artifact.qcow2.stat().st_size,
+            debian=manifest.debian,
+            codename=manifest.codename,
+            disk_gib=_gib(manifest.disk_size or "4G"),
+            firmware=manifest.firmware,
         )
 
 

@@ -21,7 +21,6 @@ import yaml
 
 from goldenimage.bake.base_image import BaseImage, build_base
 from goldenimage.cli import main
-from goldenimage.commands.verify import SUITES_DIR
 from goldenimage.core.errors import GoldenError
 from goldenimage.core.run import kill, run, spawn
 from goldenimage.core.ssh_keys import SSHKey, ephemeral_keypair
@@ -29,6 +28,7 @@ from goldenimage.model.releases import matrix
 from goldenimage.render.cluster import render_cluster
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
+from goldenimage.verify.artifact import SUITES_DIR
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.mirror_relay import apt_proxy_conf, guestfwd, mirror_hosts
 from goldenimage.verify.vm import VM

@@ -60,7 +60,7 @@ def test_the_50_rules_are_evaluated_on_debian_12(audited):
 
 def test_package_rules_agree_with_the_manifest(audited):
     artifact, _, report, _ = audited
-    packages = set(artifact.manifest()["packages"])
+    packages = set(artifact.manifest().packages)
     results = {r["id"]: r["result"] for r in report["anssi"]["rules"]}
     for rule, package in (("package_rsyslog_installed", "rsyslog"), ("package_audit_installed", "auditd"),
                           ("package_cron_installed", "cron")):

@@ -45,7 +45,7 @@ def test_bake_leaves_a_compressed_qcow2_its_checksum_and_a_manifest(web_artifact
     assert info["format-specific"]["data"]["compression-type"] == "zlib"
     digest, name = web_artifact.sha256_file.read_text().split()
     assert name == qcow2.name and digest == sha256_file(qcow2)
-    manifest = web_artifact.manifest()
+    manifest = web_artifact.manifest().data
     assert manifest["content_key"] == web_artifact.key
     assert {"apache2", "php8.2-fpm", "cloud-init", "openssh-server"} <= set(manifest["packages"])
     assert manifest["cloud_init"].startswith("22.4")
@@ -59,7 +59,7 @@ def test_web_bakes_natively_with_no_vm_and_installs_nothing_after_the_package_la
     """The package layer (mmdebstrap, natively) holds every package; the user-data was converged into its
     tree by the agent's engine (one line per change), and no VM booted: dpkg's log after the layer shows no
     install and no upgrade, while the user-data's `packages:` were checked against the tree."""
-    manifest = web_artifact.manifest()
+    manifest = web_artifact.manifest().data
     assert manifest["base"]["source"] == "mmdebstrap" and manifest["base"]["file"].endswith(".tree.tar.zst")
     route = manifest["route"]
     assert route["name"] == "native" and route["vm"] == []

@@ -35,7 +35,7 @@ def _golden(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_artifact_has_six_filesystems_in_its_partition_table(hardened_artifact):
-    manifest = hardened_artifact.manifest()
+    manifest = hardened_artifact.manifest().data
     assert manifest["profile"]["disk_layout"] == "separate-mounts"
     info = json.loads(run(["qemu-img", "info", "--output=json", hardened_artifact.qcow2]).stdout)
     assert info["virtual-size"] == 8 * 2**30

@@ -28,7 +28,7 @@ CELLS = [("web", 13), ("web", 11), ("banking-hardened", 12), ("banking-hardened"
 @pytest.mark.parametrize(("profile", "debian"), CELLS, ids=[f"{p}-{d}" for p, d in CELLS])
 def test_bakes_and_passes_its_suites_under_every_firmware(profile: str, debian: int) -> None:
     artifact = bake(profile, debian)
-    manifest = artifact.manifest()
+    manifest = artifact.manifest().data
     release = matrix().get(debian)
     assert manifest["release"]["number"] == debian
     assert manifest["firmware"] == ["bios", "uefi", "uefi-secureboot"]

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 import pytest
 
 from goldenimage.bake.pipeline import bake
-from goldenimage.commands.verify import SUITES_DIR, suites_for
 from goldenimage.core.ssh_keys import ephemeral_keypair
 from goldenimage.render.seed import write_seed_iso
 from goldenimage.render.userdata import render_host_user_data, render_meta_data
+from goldenimage.verify.artifact import SUITES_DIR, suites_for
 from goldenimage.verify.guest import wait_for_first_boot
 from goldenimage.verify.vm import VM
 from tests.conftest import ROOT
@@ -134,7 +134,7 @@ settings:
 
 
 def test_the_vm_pass_runs_the_installer_from_the_overlays_address_with_its_settings(standin, artifact):
-    runcmd = artifact.manifest()["route"]["vm_pass_runcmd"]
+    runcmd = artifact.manifest().data["route"]["vm_pass_runcmd"]
     installer = [shlex.split(line) for line in runcmd if line.startswith("/root/plesk-installer ")]
     assert installer == [["/root/plesk-installer", "install", "PLESK_18_0_71", "--preset", "Full",
                           "--source", f"http://10.0.2.2:{standin.port}/mirror/"]], runcmd

@@ -69,5 +69,5 @@ def test_sql_primary_boots_on_the_proxmox_uefi_template():
 @pytest.mark.parametrize("profile", ["web", "sql-primary"])
 def test_an_image_for_metal_boots_from_ahci_with_an_e1000e_nic_and_a_config_drive(profile):
     artifact = bake(profile, 12, kind="metal")
-    assert artifact.manifest()["kind"] == "metal" and "-metal-" in artifact.qcow2.name
+    assert artifact.manifest().kind == "metal" and "-metal-" in artifact.qcow2.name
     golden_verify(artifact, "--hardware", "metal", "--datasource", "configdrive")

@@ -11,7 +11,7 @@ import pytest
 from goldenimage.bake.identity_stub import identity_stub
 from goldenimage.bake.packer_cli import validate
 from goldenimage.bake.render_dir import render
-from goldenimage.commands.validate import check_profile, cloud_init_schema
+from goldenimage.bake.validate import check_profile, cloud_init_schema
 from goldenimage.model.profiles import list_profiles, resolve
 from goldenimage.render.packer_template import Target
 from tests.conftest import EXAMPLES, ROOT
@@ -62,7 +62,7 @@ def test_cloud_init_schema_rejects_bad_user_data(tmp_path):
 def test_input_safety_check_fails_a_rendering_that_slipped_an_unsafe_value(tmp_path):
     # The check reads the rendered files themselves: a value the schema would refuse, put there after
     # rendering, is a FAIL.
-    from goldenimage.commands.validate import input_safety
+    from goldenimage.bake.validate import input_safety
 
     rendered = render(resolve("web", 12), Target.QEMU, tmp_path / "r")
     assert input_safety(rendered, "web").ok

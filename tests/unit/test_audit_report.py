@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from goldenimage.audit.artifact import AuditReport, check_targets
 from goldenimage.audit.content import PROFILE_ID, content_for
 from goldenimage.audit.lynis import parse_report
 from goldenimage.audit.oscap import EVAL_OK, eval_argv, parse_results
-from goldenimage.commands.audit import AuditReport
-from goldenimage.commands.audit_cli import check_targets, print_report
+from goldenimage.commands.audit_cli import print_report
 from goldenimage.core.errors import GoldenError
 from goldenimage.core.run import run
 from goldenimage.model.releases import matrix

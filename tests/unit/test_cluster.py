@@ -228,7 +228,7 @@ def test_network_config_renders_through_cloud_inits_own_eni_renderer(tmp_path: P
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="cloud-init is not installed")
 def test_every_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
-    from goldenimage.commands.validate import cloud_init_schema
+    from goldenimage.bake.validate import cloud_init_schema
 
     out = render(tmp_path, cluster())
     for host in json.loads((out / "hosts.json").read_text()):

@@ -12,10 +12,11 @@ import pycdlib
 import pytest
 import yaml
 
-from goldenimage.commands.verify import check_hardware, suites_for
+from goldenimage.bake.manifest import StoredManifest
 from goldenimage.core.errors import InputError
 from goldenimage.core.ssh_keys import SSHKey
 from goldenimage.verify import metadata_service
+from goldenimage.verify.artifact import check_hardware, suites_for
 from goldenimage.verify.datasources import GUEST_ADDRESS, GUEST_GATEWAY, clone_data
 from goldenimage.verify.vm import VM
 
@@ -151,10 +152,10 @@ def test_virt_is_todays_layout(tmp_path: Path) -> None:
 
 def test_metal_hardware_refuses_a_cloud_image_in_one_line() -> None:
     with pytest.raises(InputError, match="the artifact is a cloud image") as caught:
-        check_hardware({"profile": {}}, "metal")
+        check_hardware(StoredManifest.from_json({"profile": {}}), "metal")
     assert "\n" not in str(caught.value)
-    check_hardware({"kind": "metal"}, "metal")
-    check_hardware({}, "proxmox-uefi")
+    check_hardware(StoredManifest.from_json({"kind": "metal"}), "metal")
+    check_hardware(StoredManifest.from_json({}), "proxmox-uefi")
 
 
 def test_the_datasource_suite_runs_only_with_a_datasource() -> None:

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from goldenimage.bake import build_host as doctor
 from goldenimage.cli import main
-from goldenimage.commands import doctor
 
 MISSING = "pool/updates/main/l/linux-signed-amd64/linux-image-6.1.0-99-cloud-amd64_6.1.999-1_amd64.deb"
 

@@ -14,7 +14,7 @@ import pytest
 
 from goldenimage.bake.render_dir import bake_user_data, render
 from goldenimage.bake.store import KEY_LENGTH
-from goldenimage.commands.validate import cloud_init_schema
+from goldenimage.bake.validate import cloud_init_schema
 from goldenimage.core.errors import InputError
 from goldenimage.model.profiles import list_profiles, resolve, supported_releases
 from goldenimage.render.packer_template import (

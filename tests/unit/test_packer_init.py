@@ -14,7 +14,7 @@ import pytest
 from goldenimage.bake import packer_cli
 from goldenimage.bake.packer_build import packer_build
 from goldenimage.bake.render_dir import render
-from goldenimage.commands.validate import check_profile
+from goldenimage.bake.validate import check_profile
 from goldenimage.model.profiles import resolve
 from goldenimage.render.packer_template import PLUGINS, Target
 
@@ -133,7 +133,7 @@ def test_plugins_are_pinned_below_the_next_major_release(target):
 
 
 def test_golden_validate_reports_a_missing_plugin_on_one_line_per_profile(fake_packer, monkeypatch):
-    from goldenimage.commands.validate import validate_all
+    from goldenimage.bake.validate import validate_all
 
     monkeypatch.setenv("FAKE_PACKER_INIT_ERROR", "could not get releases")
     checks = list(validate_all(["nfs", "lb"], releases=[12], targets=[Target.QEMU], jobs=2))

@@ -84,7 +84,7 @@ def test_the_native_stages_run_in_order_and_each_is_timed_once(monkeypatch: pyte
     steps = NativeSteps(monkeypatch, tmp_path, slow="converge_tree")
     artifact = pipeline.bake("web", 12)
     assert steps.calls == ["copy_layer", "converge_tree", "tree_manifest", "clean_tree", "assemble", "to_qcow2 zlib"]
-    manifest = artifact.manifest()
+    manifest = artifact.manifest().data
     seconds = manifest["route"]["seconds"]
     assert set(seconds) == {"copy", "converge", "hygiene", "disk", "compression"}  # the store sorts the keys
     assert seconds["converge"] >= 0.3 and all(v < 0.3 for k, v in seconds.items() if k != "converge")
@@ -158,7 +158,7 @@ def test_a_profile_with_vm_bake_commands_converts_then_runs_the_vm_pass(monkeypa
 
     monkeypatch.setattr(pipeline, "render", render)
     monkeypatch.setattr(pipeline, "vm_pass", vm_pass)
-    manifest = pipeline.bake("banking-hardened", 12).manifest()
+    manifest = pipeline.bake("banking-hardened", 12).manifest().data
     assert steps.calls == ["copy_layer", "converge_tree", "tree_manifest", "clean_tree", "mark_firstboot_done",
                            "assemble", "to_qcow2 None", "vm_pass"]
     assert set(manifest["route"]["seconds"]) == {"copy", "converge", "hygiene", "disk", "convert", "vm_pass"}

@@ -85,7 +85,7 @@ def test_a_damaged_download_is_refused_and_leaves_nothing(bucket: str, tmp_path:
     built = fake_artifact(tmp_path / "a", KEY)
     shared().share(built)
     s = shared()
-    obj = s.manifest(KEY)["store"]["object"]  # type: ignore[index]
+    obj = s.manifest(KEY).store_object  # type: ignore[union-attr]
     s.s3.put_object(Bucket=s.location.bucket, Key=obj, Body=b"QFI\xfb not the same bytes")
     with pytest.raises(SharedStoreError, match="sha256 differs"):
         s.fetch(KEY, tmp_path / "b")
@@ -97,7 +97,7 @@ def test_two_builders_at_once_end_with_one_artifact(bucket: str, tmp_path: Path)
     manifest, one qcow2 object, and both local stores hold the winner's bytes."""
     builders = [fake_artifact(tmp_path / f"b{i}", KEY) for i in range(2)]
     (builders[1].qcow2).write_bytes(b"QFI\xfb other bytes")  # a different bake of the same key
-    builders[1] = store.commit(builders[1].qcow2, builders[1].manifest(), builders[1].name,
+    builders[1] = store.commit(builders[1].qcow2, builders[1].manifest().to_json(), builders[1].name,
                                builders[1].qcow2.parent)
     results: list[store.Artifact | BaseException] = [None, None]  # type: ignore[list-item]
     barrier = threading.Barrier(2)
@@ -119,7 +119,7 @@ def test_two_builders_at_once_end_with_one_artifact(bucket: str, tmp_path: Path)
     qcow2s = [o for o in objects(shared()) if o.endswith(".qcow2")]
     assert len(qcow2s) == 1
     assert not [o for o in objects(shared()) if o.startswith("locks/")]
-    winner = shared().manifest(KEY)["image"]["sha256"]  # type: ignore[index]
+    winner = shared().manifest(KEY).image.sha256  # type: ignore[union-attr]
     for i in range(2):
         local = store.find(KEY, tmp_path / f"b{i}")
         assert local is not None and local.sha256() == winner

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from goldenimage.bake import store
-from goldenimage.commands import verify as verify_mod
 from goldenimage.core.errors import GoldenError
+from goldenimage.verify import artifact as verify_mod
 
 
 class _Clone:

@@ -10,9 +10,10 @@ import pytest
 
 from goldenimage.bake.base_image import BaseImage
 from goldenimage.bake.disk import FIRMWARE
-from goldenimage.commands import verify as verify_mod
-from goldenimage.commands.verify import clone_firmwares, collect
+from goldenimage.bake.manifest import StoredManifest
 from goldenimage.core.errors import GoldenError, InputError
+from goldenimage.verify import artifact as verify_mod
+from goldenimage.verify.artifact import clone_firmwares, collect
 from goldenimage.verify.vm import VM
 
 
@@ -24,7 +25,7 @@ from goldenimage.verify.vm import VM
     (["uefi-secureboot"], ("uefi-secureboot", "uefi-secureboot")),
 ])
 def test_clone_firmwares(firmware: list[str] | None, expected: tuple[str, str]) -> None:
-    manifest = {} if firmware is None else {"firmware": firmware}
+    manifest = StoredManifest.from_json({} if firmware is None else {"firmware": firmware})
     assert clone_firmwares(manifest) == expected
 
 
@@ -36,7 +37,7 @@ def test_clone_firmwares(firmware: list[str] | None, expected: tuple[str, str]) 
 ])
 def test_all_firmwares_boots_one_clone_per_firmware_and_two_at_least(firmware: list[str] | None,
                                                                      expected: tuple[str, ...]) -> None:
-    manifest = {} if firmware is None else {"firmware": firmware}
+    manifest = StoredManifest.from_json({} if firmware is None else {"firmware": firmware})
     assert clone_firmwares(manifest, every=True) == expected
 
 
@@ -46,19 +47,19 @@ def test_all_firmwares_boots_one_clone_per_firmware_and_two_at_least(firmware: l
     (["uefi", "uefi", "bios"], ("bios", "uefi")),
 ])
 def test_firmware_option_boots_the_named_firmwares_only(only: list[str], expected: tuple[str, ...]) -> None:
-    manifest = {"firmware": ["bios", "uefi", "uefi-secureboot"]}
+    manifest = StoredManifest.from_json({"firmware": ["bios", "uefi", "uefi-secureboot"]})
     assert clone_firmwares(manifest, only=only) == expected
 
 
 def test_firmware_option_refuses_a_firmware_the_artifact_does_not_boot() -> None:
     with pytest.raises(InputError, match="--firmware uefi: the artifact does not boot it"):
-        clone_firmwares({"firmware": ["bios"]}, only=["uefi"])
+        clone_firmwares(StoredManifest.from_json({"firmware": ["bios"]}), only=["uefi"])
     with pytest.raises(InputError, match="uefi-secureboot"):
-        clone_firmwares({}, only=["bios", "uefi-secureboot"])  # older manifests: BIOS only
+        clone_firmwares(StoredManifest.from_json({}), only=["bios", "uefi-secureboot"])  # older manifests: BIOS only
 
 
 def test_cli_firmware_option_reaches_verify(monkeypatch: pytest.MonkeyPatch) -> None:
-    import goldenimage.commands.verify as verify_mod
+    import goldenimage.verify.artifact as verify_mod
     from goldenimage.cli import build_parser
 
     seen: dict[str, object] = {}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from goldenimage.commands import verify as verify_mod
+from goldenimage.verify import artifact as verify_mod
 from goldenimage.verify.guest import wait_for_first_boot
 
 

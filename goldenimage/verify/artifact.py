@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from ..bake import store
+from ..bake.manifest import StoredManifest
 from ..core.errors import GoldenError, InputError
 from ..core.fs import scratch, write_atomic
 from ..core.log import info, step
 from ..core.run import run
 from ..core.ssh_keys import SSHKey, ephemeral_keypair
 from ..model.releases import matrix
-from ..verify.datasources import DATASOURCES, CloneData, clone_data
-from ..verify.guest import GUEST_USER, boot_clone, standalone_settings, wait_for_first_boot
-from ..verify.vm import FIRMWARES, HARDWARE, HARDWARE_FIRMWARE, VM
+from .datasources import DATASOURCES, CloneData, clone_data
+from .guest import GUEST_USER, boot_clone, standalone_settings, wait_for_first_boot
+from .vm import FIRMWARES, HARDWARE, HARDWARE_FIRMWARE, VM
 
 #: The testinfra suites, shipped in the package (package data, not a Python package).
-SUITES_DIR = Path(__file__).resolve().parent.parent / "verify" / "suites"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,13 @@ def identity(vm: VM) -> Identity:
     return Identity(tuple(keys), machine_id)
 
 
-def clone_firmwares(manifest: dict[str, Any], every: bool = False, only: Sequence[str] = ()) -> tuple[str, ...]:
+def clone_firmwares(manifest: StoredManifest, every: bool = False, only: Sequence[str] = ()) -> tuple[str, ...]:
     """The firmware of each clone: BIOS, then the strictest UEFI boot the artifact has (Secure Boot
     enforced first); an artifact without UEFI (older manifests, downloaded bases) boots BIOS twice.
     With `every`, one clone per firmware the artifact boots, in the order bios, uefi, uefi-secureboot
     (still two clones at least: the hygiene suite compares two). With `only`, one clone per firmware named
     there (two of it when one is named), each of which the artifact must boot (InputError otherwise)."""
-    firmware = manifest.get("firmware") or ["bios"]
+    firmware = manifest.firmware
     if only:
         unknown = [f for f in only if f not in firmware]
         if unknown:
@@ -245,10 +246,10 @@ def console_logs_dir(artifact: store.Artifact) -> Path:
     return artifact.qcow2.parent / "verify-logs" / f"{artifact.name}-{stamp}"
 
 
-def check_hardware(manifest: dict[str, Any], hardware: str) -> None:
+def check_hardware(manifest: StoredManifest, hardware: str) -> None:
     """A metal layout needs an image for metal (the generic kernel has AHCI and the server NICs' drivers; the
     cloud kernel finds no disk there): InputError in one line otherwise."""
-    kind = manifest.get("kind", "cloud")
+    kind = manifest.kind
     if hardware == "metal" and kind != "metal":
         raise InputError(f"--hardware metal: the artifact is a {kind} image, whose kernel has no AHCI or server "
                          "NIC drivers", hint="bake one for metal: golden build PROFILE --kind metal")
@@ -283,8 +284,8 @@ def verify(target: str, debian: int | str | None = None, all_firmwares: bool = F
     artifact = store.resolve(target, debian, kind="metal" if hardware == "metal" else "cloud")
     manifest = artifact.manifest()
     check_hardware(manifest, hardware)
-    roles: list[str] = manifest["profile"]["roles"]
-    release = matrix().get(manifest["release"]["number"])
+    roles = list(manifest.roles)
+    release = matrix().get(manifest.debian)
     suites = suites_for(roles, datasource=datasource is not None or hardware != "virt")
     if hardware in HARDWARE_FIRMWARE:
         firmwares = clone_firmwares(manifest, only=(HARDWARE_FIRMWARE[hardware],))

@@ -1,4 +1,4 @@
-"""`golden validate`: render profiles and check every file with the real tools (packer, cloud-init)."""
+"""What `golden validate` runs: render profiles and check every file with the real tools (packer, cloud-init)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bake import packer_cli
-from ..bake.identity_stub import identity_stub
-from ..bake.render_dir import Rendered, render
 from ..core.errors import GoldenError
 from ..core.fs import scratch
 from ..core.run import require, run
@@ -18,6 +15,9 @@ from ..model.profiles import resolve, supported_releases
 from ..model.releases import matrix
 from ..render.packer_template import Target
 from ..render.rendered_safety import check_template, check_user_data
+from . import packer_cli
+from .identity_stub import identity_stub
+from .render_dir import Rendered, render
 
 # Values the templates read from the environment, for validation only (no cloud is contacted).
 VALIDATE_ENV = {

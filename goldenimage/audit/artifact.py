@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..audit import lynis as lynis_mod
-from ..audit import oscap as oscap_mod
-from ..audit.content import PROFILE_TITLE, Content, content_for
-from ..audit.guest_tools import ToolsDisk, mount_command, tools_disk
 from ..bake import store
 from ..core.errors import GoldenError
 from ..core.fs import scratch
@@ -27,6 +23,10 @@ from ..core.ssh_keys import ephemeral_keypair
 from ..model.releases import matrix
 from ..verify.guest import GUEST_USER, boot_clone, wait_for_first_boot
 from ..verify.vm import SSH_OPTIONS, VM
+from . import lynis as lynis_mod
+from . import oscap as oscap_mod
+from .content import PROFILE_TITLE, Content, content_for
+from .guest_tools import ToolsDisk, mount_command, tools_disk
 
 GUEST_OUT = "/run/golden-audit/out"
 OSCAP_RESULTS = "oscap-results.xml"
@@ -153,9 +153,9 @@ def audit_artifact(
     started = time.monotonic()
     artifact = _as_artifact(target, debian)
     manifest = artifact.manifest()
-    roles: list[str] = manifest["profile"]["roles"]
-    profile_name = str(manifest["profile"].get("profile") or artifact.name.split("-debian")[0])
-    release = matrix().get(manifest["release"]["number"])
+    roles = list(manifest.roles)
+    profile_name = manifest.profile or artifact.name.split("-debian")[0]
+    release = matrix().get(manifest.debian)
     seconds: dict[str, float] = {}
     scan: oscap_mod.ScanResult | None = None
     lynis_report: lynis_mod.LynisReport | None = None
@@ -206,6 +206,18 @@ def audit_artifact(
     seconds["total"] = time.monotonic() - started
     return AuditReport(artifact.qcow2.name, profile_name, release.number, content, scan, lynis_report, firstboot,
                        seconds)
+
+
+def check_targets(report: AuditReport, min_rules: int | None, min_lynis: int | None) -> None:
+    """GoldenError (exit 1) naming every target the figures miss."""
+    missed = []
+    if min_rules is not None and (report.anssi_passed is None or report.anssi_passed < min_rules):
+        missed.append(f"ANSSI {report.anssi_passed}/{report.anssi_total} pass, target {min_rules}")
+    if min_lynis is not None and (report.lynis_index is None or report.lynis_index < min_lynis):
+        missed.append(f"Lynis index {report.lynis_index}, target {min_lynis}")
+    if missed:
+        raise GoldenError(f"{report.artifact} is below target: {'; '.join(missed)}",
+                          hint="the failing rules and the Lynis warnings are listed above")
 
 
 def _timed(fn: Any, *args: Any) -> float:
