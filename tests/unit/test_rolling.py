@@ -157,14 +157,24 @@ class FakeReplacer:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def replace(self, name: str, image: Path) -> None:
-        self.world.hosts[name].image = image.name
+    def check(self) -> None:
+        pass
+
+    def running(self, name: str) -> str | None:
+        return self.world.hosts[name].image
+
+    def replace(self, name: str, artifact: Any) -> None:
+        self.world.hosts[name].image = artifact.key
         self.world.changed(name, "image")
 
     def restore(self, name: str) -> None:
         self.world.hosts[name].image = "old"
         self.world.hosts[name].after_change = []
         self.world.changed(name, "restore")
+
+
+class NewImage:
+    name = key = "new"
 
 
 def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_out(world: World, inventory: Path,
@@ -174,7 +184,7 @@ def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_
     hosts_plan = ha_plan()
     hosts = Hosts(load_inventory(inventory), SSHOptions(), factory(world), {h.name: h.profile for h in hosts_plan})
     world.hosts["db2"].after_change = ["galera: Joining, cluster Primary of 2"]
-    change = ImageChange(hosts, FakeReplacer(world), Path("sql-galera-new.qcow2"), FAST)
+    change = ImageChange(hosts, FakeReplacer(world), {p: NewImage() for p in ("lb", "sql-galera")}, FAST)
     with pytest.raises(UpgradeStopped, match="^db2: health check failed after the image: galera: Joining.*back on "
                                              "its previous image"):
         Rolling(hosts, nodes(hosts_plan), change, waits=FAST, progress=world.progress.append).run()
@@ -208,9 +218,13 @@ def test_needrestart_and_the_flag_file_are_reasons_to_reboot() -> None:
     assert reboot_reasons("NEEDRESTART-VER: 3.6\nNEEDRESTART-KSTA: 1\nNEEDRESTART-UCSTA: 1\n") == []
 
 
-def test_image_without_a_replace_step_is_refused_in_one_line(inventory: Path, tmp_path: Path) -> None:
-    with pytest.raises(GoldenError, match="^--image: no replace step for these hosts"):
-        rolling_cluster(HA, inventory, "image", out_dir=tmp_path, options=SSHOptions(), image=Path("x.qcow2"))
+def test_image_without_a_platform_is_refused_in_one_line_naming_the_inventory(inventory: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from goldenimage.rolling import upgrade
+
+    monkeypatch.setattr(upgrade, "load_images", lambda paths, profiles: {"web": NewImage()})
+    with pytest.raises(GoldenError, match="^.*inventory.yaml: platform: missing: --image boots each host"):
+        rolling_cluster(HA, inventory, "image", out_dir=tmp_path, options=SSHOptions(), images=[Path("x.qcow2")])
 
 
 def test_a_host_that_does_not_answer_is_a_stop_naming_it(world: World, inventory: Path, tmp_path: Path,
