@@ -194,6 +194,24 @@ def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_
     assert world.haproxy["lb1"][("sql", "db2")][0] == "MAINT"
 
 
+def test_a_node_that_does_not_boot_on_the_new_image_is_put_back_on_its_previous_one(world: World, inventory: Path,
+                                                                                     tmp_path: Path) -> None:
+    from goldenimage.apply.inventory import load_inventory
+
+    class Silent(FakeReplacer):
+        def replace(self, name: str, artifact: Any) -> None:
+            self.world.hosts[name].image = artifact.key  # the platform says done; the node never answers again
+
+    hosts_plan = ha_plan()
+    hosts = Hosts(load_inventory(inventory), SSHOptions(), factory(world), {h.name: h.profile for h in hosts_plan})
+    change = ImageChange(hosts, Silent(world), {"web": NewImage()}, FAST)
+    with pytest.raises(UpgradeStopped, match="^web1: image failed: web1: booted again: not after 2s; back on its "
+                                             "previous image; it stays out of its pools"):
+        Rolling(hosts, nodes(hosts_plan), change, waits=FAST, progress=world.progress.append).run()
+    assert world.hosts["web1"].image == "old" and world.hosts["web2"].image == "old"
+    assert [e.split(" [")[0] for e in world.events if " restore" in e] == ["web1 restore"]
+
+
 def test_the_order_reads_the_pools_from_the_load_balancers_settings(tmp_path: Path) -> None:
     found = {n.name: n for n in nodes(ha_plan())}
     assert found["web1"].kind is Kind.WEB and found["web1"].standin
