@@ -191,10 +191,10 @@ class FakeOpenStack(FakeServer):
                 self.data.pop(match[1], None)
                 return Response(204)
             return Response(200, self._image_view(image))
-        if match := re.fullmatch(r"/compute/v2.1/servers/([^/]+)(/action)?", path):
-            return self._server(match[1], request, bool(match[2]))
         if path == "/compute/v2.1/servers/detail" and method == "GET":
             image_id = request.query.get("image", [None])[0]
             found = [s for s in self.servers if image_id is None or s["image"]["id"] == image_id]
             return Response(200, {"servers": found})
+        if match := re.fullmatch(r"/compute/v2.1/servers/([^/]+)(/action)?", path):
+            return self._server(match[1], request, bool(match[2]))
         raise AssertionError(f"unexpected request {method} {request.path}")
