@@ -6,6 +6,7 @@
       db1: 203.0.113.11
       db2: admin@db2.example.com:2222
       web1: "[2001:db8::21]"
+    platform: {...}               # optional: where each host runs, for `cluster upgrade --image` (rolling/platform.py)
 
 Every problem is one line naming the file and the key; all of them are reported at once."""
 
@@ -21,7 +22,7 @@ from ..core.yamlfile import display_path, read_yaml_mapping
 from ..model.values import USER_NAME
 from .target import DEFAULT_USER, SSHTarget, TargetError, parse_target
 
-KEYS = ("user", "hosts")
+KEYS = ("user", "hosts", "platform")
 
 
 class InventoryErrors(InputError):
@@ -39,6 +40,8 @@ class Inventory:
 
     path: Path
     hosts: dict[str, SSHTarget]
+    #: the `platform:` section as written (rolling/platform.py checks it when an upgrade needs it)
+    platform: Any = None
 
 
 def parse_inventory(data: Any, where: str) -> Inventory:
@@ -75,7 +78,7 @@ def parse_inventory(data: Any, where: str) -> Inventory:
                 errors.append(f"{where}: hosts.{name}: same address as {other} ({target.host}:{target.port})")
     if errors:
         raise InventoryErrors(errors)
-    return Inventory(Path(where), targets)
+    return Inventory(Path(where), targets, data.get("platform"))
 
 
 def load_inventory(path: Path) -> Inventory:

@@ -1,10 +1,13 @@
 """Release channels of the artifact store: edge -> candidate -> stable, and where each artifact was published.
 
 Each artifact may have a channel record beside it, NAME.channel.json, written atomically (a temporary file
-renamed over it): its channel, the history of its promotions, the last passed `golden verify`, and the images
-published from it. An artifact without a record is on `edge` (every bake lands there).
+renamed over it): its channel, the history of its promotions, the last `golden verify`, the last run of each
+cluster drill that booted it (`make test-ha`, `test-ha-sql`, `test-upgrade`, `test-backup`), and the images
+published from it. Every outcome names the content key it was run on. An artifact without a record is on `edge`
+(every bake lands there).
 
-- `candidate` needs a recorded passed verify;
+- `candidate` needs a passed verify and a passed cluster drill recorded for its content key, and no drill whose
+  last run on that key failed;
 - `stable` needs `candidate` for a soak period (SOAK_DAYS), unless the caller overrides it explicitly;
 - prune keeps N artifacts per profile, release, kind and channel; it never removes one a published image still
   uses, and running it again removes nothing more.
@@ -61,8 +64,9 @@ def read_record(artifact: store.Artifact) -> dict[str, Any]:
 
 
 def new_record(key: str) -> dict[str, Any]:
-    """The record of an artifact just baked: on edge, never verified nor published."""
-    return {"format": 1, "content_key": key, "channel": "edge", "history": [], "verify": None, "published": []}
+    """The record of an artifact just baked: on edge, never verified, drilled nor published."""
+    return {"format": 1, "content_key": key, "channel": "edge", "history": [], "verify": None, "drills": {},
+            "published": []}
 
 
 def write_record(artifact: store.Artifact, record: dict[str, Any]) -> None:
@@ -76,8 +80,56 @@ def channel_of(artifact: store.Artifact) -> str:
 def record_verify(artifact: store.Artifact, passed: bool, detail: str = "", when: float | None = None) -> None:
     """Keep the outcome of a `golden verify` of the artifact (promotion to candidate needs a passed one)."""
     record = read_record(artifact)
-    record["verify"] = {"passed": passed, "at": _iso(when if when is not None else _now()), "detail": detail}
+    record["verify"] = {"passed": passed, "at": _iso(when if when is not None else _now()), "detail": detail,
+                        "content_key": artifact.key}
     write_record(artifact, record)
+
+
+def record_drill(artifact: store.Artifact, drill: str, passed: bool, detail: str = "",
+                 when: float | None = None) -> None:
+    """Keep the outcome of a cluster drill that booted the artifact (promotion to candidate needs a pass; the
+    last run of each drill counts)."""
+    record = read_record(artifact)
+    record["drills"] = {**(record.get("drills") or {}), drill: {
+        "passed": passed, "at": _iso(when if when is not None else _now()), "detail": detail,
+        "content_key": artifact.key}}
+    write_record(artifact, record)
+
+
+def record_drill_run(qcow2s: Iterable[Path], drill: str, passed: bool, detail: str = "") -> list[str]:
+    """A drill's outcome recorded for every artifact it booted (given by their qcow2; a file that is not an
+    artifact is skipped) and pushed to the shared store when one is set; the names recorded."""
+    from . import shared_store
+
+    done = []
+    for qcow2 in dict.fromkeys(Path(q) for q in qcow2s):
+        artifact = store.from_path(qcow2)
+        if artifact is None:
+            continue
+        record_drill(artifact, drill, passed, detail)
+        shared = shared_store.configured()
+        if shared:
+            shared.push_record(artifact)
+        done.append(artifact.name)
+    return done
+
+
+def candidate_problems(record: dict[str, Any]) -> list[str]:
+    """What keeps an artifact from candidate: a passed verify and a passed drill on record for its key, and no
+    drill whose last run on it failed; [] when nothing does."""
+    key = record.get("content_key")
+    verify = record.get("verify") or {}
+    drills = {name: run for name, run in (record.get("drills") or {}).items() if run.get("content_key") == key}
+    problems = []
+    if not (verify.get("passed") and verify.get("content_key") == key):
+        problems.append("no passed golden verify" if not verify.get("passed") or verify.get("content_key") in
+                        (None, key) else f"a passed golden verify of another key ({verify.get('content_key')})")
+    failed = sorted(name for name, run in drills.items() if not run.get("passed"))
+    if failed:
+        problems.append(f"the last run of drill {', '.join(failed)} failed")
+    elif not drills:
+        problems.append("no passed cluster drill")
+    return problems
 
 
 def record_published(artifact: store.Artifact, target: str, image_id: str, when: float | None = None) -> None:
@@ -126,10 +178,12 @@ def advance(record: dict[str, Any], name: str, to: str, *, soak_days: float = SO
     if CHANNELS.index(current) > CHANNELS.index(to):
         raise InputError(f"{name} is on {current} already: promotion does not move it back to {to}")
     if to == "candidate":
-        verify = record.get("verify") or {}
-        if not verify.get("passed"):
-            raise InputError(f"{name} has no passed verify on record: it cannot become a candidate",
-                             hint=f"run golden verify on {name} first")
+        problems = candidate_problems(record)
+        if problems:
+            raise InputError(f"{name} cannot become a candidate: {' and '.join(problems)} on record for its content "
+                             f"key {record.get('content_key')}",
+                             hint=f"run golden verify {name}, and a cluster drill that boots it (make test-ha, "
+                                  "test-ha-sql, test-upgrade or test-backup) to a pass")
     else:
         if current != "candidate":
             raise InputError(f"{name} is on {current}: only a candidate can become stable",

@@ -327,8 +327,8 @@ class SharedStore:
         key = self.find_key(target)
         record, etag = self.record(key)
         local = store.find(key, directory)
-        if local is not None and not (record.get("verify") or {}).get("passed"):
-            record["verify"] = channels.read_record(local).get("verify")  # a verify run on this builder
+        if local is not None:  # a verify or drill run on this builder counts too
+            record = merge_outcomes(record, channels.read_record(local))
         name = local.name if local else target
         after = channels.advance(record, name, to, soak_days=soak_days, skip_soak=skip_soak)
         if after is not record or local is not None:
@@ -361,11 +361,26 @@ class SharedStore:
         local = channels.read_record(artifact)
         if local.get("verify"):
             record["verify"] = local["verify"]
+        record["drills"] = {**(record.get("drills") or {}), **(local.get("drills") or {})}
         # a union: an image another builder published stays listed (prune errs on keeping an artifact)
         seen = {(p.get("target"), p.get("id")) for p in local.get("published", [])}
         record["published"] = [p for p in record.get("published", []) if (p.get("target"), p.get("id")) not in seen
                                ] + list(local.get("published", []))
         self.put_record(artifact.key, record, etag)
+
+
+def merge_outcomes(shared: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    """The shared record with this builder's verify (when the shared one has no pass) and its drills (each
+    drill's later run) added."""
+    merged = dict(shared)
+    if local.get("verify") and not (shared.get("verify") or {}).get("passed"):
+        merged["verify"] = local["verify"]
+    drills = dict(shared.get("drills") or {})
+    for name, run in (local.get("drills") or {}).items():
+        if name not in drills or str(run.get("at", "")) >= str(drills[name].get("at", "")):
+            drills[name] = run
+    merged["drills"] = drills
+    return merged
 
 
 class _Lease:

@@ -74,8 +74,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `golden images` on the `golden` command's subparsers."""
     p = subparsers.add_parser(
         "images", help="the artifact store: channels (edge, candidate, stable), promotion, pruning",
-        description="Artifacts move edge (every bake) -> candidate (a passed golden verify) -> stable (a soak "
-                    "period as candidate). Records live beside each artifact in images/ (NAME.channel.json), "
+        description="Artifacts move edge (every bake) -> candidate (a passed golden verify and a passed cluster "
+                    "drill recorded for its content key) -> stable (a soak period as candidate). Records live beside "
+                    "each artifact in images/ (NAME.channel.json), "
                     "or in the shared store when $GOLDEN_STORE names one (s3://BUCKET/PREFIX).")
     sub = p.add_subparsers(dest="images_command", required=True, metavar="ACTION")
 
@@ -83,8 +84,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("--channel", choices=CHANNELS, help="only this channel")
     q.set_defaults(func=_cmd_list)
 
-    q = sub.add_parser("promote", help="move an artifact to candidate (needs a passed verify) or stable "
-                                       "(needs candidate and the soak period)")
+    q = sub.add_parser("promote", help="move an artifact to candidate (needs a passed verify and a passed cluster "
+                                       "drill for its content key) or stable (needs candidate and the soak period)")
     q.add_argument("artifact", metavar="ARTIFACT", help="an artifact's name, content key or path")
     q.add_argument("--to", required=True, choices=CHANNELS[1:])
     q.add_argument("--soak-days", type=float, default=SOAK_DAYS, metavar="DAYS",

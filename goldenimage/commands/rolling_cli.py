@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace, mode: str) -> int:
     waits = Waits(health=args.health_timeout) if args.health_timeout else Waits()
     try:
         done = rolling_cluster(args.file, args.inventory, mode, out_dir=out, options=_ssh_options(args),
-                               image=getattr(args, "image", None), waits=waits, progress=_progress)
+                               images=getattr(args, "image", None) or (), waits=waits, progress=_progress)
     except UpgradeStopped as exc:
         print(inert(f"rolling {mode} stopped: {exc.message}"), flush=True)
         if exc.hint:
@@ -77,8 +77,11 @@ def add_parsers(cluster_subparsers: Any) -> None:
     _common(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--apply", action="store_true", help="converge each node (golden cluster apply, one node)")
-    how.add_argument("--image", type=Path, metavar="QCOW2",
-                     help="boot each node on this image (needs a replace step for the platform: none yet)")
+    how.add_argument("--image", type=Path, metavar="QCOW2", action="append",
+                     help="boot each node of this artifact's profile on it (again for each profile); the "
+                          "inventory's platform: section says where each host runs (openstack: a Nova rebuild, "
+                          "proxmox: the boot disk replaced); on a failed health check the node goes back to its "
+                          "previous image")
     p.set_defaults(func=_cmd_upgrade)
     p = cluster_subparsers.add_parser(
         "reboot", help="reboot the nodes that need it (/run/reboot-required, needrestart), one at a time",

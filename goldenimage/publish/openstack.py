@@ -177,6 +177,44 @@ class OpenStackPublisher:
             # all_projects would need admin; a project's own servers are the ones its images serve.
             return any(True for _ in self.conn.compute.servers(details=True, image=image.id))
 
+    # --- servers booted from these images (rolling `--image` upgrades) --------------------------------
+
+    def server_image(self, server_id: str) -> tuple[str, str] | None:
+        """(the image id the server boots, that image's content key or "") ; None when the project has no such
+        server."""
+        from openstack import exceptions as sdk
+
+        with _sdk_errors(f"reading server {server_id}"):
+            try:
+                server = self.conn.compute.get_server(server_id)
+            except sdk.NotFoundException:
+                return None
+            image_id = str(getattr(server.image, "id", None) or "")
+            if not image_id:
+                return image_id, ""  # booted from a volume: not an image this tool replaces
+            try:
+                image = self.conn.image.get_image(image_id)
+            except sdk.NotFoundException:  # deleted since: the server still runs its copy
+                return image_id, ""
+            return image_id, str(dict(image.properties or {}).get("golden_content_key") or "")
+
+    def rebuild(self, server_id: str, image_id: str, timeout: float, interval: float) -> None:
+        """Nova's rebuild: the server boots a fresh disk made from image_id, keeping its id, ports, addresses,
+        flavor, metadata and user data; returns once it is ACTIVE again (PublishError on ERROR or a timeout)."""
+        from openstack import exceptions as sdk
+
+        with _sdk_errors(f"rebuilding server {server_id}"):
+            server = self.conn.compute.rebuild_server(server_id, image_id)
+            try:
+                self.conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], interval=interval,
+                                                  wait=timeout)
+            except sdk.ResourceFailure as exc:
+                raise PublishError(f"server {server_id} went ERROR rebuilding on image {image_id}",
+                                   hint="openstack server show shows its fault") from exc
+            except sdk.ResourceTimeout as exc:
+                raise PublishError(f"server {server_id} not ACTIVE {timeout:.0f}s after its rebuild on {image_id}",
+                                   hint="openstack server show shows where it is") from exc
+
     def _put(self, image: Any, artifact: Artifact, facts: ImageFacts, progress: UploadProgress) -> HashingReader:
         from openstack import exceptions as sdk
 

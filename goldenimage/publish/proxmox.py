@@ -145,6 +145,44 @@ class ProxmoxPublisher:
                 return True
         return False
 
+    # --- VMs booted from these templates (rolling `--image` upgrades) -------------------------------
+
+    def find_vm(self, vmid: int) -> tuple[str, dict[str, Any]] | None:
+        """(its node, its config) of VM vmid anywhere in the cluster; None when there is none."""
+        for vm in self._resources():
+            if int(vm["vmid"]) == vmid:
+                return str(vm["node"]), self._call(self.api.nodes(vm["node"]).qemu(vmid).config.get)
+        return None
+
+    def template_disk(self, image: PublishedImage) -> str:
+        """The volume of a published template's boot disk (what import-from copies)."""
+        config = self._call(self.api.nodes(image.extra["node"]).qemu(image.id).config.get)
+        return str(config[HARDWARE.boot_disk]).split(",")[0]
+
+    def power(self, node: str, vmid: int, action: str) -> None:
+        """`shutdown` (ACPI, then stopped after 120 s) or `start` the VM, waiting for the task; a shutdown of a
+        stopped VM does nothing."""
+        vm = self.api.nodes(node).qemu(vmid)
+        if action == "shutdown":
+            if self._call(vm.status.current.get).get("status") == "stopped":
+                return
+            upid = self._call(vm.status.shutdown.post, forceStop=1, timeout=120)
+        else:
+            upid = self._call(vm.status.start.post)
+        self._wait(upid, f"{action} of VM {vmid}", node=node)
+
+    def set_config(self, node: str, vmid: int, what: str, **settings: Any) -> None:
+        """POST the VM's config (a stopped VM takes it at once; an import-from runs as a task)."""
+        upid = self._call(self.api.nodes(node).qemu(vmid).config.post, **settings)
+        if isinstance(upid, str) and upid.startswith("UPID:"):
+            self._wait(upid, what, node=node)
+
+    def resize(self, node: str, vmid: int, disk: str, size: str) -> None:
+        """Grow a disk to `size` (PVE never shrinks one)."""
+        upid = self._call(self.api.nodes(node).qemu(vmid).resize.put, disk=disk, size=size)
+        if isinstance(upid, str) and upid.startswith("UPID:"):
+            self._wait(upid, f"resizing {disk} of VM {vmid}", node=node)
+
     # --- PVE specifics -----------------------------------------------------------------------------
 
     def _check_import_support(self, facts: ImageFacts) -> None:
@@ -218,9 +256,11 @@ class ProxmoxPublisher:
                               content_key=meta["content_key"], created=meta.get("published", ""),
                               boot="uefi" if config.get("bios") == "ovmf" else "bios", extra={"node": node})
 
-    def _wait(self, upid: str, what: str, mismatch: bool = False) -> None:
+    def _wait(self, upid: str, what: str, mismatch: bool = False, node: str | None = None) -> None:
+        tasks = self.api.nodes(node).tasks if node else self.node.tasks
+
         def finished() -> dict[str, Any] | None:
-            status: dict[str, Any] = self._call(self.node.tasks(upid).status.get)
+            status: dict[str, Any] = self._call(tasks(upid).status.get)
             return status if status.get("status") == "stopped" else None
 
         status = wait_until(finished, what=what, timeout=TASK_TIMEOUT_S, interval=TASK_POLL_S)
@@ -230,7 +270,7 @@ class ProxmoxPublisher:
                 raise ChecksumMismatch(f"Proxmox rejected the upload: {exitstatus}",
                                        hint="the bytes changed on the way; publish again")
             raise PublishError(f"Proxmox task failed while {what}: {exitstatus}",
-                               hint=f"see the task log on node {self.settings.node}")
+                               hint=f"see the task log on node {node or self.settings.node}")
 
     def _remove_volume(self, volume: str) -> None:
         from proxmoxer import ResourceException

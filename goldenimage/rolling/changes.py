@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Protocol
 
 from ..apply.apply import apply_host
+from ..bake.store import Artifact
 from ..core.errors import GoldenError
 from ..model.cluster_check import profile_argument
 from ..render.cluster import HostPlan
-from .hosts import Hosts, Waits, wait_for
+from .hosts import Hosts, Waits, WaitTimeout, wait_for
 from .order import Node
+from .platform import profile_name
 
 Progress = Callable[[str], None]
 
@@ -131,26 +133,35 @@ class RebootChange:
 
 
 class Replacer(Protocol):
-    """The platform's step that boots a node on another disk (a publisher's job on a cloud). `replace` keeps the
-    node's current disk so that `restore` can boot it again."""
+    """The platform's step that boots a node on another image (rolling/platform.py: OpenStack, Proxmox VE).
+    `replace` keeps what the node booted before, so that `restore` can boot it again."""
 
-    def replace(self, name: str, image: Path) -> None: ...
+    def check(self) -> None:
+        """Every host's server exists on the platform (before anything changes); InputError naming each."""
+
+    def running(self, name: str) -> str | None:
+        """The content key of the image the host booted, when the platform knows it."""
+
+    def replace(self, name: str, artifact: Artifact) -> None: ...
 
     def restore(self, name: str) -> None: ...
 
 
 class ImageChange:
-    """`--image NEW`: the node booted on a disk made from NEW (its seed, hence its identity, kept); on a failed
-    health check, booted back on its previous disk."""
+    """`--image NEW`: the node booted on a disk made from the image for its profile (its seed, hence its
+    identity, kept); when it does not come back or fails its health check, booted back on its previous one."""
 
     name = "image"
     in_place = False
 
-    def __init__(self, hosts: Hosts, replacer: Replacer, image: Path, waits: Waits) -> None:
-        self.hosts, self.replacer, self.image, self.waits = hosts, replacer, image, waits
+    def __init__(self, hosts: Hosts, replacer: Replacer, images: dict[str, Artifact], waits: Waits) -> None:
+        self.hosts, self.replacer, self.images, self.waits = hosts, replacer, images, waits
 
     def reason(self, node: Node) -> str | None:
-        return f"new image {self.image.name}"
+        artifact = self.images.get(profile_name(node.profile))
+        if artifact is None or self.replacer.running(node.name) == artifact.key:
+            return None
+        return f"new image {artifact.name}"
 
     def _boot(self, node: Node, action: Callable[[], None]) -> None:
         try:
@@ -161,7 +172,12 @@ class ImageChange:
         wait_new_boot(self.hosts, node, before, self.waits)
 
     def run(self, node: Node) -> None:
-        self._boot(node, lambda: self.replacer.replace(node.name, self.image))
+        artifact = self.images[profile_name(node.profile)]
+        try:
+            self._boot(node, lambda: self.replacer.replace(node.name, artifact))
+        except WaitTimeout as exc:  # on the new disk and not answering: put the old one back
+            self.undo(node)
+            raise GoldenError(f"{exc.message}; back on its previous image") from None
 
     def undo(self, node: Node) -> None:
         self._boot(node, lambda: self.replacer.restore(node.name))

@@ -23,6 +23,7 @@ from ..core.errors import GoldenError, InputError
 from .changes import ApplyChange, Change, ImageChange, RebootChange, Replacer
 from .hosts import DEFAULT_WAITS, Hosts, Waits, wait_for
 from .order import Node, nodes, order
+from .platform import load_images, parse_platform, profile_name, replacer_for
 
 Progress = Callable[[str], None]
 
@@ -213,14 +214,15 @@ def summary(results: Sequence[NodeResult], what: str) -> list[str]:
 
 
 def rolling_cluster(cluster_file: Path, inventory_file: Path, mode: str, *, out_dir: Path, options: SSHOptions,
-                    image: Path | None = None, replacer: Replacer | None = None,
+                    images: Sequence[Path] = (), replacer: Replacer | None = None,
                     factory: TransportFactory = SSHTransport, waits: Waits = DEFAULT_WAITS,
                     progress: Progress = print) -> list[NodeResult]:
     """The rolling change `mode` ("apply", "reboot" or "image") of the cluster's nodes. Input errors raise before
-    any host is asked; `--apply` renders the cluster into out_dir first, as `golden cluster apply` does."""
-    if mode == "image" and (image is None or replacer is None):
-        raise InputError("--image: no replace step for these hosts: booting a node on a new disk is the "
-                         "platform's publisher's job and none is built yet (use --apply, or a Replacer in Python)")
+    any host is asked (for `--image`: the images, the inventory's platform section, then every server on the
+    platform); `--apply` renders the cluster into out_dir first, as `golden cluster apply` does. `replacer`
+    stands in for the inventory's platform (tests, other platforms from Python)."""
+    if mode == "image" and not images:
+        raise InputError("--image: no image given")
     inventory, plans = cluster_plan(cluster_file, inventory_file, out_dir, check=mode != "apply")
     hosts = Hosts(inventory, options, factory, {p.name: p.profile for p in plans})
     change: Change
@@ -229,6 +231,10 @@ def rolling_cluster(cluster_file: Path, inventory_file: Path, mode: str, *, out_
     elif mode == "reboot":
         change = RebootChange(hosts, waits)
     else:
-        assert image is not None and replacer is not None
-        change = ImageChange(hosts, replacer, image, waits)
+        artifacts = load_images(images, {p.name: p.profile for p in plans})
+        if replacer is None:
+            needed = [p.name for p in plans if profile_name(p.profile) in artifacts]
+            replacer = replacer_for(parse_platform(inventory, needed), waits.boot, waits.poll)
+        replacer.check()
+        change = ImageChange(hosts, replacer, artifacts, waits)
     return Rolling(hosts, nodes(plans), change, waits=waits, progress=progress).run()

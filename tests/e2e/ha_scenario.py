@@ -37,6 +37,7 @@ from goldenimage.render.userdata import render_host_user_data, render_meta_data
 from goldenimage.verify.cluster_vms import ClusterHost, ClusterNet
 from goldenimage.verify.mirror_relay import apt_proxy_conf, guestfwd, mirror_hosts
 from goldenimage.verify.vm import VM
+from tests.e2e.drill_record import BOOTED
 from tests.e2e.ha_figures import (  # noqa: F401 -- test_ha and bench/ha take them from here
     PhaseFigures,
     acknowledged_ids,
@@ -69,12 +70,15 @@ def knob(name: str, default: float) -> float:
 
 
 def image(profile: str) -> Path:
+    """The profile's image the drill boots (kept in drill_record.BOOTED: the drill's outcome is recorded for it)."""
     if os.environ.get("HA_IMAGES") == "latest":
         found = store.latest(profile, 12)
         if found is None:
             raise AssertionError(f"HA_IMAGES=latest: no {profile} artifact in images/")
-        return found.qcow2
-    return bake(profile, 12).qcow2
+    else:
+        found = bake(profile, 12)
+    BOOTED.append(found.qcow2)
+    return found.qcow2
 
 
 # --- the figures, from the client's log: tests/e2e/ha_figures.py ------------------------------------------------

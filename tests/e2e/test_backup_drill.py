@@ -34,6 +34,7 @@ from goldenimage.render.cluster import render_cluster
 from goldenimage.verify.l2switch import L2Switch
 from goldenimage.verify.vm import SSH_OPTIONS, VM
 from tests.conftest import EXAMPLES
+from tests.e2e.drill_record import recorded
 from tests.e2e.test_cluster_sql import sql, wait_firstboot
 
 pytestmark = [pytest.mark.vm, pytest.mark.backup]
@@ -125,7 +126,13 @@ def ship(db2: VM) -> None:
 
 def test_restore_to_one_second_before_a_drop_then_the_rpo_after_losing_the_primary(
         sigv4_s3, tmp_path, monkeypatch, capsys):
-    images = {name: bake(name, 12) for name in ("sql-primary", "sql-replica")}
+    with recorded("backup") as booted:
+        images = {name: bake(name, 12) for name in ("sql-primary", "sql-replica")}
+        booted.extend(artifact.qcow2 for artifact in images.values())
+        backup_drill(images, sigv4_s3, tmp_path, monkeypatch, capsys)
+
+
+def backup_drill(images, sigv4_s3, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GOLDEN_DRILL_S3_KEY", sigv4_s3.access_key)
     monkeypatch.setenv("GOLDEN_DRILL_S3_SECRET", sigv4_s3.secret_key)
     key = ephemeral_keypair(tmp_path)

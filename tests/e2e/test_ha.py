@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.drill_record import recorded
 from tests.e2e.ha_scenario import (
     Drill,
     acknowledged_ids,
@@ -29,12 +30,12 @@ MIN_SUCCESS = 0.99
 
 
 def test_lb_pair_and_galera_survive_the_loss_of_the_active_lb_and_of_the_sql_writer(tmp_path: Path) -> None:
-    with sql_infrastructure(tmp_path) as drill:
+    with recorded("ha-sql"), sql_infrastructure(tmp_path) as drill:
         check(drill)
 
 
 def test_each_single_failure_is_survived_and_repaired_without_a_hand(tmp_path: Path) -> None:
-    with infrastructure(tmp_path) as drill:
+    with recorded("ha"), infrastructure(tmp_path) as drill:
         check(drill)
 
 

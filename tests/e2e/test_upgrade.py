@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from goldenimage.core.ssh_keys import SSHKey
+from tests.e2e.drill_record import recorded
 from tests.e2e.ha_scenario import (
     Drill,
     figures,
@@ -77,6 +78,11 @@ def golden(drill: Drill, tmp: Path, files: tuple[Path, Path, Path], *args: str) 
 
 
 def test_a_rolling_apply_upgrade_and_a_rolling_reboot_fail_no_request(tmp_path: Path) -> None:
+    with recorded("upgrade"):
+        rolling_apply_and_reboot(tmp_path)
+
+
+def rolling_apply_and_reboot(tmp_path: Path) -> None:
     with infrastructure(tmp_path, mirror=True) as drill:  # the converge's apt reaches Debian's mirror only
         files = cluster_files(drill, tmp_path)
         dwell = knob("HA_DWELL", 30)

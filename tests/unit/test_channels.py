@@ -1,4 +1,5 @@
-"""Release channels: edge -> candidate (a passed verify) -> stable (a soak period), list, prune."""
+"""Release channels: edge -> candidate (a passed verify and a passed cluster drill, for the artifact's content
+key) -> stable (a soak period), list, prune."""
 
 from __future__ import annotations
 
@@ -34,25 +35,70 @@ def test_a_new_artifact_is_on_edge(tmp_path: Path) -> None:
     assert not channels.record_path(artifact).exists()
 
 
-def test_candidate_needs_a_passed_verify(tmp_path: Path) -> None:
+def proven(artifact: store.Artifact) -> store.Artifact:
+    """A passed verify and a passed drill on record for the artifact."""
+    channels.record_verify(artifact, True)
+    channels.record_drill(artifact, "ha", True)
+    return artifact
+
+
+def test_candidate_needs_a_passed_verify_and_a_passed_drill(tmp_path: Path) -> None:
     artifact = fake_artifact(tmp_path, "a" * 16)
-    with pytest.raises(InputError, match="no passed verify"):
+    with pytest.raises(InputError, match="^web-.*: no passed golden verify and no passed cluster drill on record for "
+                                         f"its content key {'a' * 16}$"):
         channels.promote(artifact, "candidate")
     channels.record_verify(artifact, False, "failed on verify-1")
-    with pytest.raises(InputError, match="no passed verify"):
+    channels.record_drill(artifact, "ha", True, "0 failed of 900")
+    with pytest.raises(InputError, match="cannot become a candidate: no passed golden verify on record"):
         channels.promote(artifact, "candidate")
     channels.record_verify(artifact, True, "bios and uefi-secureboot")
+    channels.record_drill(artifact, "upgrade", False, "3 failed requests")
+    with pytest.raises(InputError, match="cannot become a candidate: the last run of drill upgrade failed on record"):
+        channels.promote(artifact, "candidate")
+    channels.record_drill(artifact, "upgrade", True)
     assert channels.promote(artifact, "candidate")["channel"] == "candidate"
     assert channels.channel_of(artifact) == "candidate"
     # written whole: no temporary file stays beside it
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_verify_alone_is_not_enough_for_candidate(tmp_path: Path) -> None:
+    artifact = fake_artifact(tmp_path, "a" * 16)
+    channels.record_verify(artifact, True)
+    with pytest.raises(InputError, match=": no passed cluster drill on record for its content key"):
+        channels.promote(artifact, "candidate")
+
+
+def test_outcomes_of_another_content_key_do_not_count(tmp_path: Path) -> None:
+    """A record carried over from another build (a copy, a rebuild under the same name) proves nothing."""
+    other = proven(fake_artifact(tmp_path / "other", "b" * 16))
+    artifact = fake_artifact(tmp_path, "a" * 16)
+    record = channels.read_record(other)
+    channels.write_record(artifact, {**record, "content_key": artifact.key})
+    with pytest.raises(InputError, match=f"a passed golden verify of another key \\({'b' * 16}\\) and no passed "
+                                         "cluster drill"):
+        channels.promote(artifact, "candidate")
+    assert channels.read_record(artifact)["verify"]["content_key"] == "b" * 16
+
+
+def test_a_drill_records_its_outcome_against_each_artifact_it_booted(tmp_path: Path) -> None:
+    web = fake_artifact(tmp_path, "a" * 16)
+    lb = fake_artifact(tmp_path, "b" * 16, profile="lb")
+    names = channels.record_drill_run([web.qcow2, lb.qcow2, web.qcow2, tmp_path / "not-an-artifact.qcow2"],
+                                      "ha-sql", True, "0 failed, outage 4 s")
+    assert names == [web.name, lb.name]
+    for artifact in (web, lb):
+        run = channels.read_record(artifact)["drills"]["ha-sql"]
+        assert run["passed"] and run["content_key"] == artifact.key and run["detail"] == "0 failed, outage 4 s"
+    channels.record_verify(web, True)
+    assert channels.promote(web, "candidate")["channel"] == "candidate"
+
+
 def test_stable_needs_candidate_and_the_soak_period(tmp_path: Path) -> None:
     artifact = fake_artifact(tmp_path, "a" * 16)
     with pytest.raises(InputError, match="only a candidate"):
         channels.promote(artifact, "stable", skip_soak=True)
-    channels.record_verify(artifact, True)
+    proven(artifact)
     start = 1_800_000_000.0
     channels.promote(artifact, "candidate", when=start)
     with pytest.raises(InputError, match="soak period of 7"):
@@ -65,8 +111,7 @@ def test_stable_needs_candidate_and_the_soak_period(tmp_path: Path) -> None:
 
 
 def test_skipping_the_soak_is_explicit_and_recorded(tmp_path: Path) -> None:
-    artifact = fake_artifact(tmp_path, "a" * 16)
-    channels.record_verify(artifact, True)
+    artifact = proven(fake_artifact(tmp_path, "a" * 16))
     channels.promote(artifact, "candidate")
     record = channels.promote(artifact, "stable", skip_soak=True)
     assert record["history"][-1] == {"channel": "stable", "at": record["history"][-1]["at"], "soak_skipped": True}
@@ -76,7 +121,7 @@ def test_prune_keeps_n_per_channel_and_every_published_one_and_is_idempotent(tmp
     old = [fake_artifact(tmp_path, f"{i:016x}", built=f"2026-11-{10 + i:02d}T10:00:00Z") for i in range(5)]
     # two of them become candidates, one older edge one is published somewhere
     for artifact in old[:2]:
-        channels.record_verify(artifact, True)
+        proven(artifact)
         channels.promote(artifact, "candidate")
     channels.record_published(old[2], "openstack", "glance-123")
     other = fake_artifact(tmp_path, "f" * 16, profile="db")  # another profile: its own group
@@ -136,8 +181,13 @@ def test_cli_list_promote_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     artifact = fake_artifact(tmp_path, "c" * 16)
     fake_artifact(tmp_path, "d" * 16, built="2026-11-01T10:00:00Z")
     assert main(["images", "promote", artifact.key, "--to", "candidate"]) == 2
-    assert "no passed verify" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no passed golden verify and no passed cluster drill on record for its content key" in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
     channels.record_verify(artifact, True)
+    assert main(["images", "promote", artifact.key, "--to", "candidate"]) == 2
+    assert "no passed cluster drill" in capsys.readouterr().err
+    channels.record_drill(artifact, "upgrade", True)
     assert main(["images", "promote", artifact.name, "--to", "candidate"]) == 0
     assert main(["images", "promote", artifact.name, "--to", "stable", "--skip-soak"]) == 0
     assert "candidate -> stable" in capsys.readouterr().out
@@ -153,3 +203,17 @@ def test_the_parser_names_the_channels_and_soak_period_bake_channels_has() -> No
     from goldenimage.commands import images_cli
 
     assert (images_cli.CHANNELS, images_cli.SOAK_DAYS) == (channels.CHANNELS, channels.SOAK_DAYS)
+
+
+def test_the_e2e_drills_record_a_pass_or_the_first_line_of_their_failure(tmp_path: Path) -> None:
+    from tests.e2e.drill_record import recorded
+
+    artifact = fake_artifact(tmp_path, "a" * 16)
+    with pytest.raises(AssertionError), recorded("ha") as booted:
+        booted.append(artifact.qcow2)
+        raise AssertionError("web1 lacks acknowledged ids [4, 5]\nmore")
+    assert channels.read_record(artifact)["drills"]["ha"]["detail"] == "web1 lacks acknowledged ids [4, 5]"
+    assert not channels.read_record(artifact)["drills"]["ha"]["passed"]
+    with recorded("ha") as booted:
+        booted.append(artifact.qcow2)
+    assert channels.read_record(artifact)["drills"]["ha"]["passed"]

@@ -157,14 +157,24 @@ class FakeReplacer:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def replace(self, name: str, image: Path) -> None:
-        self.world.hosts[name].image = image.name
+    def check(self) -> None:
+        pass
+
+    def running(self, name: str) -> str | None:
+        return self.world.hosts[name].image
+
+    def replace(self, name: str, artifact: Any) -> None:
+        self.world.hosts[name].image = artifact.key
         self.world.changed(name, "image")
 
     def restore(self, name: str) -> None:
         self.world.hosts[name].image = "old"
         self.world.hosts[name].after_change = []
         self.world.changed(name, "restore")
+
+
+class NewImage:
+    name = key = "new"
 
 
 def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_out(world: World, inventory: Path,
@@ -174,7 +184,7 @@ def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_
     hosts_plan = ha_plan()
     hosts = Hosts(load_inventory(inventory), SSHOptions(), factory(world), {h.name: h.profile for h in hosts_plan})
     world.hosts["db2"].after_change = ["galera: Joining, cluster Primary of 2"]
-    change = ImageChange(hosts, FakeReplacer(world), Path("sql-galera-new.qcow2"), FAST)
+    change = ImageChange(hosts, FakeReplacer(world), {p: NewImage() for p in ("lb", "sql-galera")}, FAST)
     with pytest.raises(UpgradeStopped, match="^db2: health check failed after the image: galera: Joining.*back on "
                                              "its previous image"):
         Rolling(hosts, nodes(hosts_plan), change, waits=FAST, progress=world.progress.append).run()
@@ -182,6 +192,24 @@ def test_an_image_that_fails_its_health_check_is_rolled_back_and_the_node_stays_
         "lb2 image", "lb1 image", "db2 image", "db2 restore"]
     assert world.hosts["db2"].image == "old" and world.hosts["db1"].image == "old"
     assert world.haproxy["lb1"][("sql", "db2")][0] == "MAINT"
+
+
+def test_a_node_that_does_not_boot_on_the_new_image_is_put_back_on_its_previous_one(world: World, inventory: Path,
+                                                                                     tmp_path: Path) -> None:
+    from goldenimage.apply.inventory import load_inventory
+
+    class Silent(FakeReplacer):
+        def replace(self, name: str, artifact: Any) -> None:
+            self.world.hosts[name].image = artifact.key  # the platform says done; the node never answers again
+
+    hosts_plan = ha_plan()
+    hosts = Hosts(load_inventory(inventory), SSHOptions(), factory(world), {h.name: h.profile for h in hosts_plan})
+    change = ImageChange(hosts, Silent(world), {"web": NewImage()}, FAST)
+    with pytest.raises(UpgradeStopped, match="^web1: image failed: web1: booted again: not after 2s; back on its "
+                                             "previous image; it stays out of its pools"):
+        Rolling(hosts, nodes(hosts_plan), change, waits=FAST, progress=world.progress.append).run()
+    assert world.hosts["web1"].image == "old" and world.hosts["web2"].image == "old"
+    assert [e.split(" [")[0] for e in world.events if " restore" in e] == ["web1 restore"]
 
 
 def test_the_order_reads_the_pools_from_the_load_balancers_settings(tmp_path: Path) -> None:
@@ -208,9 +236,13 @@ def test_needrestart_and_the_flag_file_are_reasons_to_reboot() -> None:
     assert reboot_reasons("NEEDRESTART-VER: 3.6\nNEEDRESTART-KSTA: 1\nNEEDRESTART-UCSTA: 1\n") == []
 
 
-def test_image_without_a_replace_step_is_refused_in_one_line(inventory: Path, tmp_path: Path) -> None:
-    with pytest.raises(GoldenError, match="^--image: no replace step for these hosts"):
-        rolling_cluster(HA, inventory, "image", out_dir=tmp_path, options=SSHOptions(), image=Path("x.qcow2"))
+def test_image_without_a_platform_is_refused_in_one_line_naming_the_inventory(inventory: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from goldenimage.rolling import upgrade
+
+    monkeypatch.setattr(upgrade, "load_images", lambda paths, profiles: {"web": NewImage()})
+    with pytest.raises(GoldenError, match="^.*inventory.yaml: platform: missing: --image boots each host"):
+        rolling_cluster(HA, inventory, "image", out_dir=tmp_path, options=SSHOptions(), images=[Path("x.qcow2")])
 
 
 def test_a_host_that_does_not_answer_is_a_stop_naming_it(world: World, inventory: Path, tmp_path: Path,

@@ -140,9 +140,14 @@ def test_images_commands_work_on_the_shared_store(bucket: str, tmp_path: Path, m
     shared().share(built)
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(tmp_path / "b"))  # this builder has nothing local
     assert main(["images", "promote", KEY, "--to", "candidate"]) == 2
-    assert "no passed verify" in capsys.readouterr().err
+    assert "no passed golden verify and no passed cluster drill" in capsys.readouterr().err
     channels.record_verify(built, True)
     shared().push_record(built)
+    assert main(["images", "promote", KEY, "--to", "candidate"]) == 2
+    assert "no passed cluster drill" in capsys.readouterr().err
+    channels.record_drill(built, "ha", True)  # on the builder that ran the drill, then shared
+    shared().push_record(built)
+    assert shared().record(KEY)[0]["drills"]["ha"]["content_key"] == KEY
     assert main(["images", "promote", KEY, "--to", "candidate"]) == 0
     assert shared().record(KEY)[0]["channel"] == "candidate"
     assert main(["images", "list"]) == 0

@@ -135,6 +135,7 @@ def stable_in(images: Path, packages: dict[str, str]) -> Path:
                                     "build": {"finished": "2026-11-01T10:00:00Z"}},
                             "web-debian12-20261101-" + "5" * 16, images)
     channels.record_verify(artifact, True)
+    channels.record_drill(artifact, "ha", True)
     channels.promote(artifact, "candidate")
     channels.promote(artifact, "stable", skip_soak=True)
     return images

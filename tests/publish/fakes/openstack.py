@@ -1,4 +1,4 @@
-"""Keystone v3 + Glance v2 + the Nova server list, as their public API references describe them.
+"""Keystone v3 + Glance v2 + Nova's servers (list, show, rebuild), as their public API references describe them.
 
 One server, three path prefixes (/identity, /image, /compute), as a devstack-style cloud lays them out.
 It asserts what openstacksdk sends: the password auth body, the token on every call, the image create
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,11 @@ class FakeOpenStack(FakeServer):
         self.username, self.password, self.project = username, password, project
         self.images: dict[str, dict[str, Any]] = {}
         self.data: dict[str, bytes] = {}
-        self.servers: list[dict[str, Any]] = []  # {"id", "name", "image": {"id"}}
+        self.servers: list[dict[str, Any]] = []  # {"id", "name", "image": {"id"}}, optional "status"
+        #: called with the server once a rebuild is done (it boots its new disk then)
+        self.on_boot: Callable[[dict[str, Any]], None] | None = None
+        #: a rebuild on one of these images ends in ERROR
+        self.failing_images: set[str] = set()
         self.quota_bytes: int | None = None
         self.drop_uploads = 0  # break this many PUT .../file connections mid-body
         self.wrong_checksum = False
@@ -120,6 +125,37 @@ class FakeOpenStack(FakeServer):
         return Response(200, {"images": [self._image_view(i) for i in found], "first": "/v2/images",
                               "schema": "/v2/schemas/images"})
 
+    # --- Nova ----------------------------------------------------------------------------------------
+
+    def _server_view(self, server: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "ACTIVE", "flavor": {"original_name": "b3-8"}, "addresses": {}, "metadata": {},
+                "links": [], **{k: v for k, v in server.items() if not k.startswith("_")}}
+
+    def _server(self, server_id: str, request: Request, action: bool) -> Response:
+        server = next((s for s in self.servers if s["id"] == server_id), None)
+        if server is None:
+            return Response(404, {"itemNotFound": {"code": 404, "message": f"Instance {server_id} could not be "
+                                                                              "found."}})
+        if not action:
+            assert request.method == "GET", request.method
+            if server.get("status") == "REBUILD":  # done at the next look: the client must wait for it
+                image_id = server["image"]["id"]
+                server["status"] = "ERROR" if image_id in self.failing_images else "ACTIVE"
+                if server["status"] == "ACTIVE" and self.on_boot:
+                    self.on_boot(server)
+            return Response(200, {"server": self._server_view(server)})
+        body = request.json()
+        assert request.method == "POST" and list(body) == ["rebuild"], body
+        image_id = body["rebuild"]["imageRef"]
+        # Nova's rebuild API: an image that is not active, or unknown, is a 400
+        image = self.images.get(image_id)
+        if image is None or image["status"] != "active":
+            return Response(400, {"badRequest": {"code": 400, "message": f"Image {image_id} is not active."}})
+        assert server.get("status", "ACTIVE") == "ACTIVE", f"rebuild of a {server.get('status')} server"
+        assert set(body["rebuild"]) == {"imageRef"}, f"the rebuild changes more than the image: {body}"
+        server.update(status="REBUILD", image={"id": image_id})
+        return Response(202, {"server": self._server_view(server)})
+
     # --- routing -------------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
@@ -159,4 +195,6 @@ class FakeOpenStack(FakeServer):
             image_id = request.query.get("image", [None])[0]
             found = [s for s in self.servers if image_id is None or s["image"]["id"] == image_id]
             return Response(200, {"servers": found})
+        if match := re.fullmatch(r"/compute/v2.1/servers/([^/]+)(/action)?", path):
+            return self._server(match[1], request, bool(match[2]))
         raise AssertionError(f"unexpected request {method} {request.path}")

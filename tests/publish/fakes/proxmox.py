@@ -1,5 +1,8 @@
 """The Proxmox VE API (/api2/json) as its API viewer documents it: API-token auth, storage upload with
-content `import`, VM create with import-from, convert to template, tasks by UPID, cluster resources.
+content `import`, VM create with import-from, convert to template, tasks by UPID, cluster resources; and for
+the rolling `--image` upgrade: a VM's status, shutdown and start, a config change that replaces its boot disk
+(import-from another volume, the old disk kept as unusedN as qemu-server does; a volume taken back from unusedN
+leaves it), and a disk resize.
 
 It asserts what proxmoxer sends: the `PVEAPIToken=USER@REALM!TOKENID=SECRET` header on every call, the
 multipart upload's fields (content, filename, checksum, checksum-algorithm) and the VM's settings.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -33,6 +37,10 @@ class FakeProxmox(FakeServer):
         self.fail_create = False
         self.forbid_upload = False  # a token without Datastore.AllocateTemplate on the upload storage
         self._upid = 0
+        #: vmid -> "running" or "stopped" (a VM not listed is stopped)
+        self.power: dict[int, str] = {}
+        #: called with the vmid and its config when a VM starts (it boots its boot disk then)
+        self.on_start: Callable[[int, dict[str, Any]], None] | None = None
 
     def _task(self, kind: str, vmid: Any = "", exitstatus: str = "OK") -> str:
         self._upid += 1
@@ -81,6 +89,14 @@ class FakeProxmox(FakeServer):
             return self._create_vm(form)
         if m := re.fullmatch(rf"GET /nodes/{self.node}/qemu/(\d+)/config", route):
             return ok(self.vms[int(m[1])])
+        if m := re.fullmatch(rf"GET /nodes/{self.node}/qemu/(\d+)/status/current", route):
+            return ok({"status": self.power.get(int(m[1]), "stopped"), "vmid": int(m[1])})
+        if m := re.fullmatch(rf"POST /nodes/{self.node}/qemu/(\d+)/status/(shutdown|start)", route):
+            return self._power(int(m[1]), m[2], form)
+        if m := re.fullmatch(rf"POST /nodes/{self.node}/qemu/(\d+)/config", route):
+            return self._update_vm(int(m[1]), form)
+        if m := re.fullmatch(rf"PUT /nodes/{self.node}/qemu/(\d+)/resize", route):
+            return self._resize(int(m[1]), form)
         if m := re.fullmatch(rf"POST /nodes/{self.node}/qemu/(\d+)/template", route):
             self.vms[int(m[1])]["template"] = 1
             return ok(self._task("qmtemplate", m[1]))
@@ -147,6 +163,79 @@ class FakeProxmox(FakeServer):
         config["scsi0"] = f"{form['scsi0'].split(':')[0]}:base-{vmid}-disk-0,size=4G"
         self.vms[vmid] = config
         return ok(self._task("qmcreate", vmid))
+
+    # --- a running VM's boot disk (rolling --image) --------------------------------------------------------
+
+    def volumes_in_use(self) -> dict[str, str]:
+        """volid -> its drive string, for every disk of every VM (templates' base disks included)."""
+        found = {}
+        for config in self.vms.values():
+            for key, value in config.items():
+                if re.fullmatch(r"(ide|sata|scsi|virtio)\d+|unused\d+", key) and ":cloudinit" not in str(value):
+                    found[str(value).split(",")[0]] = str(value)
+        return found
+
+    def _power(self, vmid: int, action: str, form: dict[str, Any]) -> Response:
+        config = self.vms.get(vmid)
+        if config is None:
+            return Response(500, {"data": None}, reason=f"Configuration file 'nodes/{self.node}/qemu-server/"
+                                                        f"{vmid}.conf' does not exist")
+        assert str(config.get("template", 0)) != "1", f"{action} of template {vmid}"
+        state = self.power.get(vmid, "stopped")
+        if action == "shutdown":
+            if state != "running":  # PVE: "VM NNN not running"
+                return ok(self._task("qmshutdown", vmid, exitstatus=f"VM {vmid} not running"))
+            assert form.get("forceStop") == "1", "a shutdown without forceStop may leave the VM running"
+            self.power[vmid] = "stopped"
+            return ok(self._task("qmshutdown", vmid))
+        assert state == "stopped", f"start of a {state} VM {vmid}"
+        self.power[vmid] = "running"
+        if self.on_start:
+            self.on_start(vmid, config)
+        return ok(self._task("qmstart", vmid))
+
+    def _update_vm(self, vmid: int, form: dict[str, Any]) -> Response:
+        config = self.vms[vmid]
+        disks = {k: v for k, v in form.items() if re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k)}
+        if disks:
+            assert self.power.get(vmid, "stopped") == "stopped", f"VM {vmid}: disk changed while it runs"
+        for key, value in disks.items():
+            volume, _, options = value.partition(",")
+            opts = dict(o.split("=", 1) for o in options.split(",") if o)
+            if "import-from" in opts:
+                storage, size = volume.split(":")
+                assert size == "0", f"import-from needs STORAGE:0, got {volume}"
+                source = self.volumes_in_use().get(opts.pop("import-from"))
+                assert source is not None, f"import-from {value}: no such volume"
+                number = len([k for k in self.volumes_in_use() if f"vm-{vmid}-disk-" in k])
+                size_opt = re.search(r"size=([^,]+)", source)
+                new = f"{storage}:vm-{vmid}-disk-{number}," + ",".join(
+                    [*(f"{k}={v}" for k, v in opts.items()), f"size={size_opt[1] if size_opt else '4G'}"])
+            else:  # an existing volume: this VM's own, taken back from unusedN (PVE drops that entry)
+                assert f"vm-{vmid}-disk-" in volume, f"{key}: {volume} is not a disk of VM {vmid}"
+                unused = [k for k, v in config.items() if k.startswith("unused") and v.split(",")[0] == volume]
+                assert unused, f"{key}: {volume} is not an unused disk of VM {vmid}"
+                del config[unused[0]]
+                new = value
+            if key in config:  # the old disk is kept, as unusedN
+                index = next(i for i in range(256) if f"unused{i}" not in config)
+                config[f"unused{index}"] = str(config[key]).split(",")[0]
+            config[key] = new
+        for key in str(form.get("delete", "")).split(","):
+            if key:
+                assert not key.startswith("unused") and key not in disks, f"delete {key} would destroy a disk"
+                config.pop(key, None)
+        for key, value in form.items():
+            if key not in disks and key not in ("delete", "digest"):
+                config[key] = value
+        return ok(self._task("qmconfig", vmid) if disks else None)
+
+    def _resize(self, vmid: int, form: dict[str, Any]) -> Response:
+        config = self.vms[vmid]
+        disk, size = form["disk"], form["size"]
+        assert re.fullmatch(r"\d+(\.\d+)?[KMGT]", size), f"size {size}"
+        config[disk] = re.sub(r"size=[^,]+", f"size={size}", str(config[disk]))
+        return ok(self._task("resize", vmid))
 
 
 def ok(data: Any) -> Response:
