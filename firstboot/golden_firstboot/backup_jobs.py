@@ -7,7 +7,10 @@ run), `files` (the docroot or NFS exports), `prune` (restic forget --prune by th
 
 Everything goes to one restic repository per cluster (S3): restic encrypts every object on this host with the
 repository key, so the store holds no plaintext. The key and the S3 credentials reach restic in its
-environment only (never argv, a file or a log line). Each run records its result in STATE_DIR/<kind>.json,
+environment only (never argv, a file or a log line). A server encrypted at rest (the banking variant's
+file_key_management) has its key file saved in each full snapshot beside the copy, read by restic from where the
+server reads it: its files and binary logs are shipped as the server wrote them (encrypted), and only that key,
+which a fresh host lacks, reads them back (backup_restore). Each run records its result in STATE_DIR/<kind>.json,
 touches the kind's mark (its mtime is the last good time, read by `golden-firstboot facts`) and exits non-zero
 with one line (the unit's failure reason in the journal) when it fails."""
 
@@ -167,8 +170,31 @@ def database(ctx: Context, backing_up: bool = True) -> dict[str, Any]:
     return found
 
 
+#: The key plugin the banking variant's servers run (roles/hardened.py); the only one a restore can bring back.
+KEY_PLUGIN = "file_key_management"
+
+
+def server_keyfile(ctx: Context) -> str | None:
+    """The key file of a server encrypted at rest (as the server itself names it), None for one without a key
+    management plugin; FirstbootError for another plugin (its keys are not in a file this job can save)."""
+    plugins = [r[0] for r in sql(ctx, "SELECT PLUGIN_NAME FROM information_schema.PLUGINS WHERE PLUGIN_TYPE = "
+                                      "'ENCRYPTION' AND PLUGIN_STATUS = 'ACTIVE';\n")]
+    if not plugins:
+        return None
+    if plugins != [KEY_PLUGIN]:
+        raise FirstbootError(f"the server's key management plugin is {', '.join(plugins)}: backups of an encrypted "
+                             f"server need {KEY_PLUGIN}, whose key file the full backup saves")
+    found = sql(ctx, "SELECT @@GLOBAL.file_key_management_filename;\n")
+    path = found[0][0] if found and found[0] else ""
+    if not path or path == "NULL":
+        raise FirstbootError(f"{KEY_PLUGIN} runs without file_key_management_filename: no key file to save")
+    return path
+
+
 def run_full(ctx: Context) -> str:
-    """mariabackup into a fresh spool directory, then into the repository; the spool is removed either way."""
+    """mariabackup into a fresh spool directory, then into the repository; the spool is removed either way. On a
+    server encrypted at rest, mariabackup reads the key settings from the server (it writes them to the copy's
+    backup-my.cnf, checked here) and the key file goes into the same snapshot, read where it lies."""
     conf = database(ctx)
     spool = ctx.path(conf.get("spool") or SPOOL) + "/full"
     shutil.rmtree(spool, ignore_errors=True)
@@ -178,12 +204,20 @@ def run_full(ctx: Context) -> str:
                  "--datadir=" + (conf.get("datadir") or DATADIR), "--socket=" + (conf.get("socket") or SOCKET),
                  "--user=root"], timeout=RESTIC_TIMEOUT)
         finished = time.time()
+        keyfile = server_keyfile(ctx)
         if not os.path.exists(os.path.join(spool, "xtrabackup_binlog_info")):
             raise FirstbootError("mariabackup wrote no xtrabackup_binlog_info: the server runs without a binary "
                                  "log, so no point-in-time restore could start from this copy")
+        if keyfile:
+            with open(os.path.join(spool, "backup-my.cnf"), encoding="utf-8") as handle:
+                if f"{KEY_PLUGIN}_filename=" not in handle.read():
+                    raise FirstbootError(f"mariabackup recorded no {KEY_PLUGIN} settings in backup-my.cnf: the "
+                                         "copy of this encrypted server could not be prepared")
+            if not os.path.isfile(keyfile):
+                raise FirstbootError(f"{keyfile}: the server's key file is not readable here")
         # The binlog that holds the writes after the copy's consistent point is closed and shipped with it.
         run_binlog(ctx)
-        return _backup(ctx, "full", [spool], when=finished)
+        return _backup(ctx, "full", [spool] + ([keyfile] if keyfile else []), when=finished)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
