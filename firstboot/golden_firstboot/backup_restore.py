@@ -306,7 +306,8 @@ def replay_encrypted(ctx: Context, restore_plan: Plan, folder: str, names: list[
                if name.startswith(KEY_PLUGIN) and value]
     if keys.get("plugin_dir"):
         reader.append("--plugin-dir=" + keys["plugin_dir"])
-    ping = " ".join(shlex.quote(a) for a in ["mysqladmin", "--socket=" + reader_socket, "--user=root", "ping"])
+    ping = " ".join(shlex.quote(a) for a in ["mysql", "--protocol=socket", "--socket=" + reader_socket,
+                                             "--user=root", "--batch", "-e", "SELECT 1"])
     binlog = [tool(ctx, BINLOG_TOOL), "--read-from-remote-server", "--socket=" + reader_socket, "--user=root",
               f"--start-position={position}", "--stop-datetime=" + stop_datetime(restore_plan.at)] + names
     apply = ["mysql", "--protocol=socket", "--socket=" + socket, "--user=root", "--batch"]
