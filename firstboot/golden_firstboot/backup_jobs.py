@@ -170,27 +170,6 @@ def database(ctx: Context, backing_up: bool = True) -> dict[str, Any]:
     return found
 
 
-#: The key plugin the banking variant's servers run (roles/hardened.py); the only one a restore can bring back.
-KEY_PLUGIN = "file_key_management"
-
-
-def server_keyfile(ctx: Context) -> str | None:
-    """The key file of a server encrypted at rest (as the server itself names it), None for one without a key
-    management plugin; FirstbootError for another plugin (its keys are not in a file this job can save)."""
-    plugins = [r[0] for r in sql(ctx, "SELECT PLUGIN_NAME FROM information_schema.PLUGINS WHERE PLUGIN_TYPE = "
-                                      "'ENCRYPTION' AND PLUGIN_STATUS = 'ACTIVE';\n")]
-    if not plugins:
-        return None
-    if plugins != [KEY_PLUGIN]:
-        raise FirstbootError(f"the server's key management plugin is {', '.join(plugins)}: backups of an encrypted "
-                             f"server need {KEY_PLUGIN}, whose key file the full backup saves")
-    found = sql(ctx, "SELECT @@GLOBAL.file_key_management_filename;\n")
-    path = found[0][0] if found and found[0] else ""
-    if not path or path == "NULL":
-        raise FirstbootError(f"{KEY_PLUGIN} runs without file_key_management_filename: no key file to save")
-    return path
-
-
 def run_full(ctx: Context) -> str:
     """mariabackup into a fresh spool directory, then into the repository; the spool is removed either way. On a
     server encrypted at rest, mariabackup reads the key settings from the server (it writes them to the copy's
@@ -204,17 +183,14 @@ def run_full(ctx: Context) -> str:
                  "--datadir=" + (conf.get("datadir") or DATADIR), "--socket=" + (conf.get("socket") or SOCKET),
                  "--user=root"], timeout=RESTIC_TIMEOUT)
         finished = time.time()
-        keyfile = server_keyfile(ctx)
+        from . import backup_keys  # it imports this module
+
+        keyfile = backup_keys.server_keyfile(ctx)
         if not os.path.exists(os.path.join(spool, "xtrabackup_binlog_info")):
             raise FirstbootError("mariabackup wrote no xtrabackup_binlog_info: the server runs without a binary "
                                  "log, so no point-in-time restore could start from this copy")
         if keyfile:
-            with open(os.path.join(spool, "backup-my.cnf"), encoding="utf-8") as handle:
-                if f"{KEY_PLUGIN}_filename=" not in handle.read():
-                    raise FirstbootError(f"mariabackup recorded no {KEY_PLUGIN} settings in backup-my.cnf: the "
-                                         "copy of this encrypted server could not be prepared")
-            if not os.path.isfile(keyfile):
-                raise FirstbootError(f"{keyfile}: the server's key file is not readable here")
+            backup_keys.check_copy(spool, keyfile)
         # The binlog that holds the writes after the copy's consistent point is closed and shipped with it.
         run_binlog(ctx)
         return _backup(ctx, "full", [spool] + ([keyfile] if keyfile else []), when=finished)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit import firstboot_fake  # noqa: F401  (puts firstboot/ on sys.path)
 
-from golden_firstboot import backup_restore  # isort: skip
+from golden_firstboot import backup_keys, backup_restore  # isort: skip
 from golden_firstboot.steps import Context  # isort: skip
 from golden_firstboot.system import FirstbootError, Result, Runner  # isort: skip
 
@@ -21,10 +21,10 @@ FULL = {"id": "f" * 64, "short_id": "ffffffff", "time": "2026-12-07T10:00:00Z",
 
 
 def test_the_spool_is_the_data_and_the_other_path_the_key() -> None:
-    assert backup_restore.data_path(FULL) == "/var/lib/golden/backup/spool/full"
-    assert backup_restore.key_path(FULL) == "/etc/mysql/encryption/keyfile"
+    assert backup_keys.data_path(FULL) == "/var/lib/golden/backup/spool/full"
+    assert backup_keys.key_path(FULL) == "/etc/mysql/encryption/keyfile"
     plain = dict(FULL, paths=["/var/lib/golden/backup/spool/full"])
-    assert backup_restore.key_path(plain) is None and backup_restore.data_path(plain) == plain["paths"][0]
+    assert backup_keys.key_path(plain) is None and backup_keys.data_path(plain) == plain["paths"][0]
 
 
 def test_the_copy_is_prepared_with_this_hosts_key_file(tmp_path: Path) -> None:
@@ -32,16 +32,16 @@ def test_the_copy_is_prepared_with_this_hosts_key_file(tmp_path: Path) -> None:
         "[mysqld]\nplugin_dir=\"/usr/lib/mysql/plugin/\"\nplugin_load=file_key_management=file_key_management\n"
         "file_key_management_encryption_algorithm=aes_ctr\nfile_key_management_filekey=\n"
         "file_key_management_filename=/gone/keyfile\ninnodb_encrypt_log=1\n")
-    backup_restore.point_copy_at_key(str(tmp_path), "/etc/mysql/encryption/keyfile")
+    backup_keys.point_copy_at_key(str(tmp_path), "/etc/mysql/encryption/keyfile")
     text = (tmp_path / "backup-my.cnf").read_text()
     assert "file_key_management_filename=/etc/mysql/encryption/keyfile\n" in text and "/gone/" not in text
-    assert backup_restore.key_settings(str(tmp_path)) == {
+    assert backup_keys.key_settings(str(tmp_path)) == {
         "plugin_dir": "/usr/lib/mysql/plugin/", "plugin_load": "file_key_management=file_key_management",
         "file_key_management_encryption_algorithm": "aes_ctr", "file_key_management_filekey": "",
         "file_key_management_filename": "/etc/mysql/encryption/keyfile"}
     (tmp_path / "backup-my.cnf").write_text("[mysqld]\ninnodb_page_size=16384\n")
     with pytest.raises(FirstbootError, match="has no file_key_management_filename"):
-        backup_restore.point_copy_at_key(str(tmp_path), "/etc/mysql/encryption/keyfile")
+        backup_keys.point_copy_at_key(str(tmp_path), "/etc/mysql/encryption/keyfile")
 
 
 class Recorder(Runner):
