@@ -25,6 +25,7 @@ import socket
 import time
 from typing import Any, Iterator
 
+from . import backup_keyfile
 from .steps import Context
 from .system import FirstbootError, one_line
 
@@ -183,14 +184,12 @@ def run_full(ctx: Context) -> str:
                  "--datadir=" + (conf.get("datadir") or DATADIR), "--socket=" + (conf.get("socket") or SOCKET),
                  "--user=root"], timeout=RESTIC_TIMEOUT)
         finished = time.time()
-        from . import backup_keys  # it imports this module
-
-        keyfile = backup_keys.server_keyfile(ctx)
+        keyfile = backup_keyfile.server_keyfile(lambda statements: sql(ctx, statements))
         if not os.path.exists(os.path.join(spool, "xtrabackup_binlog_info")):
             raise FirstbootError("mariabackup wrote no xtrabackup_binlog_info: the server runs without a binary "
                                  "log, so no point-in-time restore could start from this copy")
         if keyfile:
-            backup_keys.check_copy(spool, keyfile)
+            backup_keyfile.check_copy(spool, keyfile)
         # The binlog that holds the writes after the copy's consistent point is closed and shipped with it.
         run_binlog(ctx)
         return _backup(ctx, "full", [spool] + ([keyfile] if keyfile else []), when=finished)
