@@ -10,10 +10,12 @@ from pathlib import Path
 
 class Server:
     """One mariadbd. `install` makes a new data directory first (mariadb-install-db); `binlog` is the
-    `--log-bin` value (a name in the datadir, or a path), none for a server without a binary log."""
+    `--log-bin` value (a name in the datadir, or a path), none for a server without a binary log; `options`, more
+    of mariadbd's options (encryption at rest, say)."""
 
     def __init__(self, root: Path, datadir: Path | None = None, *, install: bool = True, binlog: str | None = None,
-                 server_id: int = 1, buffer_pool: str = "16M", client: list[str] | None = None) -> None:
+                 server_id: int = 1, buffer_pool: str = "16M", client: list[str] | None = None,
+                 options: tuple[str, ...] = ()) -> None:
         self.root, self.data, self.socket = root, datadir or root / "data", root / "mysqld.sock"
         self._client = client or ["mysql", "--user=root", "--batch", "--skip-column-names"]
         if install:
@@ -23,7 +25,7 @@ class Server:
         argv = ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.data}", f"--socket={self.socket}",
                 "--skip-networking", f"--pid-file={root / 'mysqld.pid'}", f"--log-error={root / 'error.log'}",
                 f"--server-id={server_id}", f"--innodb-buffer-pool-size={buffer_pool}", "--binlog-format=ROW"]
-        self.proc = subprocess.Popen(argv + ([f"--log-bin={binlog}"] if binlog else []))
+        self.proc = subprocess.Popen(argv + ([f"--log-bin={binlog}"] if binlog else []) + list(options))
         deadline = time.monotonic() + 120
         while self.sql("SELECT 1;", check=False).returncode != 0:
             if time.monotonic() > deadline or self.proc.poll() is not None:

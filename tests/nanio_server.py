@@ -21,6 +21,8 @@ class SigV4Server:
     endpoint: str
     access_key: str
     secret_key: str
+    #: Where nanio keeps the objects (what a test scans for plaintext).
+    data: Path | None = None
 
 
 @contextmanager
@@ -44,7 +46,7 @@ def nanio_server(data: Path) -> Iterator[SigV4Server]:
                 time.sleep(0.1)
         else:
             raise RuntimeError("nanio did not listen within 20 s")
-        yield SigV4Server(f"http://127.0.0.1:{port}", server.access_key, server.secret_key)
+        yield SigV4Server(f"http://127.0.0.1:{port}", server.access_key, server.secret_key, data / "store")
     finally:
         proc.terminate()
         try:

@@ -7,7 +7,10 @@ run), `files` (the docroot or NFS exports), `prune` (restic forget --prune by th
 
 Everything goes to one restic repository per cluster (S3): restic encrypts every object on this host with the
 repository key, so the store holds no plaintext. The key and the S3 credentials reach restic in its
-environment only (never argv, a file or a log line). Each run records its result in STATE_DIR/<kind>.json,
+environment only (never argv, a file or a log line). A server encrypted at rest (the banking variant's
+file_key_management) has its key file saved in each full snapshot beside the copy, read by restic from where the
+server reads it: its files and binary logs are shipped as the server wrote them (encrypted), and only that key,
+which a fresh host lacks, reads them back (backup_restore). Each run records its result in STATE_DIR/<kind>.json,
 touches the kind's mark (its mtime is the last good time, read by `golden-firstboot facts`) and exits non-zero
 with one line (the unit's failure reason in the journal) when it fails."""
 
@@ -22,6 +25,7 @@ import socket
 import time
 from typing import Any, Iterator
 
+from . import backup_keyfile
 from .steps import Context
 from .system import FirstbootError, one_line
 
@@ -168,7 +172,9 @@ def database(ctx: Context, backing_up: bool = True) -> dict[str, Any]:
 
 
 def run_full(ctx: Context) -> str:
-    """mariabackup into a fresh spool directory, then into the repository; the spool is removed either way."""
+    """mariabackup into a fresh spool directory, then into the repository; the spool is removed either way. On a
+    server encrypted at rest, mariabackup reads the key settings from the server (it writes them to the copy's
+    backup-my.cnf, checked here) and the key file goes into the same snapshot, read where it lies."""
     conf = database(ctx)
     spool = ctx.path(conf.get("spool") or SPOOL) + "/full"
     shutil.rmtree(spool, ignore_errors=True)
@@ -178,12 +184,15 @@ def run_full(ctx: Context) -> str:
                  "--datadir=" + (conf.get("datadir") or DATADIR), "--socket=" + (conf.get("socket") or SOCKET),
                  "--user=root"], timeout=RESTIC_TIMEOUT)
         finished = time.time()
+        keyfile = backup_keyfile.server_keyfile(lambda statements: sql(ctx, statements))
         if not os.path.exists(os.path.join(spool, "xtrabackup_binlog_info")):
             raise FirstbootError("mariabackup wrote no xtrabackup_binlog_info: the server runs without a binary "
                                  "log, so no point-in-time restore could start from this copy")
+        if keyfile:
+            backup_keyfile.check_copy(spool, keyfile)
         # The binlog that holds the writes after the copy's consistent point is closed and shipped with it.
         run_binlog(ctx)
-        return _backup(ctx, "full", [spool], when=finished)
+        return _backup(ctx, "full", [spool] + ([keyfile] if keyfile else []), when=finished)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 

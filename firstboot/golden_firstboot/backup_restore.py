@@ -4,7 +4,9 @@ through it): a database to any second, from the last full copy before it and the
 A time is a UTC second; the state "at T" holds every transaction whose binlog timestamp is T or earlier and
 none later (mysqlbinlog --stop-datetime T+1). Restic checks each object's MAC as it reads it back; the restore
 then checks what it restored: every user table passes CHECK TABLE, and its row count and checksum are
-reported, before it says it succeeded."""
+reported, before it says it succeeded.
+
+A backup of a server encrypted at rest (the banking variant) is restored with its source's key: backup_keys.py."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from typing import Any, Callable
 
 from . import backup_jobs
 from .backup_jobs import BACKUP_TOOL, BINLOG_TOOL, restic, snapshots, tool
+from .backup_keys import KEY_PLUGIN, data_path, install_key, key_path, key_settings, point_copy_at_key, replay_encrypted
+from .roles.hardened import KEY_FILE
+from .roles.mariadb import ENCRYPTION_CNF
 from .steps import Context
 from .system import FirstbootError
 
@@ -53,6 +58,9 @@ class Plan:
         self.binlogs = binlogs
         self.binlog = binlogs[0] if binlogs else None
         self.reaches = parse_time(binlogs[0]["time"]) if binlogs else parse_time(full["time"])
+        #: The key plugin's settings of an encrypted source (its key installed here): fetch_full sets them.
+        self.keys: dict[str, str] = {}
+        self.key_aside: str | None = None
 
     def describe(self) -> str:
         text = "full {} ({})".format(self.full["short_id"], self.full["time"][:19])
@@ -79,12 +87,12 @@ def plan(ctx: Context, at: float, source: str | None = None) -> Plan:
 
 
 def _fetch(ctx: Context, snapshot: dict[str, Any], target: str) -> str:
-    """Restore a snapshot's one path into target; the folder that holds its files."""
-    path = snapshot["paths"][0]
+    """Restore a snapshot's spool folder into target; the folder that holds its files."""
+    path = data_path(snapshot)
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(target, 0o700)
-    # The whole snapshot (it holds this one path), under its full path: `ID:PATH` needs restic 0.15+.
-    restic(ctx, ["restore", snapshot["id"], "--target", target])
+    # That folder only (never the key beside it), under its full path: `ID:PATH` needs restic 0.15+.
+    restic(ctx, ["restore", snapshot["id"], "--target", target, "--include", path])
     return os.path.join(target, path.lstrip("/"))
 
 
@@ -98,9 +106,23 @@ def binlog_start(prepared: str) -> tuple[str, int]:
         raise FirstbootError("the full backup has no readable xtrabackup_binlog_info") from None
 
 
-def fetch_full(ctx: Context, restore_plan: Plan, work: str) -> str:
-    """The full copy restored into WORK/full and prepared (crash recovery applied): ready to copy back."""
+def fetch_full(ctx: Context, restore_plan: Plan, work: str, keyfile: str | None = None) -> str:
+    """The full copy restored into WORK/full and prepared (crash recovery applied): ready to copy back. A copy of
+    a server encrypted at rest is prepared with the source's key, installed first as `keyfile`; its key settings
+    are kept in restore_plan.keys for the binlog reader."""
     folder = _fetch(ctx, restore_plan.full, os.path.join(work, "full"))
+    if key_path(restore_plan.full):
+        if not keyfile:
+            raise FirstbootError("full backup {} is of a server encrypted at rest: only its key reads it, and this "
+                                 "restore has no key file to install it as".format(restore_plan.full["short_id"]),
+                                 hint="restore it onto a SQL host of the banking (hardened) profile")
+        restore_plan.keys = dict(key_settings(folder), **{KEY_PLUGIN + "_filename": keyfile})
+        if restore_plan.keys.get(KEY_PLUGIN + "_filekey"):
+            # the banking profile's key file is not itself encrypted: a file key would be a secret on argv
+            raise FirstbootError(f"full backup {restore_plan.full['short_id']}: its server's key file is encrypted "
+                                 f"({KEY_PLUGIN}_filekey): not supported by the restore")
+        restore_plan.key_aside = install_key(ctx, restore_plan.full, keyfile)
+        point_copy_at_key(folder, keyfile)
     ctx.run([tool(ctx, BACKUP_TOOL), "--prepare", "--target-dir=" + folder], timeout=backup_jobs.RESTIC_TIMEOUT)
     return folder
 
@@ -140,6 +162,10 @@ def replay(ctx: Context, restore_plan: Plan, prepared: str, work: str, socket: s
     else:
         raise FirstbootError(f"the binlog {first} that the full backup continues from is not in the store",
                              hint="take a new full backup: `systemctl start golden-backup-full`")
+    if restore_plan.keys:
+        replay_encrypted(ctx, restore_plan.keys, folder, names, position, stop_datetime(restore_plan.at), socket,
+                         work)
+        return len(names)
     events = os.path.join(work, "replay.sql")
     fd = os.open(events, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
@@ -180,15 +206,18 @@ def verify(ctx: Context, socket: str, like: str | None = None) -> list[dict[str,
 
 
 def restore_database(ctx: Context, at: float, datadir: str, socket: str, start: Callable[[], None],
-                     source: str | None = None, work: str | None = None) -> dict[str, Any]:
+                     source: str | None = None, work: str | None = None,
+                     keyfile: str | None = None) -> dict[str, Any]:
     """The database as it was at `at`, onto an empty datadir: fetch and prepare the full copy, move it in,
-    start the server (`start`), replay the binlogs, check every table. The report, as JSON-ready data."""
+    start the server (`start`), replay the binlogs, check every table. The report, as JSON-ready data. A backup
+    of a server encrypted at rest needs `keyfile`, the key file the started server reads: the source's key is
+    installed there."""
     restore_plan = plan(ctx, at, source)
     ctx.log(f"restoring {source or backup_jobs.host_name(ctx)} to {backup_jobs.now_iso(at)} "
             f"from {restore_plan.describe()}")
     work = work or ctx.path(backup_jobs.STATE_DIR + "/restore")
     try:
-        prepared = fetch_full(ctx, restore_plan, work)
+        prepared = fetch_full(ctx, restore_plan, work, keyfile)
         first, position = binlog_start(prepared)
         # mariabackup --move-back empties the copy; the binlog position is kept first.
         keep = os.path.join(work, "xtrabackup_binlog_info")
@@ -200,8 +229,12 @@ def restore_database(ctx: Context, at: float, datadir: str, socket: str, start: 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     reached = min(restore_plan.reaches, at)
-    return {"at": backup_jobs.now_iso(at), "reached": backup_jobs.now_iso(reached), "from": restore_plan.describe(),
-            "binlog_start": f"{first}:{position}", "binlog_files": files, "tables": tables}
+    report = {"at": backup_jobs.now_iso(at), "reached": backup_jobs.now_iso(reached), "from": restore_plan.describe(),
+              "binlog_start": f"{first}:{position}", "binlog_files": files, "tables": tables,
+              "encrypted": bool(restore_plan.keys)}
+    if restore_plan.key_aside:
+        report["key_set_aside"] = restore_plan.key_aside
+    return report
 
 
 def list_snapshots(ctx: Context, host: str | None = None) -> list[dict[str, Any]]:
@@ -229,6 +262,15 @@ def restore_here(ctx: Context, at: float, source: str | None = None) -> dict[str
     if found:
         raise FirstbootError("this server holds tables in {}: a restore goes onto a fresh SQL host".format(
             ", ".join(r[0] for r in found)), hint="boot a new host from the image and restore there")
+    # A host of the banking profile runs MariaDB encrypted at rest: an encrypted backup's key becomes its key,
+    # and the server starts on the restored data with the same encryption settings (never without them).
+    keyfile = ctx.path(conf.get("keyfile") or KEY_FILE) if ctx.exists(ENCRYPTION_CNF) else None
+    if keyfile is None:
+        full = plan(ctx, at, source).full
+        if key_path(full):  # refused before the server is stopped
+            raise FirstbootError("full backup {} is of a server encrypted at rest, and this host's MariaDB is not "
+                                 "({} is missing)".format(full["short_id"], ENCRYPTION_CNF),
+                                 hint="restore it onto a SQL host of the banking (hardened) profile")
     ctx.run(["systemctl", "stop", "mariadb"], timeout=600)
     aside = "{}.before-restore-{}".format(datadir.rstrip("/"), int(time.time()))
     os.rename(datadir, aside)
@@ -236,8 +278,10 @@ def restore_here(ctx: Context, at: float, source: str | None = None) -> dict[str
 
     def start() -> None:
         ctx.run(["chown", "-R", "mysql:mysql", datadir])
+        if keyfile and os.path.exists(keyfile):
+            ctx.chown(keyfile, "mysql", "mysql")
         ctx.run(["systemctl", "start", "mariadb"], timeout=900)
 
-    report = restore_database(ctx, at, datadir, socket, start, source)
+    report = restore_database(ctx, at, datadir, socket, start, source, keyfile=keyfile)
     report["set_aside"] = aside
     return report

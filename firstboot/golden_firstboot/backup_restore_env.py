@@ -46,11 +46,12 @@ class ScratchServer:
         import subprocess
 
         try:
-            pwd.getpwnam("mysql")
-            user = "mysql"
-            self.ctx.run(["chown", "-R", "mysql:mysql", self.folder, self.run_dir])
+            account = pwd.getpwnam("mysql")
+            user = "mysql" if reachable(self.folder, account.pw_uid, account.pw_gid) else "root"
         except KeyError:
             user = "root"  # a host without MariaDB's account (the tests' own server)
+        if user == "mysql":
+            self.ctx.run(["chown", "-R", "mysql:mysql", self.folder, self.run_dir])
         server = shutil.which("mariadbd") or shutil.which("mysqld") or "mysqld"  # Debian 10: mysqld only
         argv = [server, "--no-defaults", "--user=" + user, "--datadir=" + self.datadir, "--socket=" + self.socket,
                 "--skip-networking", "--skip-log-bin", "--innodb-buffer-pool-size=128M",
@@ -79,6 +80,20 @@ class ScratchServer:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def reachable(path: str, uid: int, gid: int) -> bool:
+    """Whether an account may walk down to path (every folder above it searchable by it): mariadbd run as
+    `mysql` cannot open a data directory under a folder only root enters (a test's temporary folder)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(parent)
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return False
+        if parent == os.path.dirname(parent):
+            return True
+        parent = os.path.dirname(parent)
 
 
 def system_tail(path: str) -> str:

@@ -83,8 +83,8 @@ ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "conver
 #: The backup jobs and restores (README: Backups and restores): not in the images' agent (every role's OpenStack
 #: bake user-data must stay under Nova's 64 KiB; the agent runs without them). A host whose cluster settings
 #: back something up gets them in its own user-data (backup_zip_file), and the agent loads them from there.
-BACKUP_MODULES = ("backup_jobs.py", "backup_restore.py", "backup_restore_env.py", "backup_restore_files.py",
-                  "backup_command.py", "roles/backup.py")
+BACKUP_MODULES = ("backup_jobs.py", "backup_keyfile.py", "backup_keys.py", "backup_restore.py", "backup_restore_env.py",
+                  "backup_restore_files.py", "backup_command.py", "roles/backup.py")
 BACKUP_ZIP_PATH = "/usr/local/lib/golden/golden-firstboot-backup.zip"
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from goldenimage.apply.backup import AGENT, list_backups
 from tests.conftest import ROOT
@@ -286,3 +288,152 @@ def test_one_environment_comes_back_as_of_a_second_and_the_others_are_not_touche
 
     with pytest.raises(FirstbootError, match="not an environment name"):
         backup_restore_env.restore_env_databases(ctx, "../x", at, source="db1", live_socket=str(source.socket))
+
+
+HARDENED_PROFILE = ROOT / "profiles/roles/hardened.yaml"
+
+
+def encrypted_at_rest(key: Path) -> tuple[str, ...]:
+    """mariadbd's options for the banking variant's encryption at rest: the profile's own cnf (as the image bakes
+    it), with the key file at `key`."""
+    from golden_firstboot.roles import hardened  # isort: skip
+
+    def cnfs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if node.get("path") == hardened.ENCRYPTION_SRC:
+                yield str(node["content"])
+            for value in node.values():
+                yield from cnfs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from cnfs(value)
+
+    cnf = next(cnfs(yaml.safe_load(HARDENED_PROFILE.read_text())))
+    settings = dict(hardened.encryption_settings(cnf), file_key_management_filename=str(key))
+    return ("--plugin-load-add=file_key_management",) + tuple(
+        "--{}={}".format(name.replace("_", "-"), value) for name, value in sorted(settings.items()))
+
+
+def wait_encrypted(server: Server) -> None:
+    from golden_firstboot.roles import hardened  # isort: skip
+
+    for _ in range(300):  # at most 60 s
+        total, done = server.sql(hardened.INNODB_PROGRESS).stdout.split()
+        if total == done:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"InnoDB encrypted {done} of {total} tablespaces in 60 s")
+
+
+def new_key(path: Path) -> str:
+    hex_key = os.urandom(32).hex()
+    path.write_text(f"1;{hex_key}\n")
+    path.chmod(0o400)
+    return hex_key
+
+
+def test_encrypted_server_restored_to_a_second_onto_a_host_with_its_own_key(tmp_path, sigv4_s3):
+    """The banking variant: a server encrypted at rest (file_key_management, its own key) backed up, lost with its
+    key, and restored to a second onto a fresh server that has a key of its own. mariadb-binlog cannot read the
+    encrypted binlogs from files: the restore reads them through a reader with the source's key. The key travels
+    inside the restic repository only: neither it nor a row value is in any object of the bucket, nor in the
+    agent's output; the restored server runs encrypted with the source's key, its own kept aside."""
+    for tool in ("mariadbd", "mariadb-backup", "mariadb-binlog", "restic"):
+        assert shutil.which(tool), f"{tool} is missing: scripts/install-deps installs it"
+    assert Path("/usr/lib/mysql/plugin/file_key_management.so").exists(), "scripts/install-deps: mariadb-server"
+    row_secret = "GOLDEN-BANKING-ROW-" + os.urandom(6).hex()
+    (tmp_path / "src").mkdir()
+    source_hex = new_key(tmp_path / "src" / "keyfile")
+    source = Server(tmp_path / "src", binlog="mysql-bin", options=encrypted_at_rest(tmp_path / "src" / "keyfile"))
+    servers = [source]
+    host = {"hostname": "db1", "backup": {"init": True,
+        "repository": f"s3:{sigv4_s3.endpoint}/{BUCKET}/{tmp_path.name}", "password": "drill-" + os.urandom(8).hex(),
+        "access_key_id": sigv4_s3.access_key, "secret_access_key": sigv4_s3.secret_key,
+        "database": {"socket": str(source.socket), "datadir": str(source.data), "spool": str(tmp_path / "spool")}}}
+    lines: list[str] = []
+    ctx = Context({"roles": ["sql-primary", "hardened"]}, host, root=str(tmp_path / "root"), logger=lines.append)
+    try:
+        assert source.sql("SELECT @@innodb_encrypt_tables, @@encrypt_binlog;").stdout.split() == ["FORCE", "1"]
+        wait_encrypted(source)  # the system tablespace (undo) rotated, as first boot waits for it
+        source.sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(200));"
+                   f"INSERT INTO shop.orders VALUES (1, '{row_secret}');")
+        backup_jobs.run(ctx, "full")
+        writer = Writer(source)
+        writer.start()
+        time.sleep(2)
+        backup_jobs.run(ctx, "binlog")
+        time.sleep(1.5)
+        sleep_to_fraction(0.5, 0.7)
+        dropped = time.time()
+        source.sql("DROP TABLE shop.orders;")
+        writer.join(timeout=30)
+        backup_jobs.run(ctx, "binlog")
+        at = math.floor(dropped) - 1
+        shipped = sorted(Path(ctx.path(str(tmp_path / "spool" / "binlog"))).glob("mysql-bin.0*"))
+        # the binlogs as the server wrote them: encrypted, so mariadb-binlog cannot read them from the files
+        unread = subprocess.run(["mariadb-binlog", str(shipped[0])], capture_output=True, text=True, timeout=60)
+        assert unread.returncode != 0 and "decryption" in unread.stderr, unread.stderr[-500:]
+
+        # The source host is lost, its key with it.
+        source.stop()
+        (tmp_path / "src" / "keyfile").unlink()
+
+        # A fresh host booted from the image: MariaDB encrypted with a key of its own, its data directory set aside
+        # by the restore.
+        dst = tmp_path / "dst"
+        dst.mkdir()
+        own_hex = new_key(dst / "keyfile")
+        fresh = Server(dst, options=encrypted_at_rest(dst / "keyfile"))
+        fresh.stop()
+        (dst / "data").rename(dst / "data.before-restore")
+        started: list[Server] = []
+
+        def start() -> None:
+            started.append(Server(dst, install=False, options=encrypted_at_rest(dst / "keyfile")))
+            servers.append(started[-1])
+
+        report = backup_restore.restore_database(ctx, at, str(dst / "data"), str(dst / "mysqld.sock"), start,
+                                                 source="db1", work=str(tmp_path / "work"),
+                                                 keyfile=str(dst / "keyfile"))
+        restored = started[0]
+        ids = {int(v) for v in restored.sql("SELECT id FROM shop.orders;").stdout.split()}
+        acknowledged_before = {n for n, _, acked in writer.rows if acked < at + 1}
+        begun_after = {n for n, began, _ in writer.rows if began >= at + 1}
+        assert len(acknowledged_before) > 20 and begun_after, (len(acknowledged_before), len(begun_after))
+        assert acknowledged_before <= ids, sorted(acknowledged_before - ids)[:10]
+        assert not ids & begun_after, sorted(ids & begun_after)[:10]
+        assert restored.sql("SELECT note FROM shop.orders WHERE id = 1;").stdout.strip() == row_secret
+        assert report["encrypted"] and report["binlog_files"] >= 2
+        assert [t["table"] for t in report["tables"]] == ["shop.orders"] and report["tables"][0]["rows"] == len(ids)
+
+        # The restored host runs with the source's key, encryption at rest still on; its own key is kept aside
+        # (it reads the data directory set aside), mode 0400 like the key.
+        assert (dst / "keyfile").read_text() == f"1;{source_hex}\n"
+        assert Path(report["key_set_aside"]).read_text() == f"1;{own_hex}\n"
+        assert {oct(p.stat().st_mode & 0o777) for p in dst.glob("keyfile*")} == {"0o400"}
+        assert restored.sql("SELECT @@innodb_encrypt_tables, @@encrypt_binlog;").stdout.split() == ["FORCE", "1"]
+        assert restored.sql("SELECT ENCRYPTION_SCHEME FROM information_schema.INNODB_TABLESPACES_ENCRYPTION "
+                            "WHERE NAME = 'shop/orders';").stdout.split() == ["1"]
+        restored.sql("FLUSH TABLES; FLUSH BINARY LOGS;")
+        for path in [p for p in (dst / "data").rglob("*") if p.is_file()]:
+            assert row_secret.encode() not in path.read_bytes(), path
+
+        # Nothing decrypted left on disk: no work folder, no reader, no binlog in clear in the spool.
+        assert not (tmp_path / "work").exists()
+        assert not list(Path(tempfile.gettempdir()).glob("golden-binlog-*"))
+        for path in [p for p in tmp_path.rglob("*") if p.is_file() and "dst" not in p.parts]:
+            assert row_secret.encode() not in path.read_bytes(), path
+        # The bucket: no object holds the row value or either key, in hex; nor does the agent's output.
+        assert sigv4_s3.data is not None
+        objects = [p for p in sigv4_s3.data.rglob("*") if p.is_file()]
+        assert len(objects) > 10
+        for path in objects:
+            body = path.read_bytes()
+            for secret in (row_secret, source_hex, own_hex):
+                assert secret.encode() not in body and secret.upper().encode() not in body, path
+        for line in lines:
+            assert row_secret not in line and source_hex not in line and own_hex not in line, line
+    finally:
+        for server in servers:
+            if server.proc.poll() is None:
+                server.stop()
