@@ -77,7 +77,7 @@ def compact_source(text: str) -> str:
 ENGINE_MODULES = ("converge.py", "converge_apt.py", "converge_files.py", "converge_host.py", "converge_restart.py",
                   "converge_system.py",
                   # hosting environments: `golden env apply` ships the agent with them; no first boot runs them
-                  "env_command.py", "env_schema.py", "env.py", "env_render.py", "env_sql.py",
+                  "env_command.py", "env_schema.py", "env.py", "env_batch.py", "env_render.py", "env_sql.py",
                   # `golden cluster status` ships the agent with it (apply/remote_agent.py)
                   "host_summary.py")
 #: The backup jobs and restores (README: Backups and restores): not in the images' agent (every role's OpenStack
