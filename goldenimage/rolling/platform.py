@@ -79,7 +79,7 @@ def load_images(paths: Sequence[Path], host_profiles: Mapping[str, str]) -> dict
             errors.append(f"--image {path}: not a complete goldenimage artifact (QCOW2 with NAME.manifest.json "
                           "and NAME.sha256 beside it): golden images list shows them")
             continue
-        profile = str(artifact.manifest().get("profile", {}).get("profile", ""))
+        profile = artifact.manifest().profile
         if profile in found:
             errors.append(f"--image {path}: a second image for profile {profile} (first: {found[profile].name})")
         elif profile not in wanted:
