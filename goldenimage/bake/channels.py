@@ -96,24 +96,6 @@ def record_drill(artifact: store.Artifact, drill: str, passed: bool, detail: str
     write_record(artifact, record)
 
 
-def record_drill_run(qcow2s: Iterable[Path], drill: str, passed: bool, detail: str = "") -> list[str]:
-    """A drill's outcome recorded for every artifact it booted (given by their qcow2; a file that is not an
-    artifact is skipped) and pushed to the shared store when one is set; the names recorded."""
-    from . import shared_store
-
-    done = []
-    for qcow2 in dict.fromkeys(Path(q) for q in qcow2s):
-        artifact = store.from_path(qcow2)
-        if artifact is None:
-            continue
-        record_drill(artifact, drill, passed, detail)
-        shared = shared_store.configured()
-        if shared:
-            shared.push_record(artifact)
-        done.append(artifact.name)
-    return done
-
-
 def candidate_problems(record: dict[str, Any]) -> list[str]:
     """What keeps an artifact from candidate: a passed verify and a passed drill on record for its key, and no
     drill whose last run on it failed; [] when nothing does."""

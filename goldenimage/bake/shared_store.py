@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,3 +412,19 @@ class _Lease:
         held = self.shared._get_json(self.key)
         if held is not None and held[0].get("owner") == self.token:
             self.shared._delete(self.key)
+
+
+def record_drill_run(qcow2s: Iterable[Path], drill: str, passed: bool, detail: str = "") -> list[str]:
+    """A drill's outcome recorded for every artifact it booted (given by their qcow2; a file that is not an
+    artifact is skipped) and pushed to the shared store when one is set; the names recorded."""
+    done = []
+    for qcow2 in dict.fromkeys(Path(q) for q in qcow2s):
+        artifact = store.from_path(qcow2)
+        if artifact is None:
+            continue
+        channels.record_drill(artifact, drill, passed, detail)
+        shared = configured()
+        if shared:
+            shared.push_record(artifact)
+        done.append(artifact.name)
+    return done

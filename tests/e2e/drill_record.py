@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from goldenimage.bake import channels
+from goldenimage.bake import shared_store
 
 #: the qcow2 files the drill running now booted (tests/e2e/ha_scenario.py's image() adds to it)
 BOOTED: list[Path] = []
@@ -22,7 +22,7 @@ def recorded(drill: str, booted: list[Path] = BOOTED) -> Iterator[list[Path]]:
     try:
         yield booted
     except Exception as exc:
-        channels.record_drill_run(booted, drill, False, (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+        shared_store.record_drill_run(booted, drill, False, (str(exc).splitlines() or [type(exc).__name__])[0][:300])
         raise
-    names = channels.record_drill_run(booted, drill, True)
+    names = shared_store.record_drill_run(booted, drill, True)
     print(f"drill {drill} passed: recorded for {', '.join(names) or 'no artifact'}")

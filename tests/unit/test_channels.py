@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from goldenimage.bake import channels, store
+from goldenimage.bake import channels, shared_store, store
 from goldenimage.cli import main
 from goldenimage.core.errors import InputError
 from goldenimage.publish.publisher import ImageFacts, PublishedImage, publish
@@ -84,7 +84,7 @@ def test_outcomes_of_another_content_key_do_not_count(tmp_path: Path) -> None:
 def test_a_drill_records_its_outcome_against_each_artifact_it_booted(tmp_path: Path) -> None:
     web = fake_artifact(tmp_path, "a" * 16)
     lb = fake_artifact(tmp_path, "b" * 16, profile="lb")
-    names = channels.record_drill_run([web.qcow2, lb.qcow2, web.qcow2, tmp_path / "not-an-artifact.qcow2"],
+    names = shared_store.record_drill_run([web.qcow2, lb.qcow2, web.qcow2, tmp_path / "not-an-artifact.qcow2"],
                                       "ha-sql", True, "0 failed, outage 4 s")
     assert names == [web.name, lb.name]
     for artifact in (web, lb):
